@@ -1,0 +1,82 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "Trellis",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "TrellisClient", targets: ["TrellisClient"]),
+        .library(name: "TrellisFlow", targets: ["TrellisFlow"]),
+        .executable(name: "trellis", targets: ["trellis"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        .target(name: "CTrellisShim"),
+        .target(name: "TrellisSystem", dependencies: ["CTrellisShim"], swiftSettings: strict),
+        .target(name: "TrellisProtocol", swiftSettings: strict),
+        .target(
+            name: "TrellisStore",
+            dependencies: ["TrellisProtocol", "TrellisSystem"],
+            swiftSettings: strict),
+        .target(
+            name: "TrellisMeta",
+            dependencies: [
+                "TrellisProtocol",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "TrellisServer",
+            dependencies: [
+                "TrellisProtocol", "TrellisStore", "TrellisSystem", "TrellisMeta",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "TrellisClient",
+            dependencies: ["TrellisProtocol", "TrellisSystem"],
+            swiftSettings: strict),
+        .target(
+            name: "TrellisFlow",
+            dependencies: [
+                "TrellisClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "trellis",
+            dependencies: [
+                "TrellisServer", "TrellisClient", "TrellisFlow", "TrellisMeta",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+        .testTarget(name: "TrellisProtocolTests", dependencies: ["TrellisProtocol"], swiftSettings: strict),
+        .testTarget(name: "TrellisStoreTests", dependencies: ["TrellisStore"], swiftSettings: strict),
+        .testTarget(name: "TrellisMetaTests", dependencies: ["TrellisMeta"], swiftSettings: strict),
+        .testTarget(name: "TrellisFlowTests", dependencies: ["TrellisFlow"], swiftSettings: strict),
+        .testTarget(name: "TrellisClientTests", dependencies: ["TrellisClient"], swiftSettings: strict),
+        .testTarget(
+            name: "TrellisServerTests",
+            dependencies: ["TrellisServer", "TrellisClient"],
+            swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,27 @@
+// Only the C that Swift cannot import: memfd_create and the CMSG_* macros
+// needed to pass one file descriptor with SCM_RIGHTS. All logic lives in Swift.
+#ifndef CTRELLIS_SHIM_H
+#define CTRELLIS_SHIM_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/// memfd_create(name, MFD_CLOEXEC [| MFD_HUGETLB if huge]). Returns -1 and sets errno on failure.
+int trellis_memfd_create(const char *name, int huge);
+
+/// fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length).
+int trellis_punch_hole(int fd, off_t offset, off_t length);
+
+/// Sends `byte` plus exactly one fd in one SCM_RIGHTS control message (MSG_NOSIGNAL).
+/// Returns bytes sent (1) or -1 with errno set.
+ssize_t trellis_send_fd(int socket, int fd, unsigned char byte);
+
+/// Receives one data byte and at most one fd (MSG_CMSG_CLOEXEC). On success returns
+/// bytes received (0 on EOF) and stores the fd (or -1) in *fd_out. Extra fds and
+/// truncated control data are closed and reported as -1 with errno = EPROTO.
+ssize_t trellis_recv_fd(int socket, int *fd_out, unsigned char *byte_out);
+
+/// The peer's pid from SO_PEERCRED, or -1.
+int trellis_peer_pid(int socket);
+
+#endif

@@ -1,0 +1,1 @@
+// TrellisClient: module under construction.

@@ -1,0 +1,1 @@
+// TrellisFlow: module under construction.

@@ -1,0 +1,1 @@
+// TrellisMeta: module under construction.

@@ -1,0 +1,240 @@
+import CTrellisShim
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A connected stream socket (UNIX or TCP) with blocking I/O, owning its descriptor.
+public struct StreamSocket: ~Copyable, Sendable {
+    public let fd: OwnedFD
+    public var raw: Int32 { fd.raw }
+
+    public init(adopting fd: consuming OwnedFD) {
+        self.fd = fd
+    }
+
+    /// Connects to a UNIX-domain socket path.
+    public static func connect(unixPath path: String) throws(SystemError) -> StreamSocket {
+        let raw = try syscallRetrying("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        let sock = StreamSocket(adopting: OwnedFD(adopting: raw))
+        var addr = try SocketAddress.unix(path)
+        let rc = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(raw, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if rc != 0 { throw SystemError("connect(\(path))") }
+        return sock
+    }
+
+    /// Connects to a TCP host (IPv4 dotted quad or name) and port, with TCP_NODELAY.
+    public static func connect(host: String, port: Int) throws(SystemError) -> StreamSocket {
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &result)
+        guard rc == 0, let info = result else { throw SystemError("getaddrinfo(\(host))", errno: EHOSTUNREACH) }
+        defer { freeaddrinfo(result) }
+        let raw = try syscallRetrying("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        let sock = StreamSocket(adopting: OwnedFD(adopting: raw))
+        if Glibc.connect(raw, info.pointee.ai_addr, info.pointee.ai_addrlen) != 0 {
+            throw SystemError("connect(\(host):\(port))")
+        }
+        sock.setNoDelay()
+        return sock
+    }
+
+    public func setNoDelay() {
+        var one: Int32 = 1
+        _ = setsockopt(raw, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Reads exactly `count` bytes. Returns false on a clean EOF before the first byte.
+    public func readExact(into buffer: UnsafeMutableRawPointer, count: Int) throws(SystemError) -> Bool {
+        try Self.readExact(raw, into: buffer, count: count)
+    }
+
+    public static func readExact(_ raw: Int32, into buffer: UnsafeMutableRawPointer, count: Int) throws(SystemError) -> Bool {
+        var done = 0
+        while done < count {
+            let n = recv(raw, buffer + done, count - done, 0)
+            if n > 0 {
+                done += n
+            } else if n == 0 {
+                if done == 0 { return false }
+                throw SystemError("recv", errno: ECONNRESET)
+            } else {
+                let e = Glibc.errno
+                if e == EINTR { continue }
+                throw SystemError("recv", errno: e)
+            }
+        }
+        return true
+    }
+
+    public func writeAll(_ buffer: UnsafeRawBufferPointer) throws(SystemError) {
+        try Self.writeAll(raw, buffer)
+    }
+
+    public static func writeAll(_ raw: Int32, _ buffer: UnsafeRawBufferPointer) throws(SystemError) {
+        guard var p = buffer.baseAddress else { return }
+        var left = buffer.count
+        while left > 0 {
+            let n = send(raw, p, left, Int32(MSG_NOSIGNAL))
+            if n < 0 {
+                let e = Glibc.errno
+                if e == EINTR { continue }
+                throw SystemError("send", errno: e)
+            }
+            p += n
+            left -= n
+        }
+    }
+
+    /// Sends one byte carrying `fd` in an SCM_RIGHTS message.
+    public func sendFD(_ fd: Int32, byte: UInt8 = 0x14) throws(SystemError) {
+        try Self.sendFD(raw, fd, byte: byte)
+    }
+
+    public static func sendFD(_ raw: Int32, _ fd: Int32, byte: UInt8 = 0x14) throws(SystemError) {
+        if trellis_send_fd(raw, fd, byte) != 1 { throw SystemError("sendmsg(SCM_RIGHTS)") }
+    }
+
+    /// Receives the 1-byte fd carrier and returns the descriptor it carries.
+    public func receiveFD() throws(SystemError) -> OwnedFD {
+        var fd: Int32 = -1
+        var byte: UInt8 = 0
+        let n = trellis_recv_fd(raw, &fd, &byte)
+        if n < 0 { throw SystemError("recvmsg(SCM_RIGHTS)") }
+        if n == 0 { throw SystemError("recvmsg(SCM_RIGHTS)", errno: ECONNRESET) }
+        if fd < 0 { throw SystemError("recvmsg(SCM_RIGHTS): no descriptor", errno: EPROTO) }
+        return OwnedFD(adopting: fd)
+    }
+
+    /// Wakes a thread blocked reading this socket (shutdown both directions).
+    public static func shutdown(_ raw: Int32) {
+        _ = Glibc.shutdown(raw, Int32(SHUT_RDWR))
+    }
+
+    /// True if the peer closed (or sent bytes) — without consuming anything.
+    public static func peerHasClosedOrSent(_ raw: Int32) -> Bool {
+        var pfd = pollfd(fd: raw, events: Int16(POLLIN), revents: 0)
+        let rc = poll(&pfd, 1, 0)
+        return rc > 0
+    }
+}
+
+/// sockaddr builders.
+public enum SocketAddress {
+    public static func unix(_ path: String) throws(SystemError) -> sockaddr_un {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: addr.sun_path)
+        guard bytes.count < capacity else { throw SystemError("socket path too long (\(bytes.count) bytes, limit \(capacity - 1))", errno: ENAMETOOLONG) }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        return addr
+    }
+}
+
+/// A listening socket. `accept()` blocks; `close()` from another thread stops it.
+public final class Listener: Sendable {
+    public let raw: Int32
+    public let unixPath: String?
+    public let port: Int
+
+    private init(raw: Int32, unixPath: String?, port: Int) {
+        self.raw = raw
+        self.unixPath = unixPath
+        self.port = port
+    }
+
+    /// Binds a UNIX socket at `path` (mode 0777), replacing a stale socket file but
+    /// refusing when another process is accepting on it.
+    public static func unix(path: String, backlog: Int32 = 1024) throws(SystemError) -> Listener {
+        var addr = try SocketAddress.unix(path)
+        // A socket file someone still answers on belongs to a live daemon.
+        if access(path, F_OK) == 0 {
+            if let probe = try? StreamSocket.connect(unixPath: path) {
+                _ = probe
+                throw SystemError("socket \(path) is in use by another process", errno: EADDRINUSE)
+            }
+            unlink(path)
+        }
+        let raw = try syscallRetrying("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        let rc = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(raw, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if rc != 0 {
+            let e = SystemError("bind(\(path))")
+            Glibc.close(raw)
+            throw e
+        }
+        chmod(path, 0o777)
+        if Glibc.listen(raw, backlog) != 0 {
+            let e = SystemError("listen")
+            Glibc.close(raw)
+            throw e
+        }
+        return Listener(raw: raw, unixPath: path, port: 0)
+    }
+
+    /// Binds TCP on `host:port` (port 0 picks one) with SO_REUSEADDR.
+    public static func tcp(host: String, port: Int, backlog: Int32 = 1024) throws(SystemError) -> Listener {
+        let raw = try syscallRetrying("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        var one: Int32 = 1
+        setsockopt(raw, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        if inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &addr.sin_addr) != 1 {
+            Glibc.close(raw)
+            throw SystemError("inet_pton(\(host))", errno: EINVAL)
+        }
+        let rc = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(raw, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if rc != 0 {
+            let e = SystemError("bind(\(host):\(port))")
+            Glibc.close(raw)
+            throw e
+        }
+        if Glibc.listen(raw, backlog) != 0 {
+            let e = SystemError("listen")
+            Glibc.close(raw)
+            throw e
+        }
+        var bound = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &bound) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(raw, $0, &len) }
+        }
+        return Listener(raw: raw, unixPath: nil, port: Int(UInt16(bigEndian: bound.sin_port)))
+    }
+
+    /// Accepts one connection; throws once the listener is closed.
+    public func accept() throws(SystemError) -> StreamSocket {
+        while true {
+            let fd = Glibc.accept4(raw, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+            if fd >= 0 { return StreamSocket(adopting: OwnedFD(adopting: fd)) }
+            let e = Glibc.errno
+            if e == EINTR || e == ECONNABORTED { continue }
+            if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
+                usleep(10_000)  // out of descriptors: back off instead of spinning
+                continue
+            }
+            throw SystemError("accept", errno: e)
+        }
+    }
+
+    /// Stops accepting: wakes a blocked `accept` and removes a UNIX socket file.
+    public func close() {
+        _ = Glibc.shutdown(raw, Int32(SHUT_RDWR))
+        if let path = unixPath { unlink(path) }
+    }
+
+    deinit {
+        Glibc.close(raw)
+    }
+}
