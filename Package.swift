@@ -63,10 +63,11 @@ let package = Package(
         .executableTarget(
             name: "trellis",
             dependencies: [
-                "TrellisServer", "TrellisClient", "TrellisFlow", "TrellisMeta",
+                "TrellisServer", "TrellisClient", "TrellisFlow", "TrellisMeta", "TrellisStore", "TrellisSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
         .testTarget(name: "TrellisProtocolTests", dependencies: ["TrellisProtocol"], swiftSettings: strict),

@@ -76,3 +76,7 @@ int trellis_peer_pid(int socket) {
     if (getsockopt(socket, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
     return cred.pid;
 }
+
+int trellis_accept_cloexec(int socket) {
+    return accept4(socket, NULL, NULL, SOCK_CLOEXEC);
+}

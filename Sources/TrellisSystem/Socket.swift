@@ -89,6 +89,14 @@ public struct StreamSocket: ~Copyable, Sendable {
         }
     }
 
+    public static func writeAll(_ raw: Int32, _ bytes: [UInt8]) throws(SystemError) {
+        var failure: SystemError?
+        bytes.withUnsafeBytes { b in
+            do throws(SystemError) { try writeAll(raw, b) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
     /// Sends one byte carrying `fd` in an SCM_RIGHTS message.
     public func sendFD(_ fd: Int32, byte: UInt8 = 0x14) throws(SystemError) {
         try Self.sendFD(raw, fd, byte: byte)
@@ -216,7 +224,7 @@ public final class Listener: Sendable {
     /// Accepts one connection; throws once the listener is closed.
     public func accept() throws(SystemError) -> StreamSocket {
         while true {
-            let fd = Glibc.accept4(raw, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+            let fd = trellis_accept_cloexec(raw)
             if fd >= 0 { return StreamSocket(adopting: OwnedFD(adopting: fd)) }
             let e = Glibc.errno
             if e == EINTR || e == ECONNABORTED { continue }

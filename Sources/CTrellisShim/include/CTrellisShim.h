@@ -21,6 +21,9 @@ ssize_t trellis_send_fd(int socket, int fd, unsigned char byte);
 /// truncated control data are closed and reported as -1 with errno = EPROTO.
 ssize_t trellis_recv_fd(int socket, int *fd_out, unsigned char *byte_out);
 
+/// accept4(socket, NULL, NULL, SOCK_CLOEXEC) (glibc declares it only under _GNU_SOURCE).
+int trellis_accept_cloexec(int socket);
+
 /// The peer's pid from SO_PEERCRED, or -1.
 int trellis_peer_pid(int socket);
 

@@ -1,0 +1,187 @@
+/// A decoded client request. Decoding validates every field's type, so the daemon's
+/// handlers only see well-formed values.
+public enum Request: Sendable, Equatable {
+    case register(Register)
+    case exit
+    case createBuffer(size: Int)
+    case createBuffers(sizes: [Int])
+    case createRemoteBuffer(size: Int, compress: Bool)
+    case createRemoteBuffers(sizes: [Int], compress: Bool)
+    case getRemoteBuffers(ids: [ObjectID], unsafe: Bool, compress: Bool)
+    case seal(ObjectID)
+    case getBuffers(ids: [ObjectID], unsafe: Bool)
+    case dropBuffer(ObjectID)
+    case shrinkBuffer(ObjectID, size: Int)
+    case increaseReferenceCount([ObjectID])
+    case release(ObjectID)
+    case createData(JSON)
+    case createDatas([JSON])
+    case getData(ids: [ObjectID], syncRemote: Bool, wait: Bool)
+    case listData(pattern: String, regex: Bool, limit: Int)
+    case exists(ObjectID)
+    case delData(DelData)
+    case persist(ObjectID)
+    case ifPersist(ObjectID)
+    case shallowCopy(ObjectID, extra: [String: JSON])
+    case label(ObjectID, keys: [String], values: [String])
+    case clear
+    case memoryTrim
+    case putName(ObjectID, name: String)
+    case getName(String, wait: Bool)
+    case listName(pattern: String, regex: Bool, limit: Int)
+    case dropName(String)
+    case clusterMeta
+    case instanceStatus
+    case debug(JSON)
+    case migrateObject(ObjectID)
+    case evict([ObjectID])
+    case load([ObjectID], pin: Bool)
+    case unpin([ObjectID])
+    case isSpilled(ObjectID)
+    case isInUse(ObjectID)
+    /// A command upstream knows but Trellis does not serve (streams, sessions, arenas, plasma, GPU, locks).
+    case unsupported(type: String)
+
+    public struct Register: Sendable, Equatable {
+        public var version: String
+        /// 1 = default bulk store; 2 = plasma (not served by Trellis). Absent counts as 1.
+        public var storeType: Int
+        public var sessionID: UInt64
+        public var username: String
+        public var password: String
+    }
+
+    public struct DelData: Sendable, Equatable {
+        public var ids: [ObjectID]
+        public var force: Bool
+        public var deep: Bool
+        public var memoryTrim: Bool
+        public var fastpath: Bool
+        public var wantsFeedback: Bool
+    }
+
+    /// The request's `type` string, as it arrived.
+    public static func type(of message: JSON) throws(VineyardError) -> String {
+        guard case .object(let o) = message, let t = o["type"] else {
+            throw VineyardError(.invalid, "Invalid message: no 'type' field")
+        }
+        guard let s = t.stringValue else { throw VineyardError(.invalid, "Invalid message: 'type' must be a string") }
+        return s
+    }
+
+    /// Decodes a request body (already parsed JSON).
+    public static func decode(_ message: JSON) throws(VineyardError) -> Request {
+        let type = try type(of: message)
+        let r = FieldReader(message, command: type)
+        func ids(_ key: String) throws(VineyardError) -> [ObjectID] { try r.uintArray(key).map(ObjectID.init(rawValue:)) }
+        func id(_ key: String) throws(VineyardError) -> ObjectID { ObjectID(try r.uint(key)) }
+        func limit() throws(VineyardError) -> Int {
+            guard let v = r.object["limit"], !v.isNull else { return Int.max }
+            guard let u = v.uint64Value else { throw VineyardError(.invalid, "Invalid message: field 'limit' of '\(type)' must be an unsigned integer, got \(v.kindName)") }
+            return u > UInt64(Int.max) ? Int.max : Int(u)
+        }
+        switch type {
+        case "register_request":
+            var storeType = 1
+            if let st = r.object["store_type"] {
+                switch st {
+                case .string(let s): storeType = s == "Plasma" ? 2 : (s == "Normal" ? 1 : 0)
+                default:
+                    guard let i = st.int64Value else { throw VineyardError(.invalid, "Invalid message: field 'store_type' of 'register_request' must be a number or a string") }
+                    storeType = Int(i)
+                }
+            }
+            return .register(
+                Register(
+                    version: try r.string("version", default: "0.0.0"), storeType: storeType,
+                    sessionID: try r.optionalUInt("session_id") ?? 0,
+                    username: try r.string("username", default: ""), password: try r.string("password", default: "")))
+        case "exit_request": return .exit
+        case "create_buffer_request": return .createBuffer(size: try r.size("size"))
+        case "create_buffers_request":
+            return .createBuffers(sizes: try sizes(r))
+        case "create_remote_buffer_request":
+            return .createRemoteBuffer(size: try r.size("size"), compress: try r.bool("compress", default: false))
+        case "create_remote_buffers_request":
+            return .createRemoteBuffers(sizes: try sizes(r), compress: try r.bool("compress", default: false))
+        case "get_remote_buffers_request":
+            return .getRemoteBuffers(
+                ids: try r.numberedIDs().map(ObjectID.init(rawValue:)), unsafe: try r.bool("unsafe", default: false),
+                compress: try r.bool("compress", default: false))
+        case "seal_request": return .seal(try id("object_id"))
+        case "get_buffers_request":
+            return .getBuffers(ids: try r.numberedIDs().map(ObjectID.init(rawValue:)), unsafe: try r.bool("unsafe", default: false))
+        case "drop_buffer_request": return .dropBuffer(try id("id"))
+        case "shrink_buffer_request": return .shrinkBuffer(try id("id"), size: try r.size("size"))
+        case "increase_reference_count_request": return .increaseReferenceCount(try ids("ids"))
+        case "release_request": return .release(try id("object_id"))
+        case "create_data_request":
+            let content = try r.value("content")
+            guard case .object = content else { throw VineyardError(.metaTreeInvalid, "Invalid metadata: 'content' must be an object") }
+            return .createData(content)
+        case "create_datas_request":
+            guard let a = try r.value("contents").arrayValue else { throw VineyardError(.invalid, "Invalid message: 'contents' must be an array") }
+            return .createDatas(a)
+        case "get_data_request":
+            return .getData(ids: try ids("id"), syncRemote: try r.bool("sync_remote", default: false), wait: try r.bool("wait", default: false))
+        case "list_data_request":
+            return .listData(pattern: try r.string("pattern", default: "*"), regex: try r.bool("regex", default: false), limit: try limit())
+        case "exists_request": return .exists(try id("id"))
+        case "del_data_request", "del_data_with_feedbacks_request":
+            return .delData(
+                DelData(
+                    ids: try ids("id"), force: try r.bool("force", default: false), deep: try r.bool("deep", default: true),
+                    memoryTrim: try r.bool("memory_trim", default: false), fastpath: try r.bool("fastpath", default: false),
+                    wantsFeedback: type == "del_data_with_feedbacks_request"))
+        case "persist_request": return .persist(try id("id"))
+        case "if_persist_request": return .ifPersist(try id("id"))
+        case "shallow_copy_request":
+            var extra: [String: JSON] = [:]
+            if let e = r.object["extra"], !e.isNull {
+                guard let o = e.objectValue else { throw VineyardError(.invalid, "Invalid message: 'extra' must be an object") }
+                extra = o
+            }
+            return .shallowCopy(try id("id"), extra: extra)
+        case "label_request":
+            let keys = try r.stringArray("keys")
+            let values = try r.stringArray("values")
+            guard keys.count == values.count else { throw VineyardError(.invalid, "Invalid message: 'keys' and 'values' differ in length") }
+            return .label(try id("id"), keys: keys, values: values)
+        case "clear_request": return .clear
+        case "memory_trim_request": return .memoryTrim
+        case "put_name_request": return .putName(try id("object_id"), name: try r.string("name"))
+        case "get_name_request": return .getName(try r.string("name"), wait: try r.bool("wait", default: false))
+        case "list_name_request":
+            return .listName(pattern: try r.string("pattern", default: "*"), regex: try r.bool("regex", default: false), limit: try limit())
+        case "drop_name_request": return .dropName(try r.string("name"))
+        case "cluster_meta": return .clusterMeta
+        case "instance_status_request": return .instanceStatus
+        case "debug_command": return .debug(r.object["debug"] ?? .null)
+        case "migrate_object_request": return .migrateObject(try id("object_id"))
+        case "evict_request": return .evict(try ids("ids"))
+        case "load_request": return .load(try ids("ids"), pin: try r.bool("pin", default: false))
+        case "unpin_request": return .unpin(try ids("ids"))
+        case "is_spilled_request": return .isSpilled(try id("id"))
+        case "is_in_use_request": return .isInUse(try id("id"))
+        case "create_stream_request", "open_stream_request", "get_next_stream_chunk_request",
+            "push_next_stream_chunk_request", "pull_next_stream_chunk_request", "stop_stream_request",
+            "drop_stream_request", "new_session_request", "delete_session_request",
+            "move_buffers_ownership_request", "make_arena_request", "finalize_arena_request",
+            "create_disk_buffer_request", "create_gpu_buffer_request", "get_gpu_buffers_request",
+            "create_buffer_by_plasma_request", "get_buffers_by_plasma_request", "plasma_seal_request",
+            "plasma_release_request", "plasma_delete_data_request", "acquire_lock_request",
+            "release_lock_request", "release_blobs_with_rdma_request", "sync_meta_request":
+            return .unsupported(type: type)
+        default:
+            throw VineyardError(.invalid, "Got unexpected command: \(type)")
+        }
+    }
+
+    private static func sizes(_ r: FieldReader) throws(VineyardError) -> [Int] {
+        let raw = try r.uintArray("sizes")
+        if let n = try r.optionalUInt("num"), n != UInt64(raw.count) {
+            throw VineyardError(.invalid, "Invalid message: 'num' (\(n)) does not match \(raw.count) sizes")
+        }
+        return raw.map { $0 > UInt64(Int.max) ? Int.max : Int($0) }
+    }
+}

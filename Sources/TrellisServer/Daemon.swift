@@ -1,0 +1,125 @@
+import Logging
+import Metrics
+import ServiceLifecycle
+import Synchronization
+import TrellisProtocol
+import TrellisStore
+import TrellisSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The Trellis daemon: an IPC (UNIX socket) front end, and RPC (TCP) when configured,
+/// over one ``ObjectStore``. Runs as a ServiceLifecycle `Service`: `run()` returns
+/// after a graceful shutdown, with the socket file removed.
+public final class Daemon: Service, Sendable {
+    public let store: ObjectStore
+    public let config: ServerConfig
+    let handler: RequestHandler
+    let logger: Logger
+    private let connections = Mutex<[ConnectionID: Int32]>([:])
+    private let nextConnection = Atomic<UInt64>(0)
+    private let accepted = Counter(label: "trellis_connections_total")
+
+    public init(store: ObjectStore, config: ServerConfig, logger: Logger) {
+        self.store = store
+        self.config = config
+        self.logger = logger
+        self.handler = RequestHandler(store: store, config: config)
+    }
+
+    /// Binds the listeners (so that errors surface before `run`), returning them.
+    public func bind() throws(SystemError) -> [Listener] {
+        var listeners = [try Listener.unix(path: config.socketPath)]
+        if let port = config.rpcPort {
+            do {
+                listeners.append(try Listener.tcp(host: config.rpcHost, port: port))
+            } catch {
+                listeners[0].close()
+                throw error
+            }
+        }
+        return listeners
+    }
+
+    public func run() async throws {
+        let listeners = try bind()
+        try run(listeners: listeners)
+        logger.info(
+            "trellis daemon ready",
+            metadata: ["socket": "\(config.socketPath)", "rpc": "\(config.rpcPort.map { "\(config.rpcHost):\($0)" } ?? "off")",
+                       "size": "\(store.arena.capacity)", "instance": "\(store.instanceID)"])
+        try? await gracefulShutdown()
+        stop(listeners)
+    }
+
+    /// Starts accept threads on already bound listeners.
+    public func run(listeners: [Listener]) throws {
+        for l in listeners {
+            let isRPC = l.unixPath == nil
+            try spawnThread(name: isRPC ? "rpc-accept" : "ipc-accept") { [self] in acceptLoop(l, isRPC: isRPC) }
+        }
+    }
+
+    /// Stops accepting, disconnects every client and removes the socket file.
+    public func stop(_ listeners: [Listener]) {
+        for l in listeners { l.close() }
+        let open = connections.withLock { $0 }
+        for (_, fd) in open { StreamSocket.shutdown(fd) }
+        logger.info("trellis daemon stopped")
+    }
+
+    private func acceptLoop(_ listener: Listener, isRPC: Bool) {
+        while true {
+            let sock: StreamSocket
+            do {
+                sock = try listener.accept()
+            } catch {
+                return
+            }
+            if isRPC { sock.setNoDelay() }
+            let id = nextConnection.add(1, ordering: .relaxed).newValue
+            let raw = sock.raw
+            accepted.increment()
+            let fdBox = FDBox(sock)
+            do {
+                try spawnThread(name: "conn-\(id)") { [self] in
+                    serve(fdBox, raw: raw, id: id, isRPC: isRPC)
+                }
+            } catch {
+                logger.error("cannot start a connection thread", metadata: ["error": "\(error)"])
+                fdBox.close()
+            }
+        }
+    }
+
+    private func serve(_ box: FDBox, raw: Int32, id: ConnectionID, isRPC: Bool) {
+        connections.withLock { $0[id] = raw }
+        handler.counters.withLock { isRPC ? ($0.rpcConnections += 1) : ($0.ipcConnections += 1) }
+        var loop = ConnectionLoop(
+            raw: raw, id: id, isRPC: isRPC, handler: handler, maxMessageSize: config.maxMessageSize, logger: logger)
+        loop.run()
+        let reclaimed = store.disconnect(id)
+        if reclaimed > 0 {
+            logger.info("reclaimed unsealed blobs of a departed client", metadata: ["connection.id": "\(id)", "blobs": "\(reclaimed)"])
+        }
+        handler.counters.withLock { isRPC ? ($0.rpcConnections -= 1) : ($0.ipcConnections -= 1) }
+        connections.withLock { $0[id] = nil }
+        box.close()
+    }
+}
+
+/// Carries a socket's ownership to the thread that serves it.
+final class FDBox: @unchecked Sendable {
+    // Sendable: created by the accept thread and then used by exactly one connection thread.
+    private var socket: StreamSocket?
+
+    init(_ socket: consuming StreamSocket) {
+        self.socket = consume socket
+    }
+
+    func close() {
+        socket = nil
+    }
+}

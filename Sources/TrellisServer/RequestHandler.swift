@@ -1,0 +1,253 @@
+import Synchronization
+import TrellisProtocol
+import TrellisStore
+import TrellisSystem
+
+/// Per-connection protocol state.
+struct ConnectionState {
+    let id: ConnectionID
+    let isRPC: Bool
+    var registered = false
+    /// Whether this connection already received the arena's descriptor.
+    var arenaFDSent = false
+}
+
+/// Live counts the daemon reports.
+struct ServerCounters: Sendable {
+    var ipcConnections = 0
+    var rpcConnections = 0
+    var deferredRequests = 0
+}
+
+/// Turns decoded requests into store calls and replies. No I/O: waiting requests
+/// are handed a `cancelled` probe by the connection loop.
+final class RequestHandler: Sendable {
+    let store: ObjectStore
+    let config: ServerConfig
+    let counters: Mutex<ServerCounters>
+    let hostID: UInt64
+    let startTimestamp: UInt64
+
+    init(store: ObjectStore, config: ServerConfig) {
+        self.store = store
+        self.config = config
+        self.counters = Mutex(ServerCounters())
+        self.hostID = UInt64(truncatingIfNeeded: Int(bitPattern: UInt(gethostidSafe())))
+        self.startTimestamp = ObjectStore.wallClockMillis()
+    }
+
+    func handle(_ request: Request, _ conn: inout ConnectionState, cancelled: () -> Bool) throws(VineyardError) -> Outcome {
+        switch request {
+        case .register(let r):
+            conn.registered = true
+            return .reply([
+                "type": "register_reply",
+                "instance_id": .number(store.instanceID),
+                "ipc_socket": .string(config.socketPath),
+                "rpc_endpoint": .string(conn.isRPC || config.rpcPort != nil ? config.rpcEndpoint : "0.0.0.0:0"),
+                "session_id": 0,
+                "store_match": .bool(r.storeType == 1),
+                "support_rpc_compression": false,
+                "version": .string(config.version),
+            ])
+        case .exit:
+            return .close
+        default:
+            break
+        }
+        switch request {
+        case .createBuffer(let size):
+            try requireIPC(conn, "create_buffer_request")
+            let p = try store.createBlob(size: size, connection: conn.id)
+            let send = p.dataSize > 0 && !conn.arenaFDSent
+            if send { conn.arenaFDSent = true }
+            return .reply(
+                ["type": "create_buffer_reply", "id": .number(p.objectID.rawValue), "created": p.json,
+                 "fd": .int(send ? Int64(p.storeFD) : -1)],
+                sendArenaFD: send)
+        case .createBuffers(let sizes):
+            try requireIPC(conn, "create_buffers_request")
+            let ps = try store.createBlobs(sizes: sizes, connection: conn.id)
+            let send = ps.contains { $0.dataSize > 0 } && !conn.arenaFDSent
+            if send { conn.arenaFDSent = true }
+            var reply = payloadList(ps, type: "create_buffers_reply", fds: send ? [store.arena.fd.raw] : [])
+            reply["ids"] = .array(ps.map { .number($0.objectID.rawValue) })
+            return .reply(.object(reply), sendArenaFD: send)
+        case .seal(let id):
+            try store.seal(id, connection: conn.id)
+            return .reply(["type": "seal_reply"])
+        case .getBuffers(let ids, let unsafe):
+            try requireIPC(conn, "get_buffers_request")
+            let ps = try store.getBlobs(ids, unsafe: unsafe, connection: conn.id)
+            let send = ps.contains { $0.dataSize > 0 } && !conn.arenaFDSent
+            if send { conn.arenaFDSent = true }
+            var reply = payloadList(ps, type: "get_buffers_reply", fds: send ? [store.arena.fd.raw] : [])
+            reply["compress"] = false
+            return .reply(.object(reply), sendArenaFD: send)
+        case .dropBuffer(let id):
+            try store.dropBlob(id)
+            return .reply(["type": "drop_buffer_reply"])
+        case .shrinkBuffer(let id, let size):
+            try store.shrinkBlob(id, size: size)
+            return .reply(["type": "shrink_buffer_reply"])
+        case .increaseReferenceCount(let ids):
+            store.addUse(ids, connection: conn.id)
+            return .reply(["type": "increase_reference_count_reply"])
+        case .release(let id):
+            store.release([id], connection: conn.id)
+            return .reply(["type": "release_reply"])
+        case .createData(let content):
+            let c = try store.createData(content)
+            return .reply(created(c, type: "create_data_reply"))
+        case .createDatas(let contents):
+            var made: [CreatedObject] = []
+            for content in contents { made.append(try store.createData(content)) }
+            return .reply([
+                "type": "create_datas_reply", "num": .number(made.count),
+                "ids": .array(made.map { .number($0.id.rawValue) }),
+                "signatures": .array(made.map { .number($0.signature) }),
+                "instance_ids": .array(made.map { .number($0.instanceID) }),
+            ])
+        case .getData(let ids, _, let wait):
+            if wait {
+                _ = withDeferred { store.wait(cancelled: cancelled) { store.allExist(ids) ? true : nil } }
+            }
+            return .reply(["type": "get_data_reply", "content": store.getData(ids)])
+        case .listData(let pattern, let regex, let limit):
+            return .reply(["type": "get_data_reply", "content": store.listData(pattern: pattern, regex: regex, limit: limit)])
+        case .exists(let id):
+            return .reply(["type": "exists_reply", "exists": .bool(store.exists(id))])
+        case .delData(let d):
+            let result = store.delete(d.ids, force: d.force, deep: d.deep, memoryTrim: d.memoryTrim)
+            if d.wantsFeedback {
+                return .reply([
+                    "type": "del_data_with_feedbacks_reply",
+                    "deleted_bids": .array(result.freedBlobs.map { .number($0.rawValue) }),
+                ])
+            }
+            return .reply(["type": "del_data_reply"])
+        case .persist(let id):
+            _ = try store.persist(id)
+            return .reply(["type": "persist_reply"])
+        case .ifPersist(let id):
+            return .reply(["type": "if_persist_reply", "persist": .bool(try store.isPersistent(id))])
+        case .shallowCopy(let id, let extra):
+            let copy = try store.shallowCopy(id, extra: extra)
+            return .reply(["type": "shallow_copy_reply", "target_id": .number(copy.rawValue)])
+        case .label(let id, let keys, let values):
+            try store.label(id, keys: keys, values: values)
+            return .reply(["type": "label_reply"])
+        case .clear:
+            _ = store.clear()
+            return .reply(["type": "clear_reply"])
+        case .memoryTrim:
+            store.trimFreeMemory()
+            return .reply(["type": "memory_trim_reply", "trimmed": false])
+        case .putName(let id, let name):
+            try store.putName(name, for: id)
+            return .reply(["type": "put_name_reply"])
+        case .getName(let name, let wait):
+            var found = store.getName(name)
+            if found == nil && wait {
+                found = withDeferred { store.wait(cancelled: cancelled) { store.getName(name) } }
+            }
+            guard let id = found else { throw VineyardError(.objectNotExists, "failed to find name: \(name)") }
+            return .reply(["type": "get_name_reply", "object_id": .number(id.rawValue)])
+        case .listName(let pattern, let regex, let limit):
+            let names = store.listNames(pattern: pattern, regex: regex, limit: limit)
+            var o: [String: JSON] = [:]
+            for (n, id) in names { o[n] = .number(id.rawValue) }
+            return .reply(["type": "list_name_reply", "names": .object(o), "size": .number(names.count)])
+        case .dropName(let name):
+            store.dropName(name)
+            return .reply(["type": "drop_name_reply"])
+        case .clusterMeta:
+            return .reply(["type": "cluster_meta", "meta": .object(["i\(store.instanceID)": instanceInfo()])])
+        case .instanceStatus:
+            let st = store.status()
+            let c = counters.withLock { $0 }
+            return .reply([
+                "type": "instance_status_reply",
+                "meta": [
+                    "instance_id": .number(st.instanceID), "deployment": .string(config.deployment),
+                    "memory_usage": .number(st.memoryUsage), "memory_limit": .number(st.memoryLimit),
+                    "deferred_requests": .number(c.deferredRequests), "ipc_connections": .number(c.ipcConnections),
+                    "rpc_connections": .number(c.rpcConnections),
+                    // Trellis extras (clients ignore unknown keys):
+                    "free_bytes": .number(st.freeBytes), "largest_free_block": .number(st.largestFreeBlock),
+                    "fragmentation": .double(st.fragmentation), "objects": .number(st.objects),
+                    "blobs": .number(st.blobs), "names": .number(st.names),
+                ],
+            ])
+        case .debug:
+            return .reply(["type": "debug_reply", "result": nil])
+        case .migrateObject(let id):
+            if id.isBlob { throw VineyardError(.invalid, "blobs cannot be directly migrated") }
+            guard store.exists(id) else { throw VineyardError(.metaTreeSubtreeNotExists, "get subtree failed: \(id)") }
+            return .reply(["type": "migrate_object_reply", "object_id": .number(id.rawValue)])
+        case .evict:
+            return .reply(["type": "evict_reply"])
+        case .load:
+            return .reply(["type": "load_reply"])
+        case .unpin:
+            return .reply(["type": "unpin_reply"])
+        case .isSpilled:
+            return .reply(["type": "is_spilled_reply", "is_spilled": false])
+        case .isInUse(let id):
+            return .reply(["type": "is_in_use_reply", "is_in_use": .bool(store.isInUse(id))])
+        case .unsupported(let type):
+            if type.contains("gpu") { throw VineyardError(.invalid, "GPU support is not enabled") }
+            throw VineyardError(.notImplemented, "\(type) is not supported by Trellis")
+        case .createRemoteBuffer, .createRemoteBuffers, .getRemoteBuffers:
+            throw VineyardError(.invalid, "remote buffers are served on the RPC socket only, and RPC is not available yet")
+        case .register, .exit:
+            fatalError("handled above")
+        }
+    }
+
+    private func requireIPC(_ conn: ConnectionState, _ type: String) throws(VineyardError) {
+        if conn.isRPC { throw VineyardError(.invalid, "\(type) needs an IPC connection (it passes a file descriptor)") }
+    }
+
+    private func withDeferred<T>(_ body: () -> T) -> T {
+        counters.withLock { $0.deferredRequests += 1 }
+        defer { counters.withLock { $0.deferredRequests -= 1 } }
+        return body()
+    }
+
+    private func created(_ c: CreatedObject, type: String) -> JSON {
+        ["type": .string(type), "id": .number(c.id.rawValue), "signature": .number(c.signature),
+         "instance_id": .number(c.instanceID)]
+    }
+
+    /// Payloads twice, as upstream sends them: a `payloads` array and `"0"`, `"1"`, … keys.
+    private func payloadList(_ ps: [Payload], type: String, fds: [Int32]) -> [String: JSON] {
+        var o: [String: JSON] = ["type": .string(type), "num": .number(ps.count)]
+        var arr: [JSON] = []
+        arr.reserveCapacity(ps.count)
+        for (i, p) in ps.enumerated() {
+            let j = p.json
+            arr.append(j)
+            o[String(i)] = j
+        }
+        o["payloads"] = .array(arr)
+        o["fds"] = .array(fds.map { .int(Int64($0)) })
+        return o
+    }
+
+    func instanceInfo() -> JSON {
+        [
+            "hostid": .number(hostID), "hostname": .string(config.hostname), "nodename": .string(config.nodename),
+            "ipc_socket": .string(config.socketPath), "rpc_endpoint": .string(config.rpcEndpoint),
+            "timestamp": .number(startTimestamp),
+        ]
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+private func gethostidSafe() -> Int {
+    Int(gethostid())
+}

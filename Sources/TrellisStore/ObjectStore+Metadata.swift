@@ -1,0 +1,468 @@
+import TrellisProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The result of `create_data`.
+public struct CreatedObject: Sendable, Equatable {
+    public var id: ObjectID
+    public var signature: UInt64
+    public var instanceID: UInt64
+}
+
+/// What a deletion did.
+public struct Deletion: Sendable, Equatable {
+    public var deletedObjects: [ObjectID] = []
+    public var freedBlobs: [ObjectID] = []
+    /// Persistent objects that went away (for the cluster metadata to unpublish).
+    public var unpublished: [ObjectID] = []
+    public var droppedNames: [String] = []
+}
+
+extension ObjectStore {
+    static let blobTypename = "vineyard::Blob"
+
+    // MARK: - Create
+
+    /// Validates and stores a metadata tree (members that are new nested trees are
+    /// created too), assigning a signature (unless given), an id and a timestamp.
+    public func createData(_ content: JSON) throws(VineyardError) -> CreatedObject {
+        let now = now()
+        let created = try withState { (s) throws(VineyardError) -> CreatedObject in
+            guard case .object(let tree) = content else {
+                throw VineyardError(.metaTreeInvalid, "No 'typename' field in incoming metadata")
+            }
+            return try insert(tree, into: &s, now: now)
+        }
+        wakeAll()
+        return created
+    }
+
+    private func insert(_ tree: [String: JSON], into s: inout StoreState, now: UInt64) throws(VineyardError) -> CreatedObject {
+        guard let typename = tree["typename"]?.stringValue else {
+            throw VineyardError(.metaTreeInvalid, "No 'typename' field in incoming metadata")
+        }
+        guard typename != Self.blobTypename else {
+            throw VineyardError(.assertionFailed, "type != \"vineyard::Blob\": Blob has no metadata")
+        }
+        guard let declaredInstance = tree["instance_id"]?.uint64Value else {
+            throw VineyardError(.assertionFailed, "tree.contains(\"instance_id\"): The instance_id filed must be presented")
+        }
+        let isGlobal = tree["global"]?.boolValue ?? false
+        var fields: [String: JSON] = [:]
+        var members: [String: ObjectID] = [:]
+        var blobInstances: [ObjectID: UInt64] = [:]
+        var memberInstances: [UInt64] = []
+        for (key, value) in tree {
+            guard case .object(let m) = value else {
+                if key != "id" { fields[key] = value }
+                continue
+            }
+            if let idValue = m["id"] {
+                guard let idText = idValue.stringValue, let mid = ObjectID(string: idText) else {
+                    throw VineyardError(.metaTreeInvalid, "member '\(key)' has an invalid id")
+                }
+                if mid.isBlob || m["typename"]?.stringValue == Self.blobTypename {
+                    if m.count == 1 && mid != .emptyBlob {
+                        throw VineyardError(.metaTreeInvalid, "blob \(mid) cannot be a placeholder member ('\(key)')")
+                    }
+                    let inst = m["instance_id"]?.uint64Value ?? instanceID
+                    members[key] = mid
+                    blobInstances[mid] = inst
+                    if mid != .emptyBlob { memberInstances.append(inst) }
+                } else {
+                    guard let rec = s.objects[mid] else {
+                        throw VineyardError(.objectNotExists, "member '\(key)' refers to a missing object \(mid)")
+                    }
+                    if isGlobal && (rec.fields["global"]?.boolValue ?? false) {
+                        throw VineyardError(.globalObjectInvalid, "global objects cannot contain global members ('\(key)')")
+                    }
+                    members[key] = mid
+                    memberInstances.append(rec.instanceID)
+                }
+            } else {
+                let nested = try insert(m, into: &s, now: now)
+                members[key] = nested.id
+                memberInstances.append(nested.instanceID)
+            }
+        }
+        var instance = declaredInstance
+        if isGlobal {
+            if memberInstances.contains(where: { $0 != declaredInstance }) { instance = InstanceID.unspecified }
+        } else if memberInstances.contains(where: { $0 != declaredInstance }) {
+            throw VineyardError(.globalObjectInvalid, "Local object cannot refer remote objects")
+        }
+        let signature: UInt64
+        if let given = fields["signature"]?.uint64Value {
+            signature = given
+        } else {
+            signature = s.ids.next(blob: false, nowMillis: now).rawValue
+        }
+        let id = s.ids.next(blob: false, nowMillis: now)
+        fields["signature"] = .number(signature)
+        fields["__timestamp"] = .number(now)
+        fields["instance_id"] = .number(instance)
+        if fields["transient"] == nil { fields["transient"] = .bool(true) }
+        if fields["global"] == nil { fields["global"] = .bool(false) }
+        if fields["nbytes"] == nil { fields["nbytes"] = .int(0) }
+        s.objects[id] = ObjectRecord(fields: fields, members: members, blobInstances: blobInstances)
+        for m in members.values where m != .emptyBlob {
+            s.parents[m, default: []].insert(id)
+        }
+        return CreatedObject(id: id, signature: signature, instanceID: instance)
+    }
+
+    // MARK: - Read
+
+    static func blobStub(_ id: ObjectID, instance: UInt64, length: Int = 0) -> JSON {
+        .object([
+            "id": .string(id.description), "instance_id": .number(instance), "length": .number(length),
+            "nbytes": .number(length), "transient": .bool(true), "typename": .string(blobTypename),
+        ])
+    }
+
+    /// The expanded tree of an object (members recursively), cached until it changes.
+    func expand(_ id: ObjectID, _ s: inout StoreState) -> JSON? {
+        if let cached = s.treeCache[id] { return cached }
+        guard let rec = s.objects[id] else { return nil }
+        var o = rec.fields
+        o["id"] = .string(id.description)
+        for (key, m) in rec.members {
+            if m.isBlob {
+                o[key] = Self.blobStub(m, instance: rec.blobInstances[m] ?? instanceID)
+            } else if let sub = expand(m, &s) {
+                o[key] = sub
+            } else {
+                o[key] = .object(["id": .string(m.description)])
+            }
+        }
+        let tree = JSON.object(o)
+        s.treeCache[id] = tree
+        return tree
+    }
+
+    private func readOne(_ id: ObjectID, _ s: inout StoreState) -> JSON? {
+        if id.isBlob {
+            guard let b = s.blobs[id], b.sealed else { return nil }
+            return Self.blobStub(id, instance: instanceID, length: b.size)
+        }
+        return expand(id, &s)
+    }
+
+    /// `get_data`: the trees of the ids that exist, keyed `"o…"`, or `.null` when none do.
+    public func getData(_ ids: [ObjectID]) -> JSON {
+        let content: [String: JSON] = (try? withState { (s) throws(VineyardError) -> [String: JSON] in
+            var out: [String: JSON] = [:]
+            for id in ids {
+                if let t = readOne(id, &s) { out[id.description] = t }
+            }
+            return out
+        }) ?? [:]
+        return content.isEmpty ? .null : .object(content)
+    }
+
+    /// True when every id exists (used by `get_data` with `wait`).
+    public func allExist(_ ids: [ObjectID]) -> Bool {
+        (try? withState { (s) throws(VineyardError) -> Bool in
+            ids.allSatisfy { id in id.isBlob ? (s.blobs[id]?.sealed ?? false) : s.objects[id] != nil }
+        }) ?? false
+    }
+
+    public func exists(_ id: ObjectID) -> Bool {
+        (try? withState { (s) throws(VineyardError) -> Bool in
+            id.isBlob ? s.blobs[id] != nil : s.objects[id] != nil
+        }) ?? false
+    }
+
+    /// `list_data`: objects whose typename matches (glob or full regex), in id order,
+    /// then sealed blobs if the pattern glob-matches `vineyard::Blob`; at most `limit`.
+    public func listData(pattern: String, regex: Bool, limit: Int) -> JSON {
+        let matcher = PatternMatcher(pattern: pattern, regex: regex)
+        let blobsMatch = PatternMatcher(pattern: pattern, regex: false).matches(Self.blobTypename)
+        let content: [String: JSON] = (try? withState { (s) throws(VineyardError) -> [String: JSON] in
+            var out: [String: JSON] = [:]
+            for id in s.objects.keys.sorted() {
+                if out.count >= limit { break }
+                if matcher.matches(s.objects[id]!.typename), let t = expand(id, &s) { out[id.description] = t }
+            }
+            if blobsMatch {
+                for id in s.blobs.keys.sorted() {
+                    if out.count >= limit { break }
+                    let b = s.blobs[id]!
+                    if b.sealed { out[id.description] = Self.blobStub(id, instance: instanceID, length: b.size) }
+                }
+            }
+            return out
+        }) ?? [:]
+        return content.isEmpty ? .null : .object(content)
+    }
+
+    // MARK: - Persist, labels, copies
+
+    /// Marks an object and its transient non-blob members persistent; returns those
+    /// that changed, with their trees, so the cluster metadata can publish them.
+    public func persist(_ id: ObjectID) throws(VineyardError) -> [PersistedObject] {
+        try withState { (s) throws(VineyardError) -> [PersistedObject] in
+            if id.isBlob { throw VineyardError(.assertionFailed, "!IsBlob(id): The blobs cannot be persisted") }
+            guard s.objects[id] != nil else { throw VineyardError(.metaTreeSubtreeNotExists, "get subtree failed: \(id)") }
+            var changed: [ObjectID] = []
+            markPersistent(id, &s, &changed)
+            for c in changed { invalidate(c, &s) }
+            return changed.compactMap { c in expand(c, &s).map { PersistedObject(id: c, tree: $0) } }
+        }
+    }
+
+    private func markPersistent(_ id: ObjectID, _ s: inout StoreState, _ changed: inout [ObjectID]) {
+        guard var rec = s.objects[id] else { return }
+        for m in rec.members.values where !m.isBlob { markPersistent(m, &s, &changed) }
+        if rec.isTransient {
+            rec.fields["transient"] = .bool(false)
+            s.objects[id] = rec
+            changed.append(id)
+        }
+    }
+
+    /// Drops cached trees of `id` and of everything that contains it.
+    func invalidate(_ id: ObjectID, _ s: inout StoreState) {
+        var stack = [id]
+        while let x = stack.popLast() {
+            if s.treeCache.removeValue(forKey: x) != nil || x == id {
+                stack.append(contentsOf: s.parents[x] ?? [])
+            }
+        }
+    }
+
+    public func isPersistent(_ id: ObjectID) throws(VineyardError) -> Bool {
+        try withState { (s) throws(VineyardError) -> Bool in
+            if id.isBlob { return false }
+            guard let rec = s.objects[id] else { throw VineyardError(.metaTreeSubtreeNotExists, "get subtree failed: \(id)") }
+            return !rec.isTransient
+        }
+    }
+
+    public func label(_ id: ObjectID, keys: [String], values: [String]) throws(VineyardError) {
+        try withState { (s) throws(VineyardError) in
+            guard var rec = s.objects[id] else { throw VineyardError(.objectNotExists, "failed to label: object \(id) doesn't exist") }
+            var labels: [String: JSON] = [:]
+            if let text = rec.fields["__labels"]?.stringValue, case .object(let o)? = try? JSONParser.parse(text) {
+                labels = o
+            }
+            for (k, v) in zip(keys, values) { labels[k] = .string(v) }
+            rec.fields["__labels"] = .string(JSON.object(labels).description)
+            s.objects[id] = rec
+            invalidate(id, &s)
+        }
+    }
+
+    /// A new object with the same fields and members as `id`, plus `extra` fields.
+    public func shallowCopy(_ id: ObjectID, extra: [String: JSON]) throws(VineyardError) -> ObjectID {
+        let now = now()
+        return try withState { (s) throws(VineyardError) -> ObjectID in
+            if id.isBlob { throw VineyardError(.assertionFailed, "shallow copy of a blob is not supported: \(id)") }
+            guard var rec = s.objects[id] else { throw VineyardError(.metaTreeSubtreeNotExists, "get subtree failed: \(id)") }
+            for (k, v) in extra { rec.fields[k] = v }
+            rec.fields["__name"] = nil
+            rec.fields["__timestamp"] = .number(now)
+            let copy = s.ids.next(blob: false, nowMillis: now)
+            s.objects[copy] = rec
+            for m in rec.members.values where m != .emptyBlob { s.parents[m, default: []].insert(copy) }
+            return copy
+        }
+    }
+
+    // MARK: - Delete
+
+    /// `del_data` with upstream's dependency semantics: a referenced object stays
+    /// unless `force` (which deletes its referrers too); blob members go with the last
+    /// object that references them; other members go too with `deep` once unreferenced.
+    @discardableResult
+    public func delete(_ ids: [ObjectID], force: Bool, deep: Bool, memoryTrim: Bool) -> Deletion {
+        var quarantined: [(start: Int, size: Int)] = []
+        let result = (try? withState { (s) throws(VineyardError) -> Deletion in
+            var d = Deletion()
+            var freedOffsets: [Int] = []
+            for id in ids {
+                guard id != .emptyBlob else { continue }
+                let exists = id.isBlob ? s.blobs[id] != nil : s.objects[id] != nil
+                guard exists else { continue }
+                let referrers = s.parents[id] ?? []
+                if !referrers.isEmpty {
+                    guard force else { continue }
+                    for p in referrers { deleteObject(p, deep: deep, upwards: true, &s, &d, &freedOffsets) }
+                }
+                if id.isBlob {
+                    freeBlob(id, &s, &d, &freedOffsets)
+                } else {
+                    deleteObject(id, deep: deep, upwards: false, &s, &d, &freedOffsets)
+                }
+            }
+            for off in freedOffsets {
+                if memoryTrim {
+                    if let block = s.allocator.freeIntoQuarantine(off) { quarantined.append(block) }
+                } else {
+                    s.allocator.free(off)
+                }
+            }
+            return d
+        }) ?? Deletion()
+        trimAndReturn(quarantined)
+        return result
+    }
+
+    private func freeBlob(_ id: ObjectID, _ s: inout StoreState, _ d: inout Deletion, _ offsets: inout [Int]) {
+        guard let b = s.blobs.removeValue(forKey: id) else { return }
+        offsets.append(b.offset)
+        d.freedBlobs.append(id)
+        s.parents[id] = nil
+    }
+
+    private func deleteObject(
+        _ id: ObjectID, deep: Bool, upwards: Bool, _ s: inout StoreState, _ d: inout Deletion, _ offsets: inout [Int]
+    ) {
+        if upwards, let referrers = s.parents[id] {
+            for p in referrers { deleteObject(p, deep: deep, upwards: true, &s, &d, &offsets) }
+        }
+        invalidate(id, &s)
+        guard let rec = s.objects.removeValue(forKey: id) else { return }
+        d.deletedObjects.append(id)
+        if !rec.isTransient { d.unpublished.append(id) }
+        if let name = rec.fields["__name"]?.stringValue, s.names[name] == id {
+            s.names[name] = nil
+            d.droppedNames.append(name)
+        }
+        s.parents[id] = nil
+        for m in Set(rec.members.values) where m != .emptyBlob {
+            s.parents[m]?.remove(id)
+            guard s.parents[m]?.isEmpty ?? true else { continue }
+            s.parents[m] = nil
+            if m.isBlob {
+                freeBlob(m, &s, &d, &offsets)
+            } else if deep {
+                deleteObject(m, deep: deep, upwards: false, &s, &d, &offsets)
+            }
+        }
+    }
+
+    /// Deletes every object and blob and returns all free pages to the OS. Names are dropped too.
+    public func clear() -> Deletion {
+        let d = (try? withState { (s) throws(VineyardError) -> Deletion in
+            var d = Deletion()
+            d.deletedObjects = Array(s.objects.keys)
+            d.unpublished = s.objects.filter { !$0.value.isTransient }.map(\.key)
+            d.freedBlobs = Array(s.blobs.keys)
+            d.droppedNames = Array(s.names.keys)
+            for b in s.blobs.values { s.allocator.free(b.offset) }
+            s.blobs = [:]
+            s.objects = [:]
+            s.parents = [:]
+            s.names = [:]
+            s.treeCache = [:]
+            return d
+        }) ?? Deletion()
+        trimFreeMemory()
+        return d
+    }
+
+    // MARK: - Names
+
+    public func putName(_ name: String, for id: ObjectID) throws(VineyardError) {
+        try withState { (s) throws(VineyardError) in
+            if id.isBlob { throw VineyardError(.invalid, "blobs cannot have name") }
+            guard var rec = s.objects[id] else {
+                throw VineyardError(.objectNotExists, "failed to put name: object \(id) doesn't exist")
+            }
+            guard !rec.isTransient else {
+                throw VineyardError(.invalid, "transient objects cannot have name, please persist it first")
+            }
+            if let old = s.names[name], old != id, var oldRec = s.objects[old], oldRec.fields["__name"]?.stringValue == name {
+                oldRec.fields["__name"] = nil
+                s.objects[old] = oldRec
+                invalidate(old, &s)
+            }
+            s.names[name] = id
+            rec.fields["__name"] = .string(name)
+            s.objects[id] = rec
+            invalidate(id, &s)
+        }
+        wakeAll()
+    }
+
+    public func getName(_ name: String) -> ObjectID? {
+        try? withState { (s) throws(VineyardError) -> ObjectID? in s.names[name] }
+    }
+
+    public func dropName(_ name: String) {
+        _ = try? withState { (s) throws(VineyardError) in
+            guard let id = s.names.removeValue(forKey: name) else { return }
+            if var rec = s.objects[id], rec.fields["__name"]?.stringValue == name {
+                rec.fields["__name"] = nil
+                s.objects[id] = rec
+                invalidate(id, &s)
+            }
+        }
+    }
+
+    /// Names matching a glob or a full regex, at most `limit`, in name order.
+    public func listNames(pattern: String, regex: Bool, limit: Int) -> [(String, ObjectID)] {
+        let matcher = PatternMatcher(pattern: pattern, regex: regex)
+        let all = (try? withState { (s) throws(VineyardError) -> [(String, ObjectID)] in
+            s.names.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        }) ?? []
+        var out: [(String, ObjectID)] = []
+        for (n, id) in all where matcher.matches(n) {
+            if out.count >= limit { break }
+            out.append((n, id))
+        }
+        return out
+    }
+
+    // MARK: - Waiting
+
+    /// Blocks the calling thread until `ready()` returns a value or `cancelled()` says
+    /// to give up (checked at least every `pollMilliseconds`). Woken on every create
+    /// and name change.
+    public func wait<T>(
+        pollMilliseconds: Int = 200, cancelled: () -> Bool, ready: () -> T?
+    ) -> T? {
+        let waiter = Waiter()
+        let key = (try? withState { (s) throws(VineyardError) -> UInt64 in
+            s.nextWaiter += 1
+            s.waiters[s.nextWaiter] = waiter
+            return s.nextWaiter
+        }) ?? 0
+        defer { _ = try? withState { (s) throws(VineyardError) in s.waiters[key] = nil } }
+        while true {
+            if let v = ready() { return v }
+            if cancelled() { return nil }
+            _ = waiter.wait(milliseconds: pollMilliseconds)
+        }
+    }
+
+    func wakeAll() {
+        let ws = (try? withState { (s) throws(VineyardError) -> [Waiter] in Array(s.waiters.values) }) ?? []
+        wake(ws)
+    }
+}
+
+/// Glob (`fnmatch`) or whole-string regex matching for list commands.
+struct PatternMatcher {
+    let pattern: String
+    let regex: Regex<AnyRegexOutput>?
+    let isRegex: Bool
+
+    init(pattern: String, regex: Bool) {
+        self.pattern = pattern
+        self.isRegex = regex
+        self.regex = regex ? (try? Regex(pattern)) : nil
+    }
+
+    func matches(_ text: String) -> Bool {
+        if isRegex {
+            guard let r = regex else { return false }  // an invalid regex matches nothing
+            return (try? r.wholeMatch(in: text)) != nil
+        }
+        if pattern == "*" { return true }
+        return fnmatch(pattern, text, 0) == 0
+    }
+}

@@ -1,0 +1,247 @@
+import Synchronization
+import TrellisProtocol
+import TrellisSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the store reports about itself (`instance_status`, `trellis status`).
+public struct StoreStatus: Sendable, Equatable {
+    public var instanceID: UInt64
+    public var memoryUsage: Int
+    public var memoryLimit: Int
+    public var freeBytes: Int
+    public var largestFreeBlock: Int
+    public var fragmentation: Double
+    public var objects: Int
+    public var blobs: Int
+    public var names: Int
+}
+
+/// An object that became persistent (for the cluster metadata to publish).
+public struct PersistedObject: Sendable, Equatable {
+    public var id: ObjectID
+    public var tree: JSON
+}
+
+/// The in-memory immutable object store: blobs in one shared-memory arena, metadata
+/// trees, names and the dependency graph.
+///
+/// One lock guards a value-typed state; every public method takes it once, decides,
+/// and performs effects (returning pages to the OS, waking waiters) after releasing it.
+/// Nothing here touches sockets.
+public final class ObjectStore: Sendable {
+    public let arena: Arena
+    public let instanceID: UInt64
+    private let state: Mutex<StoreState>
+    private let clock: @Sendable () -> UInt64
+
+    /// - Parameters:
+    ///   - capacity: bytes of blob memory (`--size`).
+    ///   - prefault: touch every page at start (`--reserve_memory`).
+    ///   - clock: milliseconds since the epoch (injected for tests).
+    public init(
+        capacity: Int, instanceID: UInt64 = 0, prefault: Bool = false,
+        clock: @escaping @Sendable () -> UInt64 = ObjectStore.wallClockMillis
+    ) throws(SystemError) {
+        arena = try Arena(capacity: capacity, prefault: prefault)
+        self.instanceID = instanceID
+        self.clock = clock
+        state = Mutex(StoreState(capacity: capacity, instance: instanceID))
+    }
+
+    public static let wallClockMillis: @Sendable () -> UInt64 = {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+    }
+
+    // MARK: - Blobs
+
+    private func payload(_ id: ObjectID, _ b: BlobRecord) -> Payload {
+        Payload(
+            objectID: id, storeFD: arena.fd.raw, dataOffset: b.offset, dataSize: b.size, mapSize: arena.mapSize,
+            pointer: UInt64(UInt(bitPattern: arena.address(b.offset))), isSealed: b.sealed)
+    }
+
+    private func outOfMemory(_ size: Int, _ s: borrowing StoreState) -> VineyardError {
+        VineyardError(
+            .notEnoughMemory,
+            "Failed to allocate memory of size \(size), total available memory size are \(s.allocator.capacity), and \(s.allocator.allocatedBytes) are already in use"
+        )
+    }
+
+    /// Allocates unsealed blobs for `connection` (all or none).
+    public func createBlobs(sizes: [Int], connection: ConnectionID) throws(VineyardError) -> [Payload] {
+        let now = clock()
+        return try state.withLock { (s) throws(VineyardError) -> [Payload] in
+            var made: [(ObjectID, Int)] = []
+            var out: [Payload] = []
+            out.reserveCapacity(sizes.count)
+            for size in sizes {
+                if size == 0 {
+                    out.append(.empty)
+                    continue
+                }
+                guard let offset = s.allocator.allocate(size) else {
+                    for (id, off) in made {
+                        s.blobs[id] = nil
+                        s.allocator.free(off)
+                    }
+                    throw outOfMemory(size, s)
+                }
+                let id = s.ids.next(blob: true, nowMillis: now)
+                let rec = BlobRecord(offset: offset, size: size, sealed: false, creator: connection)
+                s.blobs[id] = rec
+                made.append((id, offset))
+                out.append(payload(id, rec))
+            }
+            return out
+        }
+    }
+
+    public func createBlob(size: Int, connection: ConnectionID) throws(VineyardError) -> Payload {
+        try createBlobs(sizes: [size], connection: connection)[0]
+    }
+
+    /// Seals a blob (idempotent) and records `connection` as a user.
+    public func seal(_ id: ObjectID, connection: ConnectionID) throws(VineyardError) {
+        if id == .emptyBlob { return }
+        try state.withLock { (s) throws(VineyardError) in
+            guard var b = s.blobs[id] else { throw VineyardError(.objectNotExists, "seal: id = \(id)") }
+            b.sealed = true
+            b.creator = nil
+            b.users.insert(connection)
+            s.blobs[id] = b
+        }
+    }
+
+    /// Payloads of the requested blobs in request order; unknown ids are skipped, an
+    /// unsealed blob is an error unless `unsafe`.
+    public func getBlobs(_ ids: [ObjectID], unsafe: Bool, connection: ConnectionID) throws(VineyardError) -> [Payload] {
+        try state.withLock { (s) throws(VineyardError) -> [Payload] in
+            var out: [Payload] = []
+            out.reserveCapacity(ids.count)
+            for id in ids {
+                if id == .emptyBlob {
+                    out.append(.empty)
+                    continue
+                }
+                guard var b = s.blobs[id] else { continue }
+                if !b.sealed && !unsafe { throw VineyardError(.objectNotSealed, "Failed to get blob with id \(id)") }
+                if !b.users.contains(connection) {
+                    b.users.insert(connection)
+                    s.blobs[id] = b
+                }
+                out.append(payload(id, b))
+            }
+            return out
+        }
+    }
+
+    /// Deletes one blob outright (BlobBuilder.abort), ignoring references.
+    public func dropBlob(_ id: ObjectID) throws(VineyardError) {
+        if id == .emptyBlob { return }
+        try state.withLock { (s) throws(VineyardError) in
+            guard let b = s.blobs.removeValue(forKey: id) else { throw VineyardError(.objectNotExists, "delete: id = \(id)") }
+            s.allocator.free(b.offset)
+        }
+    }
+
+    public func shrinkBlob(_ id: ObjectID, size: Int) throws(VineyardError) {
+        try state.withLock { (s) throws(VineyardError) in
+            guard var b = s.blobs[id] else { throw VineyardError(.objectNotExists, "shrink: id = \(id)") }
+            if b.sealed { throw VineyardError(.objectSealed, "cannot shrink a sealed blob: \(id)") }
+            guard size <= b.size else { throw VineyardError(.invalid, "cannot grow blob \(id) from \(b.size) to \(size)") }
+            if size > 0 { s.allocator.shrink(b.offset, to: size) }
+            b.size = size
+            s.blobs[id] = b
+        }
+    }
+
+    /// Drops `connection`'s use of blobs.
+    public func release(_ ids: [ObjectID], connection: ConnectionID) {
+        state.withLock { s in
+            for id in ids { s.blobs[id]?.users.remove(connection) }
+        }
+    }
+
+    public func addUse(_ ids: [ObjectID], connection: ConnectionID) {
+        state.withLock { s in
+            for id in ids { s.blobs[id]?.users.insert(connection) }
+        }
+    }
+
+    public func isInUse(_ id: ObjectID) -> Bool {
+        state.withLock { !($0.blobs[id]?.users.isEmpty ?? true) }
+    }
+
+    /// A connection went away: its unsealed blobs are reclaimed and its uses dropped.
+    /// Returns how many blobs were reclaimed.
+    @discardableResult
+    public func disconnect(_ connection: ConnectionID) -> Int {
+        state.withLock { s in
+            var reclaimed = 0
+            for (id, b) in s.blobs {
+                if b.creator == connection && !b.sealed {
+                    s.blobs[id] = nil
+                    s.allocator.free(b.offset)
+                    reclaimed += 1
+                } else if b.users.contains(connection) {
+                    s.blobs[id]!.users.remove(connection)
+                }
+            }
+            return reclaimed
+        }
+    }
+
+    /// Where a sealed blob's bytes are in the daemon's own mapping (for RPC transfers).
+    public func sealedBlobRange(_ id: ObjectID) -> (offset: Int, size: Int)? {
+        state.withLock { s in
+            guard let b = s.blobs[id], b.sealed else { return nil }
+            return (b.offset, b.size)
+        }
+    }
+
+    // MARK: - Status
+
+    public func status() -> StoreStatus {
+        state.withLock { s in
+            StoreStatus(
+                instanceID: instanceID, memoryUsage: s.allocator.allocatedBytes, memoryLimit: s.allocator.capacity,
+                freeBytes: s.allocator.freeBytes, largestFreeBlock: s.allocator.largestFreeBlock,
+                fragmentation: s.allocator.fragmentation, objects: s.objects.count, blobs: s.blobs.count,
+                names: s.names.count)
+        }
+    }
+
+    // MARK: - Effects
+
+    /// Returns the pages of quarantined blocks to the OS, then puts the blocks back.
+    func trimAndReturn(_ blocks: [(start: Int, size: Int)]) {
+        guard !blocks.isEmpty else { return }
+        for b in blocks { arena.trim(offset: b.start, length: b.size) }
+        state.withLock { s in
+            for b in blocks { s.allocator.returnQuarantined(start: b.start, size: b.size) }
+        }
+    }
+
+    func wake(_ waiters: [Waiter]) {
+        for w in waiters { w.wake() }
+    }
+
+    /// Withdraws all free memory, returns its pages to the OS and puts it back.
+    public func trimFreeMemory() {
+        let blocks = state.withLock { $0.allocator.quarantineAllFree() }
+        trimAndReturn(blocks)
+    }
+
+    // MARK: - Internal access for the metadata extension
+
+    func withState<R>(_ body: (inout StoreState) throws(VineyardError) -> R) throws(VineyardError) -> R {
+        try state.withLock { (s) throws(VineyardError) -> R in try body(&s) }
+    }
+
+    func now() -> UInt64 { clock() }
+}

@@ -1,0 +1,49 @@
+import TrellisProtocol
+
+/// Identifies a client connection to the store (assigned by the server).
+public typealias ConnectionID = UInt64
+
+/// One blob in the arena.
+struct BlobRecord: Sendable {
+    var offset: Int
+    var size: Int
+    var sealed: Bool
+    /// The connection that created it, while it is unsealed (reclaimed if that connection dies).
+    var creator: ConnectionID?
+    /// Connections that sealed or fetched it (for `is_in_use`; deletion ignores it).
+    var users: Set<ConnectionID> = []
+}
+
+/// One object's stored metadata: plain fields, and members by id.
+struct ObjectRecord: Sendable {
+    var fields: [String: JSON]
+    var members: [String: ObjectID]
+    /// The instance that owns each blob member.
+    var blobInstances: [ObjectID: UInt64]
+
+    var isTransient: Bool { fields["transient"]?.boolValue ?? true }
+    var typename: String { fields["typename"]?.stringValue ?? "" }
+    var instanceID: UInt64 { fields["instance_id"]?.uint64Value ?? 0 }
+}
+
+/// Everything the store knows, as a value. All mutation happens on this struct, under
+/// the store's one lock; methods return what must happen outside it.
+struct StoreState: Sendable {
+    var allocator: Allocator
+    var blobs: [ObjectID: BlobRecord] = [:]
+    var objects: [ObjectID: ObjectRecord] = [:]
+    /// member → objects that have it as a member.
+    var parents: [ObjectID: Set<ObjectID>] = [:]
+    var names: [String: ObjectID] = [:]
+    var ids: ObjectIDGenerator
+    /// Expanded trees of objects, dropped when the object or a member changes.
+    var treeCache: [ObjectID: JSON] = [:]
+    /// Waiters for names / objects to appear, resumed outside the lock.
+    var waiters: [UInt64: Waiter] = [:]
+    var nextWaiter: UInt64 = 0
+
+    init(capacity: Int, instance: UInt64) {
+        allocator = Allocator(capacity: capacity)
+        ids = ObjectIDGenerator(instance: instance)
+    }
+}

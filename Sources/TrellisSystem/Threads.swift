@@ -1,0 +1,37 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Starts a detached OS thread running `body`.
+///
+/// The daemon serves each connection on its own thread with blocking I/O: the
+/// protocol is strictly request → reply per connection, replies carry descriptors
+/// via `sendmsg`, and `get_name(wait)` parks a connection; a thread per connection
+/// keeps all of that straight-line code and costs no hops between threads.
+public func spawnThread(name: String, stackSize: Int = 512 << 10, _ body: @escaping @Sendable () -> Void) throws(SystemError) {
+    final class Box: @unchecked Sendable {
+        // Sendable: handed to exactly one new thread, which takes it back once.
+        let body: @Sendable () -> Void
+        let name: String
+        init(_ body: @escaping @Sendable () -> Void, _ name: String) {
+            self.body = body
+            self.name = name
+        }
+    }
+    let box = Unmanaged.passRetained(Box(body, name)).toOpaque()
+    var attr = pthread_attr_t()
+    pthread_attr_init(&attr)
+    defer { pthread_attr_destroy(&attr) }
+    pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
+    pthread_attr_setstacksize(&attr, stackSize)
+    var tid = pthread_t()
+    let rc = pthread_create(&tid, &attr, { raw in
+        let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+        box.body()
+        return nil
+    }, box)
+    if rc != 0 {
+        Unmanaged<Box>.fromOpaque(box).release()
+        throw SystemError("pthread_create", errno: rc)
+    }
+}
