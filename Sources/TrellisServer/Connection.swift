@@ -88,6 +88,15 @@ struct ConnectionLoop {
                 let bytes = UnsafeRawBufferPointer(start: handler.store.arena.address(r.offset), count: r.size)
                 try StreamSocket.writeAll(raw, bytes)
             }
+        case .receiveBlobBytes(let reply, let blobs, let ranges):
+            try send(reply)
+            for r in ranges where r.size > 0 {
+                guard try StreamSocket.readExact(raw, into: handler.store.arena.address(r.offset), count: r.size) else {
+                    throw SystemError("recv blob bytes", errno: ECONNRESET)
+                }
+            }
+            for id in blobs where id != .emptyBlob { try? handler.store.seal(id, connection: state.id) }
+            try send(reply)
         case .close:
             return false
         case .none:

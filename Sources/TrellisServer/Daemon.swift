@@ -29,22 +29,28 @@ public final class Daemon: Service, Sendable {
         self.handler = RequestHandler(store: store, config: config)
     }
 
-    /// Binds the listeners (so that errors surface before `run`), returning them.
-    public func bind() throws(SystemError) -> [Listener] {
-        var listeners = [try Listener.unix(path: config.socketPath)]
+    /// Binds the IPC listener and, when configured, the RPC listener, so that errors
+    /// surface before anything runs. Returns the listeners and the configuration with
+    /// the RPC port actually bound (port 0 picks a free one).
+    public static func bind(_ config: ServerConfig) throws(SystemError) -> (listeners: [Listener], config: ServerConfig) {
+        var config = config
+        let ipc = try Listener.unix(path: config.socketPath)
+        var listeners = [ipc]
         if let port = config.rpcPort {
             do {
-                listeners.append(try Listener.tcp(host: config.rpcHost, port: port))
+                let rpc = try Listener.tcp(host: config.rpcHost, port: port)
+                config.rpcPort = rpc.port
+                listeners.append(rpc)
             } catch {
-                listeners[0].close()
+                ipc.close()
                 throw error
             }
         }
-        return listeners
+        return (listeners, config)
     }
 
     public func run() async throws {
-        let listeners = try bind()
+        let listeners = try Self.bind(config).listeners
         try run(listeners: listeners)
         logger.info(
             "trellis daemon ready",

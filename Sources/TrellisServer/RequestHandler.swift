@@ -198,8 +198,32 @@ final class RequestHandler: Sendable {
         case .unsupported(let type):
             if type.contains("gpu") { throw VineyardError(.invalid, "GPU support is not enabled") }
             throw VineyardError(.notImplemented, "\(type) is not supported by Trellis")
-        case .createRemoteBuffer, .createRemoteBuffers, .getRemoteBuffers:
-            throw VineyardError(.invalid, "remote buffers are served on the RPC socket only, and RPC is not available yet")
+        case .createRemoteBuffer(let size, _):
+            let p = try store.createBlob(size: size, connection: conn.id)
+            var shown = p
+            shown.isSealed = p.dataSize > 0 || p.isSealed  // upstream reports these sealed at once
+            let reply: JSON = ["type": "create_buffer_reply", "id": .number(p.objectID.rawValue), "created": shown.json, "fd": -1]
+            return .receiveBlobBytes(reply, blobs: [p.objectID], ranges: [(p.dataOffset, p.dataSize)])
+        case .createRemoteBuffers(let sizes, _):
+            let ps = try store.createBlobs(sizes: sizes, connection: conn.id)
+            let shown = ps.map { p -> Payload in
+                var q = p
+                q.isSealed = p.dataSize > 0 || p.isSealed
+                return q
+            }
+            var reply = payloadList(shown, type: "create_buffers_reply", fds: [])
+            reply["ids"] = .array(ps.map { .number($0.objectID.rawValue) })
+            return .receiveBlobBytes(.object(reply), blobs: ps.map(\.objectID), ranges: ps.map { ($0.dataOffset, $0.dataSize) })
+        case .getRemoteBuffers(let ids, let unsafe, _):
+            let ps: [Payload]
+            do {
+                ps = try store.getBlobs(ids, unsafe: unsafe, connection: conn.id)
+            } catch {
+                throw VineyardError(.keyError, "Failed to get objects")
+            }
+            var reply = payloadList(ps, type: "get_buffers_reply", fds: [])
+            reply["compress"] = false
+            return .replyWithBlobBytes(.object(reply), ranges: ps.map { ($0.dataOffset, $0.dataSize) })
         case .register, .exit:
             fatalError("handled above")
         }

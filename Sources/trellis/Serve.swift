@@ -51,7 +51,8 @@ enum Serve {
         config.hostname = env["MY_HOST_NAME"] ?? hostName()
         config.nodename = env["MY_NODE_NAME"] ?? config.hostname
         if options.rpc {
-            logger.warning("RPC (TCP) clients are not served yet: serving IPC only", metadata: ["rpc_socket_port": "\(options.rpcPort)"])
+            config.rpcPort = options.rpcPort
+            config.rpcHost = options.rpcHost
         }
         if !options.ignored.isEmpty {
             logger.debug("accepted for compatibility, no effect", metadata: ["flags": "\(options.ignored.joined(separator: ","))"])
@@ -64,14 +65,14 @@ enum Serve {
             printError("trellis serve: cannot create a shared-memory arena of \(size) bytes: \(error)\n")
             return 1
         }
-        let daemon = Daemon(store: store, config: config, logger: logger)
         let listeners: [Listener]
         do {
-            listeners = try daemon.bind()
+            (listeners, config) = try Daemon.bind(config)
         } catch {
             printError("trellis serve: \(error)\n")
             return 1
         }
+        let daemon = Daemon(store: store, config: config, logger: logger)
         do {
             try daemon.run(listeners: listeners)
         } catch {
@@ -81,7 +82,7 @@ enum Serve {
         }
         logger.info(
             "trellis daemon ready",
-            metadata: ["socket": "\(socket)", "size": "\(size)", "meta": "\(options.meta)"])
+            metadata: ["socket": "\(socket)", "size": "\(size)", "meta": "\(options.meta)", "rpc": "\(config.rpcPort.map { "\(config.rpcHost):\($0)" } ?? "off")"])
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: WaitForShutdown())],
