@@ -1,0 +1,46 @@
+import Testing
+import TrellisProtocol
+
+@Suite("Request decoding")
+struct RequestTests {
+    func decode(_ text: String) throws -> Request {
+        try Request.decode(try JSONParser.parse(text))
+    }
+
+    @Test("the 0.24.2 client's forms")
+    func clientForms() throws {
+        #expect(try decode(#"{"type":"create_buffer_request","size":128}"#) == .createBuffer(size: 128))
+        #expect(
+            try decode(#"{"type":"get_buffers_request","num":2,"0":9223372036854775809,"1":5,"unsafe":false}"#)
+                == .getBuffers(ids: [ObjectID(9_223_372_036_854_775_809), ObjectID(5)], unsafe: false))
+        #expect(try decode(#"{"type":"get_buffers_request","ids":[7],"unsafe":true}"#) == .getBuffers(ids: [ObjectID(7)], unsafe: true))
+        guard case .register(let r) = try decode(#"{"type":"register_request","version":"0.0.1"}"#) else {
+            Issue.record("not a register")
+            return
+        }
+        #expect(r.storeType == 1 && r.version == "0.0.1")
+        guard case .register(let p) = try decode(#"{"type":"register_request","store_type":"Plasma"}"#) else { return }
+        #expect(p.storeType == 2)
+        #expect(try decode(#"{"type":"list_data_request","pattern":"*","regex":false,"limit":5}"#) == .listData(pattern: "*", regex: false, limit: 5))
+    }
+
+    @Test("errors carry upstream's codes", arguments: [
+        (#"{"hello":"world"}"#, 1, "Invalid message: no 'type' field"),
+        (#"{"type":"no_such_request"}"#, 1, "Got unexpected command: no_such_request"),
+        (#"{"type":"create_buffer_request"}"#, 1, nil),
+        (#"{"type":"create_buffer_request","size":"abc"}"#, 1, nil),
+        (#"{"type":"create_buffer_request","size":-1}"#, 1, nil),
+        (#"{"type":"seal_request","object_id":[1]}"#, 1, nil),
+        (#"{"type":"get_buffers_request","num":3,"0":1}"#, 1, nil),
+        (#"{"type":"create_data_request","content":[]}"#, 21, nil),
+    ] as [(String, Int, String?)])
+    func errors(text: String, code: Int, message: String?) throws {
+        do {
+            _ = try decode(text)
+            Issue.record("decoded \(text)")
+        } catch let e as VineyardError {
+            #expect(e.code.rawValue == code)
+            if let message { #expect(e.message == message) }
+        }
+    }
+}
