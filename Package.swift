@@ -70,14 +70,17 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
-        .testTarget(name: "TrellisProtocolTests", dependencies: ["TrellisProtocol"], swiftSettings: strict),
+        .target(name: "TrellisTestSupport", dependencies: ["TrellisProtocol"], swiftSettings: strict),
+        .testTarget(
+            name: "TrellisProtocolTests", dependencies: ["TrellisProtocol", "TrellisTestSupport"], swiftSettings: strict),
         .testTarget(name: "TrellisStoreTests", dependencies: ["TrellisStore"], swiftSettings: strict),
         .testTarget(name: "TrellisMetaTests", dependencies: ["TrellisMeta"], swiftSettings: strict),
         .testTarget(name: "TrellisFlowTests", dependencies: ["TrellisFlow"], swiftSettings: strict),
         .testTarget(name: "TrellisClientTests", dependencies: ["TrellisClient"], swiftSettings: strict),
         .testTarget(
             name: "TrellisServerTests",
-            dependencies: ["TrellisServer", "TrellisClient"],
+            dependencies: [
+                "TrellisServer", "TrellisStore", "TrellisSystem", "TrellisProtocol", "TrellisTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
     ]
 )

@@ -143,6 +143,10 @@ extension ObjectStore {
     }
 
     private func readOne(_ id: ObjectID, _ s: inout StoreState) -> JSON? {
+        if id == .invalid {
+            // Upstream's placeholder blob spanning the arena (what `sync_meta` asks for).
+            return Self.blobStub(id, instance: instanceID, length: s.allocator.capacity)
+        }
         if id.isBlob {
             guard let b = s.blobs[id], b.sealed else { return nil }
             return Self.blobStub(id, instance: instanceID, length: b.size)

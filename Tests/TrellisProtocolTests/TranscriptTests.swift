@@ -1,48 +1,10 @@
 import Testing
 import TrellisProtocol
+import TrellisTestSupport
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// The captured transcripts of the reference daemon and client (../shared/protocol/captured)
-/// used as test vectors for the codec.
-enum Transcripts {
-    static var directory: String {
-        // <repo>/Tests/TrellisProtocolTests/TranscriptTests.swift → <repo>/../shared/protocol/captured
-        var parts = #filePath.split(separator: "/", omittingEmptySubsequences: false)
-        parts.removeLast(3)
-        return parts.joined(separator: "/") + "/../shared/protocol/captured"
-    }
-
-    static var available: Bool { access(directory + "/numpy_int64.jsonl", R_OK) == 0 }
-
-    static func files() -> [String] {
-        guard let dir = opendir(directory) else { return [] }
-        defer { closedir(dir) }
-        var out: [String] = []
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            if name.hasSuffix(".jsonl") { out.append(name) }
-        }
-        return out.sorted()
-    }
-
-    static func records(_ file: String) throws -> [JSON] {
-        guard let f = fopen(directory + "/" + file, "r") else { return [] }
-        defer { fclose(f) }
-        var out: [JSON] = []
-        var line: UnsafeMutablePointer<CChar>?
-        var cap = 0
-        while getline(&line, &cap, f) > 0 {
-            let text = String(cString: line!)
-            if text.allSatisfy({ $0.isWhitespace }) { continue }
-            out.append(try JSONParser.parse(text))
-        }
-        free(line)
-        return out
-    }
-}
 
 @Suite("Captured transcripts as codec vectors", .enabled(if: Transcripts.available, "../shared/protocol/captured is not beside the repository"))
 struct TranscriptTests {

@@ -1,0 +1,200 @@
+import Testing
+import TrellisProtocol
+import TrellisServer
+import TrellisStore
+import TrellisSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Daemon over real sockets")
+struct ServerTests {
+    @Test("an oversized header gets an error and a closed connection; others keep being served")
+    func oversized() throws {
+        let d = try TestDaemon(maxMessageSize: 1024)
+        defer { d.stop() }
+        let other = try d.connect()
+        try other.register()
+        let c = try d.connect()
+        try c.register()
+        try c.sendRaw(withUnsafeBytes(of: UInt64(1 << 40).littleEndian) { Array($0) })
+        let reply = try c.receive()
+        #expect(reply?["code"] == 1)
+        #expect(reply?["message"]?.stringValue?.contains("exceeds the limit of 1024") == true)
+        #expect(c.isClosedByPeer())
+        #expect(try other.call(["type": "instance_status_request"])["type"] == "instance_status_reply")
+    }
+
+    @Test("bad JSON, unknown commands and wrong field types are answered and the connection stays")
+    func badRequests() throws {
+        let d = try TestDaemon()
+        defer { d.stop() }
+        let c = try d.connect()
+        #expect(try c.call(["type": "exists_request", "id": 1])["message"] == "The connection is not registered yet, command is: exists_request")
+        try c.register()
+        let body = Array("{\"type\": ".utf8)
+        try c.sendRaw(withUnsafeBytes(of: UInt64(body.count).littleEndian) { Array($0) } + body)
+        #expect(try c.receive()?["code"] == 1)
+        #expect(try c.call(["type": "no_such_request"])["message"] == "Got unexpected command: no_such_request")
+        #expect(try c.call(["type": "create_buffer_request", "size": "abc"])["code"] == 1)
+        #expect(try c.call(["type": "seal_request", "object_id": 5])["code"] == 12)
+        #expect(try c.call(["type": "get_data_request", "id": [291], "sync_remote": false, "wait": false])["content"] == .null)
+        #expect(try c.call(["type": "create_buffer_request", "size": .uint(1 << 40)])["code"] == 41)
+        #expect(try c.call(["type": "open_stream_request", "object_id": 1, "mode": 1])["code"] == 6)
+        #expect(try c.call(["type": "instance_status_request"])["type"] == "instance_status_reply")
+    }
+
+    @Test("a client that dies mid-frame or with unsealed blobs costs nothing")
+    func diesMidWrite() throws {
+        let d = try TestDaemon()
+        defer { d.stop() }
+        do {
+            let c = try d.connect()
+            try c.register()
+            for _ in 0..<5 { try c.call(["type": "create_buffer_request", "size": 4096]) }
+            #expect(d.store.status().memoryUsage == 5 * 4096)
+            try c.sendRaw(withUnsafeBytes(of: UInt64(100).littleEndian) { Array($0) } + Array("{\"type\"".utf8))
+        }  // closed here, mid-frame
+        var usage = d.store.status().memoryUsage
+        for _ in 0..<100 where usage != 0 {
+            usleep(10_000)
+            usage = d.store.status().memoryUsage
+        }
+        #expect(usage == 0)
+        let c2 = try d.connect()
+        try c2.register()
+        #expect(try c2.call(["type": "instance_status_request"])["meta"]?["ipc_connections"] == 1)
+    }
+
+    @Test("the arena fd is sent once per connection, after the reply")
+    func fdOnce() throws {
+        let d = try TestDaemon()
+        defer { d.stop() }
+        let c = try d.connect()
+        try c.register()
+        let first = try c.call(["type": "create_buffer_request", "size": 64])
+        #expect(first["fd"]?.int64Value == Int64(d.store.arena.fd.raw))
+        #expect(try c.call(["type": "create_buffer_request", "size": 64])["fd"] == -1)
+        #expect(try c.call(["type": "create_buffer_request", "size": 0])["id"]?.uint64Value == ObjectID.emptyBlob.rawValue)
+        #expect(c.receivedFDs.count == 1)
+        // The received descriptor maps the same memory the daemon wrote.
+        let p = try Payload(json: first["created"]!)
+        d.store.arena.address(p.dataOffset).storeBytes(of: 0xC0FFEE, as: UInt64.self)
+        let m = try MappedRegion(fd: c.receivedFDs[0], length: p.mapSize - 8, writable: false)
+        #expect(m.base.load(fromByteOffset: p.dataOffset, as: UInt64.self) == 0xC0FFEE)
+    }
+
+    @Test("get_name with wait is released by a put from another connection, and by the waiter leaving")
+    func waitForName() async throws {
+        let d = try TestDaemon()
+        defer { d.stop() }
+        let waiter = try d.connect()
+        try waiter.register()
+        try waiter.send(["type": "get_name_request", "name": "later", "wait": true])
+        let writer = try d.connect()
+        try writer.register()
+        let created = try writer.call(["type": "create_data_request", "content": ["typename": "x", "instance_id": 0]])
+        let id = created["id"]!
+        try writer.call(["type": "persist_request", "id": id])
+        #expect(try writer.call(["type": "instance_status_request"])["meta"]?["deferred_requests"] == 1)
+        try writer.call(["type": "put_name_request", "object_id": id, "name": "later"])
+        #expect(try waiter.receive()?["object_id"] == id)
+
+        do {
+            let gone = try d.connect()
+            try gone.register()
+            try gone.send(["type": "get_name_request", "name": "never", "wait": true])
+        }
+        var deferred = 1
+        for _ in 0..<50 where deferred != 0 {
+            try await Task.sleep(for: .milliseconds(20))
+            deferred = try writer.call(["type": "instance_status_request"])["meta"]?["deferred_requests"]?.intValue ?? -1
+        }
+        #expect(deferred == 0)
+    }
+
+    @Test("many concurrent clients each see their own results")
+    func concurrent() async throws {
+        let d = try TestDaemon()
+        defer { d.stop() }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for n in 0..<8 {
+                let path = d.config.socketPath
+                group.addTask {
+                    let c = try RawClient(unixPath: path)
+                    try c.register()
+                    for i in 0..<200 {
+                        let r = try c.call(["type": "create_data_request", "content": ["typename": "t", "instance_id": 0, "v": .number(n * 1000 + i)]])
+                        let got = try c.call(["type": "get_data_request", "id": [r["id"]!], "sync_remote": false, "wait": false])
+                        #expect(got["content"]?.objectValue?.values.first?["v"] == .number(n * 1000 + i))
+                        try c.call(["type": "del_data_request", "id": [r["id"]!], "force": false, "deep": true, "memory_trim": false, "fastpath": false])
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(d.store.status().objects == 0)
+    }
+
+    @Test("RPC: blobs are written and read inline on TCP")
+    func rpcBlobs() throws {
+        let d = try TestDaemon(rpc: true)
+        defer { d.stop() }
+        let c = try d.connectRPC()
+        let reg = try c.call(["type": "register_request", "version": "0.24.2", "store_type": 1])
+        #expect(reg["rpc_endpoint"]?.stringValue == "localhost:\(d.config.rpcPort!)")
+        #expect(reg["support_rpc_compression"] == false)
+        try c.send(["type": "create_remote_buffer_request", "size": 16, "compress": false, "use_rdma": false])
+        let go = try c.receive()!
+        let id = go["id"]!
+        try c.sendRaw(Array(0..<16))
+        #expect(try c.receive()?["id"] == id)
+        try c.send(["type": "get_remote_buffers_request", "num": 1, "0": id, "unsafe": false, "compress": false])
+        let reply = try c.receive()!
+        #expect(reply["fds"] == [])
+        #expect(try c.receiveBytes(16) == Array(0..<16))
+        #expect(try c.call(["type": "create_buffer_request", "size": 8])["code"] == 1)  // fds need IPC
+    }
+}
+
+@Suite("vineyardd command line")
+struct OptionsTests {
+    @Test("gflags spellings")
+    func spellings() throws {
+        let o = try DaemonOptions.parse([
+            "--deployment", "local", "--size", "", "--socket", "/tmp/s", "--norpc", "-rpc_socket_port", "9601",
+            "--meta=local", "--etcd_endpoint=http://127.0.0.1:2379", "--reserve_memory=true", "-v", "11", "--logtostderr",
+        ])
+        #expect(o.socket == "/tmp/s" && o.size == nil && !o.rpc && o.rpcPort == 9601 && o.reserveMemory)
+        #expect(try DaemonOptions.parse(["--rpc=false"]).rpc == false)
+        #expect(try DaemonOptions.parse(["--rpc"]).rpc == true)
+        #expect(try DaemonOptions.parse(["--log-level", "debug"]).logLevel == "debug")
+        #expect(throws: DaemonOptions.ParseError.self) { try DaemonOptions.parse(["--no_such_flag"]) }
+        #expect(throws: DaemonOptions.ParseError.self) { try DaemonOptions.parse(["--meta", "redis"]) }
+        #expect(throws: DaemonOptions.ParseError.self) { try DaemonOptions.parse(["--rpc_socket_port"]) }
+    }
+
+    @Test("sizes use binary suffixes", arguments: [
+        ("4Gi", 4 << 30), ("512M", 512 << 20), ("1G", 1 << 30), ("1.5k", 1536), ("100", 100), ("2gigabytes", 2 << 30), ("1e3", 1000),
+    ])
+    func sizes(text: String, bytes: Int) throws {
+        #expect(try DaemonOptions.parseSize(text) == bytes)
+    }
+
+    @Test("empty or non-positive sizes mean the default; junk is an error")
+    func sizeDefaults() throws {
+        #expect(try DaemonOptions.parseSize("") == nil)
+        #expect(try DaemonOptions.parseSize("0") == nil)
+        #expect(throws: DaemonOptions.ParseError.self) { try DaemonOptions.parseSize("lots") }
+        #expect(throws: DaemonOptions.ParseError.self) { try DaemonOptions.parseSize("3x") }
+    }
+
+    @Test("socket path resolution")
+    func socketPath() {
+        var o = DaemonOptions()
+        #expect(o.resolvedSocketPath(environment: ["VINEYARD_IPC_SOCKET": "/tmp/v.sock"]) == "/tmp/v.sock")
+        o.socket = "/tmp/x.sock"
+        #expect(o.resolvedSocketPath(environment: ["VINEYARD_IPC_SOCKET": "/tmp/v.sock"]) == "/tmp/x.sock")
+    }
+}
