@@ -1,0 +1,96 @@
+/// One replica daemon of a runtime, as steps and the data plane reach it.
+public struct Replica: Codable, Sendable, Equatable, Hashable {
+    /// 0-based index (what placement decisions and run records use).
+    public var index: Int
+    /// Its IPC socket (what a step gets as `VINEYARD_IPC_SOCKET`).
+    public var socket: String
+    /// Its RPC port on 127.0.0.1, if it listens for RPC.
+    public var rpcPort: Int?
+
+    /// Creates a replica description.
+    public init(index: Int, socket: String, rpcPort: Int? = nil) {
+        self.index = index
+        self.socket = socket
+        self.rpcPort = rpcPort
+    }
+
+    /// `127.0.0.1:<port>` when it has an RPC port (`VINEYARD_RPC_ENDPOINT`).
+    public var rpcEndpoint: String? { rpcPort.map { "127.0.0.1:\($0)" } }
+}
+
+/// What the flow runner needs from the object store, by object *store* name
+/// (the run-prefixed name, see ``ObjectNaming``).
+///
+/// The runner never touches objects itself: it asks where they are, has inputs moved before a
+/// step starts, and deletes a run's objects at the end. The integrator implements this with
+/// the Swift client; ``InMemoryDataPlane`` is a fake for tests and dry runs.
+public protocol DataPlane: Sendable {
+    /// Bytes of each named object resident on `replica` (blobs in that replica's memory).
+    /// Names that are unknown, or known only as remote objects there, are left out
+    /// (or reported as 0 when the object exists but has no local bytes).
+    func residentBytes(of names: [String], on replica: Replica) async throws -> [String: Int]
+
+    /// Makes the object called `name` resident on `to`, copying its blobs from `from`, so that
+    /// afterwards a get of `name` through `to`'s socket is local and zero-copy. Returns the
+    /// bytes copied. The copy on `from` stays (it may be deleted later by ``delete(_:on:)``).
+    func move(_ name: String, from: Replica, to: Replica) async throws -> Int
+
+    /// Deletes the named objects (and their names) on `replica`; names that do not exist there
+    /// are ignored.
+    func delete(_ names: [String], on replica: Replica) async throws
+}
+
+extension DataPlane {
+    /// Residency of `names` across `replicas`: name → replica index → bytes.
+    public func residency(of names: [String], on replicas: [Replica]) async throws -> Residency {
+        var out: Residency = [:]
+        guard !names.isEmpty else { return out }
+        for r in replicas {
+            for (name, bytes) in try await residentBytes(of: names, on: r) {
+                out[name, default: [:]][r.index] = bytes
+            }
+        }
+        return out
+    }
+}
+
+/// An error from a data plane operation.
+public struct DataPlaneError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// What failed.
+    public var message: String
+    /// Creates an error.
+    public init(_ message: String) { self.message = message }
+    /// The message.
+    public var description: String { message }
+}
+
+/// How a run's objects are named in the store.
+///
+/// **Choice: a per-run name prefix, `<run-id>/<name>`, applied by the step's client library.**
+/// Steps keep calling `vineyard.put(x, name="x_train")` / `vineyard.get(name="x_train")`
+/// unchanged; the runner passes `TRELLIS_NAME_PREFIX=<run-id>/` and the Python bootstrap that
+/// runs every Python step wraps the upstream client's name calls (`put_name`, `get_name`,
+/// `drop_name`, `list_names` on `vineyard.Client`, through which `put(name=)`/`get(name=)` go)
+/// to add it. No `sitecustomize`, no patched site-packages: the wrapper is installed only in
+/// processes the runner starts. Command steps that use the vineyard client from Python get the
+/// same by running `python3 -m trellis_step script.py` (the bootstrap is on their
+/// `PYTHONPATH`); anything else reads `TRELLIS_NAME_PREFIX` itself.
+///
+/// Why not the alternatives: per-run replica daemons would isolate names too, but cost a
+/// runtime start per run and would throw away the resident intermediates `flow resume`
+/// reuses; vineyard sessions are not part of the protocol Trellis serves to every client;
+/// renaming objects after each step races with concurrent readers. A prefix also makes a run's
+/// objects easy to list and delete as a group, and two runs of one flow never collide.
+public enum ObjectNaming {
+    /// The prefix of a run's objects: `<runID>/`.
+    public static func prefix(runID: String) -> String { "\(runID)/" }
+
+    /// The store name of a flow-level object name.
+    public static func storeName(_ name: String, runID: String) -> String { prefix(runID: runID) + name }
+
+    /// The flow-level name of a store name of this run, or `nil` if it belongs to another run.
+    public static func flowName(_ storeName: String, runID: String) -> String? {
+        let p = prefix(runID: runID)
+        return storeName.hasPrefix(p) ? String(storeName.dropFirst(p.count)) : nil
+    }
+}

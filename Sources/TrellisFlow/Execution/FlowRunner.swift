@@ -1,0 +1,523 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Something that happened during a run, with the record as it is after the change.
+public struct RunEvent: Sendable {
+    /// What changed.
+    public enum Kind: Sendable, Equatable {
+        case runStarted
+        case stepStarted(step: String)
+        case stepRetrying(step: String, delay: Double)
+        case stepFinished(step: String)
+        case runFinished
+    }
+
+    /// What changed.
+    public var kind: Kind
+    /// The run record after the change.
+    public var record: RunRecord
+}
+
+/// Options of one `flow run` / `flow resume` invocation.
+public struct FlowRunOptions: Sendable {
+    /// The run id; `nil` generates `<flow>-<time>-<random>`. Ignored by resume.
+    public var runID: String?
+    /// Keep the run's objects in the store even when it succeeds (`--keep`).
+    public var keepObjects: Bool
+    /// Most steps at once; `nil`: the spec's `max_parallel`, else the number of CPUs (≥ 2).
+    public var maxParallel: Int?
+    /// Interpreter for Python steps that name none.
+    public var pythonExecutable: String
+    /// Seconds between SIGTERM and SIGKILL when a step is stopped (timeout, cancel).
+    public var killGrace: Double
+    /// Base environment of the steps (default: the runner's).
+    public var environment: [String: String]
+    /// Called on every change (from the runner's task; keep it quick). Use ``ProgressRenderer``
+    /// for the terminal view.
+    public var observer: (@Sendable (RunEvent) -> Void)?
+
+    /// Creates options; the interpreter defaults to `$TRELLIS_PYTHON`, else `python3`.
+    public init(
+        runID: String? = nil, keepObjects: Bool = false, maxParallel: Int? = nil, pythonExecutable: String? = nil,
+        killGrace: Double = 3, environment: [String: String] = ProcessInfo.processInfo.environment,
+        observer: (@Sendable (RunEvent) -> Void)? = nil
+    ) {
+        self.runID = runID
+        self.keepObjects = keepObjects
+        self.maxParallel = maxParallel
+        self.pythonExecutable = pythonExecutable ?? environment["TRELLIS_PYTHON"] ?? "python3"
+        self.killGrace = killGrace
+        self.environment = environment
+        self.observer = observer
+    }
+}
+
+/// The executor: carries out ``FlowScheduler``'s decisions with real processes, the data plane,
+/// timers and the run record. Everything it decides is delegated to the pure parts.
+///
+/// Each step runs as its own process group on the replica placement chose, with
+/// `VINEYARD_IPC_SOCKET` (that replica), `TRELLIS_RUN_ID`, `TRELLIS_STEP`, `TRELLIS_REPLICA`,
+/// `TRELLIS_ATTEMPT`, `TRELLIS_NAME_PREFIX`, `TRELLIS_INPUTS`, `TRELLIS_OUTPUTS`,
+/// `TRELLIS_METRICS` and `PYTHONPATH` (with the bootstrap) set. Inputs not resident on that
+/// replica are moved there first. A step succeeds when it exits 0 *and* each declared output
+/// is in the store. Cancel the calling task (e.g. on Ctrl-C, see ``InterruptHandler``) to
+/// cancel the run: running steps are stopped, the record says `cancelled`.
+public struct FlowRunner: Sendable {
+    /// The store operations.
+    public let dataPlane: any DataPlane
+    /// The runtime's replicas (index = position).
+    public let replicas: [Replica]
+    /// Where records and logs go.
+    public let store: RunStore
+
+    /// Creates a runner over a runtime's replicas.
+    public init(dataPlane: any DataPlane, replicas: [Replica], store: RunStore = RunStore()) {
+        self.dataPlane = dataPlane
+        self.replicas = replicas.sorted { $0.index < $1.index }
+        self.store = store
+    }
+
+    /// Validates and runs a flow to the end. Returns the final record (also on disk); a failed
+    /// or cancelled run is reported through ``RunRecord/state``, not thrown.
+    ///
+    /// - Throws: ``FlowValidationError`` before anything starts; ``RunStoreError`` for a bad or
+    ///   taken run id.
+    public func run(spec: FlowSpec, options: FlowRunOptions = FlowRunOptions()) async throws -> RunRecord {
+        try spec.validate()
+        guard !replicas.isEmpty else { throw RunStoreError("the runtime has no replicas") }
+        let runID = options.runID ?? RunStore.generateRunID(flow: spec.name)
+        try store.create(runID)
+        let now = Date()
+        var record = RunRecord(
+            runID: runID, spec: spec, state: .running, createdAt: now, startedAt: now, replicas: replicas,
+            steps: spec.steps.map {
+                StepRecord(
+                    name: $0.name, stdoutPath: store.logPath(run: runID, step: $0.name, stream: .stdout),
+                    stderrPath: store.logPath(run: runID, step: $0.name, stream: .stderr))
+            })
+        record.runnerPID = getpid()
+        try? spec.yaml().write(toFile: store.directory(of: runID) + "/spec.yaml", atomically: true, encoding: .utf8)
+        let scheduler = try FlowScheduler(spec: spec, replicaCount: replicas.count, maxParallel: parallelism(spec, options))
+        return try await execute(record: record, scheduler: scheduler, options: options)
+    }
+
+    /// Resumes a failed or cancelled run: reruns the steps that did not succeed and everything
+    /// downstream of them, plus the producers of needed inputs that are no longer in the store;
+    /// steps whose outputs are still resident are reused, not rerun.
+    public func resume(runID: String, options: FlowRunOptions = FlowRunOptions()) async throws -> RunRecord {
+        var record = try store.load(runID)
+        switch record.effectiveState {
+        case .running: throw RunStoreError("run '\(runID)' is still running (pid \(record.runnerPID.map(String.init) ?? "?"))")
+        case .succeeded: throw RunStoreError("run '\(runID)' already succeeded; nothing to resume")
+        case .failed, .cancelled: break
+        }
+        let spec = record.spec
+        let allOutputs = spec.steps.flatMap(\.outputs)
+        let where_ = try await dataPlane.residency(
+            of: allOutputs.map { ObjectNaming.storeName($0, runID: runID) }, on: replicas)
+        let resident = Set(allOutputs.filter { where_[ObjectNaming.storeName($0, runID: runID)] != nil })
+        var previous: [String: StepState] = [:]
+        for s in record.steps { previous[s.name] = s.state }
+        let rerun = try FlowScheduler.resumePlan(spec: spec, previous: previous, resident: resident)
+        var initial: [String: StepState] = [:]
+        for s in spec.steps where !rerun.contains(s.name) { initial[s.name] = .succeeded }
+        for i in record.steps.indices {
+            if rerun.contains(record.steps[i].name) {
+                record.steps[i].state = .pending
+                record.steps[i].message = nil
+                record.steps[i].reused = false
+                record.steps[i].timedOut = false
+            } else {
+                record.steps[i].reused = true
+            }
+        }
+        record.resumes += 1
+        record.state = .running
+        record.startedAt = Date()
+        record.finishedAt = nil
+        record.message = nil
+        record.runnerPID = getpid()
+        record.replicas = replicas
+        let scheduler = try FlowScheduler(
+            spec: spec, replicaCount: replicas.count, maxParallel: parallelism(spec, options), initial: initial)
+        return try await execute(record: record, scheduler: scheduler, options: options)
+    }
+
+    func parallelism(_ spec: FlowSpec, _ options: FlowRunOptions) -> Int {
+        options.maxParallel ?? spec.maxParallel ?? max(2, ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    // MARK: - The loop
+
+    private enum Completion: Sendable {
+        case attempt(AttemptResult)
+        case retryDue(String)
+    }
+
+    private struct AttemptResult: Sendable {
+        var step: String
+        var replica: Int
+        var exit: SupervisedExit?
+        var error: String?
+        var inputs: [InputRecord]
+        var moveSeconds: Double
+        var metrics: [String: Double]
+    }
+
+    private func execute(record initial: RunRecord, scheduler initialScheduler: FlowScheduler, options: FlowRunOptions)
+        async throws -> RunRecord
+    {
+        var record = initial
+        var scheduler = initialScheduler
+        let runID = record.runID
+        let baseDirectory = record.spec.baseDirectory
+        let specs = Dictionary(record.spec.steps.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        try FileManager.default.createDirectory(atPath: store.libDirectory(of: runID), withIntermediateDirectories: true)
+        try PythonBootstrap.source.write(
+            toFile: store.libDirectory(of: runID) + "/" + PythonBootstrap.fileName, atomically: true, encoding: .utf8)
+        for (step, state) in scheduler.states where state == .succeeded {
+            update(&record, step) { $0.state = .succeeded }
+        }
+        save(record)
+        options.observer?(RunEvent(kind: .runStarted, record: record))
+        var began: [String: ContinuousClock.Instant] = [:]
+
+        await withTaskGroup(of: Completion.self) { group in
+            while true {
+                if Task.isCancelled && !scheduler.isCancelling {
+                    _ = scheduler.cancel()
+                    for (name, st) in scheduler.states where st == .cancelled {
+                        update(&record, name) {
+                            if $0.state == .pending {
+                                $0.state = .cancelled
+                                $0.message = "not run: the run was cancelled"
+                            }
+                        }
+                    }
+                    save(record)
+                }
+                for name in scheduler.readySteps() {
+                    guard let spec = specs[name] else { continue }
+                    let t0 = ContinuousClock.now
+                    let storeInputs = spec.inputs.map { ObjectNaming.storeName($0, runID: runID) }
+                    var residency: Residency = [:]
+                    if let found = try? await dataPlane.residency(of: storeInputs, on: replicas) {
+                        for input in spec.inputs {
+                            if let w = found[ObjectNaming.storeName(input, runID: runID)] { residency[input] = w }
+                        }
+                    }
+                    let launch = scheduler.start(name, residency: residency)
+                    began[name] = t0
+                    update(&record, name) {
+                        $0.state = .running
+                        $0.replica = launch.placement.replica
+                        $0.placementReason = launch.placement.reason
+                        $0.startedAt = Date()
+                        $0.attempts += 1
+                        $0.exitCode = nil
+                        $0.signal = nil
+                        $0.timedOut = false
+                        $0.duration = nil
+                        $0.message = launch.placement.missing.isEmpty
+                            ? nil : "inputs not in the store: \(launch.placement.missing.joined(separator: ", "))"
+                    }
+                    save(record)
+                    options.observer?(RunEvent(kind: .stepStarted(step: name), record: record))
+                    let snapshot = residency
+                    group.addTask {
+                        .attempt(
+                            await self.attempt(
+                                spec: spec, launch: launch, residency: snapshot, runID: runID, baseDirectory: baseDirectory,
+                                options: options))
+                    }
+                }
+                if scheduler.isFinished { break }
+                guard let completion = await group.next() else { break }
+                switch completion {
+                case .retryDue(let name):
+                    scheduler.retryDue(name)
+                case .attempt(let result):
+                    await handle(
+                        result, specs: specs, scheduler: &scheduler, record: &record, began: began,
+                        options: options, group: &group)
+                }
+            }
+            group.cancelAll()
+        }
+
+        // Finish: outcome, cleanup, message.
+        let outcome = scheduler.outcome == .running ? (scheduler.isCancelling ? .cancelled : .failed) : scheduler.outcome
+        record.state = outcome
+        record.finishedAt = Date()
+        record.runnerPID = nil
+        switch outcome {
+        case .succeeded:
+            if options.keepObjects {
+                record.objectsKept = true
+                record.message = "succeeded; objects kept (--keep)"
+            } else {
+                let failedDeletes = await deleteObjects(of: record)
+                record.objectsKept = !failedDeletes.isEmpty
+                if !failedDeletes.isEmpty {
+                    record.message = "succeeded; could not delete some objects: \(failedDeletes.joined(separator: "; "))"
+                }
+            }
+        case .failed:
+            record.objectsKept = true
+            let failed = record.steps.filter { $0.state == .failed }
+            let parts = failed.map { s -> String in
+                "step '\(s.name)' failed (\(s.message ?? "error")); log: \(s.stderrPath)"
+            }
+            record.message = parts.joined(separator: "\n")
+                + "\nintermediates kept; rerun the failed part with: trellis flow resume \(runID)"
+        case .cancelled:
+            record.objectsKept = true
+            record.message = "cancelled; intermediates kept; continue with: trellis flow resume \(runID)"
+        case .running:
+            break
+        }
+        save(record)
+        options.observer?(RunEvent(kind: .runFinished, record: record))
+        return record
+    }
+
+    private func handle(
+        _ result: AttemptResult, specs: [String: StepSpec], scheduler: inout FlowScheduler, record: inout RunRecord,
+        began: [String: ContinuousClock.Instant], options: FlowRunOptions,
+        group: inout TaskGroup<Completion>
+    ) async {
+        let name = result.step
+        let runID = record.runID
+        var failure: String? = result.error
+        var retryable = true
+        var outputs: [OutputRecord] = []
+        if let exit = result.exit, failure == nil {
+            if exit.cancelled {
+                failure = "cancelled"
+            } else if exit.timedOut {
+                failure = "timed out after \(formatFixed(specs[name]?.timeout ?? 0, digits: 1))s"
+            } else if !exit.status.succeeded {
+                failure = exit.status.description
+            } else {
+                // Exit 0: each declared output must be in the store.
+                let declared = specs[name]?.outputs ?? []
+                let storeNames = declared.map { ObjectNaming.storeName($0, runID: runID) }
+                do {
+                    let found = try await dataPlane.residency(of: storeNames, on: replicas)
+                    var missing: [String] = []
+                    for (flowName, storeName) in zip(declared, storeNames) {
+                        guard let w = found[storeName], !w.isEmpty else {
+                            missing.append(flowName)
+                            continue
+                        }
+                        let r = w[result.replica] != nil ? result.replica : w.keys.min()!
+                        outputs.append(OutputRecord(name: flowName, storeName: storeName, bytes: w[r] ?? 0, replica: r))
+                    }
+                    if !missing.isEmpty {
+                        failure = "exited 0 but did not produce \(missing.map { "'\($0)'" }.joined(separator: ", "))"
+                    }
+                } catch {
+                    failure = "cannot check outputs: \(error)"
+                }
+            }
+        }
+        let cancelled = result.exit?.cancelled == true || (scheduler.isCancelling && failure != nil)
+        if cancelled {
+            scheduler.stopped(name)
+        } else if failure == nil {
+            scheduler.succeeded(name)
+        }
+        update(&record, name) { s in
+            s.inputs = result.inputs
+            s.metrics = result.metrics
+            if let e = result.exit {
+                s.exitCode = e.status.code
+                s.signal = e.status.signal
+                s.timedOut = e.timedOut
+                s.processSeconds = e.seconds
+            }
+            if let t0 = began[name] {
+                let total = (ContinuousClock.now - t0).seconds
+                s.duration = total
+                s.overhead = max(0, total - (result.exit?.seconds ?? 0) - result.moveSeconds)
+            }
+            if cancelled {
+                s.state = .cancelled
+                s.message = "stopped: the run was cancelled"
+            } else if failure == nil {
+                s.state = .succeeded
+                s.outputs = outputs
+                s.message = nil
+            } else {
+                s.message = failure
+            }
+        }
+        if !cancelled, let failure {
+            if result.error != nil && result.exit == nil && result.error!.hasPrefix("cannot start") { retryable = false }
+            let decision = scheduler.attemptFailed(name, retryable: retryable)
+            switch decision {
+            case .retry(let delay):
+                update(&record, name) {
+                    $0.state = .pending
+                    $0.message = "attempt \($0.attempts) failed (\(failure)); retrying in \(formatFixed(delay, digits: 1))s"
+                }
+                save(record)
+                options.observer?(RunEvent(kind: .stepRetrying(step: name, delay: delay), record: record))
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(delay))
+                    return .retryDue(name)
+                }
+                return
+            case .failed(let downstream):
+                update(&record, name) {
+                    $0.state = .failed
+                    $0.message = $0.attempts > 1 ? "\(failure) after \($0.attempts) attempts" : failure
+                }
+                for d in downstream {
+                    update(&record, d) {
+                        $0.state = .upstreamFailed
+                        $0.message = "not run: upstream step '\(name)' failed"
+                    }
+                }
+            }
+        }
+        save(record)
+        options.observer?(RunEvent(kind: .stepFinished(step: name), record: record))
+    }
+
+    // MARK: - One attempt
+
+    private func attempt(
+        spec: StepSpec, launch: Launch, residency: Residency, runID: String, baseDirectory: String?,
+        options: FlowRunOptions
+    ) async -> AttemptResult {
+        let replica = replicas[launch.placement.replica]
+        var result = AttemptResult(
+            step: spec.name, replica: replica.index, exit: nil, error: nil, inputs: [], moveSeconds: 0, metrics: [:])
+        // Inputs: record where they are; move the ones that are elsewhere.
+        var seen: Set<String> = []
+        for input in spec.inputs where seen.insert(input).inserted {
+            let w = residency[input] ?? [:]
+            let home = w.max { a, b in a.value < b.value || (a.value == b.value && a.key > b.key) }
+            var rec = InputRecord(
+                name: input, bytes: home?.value ?? 0, residentOn: home?.key, localBytes: w[replica.index] ?? 0,
+                movedBytes: 0, moveSeconds: 0)
+            if let move = launch.placement.moves.first(where: { $0.name == input }) {
+                let t = ContinuousClock.now
+                do {
+                    rec.movedBytes = try await dataPlane.move(
+                        ObjectNaming.storeName(input, runID: runID), from: replicas[move.from], to: replica)
+                } catch {
+                    result.error = "cannot move input '\(input)' from replica \(move.from) to \(replica.index): \(error)"
+                }
+                rec.moveSeconds = (ContinuousClock.now - t).seconds
+                result.moveSeconds += rec.moveSeconds
+            }
+            result.inputs.append(rec)
+            if result.error != nil { return result }
+        }
+        if Task.isCancelled {
+            result.exit = SupervisedExit(status: ExitStatus(code: nil, signal: SIGTERM), timedOut: false, cancelled: true, seconds: 0)
+            return result
+        }
+        // Outputs left by an earlier attempt or run would make the success check lie.
+        if !spec.outputs.isEmpty {
+            let names = spec.outputs.map { ObjectNaming.storeName($0, runID: runID) }
+            for r in replicas { try? await dataPlane.delete(names, on: r) }
+        }
+        // The process.
+        let metricsPath = store.directory(of: runID) + "/logs/\(spec.name).metrics.jsonl"
+        _ = FileManager.default.createFile(atPath: metricsPath, contents: nil)
+        let invocation: (executable: String, arguments: [String])
+        let workdir = workingDirectory(of: spec, baseDirectory: baseDirectory)
+        switch spec.action {
+        case .command(let argv)?:
+            invocation = (argv[0], Array(argv.dropFirst()))
+        case .python(let p)?:
+            let file = p.file.hasPrefix("/") ? p.file : (workdir as NSString).appendingPathComponent(p.file)
+            var args = [store.libDirectory(of: runID) + "/" + PythonBootstrap.fileName, "--file", file]
+            if let f = p.function { args += ["--function", f] }
+            invocation = (p.interpreter ?? options.pythonExecutable, args)
+        case .swift(let s)?:
+            invocation = (s.executable, s.arguments)
+        case nil:
+            result.error = "nothing to run"
+            return result
+        }
+        var env = options.environment
+        for (k, v) in spec.env { env[k] = v }
+        let lib = store.libDirectory(of: runID)
+        env["PYTHONPATH"] = env["PYTHONPATH"].map { $0.isEmpty ? lib : "\(lib):\($0)" } ?? lib
+        env["PYTHONUNBUFFERED"] = env["PYTHONUNBUFFERED"] ?? "1"
+        env["VINEYARD_IPC_SOCKET"] = replica.socket
+        env["TRELLIS_RUN_ID"] = runID
+        env["TRELLIS_STEP"] = spec.name
+        env["TRELLIS_REPLICA"] = String(replica.index)
+        env["TRELLIS_ATTEMPT"] = String(launch.attempt)
+        env["TRELLIS_NAME_PREFIX"] = ObjectNaming.prefix(runID: runID)
+        env["TRELLIS_INPUTS"] = spec.inputs.joined(separator: ",")
+        env["TRELLIS_OUTPUTS"] = spec.outputs.joined(separator: ",")
+        env["TRELLIS_METRICS"] = metricsPath
+        let out = store.logPath(run: runID, step: spec.name, stream: .stdout)
+        let err = store.logPath(run: runID, step: spec.name, stream: .stderr)
+        appendLine(
+            "--- trellis: attempt \(launch.attempt) on replica \(replica.index) at \(Date().formatted(Date.ISO8601FormatStyle())) ---",
+            to: err)
+        let child: ChildProcess
+        do {
+            child = try ChildProcess.spawn(
+                executable: invocation.executable, arguments: invocation.arguments, environment: env,
+                workingDirectory: workdir, stdout: .file(out), stderr: .file(err))
+        } catch {
+            result.error = "cannot start: \(error)"
+            appendLine("trellis: \(result.error!)", to: err)
+            return result
+        }
+        result.exit = await supervise(child, timeout: spec.timeout, grace: options.killGrace)
+        result.metrics = readMetrics(at: metricsPath)
+        if let e = result.exit, e.timedOut {
+            appendLine("trellis: timed out after \(spec.timeout ?? 0)s; process group killed", to: err)
+        }
+        return result
+    }
+
+    func workingDirectory(of spec: StepSpec, baseDirectory: String?) -> String {
+        let base = baseDirectory ?? FileManager.default.currentDirectoryPath
+        guard let w = spec.workdir, !w.isEmpty else { return base }
+        return w.hasPrefix("/") ? w : (base as NSString).appendingPathComponent(w)
+    }
+
+    private func deleteObjects(of record: RunRecord) async -> [String] {
+        let names = record.spec.steps.flatMap(\.outputs).map { ObjectNaming.storeName($0, runID: record.runID) }
+        guard !names.isEmpty else { return [] }
+        var failures: [String] = []
+        for r in replicas {
+            do { try await dataPlane.delete(names, on: r) } catch { failures.append("replica \(r.index): \(error)") }
+        }
+        return failures
+    }
+
+    private func update(_ record: inout RunRecord, _ step: String, _ body: (inout StepRecord) -> Void) {
+        if let i = record.steps.firstIndex(where: { $0.name == step }) { body(&record.steps[i]) }
+    }
+
+    private func save(_ record: RunRecord) {
+        do { try store.save(record) } catch {
+            FileHandle.standardError.write(Data("trellis: cannot save run record: \(error)\n".utf8))
+        }
+    }
+}
+
+func appendLine(_ line: String, to path: String) {
+    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    guard fd >= 0 else { return }
+    defer { close(fd) }
+    let bytes = Array((line + "\n").utf8)
+    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+}

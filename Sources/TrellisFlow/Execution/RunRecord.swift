@@ -1,0 +1,202 @@
+import Foundation
+
+/// Everything known about a run, written to `<runs>/<run-id>/record.json` after every change
+/// so another process (`trellis flow status`, `flow logs --follow`, `flow resume`) can read it.
+public struct RunRecord: Codable, Sendable, Equatable {
+    /// Format version of this file.
+    public var version: Int = 1
+    /// The run id (given or generated); also the object-name prefix (``ObjectNaming``).
+    public var runID: String
+    /// The flow as it was run (relative paths resolved against ``FlowSpec/baseDirectory``).
+    public var spec: FlowSpec
+    /// Overall state.
+    public var state: RunOutcome
+    /// When the run was first created.
+    public var createdAt: Date
+    /// When the latest invocation (first run or a resume) started.
+    public var startedAt: Date
+    /// When the latest invocation finished.
+    public var finishedAt: Date?
+    /// How many times `flow resume` was used on this run.
+    public var resumes: Int = 0
+    /// Pid of the runner process while it runs.
+    public var runnerPID: Int32?
+    /// The replicas the run used.
+    public var replicas: [Replica]
+    /// Whether the run's objects were left in the store (failed/cancelled runs, or `--keep`).
+    public var objectsKept: Bool = false
+    /// A sentence for people: why it failed, where to look.
+    public var message: String?
+    /// One record per step, in spec order.
+    public var steps: [StepRecord]
+
+    /// The record of step `name`.
+    public func step(_ name: String) -> StepRecord? { steps.first { $0.name == name } }
+
+    /// Wall-clock duration of the latest invocation, if finished.
+    public var duration: Double? { finishedAt.map { $0.timeIntervalSince(startedAt) } }
+
+    /// Creates a record.
+    public init(
+        runID: String, spec: FlowSpec, state: RunOutcome, createdAt: Date, startedAt: Date, replicas: [Replica],
+        steps: [StepRecord]
+    ) {
+        self.runID = runID
+        self.spec = spec
+        self.state = state
+        self.createdAt = createdAt
+        self.startedAt = startedAt
+        self.replicas = replicas
+        self.steps = steps
+    }
+
+    /// Steps whose inputs were all resident on one replica when they were placed, and the
+    /// replica they ran on — the data-affinity target: each should have run on that replica.
+    public var affinityViolations: [String] {
+        steps.filter { s in
+            guard let r = s.replica, !s.inputs.isEmpty else { return false }
+            let homes = Set(s.inputs.compactMap(\.residentOn))
+            guard homes.count == 1, let home = homes.first, s.inputs.allSatisfy({ $0.residentOn == home }) else {
+                return false
+            }
+            return r != home && s.inputs.contains { $0.bytes > 0 }
+        }.map(\.name)
+    }
+}
+
+/// What happened to one step.
+public struct StepRecord: Codable, Sendable, Equatable {
+    /// Step name.
+    public var name: String
+    /// Current state.
+    public var state: StepState
+    /// Replica of the latest attempt.
+    public var replica: Int?
+    /// Why that replica.
+    public var placementReason: PlacementReason?
+    /// Start of the latest attempt.
+    public var startedAt: Date?
+    /// Duration of the latest attempt in seconds (moves + process).
+    public var duration: Double?
+    /// Attempts made (all invocations of the run together).
+    public var attempts: Int = 0
+    /// Exit code of the latest attempt's process.
+    public var exitCode: Int32?
+    /// Signal that ended the latest attempt's process.
+    public var signal: Int32?
+    /// Whether the latest attempt hit its timeout.
+    public var timedOut: Bool = false
+    /// Why it failed / was skipped.
+    public var message: String?
+    /// Its inputs: where they were, what was moved.
+    public var inputs: [InputRecord] = []
+    /// Its outputs: sizes and replica.
+    public var outputs: [OutputRecord] = []
+    /// Standard output log (all attempts, appended).
+    public var stdoutPath: String
+    /// Standard error log (all attempts, appended).
+    public var stderrPath: String
+    /// Seconds the runner spent on this step's latest attempt outside the child process and
+    /// the moves (placement, residency queries, spawning, bookkeeping).
+    public var overhead: Double?
+    /// Seconds the child process ran (latest attempt).
+    public var processSeconds: Double?
+    /// Numbers the step reported through `$TRELLIS_METRICS` (e.g. `put_seconds`, `get_seconds`
+    /// measured by the Python bootstrap), latest attempt.
+    public var metrics: [String: Double] = [:]
+    /// Whether this step was reused from an earlier invocation by `flow resume`.
+    public var reused: Bool = false
+
+    /// Creates a pending step record.
+    public init(name: String, stdoutPath: String, stderrPath: String) {
+        self.name = name
+        self.state = .pending
+        self.stdoutPath = stdoutPath
+        self.stderrPath = stderrPath
+    }
+}
+
+/// One input of a step, as it was when the step started.
+public struct InputRecord: Codable, Sendable, Equatable {
+    /// Flow-level name.
+    public var name: String
+    /// Object size in bytes.
+    public var bytes: Int
+    /// The replica holding it before any move (`nil`: resident nowhere).
+    public var residentOn: Int?
+    /// Bytes already local to the step's replica.
+    public var localBytes: Int
+    /// Bytes moved to the step's replica (0 when it was local).
+    public var movedBytes: Int
+    /// Seconds the move took.
+    public var moveSeconds: Double
+
+    /// Creates an input record.
+    public init(name: String, bytes: Int, residentOn: Int?, localBytes: Int, movedBytes: Int, moveSeconds: Double) {
+        self.name = name
+        self.bytes = bytes
+        self.residentOn = residentOn
+        self.localBytes = localBytes
+        self.movedBytes = movedBytes
+        self.moveSeconds = moveSeconds
+    }
+}
+
+/// One output of a step.
+public struct OutputRecord: Codable, Sendable, Equatable {
+    /// Flow-level name.
+    public var name: String
+    /// Name in the store (run-prefixed).
+    public var storeName: String
+    /// Size in bytes.
+    public var bytes: Int
+    /// Replica holding it.
+    public var replica: Int
+
+    /// Creates an output record.
+    public init(name: String, storeName: String, bytes: Int, replica: Int) {
+        self.name = name
+        self.storeName = storeName
+        self.bytes = bytes
+        self.replica = replica
+    }
+}
+
+extension RunRecord {
+    /// JSON encoder used for records (sorted keys, ISO-8601 dates).
+    public static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        e.dateEncodingStrategy = .iso8601WithFraction
+        return e
+    }
+
+    /// JSON decoder for records.
+    public static func decoder() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .iso8601WithFraction
+        return d
+    }
+}
+
+extension JSONEncoder.DateEncodingStrategy {
+    static var iso8601WithFraction: JSONEncoder.DateEncodingStrategy {
+        .custom { date, encoder in
+            var c = encoder.singleValueContainer()
+            try c.encode(date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
+        }
+    }
+}
+
+extension JSONDecoder.DateDecodingStrategy {
+    static var iso8601WithFraction: JSONDecoder.DateDecodingStrategy {
+        .custom { decoder in
+            let c = try decoder.singleValueContainer()
+            let s = try c.decode(String.self)
+            let strategy = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+            if let d = try? strategy.parse(s) { return d }
+            if let d = try? Date.ISO8601FormatStyle().parse(s) { return d }
+            throw DecodingError.dataCorruptedError(in: c, debugDescription: "bad date \(s)")
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// TrellisMeta: module under construction.
