@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs what Trellis and its tests need on a fresh machine (idempotent):
+# Debian's etcd-server, the Python venv with the pinned upstream client, and the
+# Swift build (release binary for the demo and benchmarks, debug for tests).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+if [ -f scripts/setup-etcd.sh ]; then bash scripts/setup-etcd.sh >/dev/null; fi
+bash scripts/setup-python.sh
+swift build -c release --product trellis 2>&1 | grep -E "error|warning: |Compiling|Build complete" | grep -v "^\[" | tail -3

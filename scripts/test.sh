@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine and runs every test: Swift Testing suites, then the Python
+# integration tests with the upstream vineyard client against a real `trellis serve`.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+bash scripts/setup.sh || exit 1
+swift build --build-tests 2>&1 | grep -E "error|warning: |Build complete" | grep -v "unhandled; explicitly declare" | tail -20
+swift test --skip-build --parallel 2>&1 | tail -40
+SWIFT_STATUS=${PIPESTATUS[0]}
+export TRELLIS_BIN=$ROOT/.build/debug/trellis
+PY_STATUS=0
+if [ -d tests ]; then
+  "$ROOT/.venv/bin/python" -m pytest tests -q -p no:cacheprovider
+  PY_STATUS=$?
+  [ $PY_STATUS -eq 5 ] && PY_STATUS=0  # no Python tests collected
+fi
+echo "swift test exit $SWIFT_STATUS, pytest exit $PY_STATUS"
+[ $SWIFT_STATUS -eq 0 ] && [ $PY_STATUS -eq 0 ]
