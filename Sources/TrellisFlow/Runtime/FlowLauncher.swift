@@ -1,0 +1,102 @@
+import Foundation
+
+/// `trellis flow run` / `flow resume` in one call: finds the runtime (or starts an ephemeral one
+/// when none is up), binds a data plane to its replicas, runs, and settles the runtime.
+///
+/// Ephemeral runtime policy: started in the shared runtime directory and marked ephemeral.
+/// When the run succeeds it is stopped. When the run fails or is cancelled it is **kept up**,
+/// because its memory holds the intermediates `flow resume` reuses; the record's message says
+/// so, and `trellis runtime down` stops it. A successful resume of the last run it was kept for
+/// stops it.
+public struct FlowLauncher: Sendable {
+    /// Where runs and the runtime live.
+    public var home: TrellisHome
+    /// The runtime to use or start.
+    public var runtime: LocalRuntime
+    /// Builds the data plane for a runtime's replicas (the integrator's Swift-client binding).
+    public var makeDataPlane: @Sendable ([Replica]) async throws -> any DataPlane
+    /// Receives one-line notes for the terminal ("starting an ephemeral runtime …").
+    public var note: @Sendable (String) -> Void
+
+    /// Creates a launcher.
+    public init(
+        home: TrellisHome = .fromEnvironment(), trellisBinary: String,
+        makeDataPlane: @escaping @Sendable ([Replica]) async throws -> any DataPlane,
+        note: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
+        self.home = home
+        self.runtime = LocalRuntime(directory: home.runtimeDirectory, trellisBinary: trellisBinary)
+        self.makeDataPlane = makeDataPlane
+        self.note = note
+    }
+
+    /// Runs `spec` (validated first, before any runtime starts).
+    public func run(spec: FlowSpec, options: FlowRunOptions = FlowRunOptions()) async throws -> RunRecord {
+        try spec.validate()
+        if let id = options.runID, RunStore(home: home).exists(id) {
+            throw RunStoreError("run '\(id)' already exists; use 'trellis flow resume \(id)' or another --run-id")
+        }
+        let (state, ephemeral) = try await ensureRuntime(spec.runtime)
+        let runner = FlowRunner(
+            dataPlane: try await makeDataPlane(state.replicas), replicas: state.replicas, store: RunStore(home: home))
+        let record: RunRecord
+        do {
+            record = try await runner.run(spec: spec, options: options)
+        } catch {
+            if ephemeral { try? await runtime.down() }
+            throw error
+        }
+        return try await settle(record, ephemeral: ephemeral)
+    }
+
+    /// Resumes a failed or cancelled run on the current runtime. If the runtime is gone, an
+    /// ephemeral one is started and every step whose outputs are missing runs again.
+    public func resume(runID: String, options: FlowRunOptions = FlowRunOptions()) async throws -> RunRecord {
+        let previous = try RunStore(home: home).load(runID)
+        let (state, ephemeral) = try await ensureRuntime(previous.spec.runtime)
+        if ephemeral {
+            note("the runtime that held run \(runID)'s intermediates is gone; recomputing them")
+        }
+        let runner = FlowRunner(
+            dataPlane: try await makeDataPlane(state.replicas), replicas: state.replicas, store: RunStore(home: home))
+        let record: RunRecord
+        do {
+            record = try await runner.resume(runID: runID, options: options)
+        } catch {
+            if ephemeral { try? await runtime.down() }
+            throw error
+        }
+        return try await settle(record, ephemeral: ephemeral || state.ephemeral)
+    }
+
+    private func ensureRuntime(_ spec: RuntimeSpec) async throws -> (RuntimeState, Bool) {
+        let status = runtime.status()
+        if status.isUp, let state = status.state {
+            if state.replicas.count != spec.replicas {
+                note(
+                    "using the running runtime (\(state.replicas.count) replica(s)); the flow asks for "
+                        + "\(spec.replicas) — 'trellis runtime down' to get a fresh one")
+            }
+            return (state, false)
+        }
+        note("no runtime is up: starting \(spec.replicas) replica(s) of \(spec.size) for this run")
+        return (try await runtime.up(spec, ephemeral: true), true)
+    }
+
+    private func settle(_ record: RunRecord, ephemeral: Bool) async throws -> RunRecord {
+        guard ephemeral, let state = runtime.loadState(), state.ephemeral else { return record }
+        var record = record
+        if record.state == .succeeded {
+            try? runtime.setKept(record.runID, false)
+            if runtime.loadState()?.keptFor.isEmpty ?? true {
+                try await runtime.down()
+            }
+        } else {
+            try runtime.setKept(record.runID, true)
+            record.message = (record.message ?? "")
+                + "\nthe runtime started for this run stays up to keep them ('trellis runtime down' to stop it)"
+            try RunStore(home: home).save(record)
+        }
+        return record
+    }
+}

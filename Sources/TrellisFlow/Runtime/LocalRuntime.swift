@@ -1,0 +1,389 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A set of replica daemons flows run on.
+public protocol ReplicaRuntime: Sendable {
+    /// Starts the replicas described by `spec`; fails if the runtime is already up.
+    /// - Parameter ephemeral: started by `flow run` for one run (stopped after it unless kept).
+    func up(_ spec: RuntimeSpec, ephemeral: Bool) async throws -> RuntimeState
+    /// Stops every replica (and etcd) and removes the state; a no-op when nothing is up.
+    func down() async throws
+    /// What is recorded and what is actually alive.
+    func status() -> RuntimeStatus
+}
+
+/// One started process of a runtime.
+public struct RuntimeProcess: Codable, Sendable, Equatable {
+    /// Its pid (also its session and process-group id).
+    public var pid: Int32
+    /// Its log file.
+    public var log: String
+}
+
+/// The private etcd of a multi-replica runtime.
+public struct EtcdInfo: Codable, Sendable, Equatable {
+    /// The process.
+    public var process: RuntimeProcess
+    /// Client port on 127.0.0.1.
+    public var clientPort: Int
+    /// Peer port on 127.0.0.1.
+    public var peerPort: Int
+    /// Data directory (removed by `down`).
+    public var dataDirectory: String
+    /// `http://127.0.0.1:<clientPort>`.
+    public var endpoint: String { "http://127.0.0.1:\(clientPort)" }
+}
+
+/// What `runtime up` wrote to `<runtime dir>/state.json`.
+public struct RuntimeState: Codable, Sendable, Equatable {
+    /// Format version.
+    public var version: Int = 1
+    /// A random id; also the etcd prefix of the replicas' metadata.
+    public var id: String
+    /// What was asked for.
+    public var spec: RuntimeSpec
+    /// The replicas as steps reach them.
+    public var replicas: [Replica]
+    /// The replica daemons, by index.
+    public var processes: [RuntimeProcess]
+    /// The private etcd, with more than one replica.
+    public var etcd: EtcdInfo?
+    /// Started by `flow run` for a run rather than by `runtime up`.
+    public var ephemeral: Bool
+    /// Runs whose intermediates this ephemeral runtime was kept up for (failed/cancelled runs).
+    public var keptFor: [String] = []
+    /// When it started.
+    public var startedAt: Date
+    /// The binary the replicas run.
+    public var trellisBinary: String
+}
+
+/// ``RuntimeState`` plus liveness.
+public struct RuntimeStatus: Sendable, Equatable {
+    /// The recorded state, `nil` when no runtime was started.
+    public var state: RuntimeState?
+    /// Whether each replica daemon is alive, by index.
+    public var replicasAlive: [Bool]
+    /// Whether etcd is alive (`nil`: no etcd).
+    public var etcdAlive: Bool?
+
+    /// A runtime is recorded and all of it is alive.
+    public var isUp: Bool {
+        state != nil && !replicasAlive.isEmpty && replicasAlive.allSatisfy { $0 } && etcdAlive != false
+    }
+
+    /// Lines for `trellis runtime status`.
+    public var summary: String {
+        guard let s = state else { return "runtime: down" }
+        var lines = [
+            "runtime \(s.id): \(isUp ? "up" : "degraded")\(s.ephemeral ? " (started for a run)" : ""), "
+                + "\(s.replicas.count) replica(s) of \(s.spec.size), medium \(s.spec.medium.rawValue)"
+        ]
+        for (i, r) in s.replicas.enumerated() {
+            let alive = i < replicasAlive.count && replicasAlive[i]
+            lines.append(
+                "  r\(r.index): \(alive ? "up" : "DOWN") pid \(s.processes[i].pid) socket \(r.socket)"
+                    + (r.rpcPort.map { " rpc 127.0.0.1:\($0)" } ?? ""))
+        }
+        if let e = s.etcd {
+            lines.append("  etcd: \(etcdAlive == true ? "up" : "DOWN") pid \(e.process.pid) \(e.endpoint)")
+        }
+        if !s.keptFor.isEmpty { lines.append("  holding intermediates of: \(s.keptFor.joined(separator: ", "))") }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// An error starting or stopping a runtime.
+public struct RuntimeError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// What went wrong.
+    public var message: String
+    /// Creates an error.
+    public init(_ message: String) { self.message = message }
+    /// The message.
+    public var description: String { message }
+}
+
+/// N replica daemons on this machine (`trellis serve`, each with its own socket and RPC port),
+/// plus a private etcd on 127.0.0.1 when there is more than one replica, so they share metadata.
+/// One replica needs nothing external (`--meta local`).
+///
+/// State lives in a directory (default `<TRELLIS_HOME>/runtime`): `state.json`, the sockets
+/// `r<i>.sock`, logs `r<i>.log` / `etcd.log`, etcd's data. The daemons run in their own
+/// sessions, so `runtime up` returns while they keep running and `runtime status|down` from
+/// another invocation find them through `state.json`.
+///
+/// CLI: `trellis runtime up` → ``up(_:ephemeral:)``, `runtime down` → ``down()``,
+/// `runtime status` → ``status()`` (``RuntimeStatus/summary``).
+public struct LocalRuntime: ReplicaRuntime {
+    /// The runtime directory.
+    public var directory: String
+    /// Path of the `trellis` binary the replicas run (`trellis serve …`).
+    public var trellisBinary: String
+    /// Extra arguments placed before the serve flags (default `["serve"]`).
+    public var serveCommand: [String]
+    /// etcd binary; `nil` looks for `$TRELLIS_ETCD`, `etcd` in `PATH`, `/usr/bin/etcd`.
+    public var etcdBinary: String?
+    /// How long to wait for daemons to accept connections.
+    public var startTimeout: Double
+    /// Environment of the started processes.
+    public var environment: [String: String]
+
+    /// Creates a runtime handle (nothing starts until ``up(_:ephemeral:)``).
+    public init(
+        directory: String = TrellisHome.fromEnvironment().runtimeDirectory, trellisBinary: String,
+        serveCommand: [String] = ["serve"], etcdBinary: String? = nil, startTimeout: Double = 30,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) {
+        self.directory = directory
+        self.trellisBinary = trellisBinary
+        self.serveCommand = serveCommand
+        self.etcdBinary = etcdBinary
+        self.startTimeout = startTimeout
+        self.environment = environment
+    }
+
+    var statePath: String { directory + "/state.json" }
+
+    /// The recorded state, if any.
+    public func loadState() -> RuntimeState? {
+        guard let data = FileManager.default.contents(atPath: statePath) else { return nil }
+        return try? RunRecord.decoder().decode(RuntimeState.self, from: data)
+    }
+
+    /// Writes the state atomically.
+    public func saveState(_ state: RuntimeState) throws {
+        let data = try RunRecord.encoder().encode(state)
+        let tmp = statePath + ".tmp.\(getpid())"
+        guard FileManager.default.createFile(atPath: tmp, contents: data), rename(tmp, statePath) == 0 else {
+            throw RuntimeError("cannot write \(statePath)")
+        }
+    }
+
+    /// Recorded state and liveness of each process.
+    public func status() -> RuntimeStatus {
+        guard let s = loadState() else { return RuntimeStatus(state: nil, replicasAlive: [], etcdAlive: nil) }
+        return RuntimeStatus(
+            state: s,
+            replicasAlive: s.processes.indices.map { i in
+                isAlive(s.processes[i].pid) && i < s.replicas.count && socketAccepts(s.replicas[i].socket)
+            },
+            etcdAlive: s.etcd.map { isAlive($0.process.pid) })
+    }
+
+    /// The etcd binary to use, or `nil` if none is found.
+    public func resolveEtcd() -> String? {
+        if let e = etcdBinary { return e }
+        if let e = environment["TRELLIS_ETCD"], !e.isEmpty { return e }
+        for dir in (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            let p = "\(dir)/etcd"
+            if access(p, X_OK) == 0 { return p }
+        }
+        return access("/usr/bin/etcd", X_OK) == 0 ? "/usr/bin/etcd" : nil
+    }
+
+    /// Starts the runtime and waits until every replica accepts connections.
+    public func up(_ spec: RuntimeSpec, ephemeral: Bool = false) async throws -> RuntimeState {
+        let current = status()
+        if current.state != nil {
+            if current.isUp {
+                throw RuntimeError("a runtime is already up in \(directory) (trellis runtime status / down)")
+            }
+            try await down()  // leftovers of a dead runtime
+        }
+        guard spec.replicas >= 1 else { throw RuntimeError("a runtime needs at least one replica") }
+        guard let bytes = spec.sizeInBytes else { throw RuntimeError("runtime size '\(spec.size)' is not a size") }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let id = "rt-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        var state = RuntimeState(
+            id: id, spec: spec, replicas: [], processes: [], etcd: nil, ephemeral: ephemeral, startedAt: Date(),
+            trellisBinary: trellisBinary)
+        do {
+            if spec.replicas > 1 {
+                guard let etcd = resolveEtcd() else {
+                    throw RuntimeError(
+                        "\(spec.replicas) replicas share metadata through etcd, and no etcd binary was found "
+                            + "(install Debian's etcd-server, e.g. scripts/setup-etcd.sh, or set TRELLIS_ETCD)")
+                }
+                let client = try freePort()
+                let peer = try freePort()
+                let data = directory + "/etcd-data"
+                try? FileManager.default.removeItem(atPath: data)
+                let log = directory + "/etcd.log"
+                let p = try ChildProcess.spawn(
+                    executable: etcd,
+                    arguments: [
+                        "--name", "trellis", "--data-dir", data,
+                        "--listen-client-urls", "http://127.0.0.1:\(client)",
+                        "--advertise-client-urls", "http://127.0.0.1:\(client)",
+                        "--listen-peer-urls", "http://127.0.0.1:\(peer)",
+                        "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
+                        "--initial-cluster", "trellis=http://127.0.0.1:\(peer)",
+                        "--initial-cluster-state", "new",
+                    ],
+                    environment: environment, workingDirectory: directory, stdout: .file(log), stderr: .file(log),
+                    newSession: true)
+                state.etcd = EtcdInfo(
+                    process: RuntimeProcess(pid: p.pid, log: log), clientPort: client, peerPort: peer,
+                    dataDirectory: data)
+                try saveState(state)
+                try await waitUntil("etcd on 127.0.0.1:\(client)", pid: p.pid, log: log) { tcpAccepts(port: client) }
+            }
+            for i in 0..<spec.replicas {
+                let socket = directory + "/r\(i).sock"
+                unlink(socket)
+                let rpc = try freePort()
+                var args = serveCommand + [
+                    "--socket", socket, "--size", String(bytes), "--rpc_socket_port", String(rpc),
+                ]
+                if let e = state.etcd {
+                    args += ["--meta", "etcd", "--etcd_endpoint", e.endpoint, "--etcd_prefix", id]
+                } else {
+                    args += ["--meta", "local"]
+                }
+                if spec.medium == .spill, let dir = spec.spillDirectory {
+                    let d = (dir as NSString).appendingPathComponent("r\(i)")
+                    try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+                    args += ["--spill_path", d]
+                }
+                let log = directory + "/r\(i).log"
+                let p = try ChildProcess.spawn(
+                    executable: trellisBinary, arguments: args, environment: environment, workingDirectory: directory,
+                    stdout: .file(log), stderr: .file(log), newSession: true)
+                state.processes.append(RuntimeProcess(pid: p.pid, log: log))
+                state.replicas.append(Replica(index: i, socket: socket, rpcPort: rpc))
+                try saveState(state)
+            }
+            for (i, r) in state.replicas.enumerated() {
+                let p = state.processes[i]
+                try await waitUntil("replica r\(i)", pid: p.pid, log: p.log) { socketAccepts(r.socket) }
+            }
+        } catch {
+            try? await down()
+            throw error
+        }
+        return state
+    }
+
+    /// Stops the replicas (SIGTERM, SIGKILL after 5 s), then etcd, and removes sockets, etcd data
+    /// and the state file.
+    public func down() async throws {
+        guard let s = loadState() else { return }
+        for p in s.processes { _ = kill(-p.pid, SIGTERM) }
+        for p in s.processes { await stop(p.pid) }
+        if let e = s.etcd {
+            _ = kill(-e.process.pid, SIGTERM)
+            await stop(e.process.pid)
+            try? FileManager.default.removeItem(atPath: e.dataDirectory)
+        }
+        for r in s.replicas { unlink(r.socket) }
+        unlink(statePath)
+    }
+
+    /// Records that an ephemeral runtime stays up for `runID`'s intermediates (or no longer).
+    public func setKept(_ runID: String, _ kept: Bool) throws {
+        guard var s = loadState() else { return }
+        s.keptFor.removeAll { $0 == runID }
+        if kept { s.keptFor.append(runID) }
+        try saveState(s)
+    }
+
+    private func stop(_ pid: Int32) async {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while isAlive(pid), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        if isAlive(pid) {
+            _ = kill(-pid, SIGKILL)
+            _ = kill(pid, SIGKILL)
+            while isAlive(pid) { try? await Task.sleep(for: .milliseconds(10)) }
+        }
+    }
+
+    private func waitUntil(_ what: String, pid: Int32, log: String, _ ready: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .milliseconds(Int(startTimeout * 1000))
+        while !ready() {
+            if !isAlive(pid) {
+                throw RuntimeError("\(what) exited during startup; last lines of \(log):\n\(tail(log, lines: 15))")
+            }
+            if ContinuousClock.now > deadline {
+                throw RuntimeError("\(what) did not become ready within \(Int(startTimeout))s; see \(log)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+/// Whether `pid` is a live (non-zombie) process. Reaps it when it is our exited child.
+func isAlive(_ pid: Int32) -> Bool {
+    var status: Int32 = 0
+    if waitpid(pid, &status, WNOHANG) == pid { return false }
+    guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+    if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") {
+        return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+    }
+    return true
+}
+
+func tail(_ path: String, lines: Int) -> String {
+    guard let data = FileManager.default.contents(atPath: path) else { return "(no log)" }
+    return String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        .suffix(lines).joined(separator: "\n")
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw RuntimeError("socket: \(errnoText(errno))") }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = 0
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let ok = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard ok == 0 else { throw RuntimeError("bind: \(errnoText(errno))") }
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+    }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+func tcpAccepts(port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = UInt16(port).bigEndian
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
+}
+
+/// Whether something accepts connections on the UNIX socket at `path`.
+func socketAccepts(_ path: String) -> Bool {
+    guard !path.isEmpty else { return false }
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var addr = sockaddr_un()
+    addr.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
+    withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+        for (i, b) in bytes.enumerated() { raw[i] = b }
+        raw[bytes.count] = 0
+    }
+    return withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    } == 0
+}

@@ -1,0 +1,306 @@
+"""The Python front door: builds the same flow model as the YAML file and the Swift API."""
+
+import ast
+import inspect
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+__all__ = ["Flow", "FlowFailed", "Run", "Runtime", "infer_names"]
+
+_STEP_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class FlowFailed(RuntimeError):
+    """The run failed or was cancelled; ``record`` is the run record (a dict)."""
+
+    def __init__(self, message, record=None):
+        super().__init__(message)
+        self.record = record
+
+
+class Runtime:
+    """Replicas the flow runs on: ``replicas`` daemons of ``size`` each.
+
+    ``medium`` is ``"memory"`` or ``"spill"`` (memory with spill to ``spill_dir``).
+    """
+
+    def __init__(self, replicas=1, size="1Gi", medium="memory", spill_dir=None):
+        if medium not in ("memory", "spill"):
+            raise ValueError("medium must be 'memory' or 'spill'")
+        if medium == "spill" and not spill_dir:
+            raise ValueError("medium 'spill' needs spill_dir")
+        self.replicas = int(replicas)
+        self.size = str(size)
+        self.medium = medium
+        self.spill_dir = spill_dir
+
+    def to_dict(self):
+        d = {"replicas": self.replicas, "size": self.size, "medium": self.medium}
+        if self.spill_dir:
+            d["spill_dir"] = os.path.abspath(self.spill_dir)
+        return d
+
+
+def infer_names(source):
+    """Object names a function's source reads and writes: ``(inputs, outputs)``.
+
+    Counts string-literal names only: ``*.put(..., name="x")`` and ``*.put_name(obj, "x")``
+    write ``x``; ``*.get(name="x")`` and ``*.get_name("x")`` read it.
+    """
+    tree = ast.parse(textwrap.dedent(source))
+    inputs, outputs = [], []
+
+    def literal(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        return None
+
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute):
+            fname = func.attr
+        elif isinstance(func, ast.Name):
+            fname = func.id
+        else:
+            continue
+        keywords = {k.arg: k.value for k in node.keywords if k.arg}
+        name = literal(keywords["name"]) if "name" in keywords else None
+        if fname == "put" and name:
+            outputs.append(name)
+        elif fname == "get" and name:
+            inputs.append(name)
+        elif fname == "put_name" and len(node.args) >= 2 and literal(node.args[1]):
+            outputs.append(literal(node.args[1]))
+        elif fname == "get_name" and node.args and literal(node.args[0]):
+            inputs.append(literal(node.args[0]))
+
+    def unique(names):
+        seen, out = set(), []
+        for n in names:
+            if n not in seen:
+                seen.add(n)
+                out.append(n)
+        return out
+
+    outputs = unique(outputs)
+    inputs = [n for n in unique(inputs) if n not in outputs]
+    return inputs, outputs
+
+
+class _Step:
+    def __init__(self, name, function=None, command=None, file=None, inputs=None, outputs=None,
+                 after=None, env=None, retries=0, retry_delay=None, timeout=None, chained_after=None,
+                 interpreter=None):
+        self.name = name
+        self.function = function
+        self.command = command
+        self.file = file
+        self.declared_inputs = inputs
+        self.declared_outputs = outputs
+        self.after = list(after) if after is not None else None
+        self.chained_after = chained_after
+        self.env = dict(env or {})
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.timeout = timeout
+        self.interpreter = interpreter
+        self.inferred_inputs, self.inferred_outputs = [], []
+        if function is not None:
+            self.source = textwrap.dedent(inspect.getsource(function))
+            self.inferred_inputs, self.inferred_outputs = infer_names(self.source)
+        else:
+            self.source = None
+
+    @property
+    def outputs(self):
+        return list(self.declared_outputs) if self.declared_outputs is not None else self.inferred_outputs
+
+
+class Flow:
+    """A flow built by chaining ``process`` calls (each step runs after the previous one,
+    like the seed's ``runAfter``, and next to its inputs)."""
+
+    def __init__(self, runtime=None, name="flow", max_parallel=None):
+        self.runtime = runtime or Runtime()
+        self.name = name
+        self.max_parallel = max_parallel
+        self.steps = []
+
+    def process(self, function=None, *, name=None, command=None, file=None, inputs=None, outputs=None,
+                after=None, env=None, retries=0, retry_delay=None, timeout=None, interpreter=None):
+        """Adds a step and returns the flow (for chaining).
+
+        ``function``: a plain module-level function with no arguments (imports inside it); or
+        ``command`` (an argument list) or ``file`` (a Python script) instead.
+        ``after``: steps to wait for; default: the previous step of the chain (``[]`` for none).
+        ``timeout`` and ``retry_delay`` are seconds.
+        """
+        given = [x for x in (function, command, file) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of function, command, file")
+        if function is not None:
+            if not callable(function) or getattr(function, "__name__", "<lambda>") == "<lambda>":
+                raise ValueError("process() takes a named function (def ...), not a lambda")
+            if inspect.signature(function).parameters:
+                raise ValueError("step function %s must take no arguments" % function.__name__)
+        step_name = name or (function.__name__ if function is not None else None)
+        if not step_name:
+            raise ValueError("a command or file step needs name=")
+        if not set(step_name) <= _STEP_NAME_CHARS:
+            raise ValueError("step name %r: use letters, digits, '.', '_' and '-'" % step_name)
+        if any(s.name == step_name for s in self.steps):
+            raise ValueError("step %r is already in the flow (pass name=...)" % step_name)
+        chained = self.steps[-1].name if self.steps and after is None else None
+        self.steps.append(_Step(
+            step_name, function=function, command=list(command) if command is not None else None,
+            file=file, inputs=inputs, outputs=outputs, after=after, env=env, retries=retries,
+            retry_delay=retry_delay, timeout=timeout, chained_after=chained, interpreter=interpreter))
+        return self
+
+    def to_dict(self, source_dir, base_dir=None):
+        """The flow in the YAML front door's shape; function sources are written to
+        ``source_dir/<step>.py``."""
+        os.makedirs(source_dir, exist_ok=True)
+        produced = set()
+        for s in self.steps:
+            produced.update(s.outputs)
+        steps = []
+        for s in self.steps:
+            d = {"name": s.name}
+            if s.function is not None:
+                path = os.path.join(os.path.abspath(source_dir), s.name + ".py")
+                with open(path, "w") as f:
+                    f.write("# step %r of flow %r, generated by trellis_flow from %s\n\n"
+                            % (s.name, self.name, inspect.getsourcefile(s.function)))
+                    f.write(s.source)
+                d["python"] = {"file": path, "function": s.function.__name__,
+                               "interpreter": s.interpreter or sys.executable}
+            elif s.file is not None:
+                d["python"] = {"file": os.path.abspath(s.file), "interpreter": s.interpreter or sys.executable}
+            else:
+                d["command"] = s.command
+            if s.declared_inputs is not None:
+                inputs = list(s.declared_inputs)
+            else:
+                # Inferred reads of names no step produces are objects from elsewhere: not inputs.
+                inputs = [n for n in s.inferred_inputs if n in produced]
+            if inputs:
+                d["inputs"] = inputs
+            if s.outputs:
+                d["outputs"] = s.outputs
+            after = s.after if s.after is not None else ([s.chained_after] if s.chained_after else [])
+            if after:
+                d["after"] = after
+            if s.env:
+                d["env"] = s.env
+            if s.retries:
+                d["retries"] = s.retries
+            if s.retry_delay is not None:
+                d["retry_delay"] = float(s.retry_delay)
+            if s.timeout is not None:
+                d["timeout"] = float(s.timeout)
+            steps.append(d)
+        out = {"name": self.name, "runtime": self.runtime.to_dict(), "steps": steps}
+        if self.max_parallel:
+            out["max_parallel"] = self.max_parallel
+        out["base_dir"] = os.path.abspath(base_dir or os.getcwd())
+        return out
+
+    def save(self, directory, base_dir=None):
+        """Writes ``directory/flow.yaml`` (JSON, which is YAML) and the step sources; returns
+        the file's path."""
+        spec = self.to_dict(directory, base_dir=base_dir)
+        path = os.path.join(directory, "flow.yaml")
+        with open(path, "w") as f:
+            json.dump(spec, f, indent=2)
+            f.write("\n")
+        return path
+
+    def run(self, run_id=None, keep=False, trellis=None, home=None, quiet=False):
+        """Starts ``trellis flow run`` on the flow and returns a :class:`Run` (call ``wait()``).
+
+        ``trellis``: the binary (default ``$TRELLIS_BIN``, else ``trellis`` in ``PATH``).
+        ``home``: Trellis's state directory (default ``$TRELLIS_HOME`` or ``~/.trellis``).
+        """
+        home = home or _home()
+        run_id = run_id or _run_id(self.name)
+        directory = os.path.join(home, "flows", run_id)
+        path = self.save(directory)
+        binary = trellis or os.environ.get("TRELLIS_BIN") or shutil.which("trellis")
+        if not binary:
+            raise FileNotFoundError("no trellis binary: set TRELLIS_BIN or put trellis in PATH")
+        argv = [binary, "flow", "run", path, "--run-id", run_id]
+        if keep:
+            argv.append("--keep")
+        env = dict(os.environ, TRELLIS_HOME=home)
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL if quiet else None)
+        return Run(run_id, home, proc)
+
+
+class Run:
+    """A started run."""
+
+    def __init__(self, run_id, home=None, process=None):
+        self.run_id = run_id
+        self.home = home or _home()
+        self.process = process
+        self.record = None
+
+    @property
+    def record_path(self):
+        return os.path.join(self.home, "runs", self.run_id, "record.json")
+
+    def status(self):
+        """The run record as it is now (a dict), or ``None`` before it exists."""
+        try:
+            with open(self.record_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def wait(self, timeout=None):
+        """Waits for the run; returns the final record; raises :class:`FlowFailed` naming the
+        failed step and its log if the run did not succeed."""
+        if self.process is not None:
+            self.process.wait(timeout=timeout)
+        else:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                r = self.status()
+                if r and r.get("state") != "running":
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError("run %s still running" % self.run_id)
+                time.sleep(0.2)
+        self.record = self.status()
+        if self.record is None:
+            raise FlowFailed("run %s left no record (did trellis start?)" % self.run_id)
+        if self.record.get("state") != "succeeded":
+            raise FlowFailed(self.record.get("message") or "run %s %s" % (self.run_id, self.record.get("state")),
+                             self.record)
+        return self.record
+
+    def step(self, name):
+        """The record of one step (after :meth:`wait` or :meth:`status`)."""
+        record = self.record or self.status() or {}
+        for s in record.get("steps", []):
+            if s["name"] == name:
+                return s
+        return None
+
+
+def _home():
+    return os.environ.get("TRELLIS_HOME") or os.path.join(os.path.expanduser("~"), ".trellis")
+
+
+def _run_id(name):
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "flow"
+    return "%s-%s-%04x" % (safe, time.strftime("%Y%m%d-%H%M%S", time.gmtime()), random.getrandbits(16))
