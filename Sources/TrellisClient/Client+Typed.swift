@@ -1,0 +1,22 @@
+import TrellisProtocol
+
+extension Client {
+    /// Reads object `id` as `type` (``Tensor``, ``AnyTensor``, ``DataFrame``, ``Series``,
+    /// ``ArrowTable``, ``RecordBatch``…): one `get_data` and one `get_buffers`, zero-copy.
+    ///
+    /// - Throws: ``ClientError/Kind/invalidObject`` when the object has another layout.
+    public func get<T: StoredValue>(_ type: T.Type, _ id: ObjectID) throws(ClientError) -> T {
+        try T(try getObject(id))
+    }
+
+    /// Reads the object `name` refers to as `type`; with `wait`, waits for the name.
+    public func get<T: StoredValue>(_ type: T.Type, name: String, wait: Bool = false) throws(ClientError) -> T {
+        try T(try getObject(try getName(name, wait: wait)))
+    }
+
+    /// Persists an object and gives it a name, as Python's `put(value, persist=True, name=…)`.
+    public func publish(_ id: ObjectID, as name: String) throws(ClientError) {
+        try persist(id)
+        try putName(name, for: id)
+    }
+}

@@ -1,0 +1,103 @@
+import TrellisProtocol
+
+/// What the daemon said about itself when the connection registered (`register_reply`).
+public struct ServerInfo: Sendable, Equatable {
+    /// The daemon's instance id; metadata created on this connection carries it.
+    public var instanceID: UInt64
+    /// The daemon's version string (`"0.24.2"` for Trellis and upstream).
+    public var version: String
+    /// The daemon's own `--socket` path, as configured.
+    public var ipcSocket: String
+    /// `host:port` of the daemon's RPC listener (`0.0.0.0:0` when disabled).
+    public var rpcEndpoint: String
+    /// The session this connection belongs to (0 = root).
+    public var sessionID: UInt64
+    /// Whether the daemon accepts zstd-compressed RPC transfers.
+    public var supportsRPCCompression: Bool
+
+    /// Makes a value (tests, fakes).
+    public init(
+        instanceID: UInt64, version: String, ipcSocket: String, rpcEndpoint: String, sessionID: UInt64,
+        supportsRPCCompression: Bool
+    ) {
+        self.instanceID = instanceID
+        self.version = version
+        self.ipcSocket = ipcSocket
+        self.rpcEndpoint = rpcEndpoint
+        self.sessionID = sessionID
+        self.supportsRPCCompression = supportsRPCCompression
+    }
+}
+
+/// The daemon's `instance_status` reply: the seven upstream fields, plus the arena
+/// figures Trellis adds (`nil` when the daemon is upstream vineyardd).
+public struct InstanceStatus: Sendable, Equatable {
+    public var instanceID: UInt64
+    /// `--deployment` (`"local"` by default).
+    public var deployment: String
+    /// Bytes allocated in the arena.
+    public var memoryUsage: Int
+    /// The arena's size (`--size`).
+    public var memoryLimit: Int
+    public var deferredRequests: Int
+    public var ipcConnections: Int
+    public var rpcConnections: Int
+    /// Free bytes in the arena (Trellis only).
+    public var freeBytes: Int?
+    /// The largest block that one allocation can still get (Trellis only).
+    public var largestFreeBlock: Int?
+    /// External fragmentation in [0, 1]: 1 − largest free block / free bytes (Trellis only).
+    public var fragmentation: Double?
+    /// Number of metadata objects (Trellis only).
+    public var objects: Int?
+    /// Number of blobs (Trellis only).
+    public var blobs: Int?
+    /// Number of names (Trellis only).
+    public var names: Int?
+    /// The reply's `meta` object as received, including keys this type does not know.
+    public var raw: JSON
+
+    /// Decodes the `meta` object of `instance_status_reply`; the seven upstream keys are required.
+    public init(json: JSON) throws(ClientError) {
+        let r = FieldReader(json, command: "instance_status_reply")
+        do {
+            instanceID = try r.uint("instance_id")
+            deployment = try r.string("deployment", default: "")
+            memoryUsage = try r.size("memory_usage")
+            memoryLimit = try r.size("memory_limit")
+            deferredRequests = try r.size("deferred_requests")
+            ipcConnections = try r.size("ipc_connections")
+            rpcConnections = try r.size("rpc_connections")
+        } catch {
+            throw .badReply(error.message)
+        }
+        freeBytes = json["free_bytes"]?.intValue
+        largestFreeBlock = json["largest_free_block"]?.intValue
+        fragmentation = json["fragmentation"]?.doubleValue
+        objects = json["objects"]?.intValue
+        blobs = json["blobs"]?.intValue
+        names = json["names"]?.intValue
+        raw = json
+    }
+}
+
+/// One instance of the cluster, from the `cluster_meta` reply.
+public struct ClusterInstance: Sendable, Equatable {
+    public var instanceID: UInt64
+    public var hostname: String?
+    public var nodename: String?
+    public var ipcSocket: String?
+    /// `host:port`.
+    public var rpcEndpoint: String?
+    /// Everything the daemon reported for this instance.
+    public var raw: JSON
+
+    init(instanceID: UInt64, json: JSON) {
+        self.instanceID = instanceID
+        hostname = json["hostname"]?.stringValue
+        nodename = json["nodename"]?.stringValue
+        ipcSocket = json["ipc_socket"]?.stringValue
+        rpcEndpoint = json["rpc_endpoint"]?.stringValue
+        raw = json
+    }
+}

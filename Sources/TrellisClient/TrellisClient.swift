@@ -1,1 +1,0 @@
-// TrellisClient: module under construction.
