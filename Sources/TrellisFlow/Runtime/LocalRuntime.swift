@@ -127,6 +127,7 @@ public struct LocalRuntime: ReplicaRuntime {
     /// Extra arguments placed before the serve flags (default `["serve"]`).
     public var serveCommand: [String]
     /// etcd binary; `nil` looks for `$TRELLIS_ETCD`, `etcd` in `PATH`, `/usr/bin/etcd`.
+    /// (A path that is not executable means "no etcd".)
     public var etcdBinary: String?
     /// How long to wait for daemons to accept connections.
     public var startTimeout: Double
@@ -177,8 +178,8 @@ public struct LocalRuntime: ReplicaRuntime {
 
     /// The etcd binary to use, or `nil` if none is found.
     public func resolveEtcd() -> String? {
-        if let e = etcdBinary { return e }
-        if let e = environment["TRELLIS_ETCD"], !e.isEmpty { return e }
+        if let e = etcdBinary { return access(e, X_OK) == 0 ? e : nil }
+        if let e = environment["TRELLIS_ETCD"], !e.isEmpty { return access(e, X_OK) == 0 ? e : nil }
         for dir in (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
             let p = "\(dir)/etcd"
             if access(p, X_OK) == 0 { return p }

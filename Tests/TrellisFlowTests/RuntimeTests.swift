@@ -1,0 +1,174 @@
+import Foundation
+import Testing
+@testable import TrellisFlow
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A stand-in for `trellis serve`: records its arguments, listens on --socket, exits on SIGTERM.
+let fakeDaemon = """
+    import os, signal, socket, sys, json
+    args = sys.argv[1:]
+    path = args[args.index("--socket") + 1]
+    with open(path + ".args", "w") as f:
+        json.dump(args, f)
+    if os.environ.get("FAKE_DAEMON_FAIL"):
+        print("cannot start: injected failure", file=sys.stderr)
+        sys.exit(3)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.listen(16)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        c, _ = s.accept()
+        c.close()
+    """
+
+func etcdBinary() -> String? {
+    let candidates = [ProcessInfo.processInfo.environment["TRELLIS_ETCD"], "/usr/bin/etcd", repoRoot() + "/.venv/bin/etcd"]
+    return candidates.compactMap { $0 }.first { access($0, X_OK) == 0 }
+}
+
+@Suite(.serialized) struct RuntimeTests {
+    func runtime(_ dir: TempDir, etcd: String? = nil, env: [String: String] = ProcessInfo.processInfo.environment) throws -> LocalRuntime {
+        try fakeDaemon.write(toFile: dir.sub("fake_daemon.py"), atomically: true, encoding: .utf8)
+        return LocalRuntime(
+            directory: dir.sub("rt"), trellisBinary: "/usr/bin/python3", serveCommand: [dir.sub("fake_daemon.py")],
+            etcdBinary: etcd, startTimeout: 20, environment: env)
+    }
+
+    func args(_ r: Replica) throws -> [String] {
+        try JSONDecoder().decode([String].self, from: Data(readFile(r.socket + ".args").utf8))
+    }
+
+    @Test func oneReplicaNeedsNothingExternal() async throws {
+        let dir = TempDir("trrt")
+        defer { dir.cleanup() }
+        let rt = try runtime(dir, etcd: "/nonexistent/etcd")
+        #expect(rt.status().state == nil)
+        #expect(!rt.status().isUp)
+        let state = try await rt.up(RuntimeSpec(replicas: 1, size: "64Mi"))
+        #expect(state.replicas.count == 1)
+        #expect(state.etcd == nil)
+        let a = try args(state.replicas[0])
+        #expect(a.starts(with: ["--socket", dir.sub("rt") + "/r0.sock", "--size", String(64 << 20), "--rpc_socket_port"]))
+        #expect(Array(a.suffix(2)) == ["--meta", "local"])
+        #expect(Int(a[5]) == state.replicas[0].rpcPort)
+        // Another invocation sees it through state.json.
+        let other = LocalRuntime(directory: dir.sub("rt"), trellisBinary: "unused")
+        let status = other.status()
+        #expect(status.isUp)
+        #expect(status.summary.contains("r0: up"))
+        await #expect(throws: RuntimeError.self) { _ = try await rt.up(RuntimeSpec()) }
+        try await other.down()
+        #expect(!isAlive(state.processes[0].pid))
+        #expect(rt.status().state == nil)
+        #expect(!FileManager.default.fileExists(atPath: state.replicas[0].socket))
+        try await other.down()  // idempotent
+    }
+
+    @Test func twoReplicasShareAPrivateEtcd() async throws {
+        guard let etcd = etcdBinary() else { return }  // etcd-server not installed here
+        let dir = TempDir("trrt")
+        defer { dir.cleanup() }
+        let rt = try runtime(dir, etcd: etcd)
+        let state = try await rt.up(
+            RuntimeSpec(replicas: 2, size: "32Mi", medium: .spill, spillDirectory: dir.sub("spill")), ephemeral: true)
+        defer { Task { try? await rt.down() } }
+        let e = try #require(state.etcd)
+        #expect(tcpAccepts(port: e.clientPort))
+        #expect(state.ephemeral)
+        #expect(Set(state.replicas.map(\.rpcPort)).count == 2)
+        for r in state.replicas {
+            let a = try args(r)
+            #expect(a.contains("--meta") && a[a.firstIndex(of: "--meta")! + 1] == "etcd")
+            #expect(a[a.firstIndex(of: "--etcd_endpoint")! + 1] == "http://127.0.0.1:\(e.clientPort)")
+            #expect(a[a.firstIndex(of: "--etcd_prefix")! + 1] == state.id)
+            #expect(a[a.firstIndex(of: "--spill_path")! + 1] == dir.sub("spill") + "/r\(r.index)")
+        }
+        #expect(rt.status().isUp)
+        try rt.setKept("run-1", true)
+        #expect(rt.loadState()?.keptFor == ["run-1"])
+        try await rt.down()
+        #expect(!isAlive(e.process.pid))
+        #expect(state.processes.allSatisfy { !isAlive($0.pid) })
+        #expect(!FileManager.default.fileExists(atPath: e.dataDirectory))
+    }
+
+    @Test func moreReplicasWithoutEtcdIsAClearError() async throws {
+        let dir = TempDir("trrt")
+        defer { dir.cleanup() }
+        let rt = try runtime(dir, etcd: "/nonexistent/etcd")
+        #expect(rt.resolveEtcd() == nil)
+        await #expect {
+            _ = try await rt.up(RuntimeSpec(replicas: 2))
+        } throws: { "\($0)".contains("etcd") }
+    }
+
+    @Test func daemonThatDiesAtStartupIsReportedAndCleanedUp() async throws {
+        let dir = TempDir("trrt")
+        defer { dir.cleanup() }
+        var env = ProcessInfo.processInfo.environment
+        env["FAKE_DAEMON_FAIL"] = "1"
+        let rt = try runtime(dir, etcd: "/nonexistent", env: env)
+        await #expect {
+            _ = try await rt.up(RuntimeSpec(replicas: 1))
+        } throws: { "\($0)".contains("exited during startup") && "\($0)".contains("injected failure") }
+        #expect(rt.status().state == nil)
+    }
+
+    /// The real daemon, when this checkout has been built (`swift build` builds `trellis`).
+    @Test func realTrellisServeOneReplica() async throws {
+        let bin = ProcessInfo.processInfo.environment["TRELLIS_BIN"] ?? repoRoot() + "/.build/debug/trellis"
+        guard access(bin, X_OK) == 0 else { return }
+        let dir = TempDir("trrt")
+        defer { dir.cleanup() }
+        let rt = LocalRuntime(directory: dir.sub("rt"), trellisBinary: bin, startTimeout: 30)
+        let state = try await rt.up(RuntimeSpec(replicas: 1, size: "64Mi"))
+        #expect(rt.status().isUp)
+        #expect(socketAccepts(state.replicas[0].socket))
+        #expect(tcpAccepts(port: state.replicas[0].rpcPort!))
+        try await rt.down()
+        #expect(!isAlive(state.processes[0].pid))
+    }
+}
+
+@Suite struct LauncherTests {
+    /// `flow run` with no runtime up starts an ephemeral one, stops it after success, keeps it
+    /// after a failure (for resume), and a successful resume stops it.
+    @Test func ephemeralRuntimeLifecycle() async throws {
+        let dir = TempDir("trla")
+        defer { dir.cleanup() }
+        try fakeDaemon.write(toFile: dir.sub("fake_daemon.py"), atomically: true, encoding: .utf8)
+        let home = TrellisHome(path: dir.sub("home"))
+        let planes = DirectoryDataPlane(root: dir.sub("store"), count: 1)
+        var launcher = FlowLauncher(home: home, trellisBinary: "/usr/bin/python3", makeDataPlane: { _ in planes })
+        launcher.runtime.serveCommand = [dir.sub("fake_daemon.py")]
+        launcher.runtime.etcdBinary = "/nonexistent"
+        // The fake data plane addresses replicas by directory, not by the daemons' sockets.
+        let ok = FlowSpec(steps: [.command("a", ["true"])])
+        var r = try await launcher.run(spec: ok, options: FlowRunOptions(runID: "ok"))
+        #expect(r.state == .succeeded)
+        #expect(launcher.runtime.status().state == nil)
+
+        let gate = dir.sub("gate")
+        let failing = FlowSpec(steps: [.command("b", ["test", "-f", gate])])
+        r = try await launcher.run(spec: failing, options: FlowRunOptions(runID: "bad"))
+        #expect(r.state == .failed)
+        #expect(r.message?.contains("stays up") == true)
+        #expect(launcher.runtime.status().isUp)
+        #expect(launcher.runtime.loadState()?.keptFor == ["bad"])
+
+        _ = FileManager.default.createFile(atPath: gate, contents: nil)
+        r = try await launcher.resume(runID: "bad")
+        #expect(r.state == .succeeded)
+        #expect(launcher.runtime.status().state == nil)
+
+        // Invalid flows start nothing, not even a runtime.
+        await #expect(throws: FlowValidationError.self) {
+            _ = try await launcher.run(spec: FlowSpec(steps: []))
+        }
+        #expect(launcher.runtime.status().state == nil)
+    }
+}
