@@ -1,0 +1,165 @@
+"""Code that runs in other processes (multiprocessing "spawn" targets).
+
+Kept apart from the test modules so that a spawned child imports only this file,
+harness.py, and what it really needs.
+"""
+
+import os
+import time
+import traceback
+
+
+def _uint64_checksum(arr):
+    import numpy as np
+
+    return int(arr.view(np.uint64).sum(dtype=np.uint64))
+
+
+def mem_snapshot():
+    import psutil
+
+    import harness
+
+    full = psutil.Process().memory_full_info()
+    return {
+        "anon": harness.proc_status_kib("RssAnon") * 1024,
+        "shmem": harness.proc_status_kib("RssShmem") * 1024,
+        "uss": full.uss,
+        "rss": full.rss,
+    }
+
+
+def zero_copy_reader(sock, oid, conn):
+    """Get object ``oid``, read every byte, report checksum and memory growth."""
+    try:
+        import numpy as np  # noqa: F401
+        import vineyard
+
+        import harness
+
+        client = harness.connect(sock)
+        client.status  # warm up the connection (register) before measuring
+        before = mem_snapshot()
+        arr = client.get(vineyard.ObjectID(oid))
+        checksum = _uint64_checksum(arr)  # touches every page
+        after = mem_snapshot()
+        conn.send(
+            {
+                "ok": True,
+                "checksum": checksum,
+                "nbytes": int(arr.nbytes),
+                "shared": bool(client.is_shared_memory(arr.ctypes.data)),
+                "before": before,
+                "after": after,
+            }
+        )
+        conn.recv()  # keep the mapping alive until the parent is done
+        del arr
+        client.close()
+    except Exception:
+        conn.send({"ok": False, "error": traceback.format_exc()})
+
+
+def blob_peer(sock, conn):
+    """Command loop driven by the parent over a Pipe to exercise blob sharing."""
+    import numpy as np
+    import vineyard
+
+    import harness
+
+    client = harness.connect(sock)
+    views = {}
+    try:
+        while True:
+            cmd, *args = conn.recv()
+            try:
+                if cmd == "quit":
+                    conn.send(("ok", None))
+                    return
+                if cmd == "get_blob":  # (id, unsafe) -> keep a view, return bytes
+                    oid, unsafe = args
+                    blob = client.get_blob(vineyard.ObjectID(oid), unsafe)
+                    views[oid] = (blob, memoryview(blob))
+                    conn.send(("ok", bytes(views[oid][1])))
+                elif cmd == "reread":  # read the same mapping again, no request
+                    (oid,) = args
+                    conn.send(("ok", bytes(views[oid][1])))
+                elif cmd == "create_sealed":  # (payload) -> blob id
+                    (payload,) = args
+                    builder = client.create_blob(len(payload))
+                    np.frombuffer(memoryview(builder), np.uint8)[:] = np.frombuffer(
+                        payload, np.uint8
+                    )
+                    blob = builder.seal(client)
+                    conn.send(("ok", int(blob.id)))
+                else:
+                    conn.send(("error", "unknown command %r" % cmd))
+            except Exception:
+                conn.send(("error", traceback.format_exc()))
+    finally:
+        views.clear()
+        client.close()
+
+
+def put_get_delete_worker(sock, worker, iterations, conn):
+    """``iterations`` rounds of put / get / compare / delete of distinct values."""
+    import numpy as np
+    import pandas as pd
+
+    import harness
+
+    errors = []
+    done = 0
+    try:
+        client = harness.connect(sock)
+        rng = np.random.default_rng(worker)
+        dtypes = [np.int8, np.int32, np.int64, np.uint16, np.float32, np.float64, np.bool_]
+        for i in range(iterations):
+            kind = i % 10
+            if kind == 9:
+                value = pd.DataFrame(
+                    {"w": np.full(5, worker, np.int64), "i": np.arange(5) + i, "f": rng.random(5)}
+                )
+            else:
+                dtype = dtypes[i % len(dtypes)]
+                n = int(rng.integers(0, 2048))
+                value = (np.arange(n) * (worker + 1) + i).astype(dtype)
+            try:
+                oid = client.put(value)
+                back = client.get(oid)
+                if isinstance(value, pd.DataFrame):
+                    same = value.equals(back)
+                else:
+                    same = back.dtype == value.dtype and np.array_equal(back, value)
+                del back
+                client.delete(oid)
+                if client.exists(oid):
+                    errors.append("iteration %d: %s still exists after delete" % (i, oid))
+                if not same:
+                    errors.append("iteration %d: value mismatch" % i)
+            except Exception as e:  # keep going, report everything
+                errors.append("iteration %d: %s: %s" % (i, type(e).__name__, e))
+            done += 1
+        client.close()
+    except Exception:
+        errors.append(traceback.format_exc())
+    conn.send({"worker": worker, "done": done, "errors": errors[:20], "n_errors": len(errors)})
+
+
+def get_name_waiter(sock, name, conn):
+    """Block in get_name(wait=True); report the id it returned and when."""
+    try:
+        import harness
+
+        client = harness.connect(sock)
+        client.status
+        conn.send(("waiting", time.monotonic()))
+        oid = client.get_name(name, wait=True)
+        conn.send(("got", int(oid), time.monotonic()))
+        client.close()
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
+
+
+def pid():
+    return os.getpid()
