@@ -73,7 +73,7 @@ let package = Package(
         .target(name: "TrellisTestSupport", dependencies: ["TrellisProtocol"], swiftSettings: strict),
         .testTarget(
             name: "TrellisProtocolTests", dependencies: ["TrellisProtocol", "TrellisTestSupport"], swiftSettings: strict),
-        .testTarget(name: "TrellisStoreTests", dependencies: ["TrellisStore"], swiftSettings: strict),
+        .testTarget(name: "TrellisStoreTests", dependencies: ["TrellisStore", "TrellisSystem"], swiftSettings: strict),
         .testTarget(name: "TrellisMetaTests", dependencies: ["TrellisMeta"], swiftSettings: strict),
         .testTarget(name: "TrellisFlowTests", dependencies: ["TrellisFlow"], swiftSettings: strict),
         .testTarget(name: "TrellisClientTests", dependencies: ["TrellisClient"], swiftSettings: strict),

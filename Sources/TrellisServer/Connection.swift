@@ -27,28 +27,20 @@ struct ConnectionLoop {
     }
 
     mutating func run() {
-        var body = [UInt8]()
-        var header: UInt64 = 0
+        var reader = FrameReader(raw: raw, maxMessageSize: maxMessageSize)
         do {
             while true {
-                let more = try withUnsafeMutableBytes(of: &header) { (h) throws(SystemError) -> Bool in
-                    try StreamSocket.readExact(raw, into: h.baseAddress!, count: Frame.headerSize)
-                }
-                guard more else { return }
-                let length = Frame.length(fromHeader: header)
-                if length > UInt64(maxMessageSize) {
+                switch try reader.next() {
+                case .end:
+                    return
+                case .tooLarge(let length):
                     // The stream cannot be resynchronised without reading the body: answer and close.
                     logger.warning("oversized frame", metadata: ["frame.length": "\(length)", "frame.limit": "\(maxMessageSize)"])
                     try send(VineyardError(.invalid, "message of \(length) bytes exceeds the limit of \(maxMessageSize) bytes").reply)
                     return
+                case .frame(let body):
+                    if try !process(body, &reader) { return }
                 }
-                let n = Int(length)
-                if body.count < n { body = [UInt8](repeating: 0, count: n) }
-                let complete = try body.withUnsafeMutableBytes { (b) throws(SystemError) -> Bool in
-                    n == 0 ? true : try StreamSocket.readExact(raw, into: b.baseAddress!, count: n)
-                }
-                guard complete else { throw SystemError("recv", errno: ECONNRESET) }
-                if try !process(body, count: n) { return }
             }
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
@@ -56,12 +48,10 @@ struct ConnectionLoop {
     }
 
     /// Handles one request body; returns false when the connection must close.
-    private mutating func process(_ body: [UInt8], count: Int) throws(SystemError) -> Bool {
+    private mutating func process(_ body: UnsafeBufferPointer<UInt8>, _ reader: inout FrameReader) throws(SystemError) -> Bool {
         let message: JSON
         do {
-            message = try body.withUnsafeBufferPointer { (b) throws(JSONParseError) -> JSON in
-                try JSONParser.parse(UnsafeBufferPointer(rebasing: b[0..<count]))
-            }
+            message = try JSONParser.parse(body)
         } catch {
             try send(VineyardError(.invalid, "Failed to parse the JSON message: \(error)").reply)
             return true
@@ -91,9 +81,7 @@ struct ConnectionLoop {
         case .receiveBlobBytes(let reply, let blobs, let ranges):
             try send(reply)
             for r in ranges where r.size > 0 {
-                guard try StreamSocket.readExact(raw, into: handler.store.arena.address(r.offset), count: r.size) else {
-                    throw SystemError("recv blob bytes", errno: ECONNRESET)
-                }
+                try reader.readRaw(into: handler.store.arena.address(r.offset), count: r.size)
             }
             for id in blobs where id != .emptyBlob { try? handler.store.seal(id, connection: state.id) }
             try send(reply)

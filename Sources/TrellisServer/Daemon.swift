@@ -2,6 +2,7 @@ import Logging
 import Metrics
 import ServiceLifecycle
 import Synchronization
+import TrellisMeta
 import TrellisProtocol
 import TrellisStore
 import TrellisSystem
@@ -22,11 +23,22 @@ public final class Daemon: Service, Sendable {
     private let nextConnection = Atomic<UInt64>(0)
     private let accepted = Counter(label: "trellis_connections_total")
 
-    public init(store: ObjectStore, config: ServerConfig, logger: Logger) {
+    /// - Parameter meta: cluster metadata (`--meta etcd`), already registered; nil for
+    ///   a single instance.
+    public init(store: ObjectStore, config: ServerConfig, logger: Logger, meta: (any MetaBackend)? = nil) {
         self.store = store
         self.config = config
         self.logger = logger
-        self.handler = RequestHandler(store: store, config: config)
+        self.handler = RequestHandler(
+            store: store, config: config, cluster: meta.map { Cluster(backend: $0, instanceID: store.instanceID) })
+    }
+
+    /// Publishes this instance's persistent objects and names again (after the
+    /// metadata service lost them, e.g. an etcd restart).
+    public static func republish(store: ObjectStore, to meta: any MetaBackend) async throws {
+        let state = store.ownPersistentState()
+        for o in state.objects { try await meta.publishObject(o.id.rawValue, metadata: o.tree.description) }
+        for (name, id) in state.names { try await meta.putName(name, objectID: id.rawValue) }
     }
 
     /// Binds the IPC listener and, when configured, the RPC listener, so that errors

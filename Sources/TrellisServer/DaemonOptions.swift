@@ -15,10 +15,14 @@ public struct DaemonOptions: Sendable, Equatable {
     public var etcdEndpoint: String = "http://127.0.0.1:2379"
     public var etcdPrefix: String = "vineyard"
     public var metaTimeout: Double = 60
+    /// Seconds an instance's cluster registration outlives its last heartbeat (Trellis's `--lease_ttl`).
+    public var leaseTTL: Int = 10
     public var rpc: Bool = true
     public var rpcPort: Int = 9600
     public var rpcHost: String = "127.0.0.1"
     public var reserveMemory: Bool = false
+    /// Back the arena with hugetlb pages (Trellis's own flag).
+    public var hugePages: Bool = false
     public var deployment: String = "local"
     public var logLevel: String = "info"
     public var maxMessageSize: Int = Frame.defaultMaxMessageSize
@@ -36,7 +40,7 @@ public struct DaemonOptions: Sendable, Equatable {
     }
 
     static let booleans: Set<String> = [
-        "rpc", "reserve_memory", "compression", "skip_launch_etcd", "sync_crds", "prometheus", "metrics",
+        "rpc", "reserve_memory", "huge_pages", "compression", "skip_launch_etcd", "sync_crds", "prometheus", "metrics",
         "coredump", "help", "helpfull", "version", "logtostderr", "alsologtostderr", "colorlogtostderr",
     ]
     /// Flags that take a value and are accepted but have no effect in Trellis.
@@ -84,6 +88,7 @@ public struct DaemonOptions: Sendable, Equatable {
                 switch boolName {
                 case "rpc": o.rpc = value
                 case "reserve_memory": o.reserveMemory = value
+                case "huge_pages": o.hugePages = value
                 case "help", "helpfull": o.help = value
                 case "version": o.version = value
                 default: if value { o.ignored.append(boolName) }
@@ -111,6 +116,10 @@ public struct DaemonOptions: Sendable, Equatable {
                 let t = try value()
                 guard let d = Double(t), d > 0 else { throw fail("--meta_timeout must be a positive number of seconds") }
                 o.metaTimeout = d
+            case "lease_ttl":
+                let t = try value()
+                guard let n = Int(t), n >= 1 else { throw fail("--lease_ttl must be a whole number of seconds >= 1") }
+                o.leaseTTL = n
             case "rpc_socket_port", "port":
                 let p = try value()
                 guard let n = Int(p), (0...65535).contains(n) else { throw fail("--rpc_socket_port must be a port number, got '\(p)'") }
@@ -190,10 +199,13 @@ public struct DaemonOptions: Sendable, Equatable {
           --socket PATH             IPC socket (default: $VINEYARD_IPC_SOCKET, /var/run/vineyard.sock, or under $HOME)
           --size SIZE               shared memory for blobs, e.g. 4Gi, 512M (binary suffixes; default: physical memory)
           --reserve_memory          pre-fault the whole arena at start (first writes then take no allocation faults)
+          --huge_pages              back the arena with 2 MiB hugetlb pages (needs a pool: /proc/sys/vm/nr_hugepages);
+                                    clients then take one page fault per 2 MiB instead of per 4 KiB
           --meta local|etcd         metadata backend (default local)
           --etcd_endpoint URL       etcd endpoint for --meta etcd (default http://127.0.0.1:2379)
           --etcd_prefix PREFIX      key prefix; daemons sharing it form one cluster (default vineyard)
           --meta_timeout SECONDS    how long to wait for the metadata backend (default 60)
+          --lease_ttl SECONDS       a dead instance leaves cluster_meta within this time (default 10)
           --rpc / --norpc           serve RPC clients over TCP (default on)
           --rpc_socket_port PORT    RPC port (default 9600)
           --rpc_host HOST           RPC bind address (default 127.0.0.1; a cluster sets 0.0.0.0 explicitly)

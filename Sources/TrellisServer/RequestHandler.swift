@@ -1,4 +1,5 @@
 import Synchronization
+import TrellisMeta
 import TrellisProtocol
 import TrellisStore
 import TrellisSystem
@@ -27,10 +28,15 @@ final class RequestHandler: Sendable {
     let counters: Mutex<ServerCounters>
     let hostID: UInt64
     let startTimestamp: UInt64
+    /// Cluster metadata (`--meta etcd`); nil for a single instance.
+    let cluster: Cluster?
+    let migrator: Migrator?
 
-    init(store: ObjectStore, config: ServerConfig) {
+    init(store: ObjectStore, config: ServerConfig, cluster: Cluster? = nil) {
         self.store = store
         self.config = config
+        self.cluster = cluster
+        self.migrator = cluster.map { Migrator(store: store, cluster: $0) }
         self.counters = Mutex(ServerCounters())
         self.hostID = UInt64(truncatingIfNeeded: Int(bitPattern: UInt(gethostidSafe())))
         self.startTimestamp = ObjectStore.wallClockMillis()
@@ -97,18 +103,23 @@ final class RequestHandler: Sendable {
             store.release([id], connection: conn.id)
             return .reply(["type": "release_reply"])
         case .createData(let content):
+            if let cluster { try cluster.sync(Self.memberIDs(content), into: store) }
             let c = try store.createData(content)
             return .reply(created(c, type: "create_data_reply"))
         case .createDatas(let contents):
             var made: [CreatedObject] = []
-            for content in contents { made.append(try store.createData(content)) }
+            for content in contents {
+                if let cluster { try cluster.sync(Self.memberIDs(content), into: store) }
+                made.append(try store.createData(content))
+            }
             return .reply([
                 "type": "create_datas_reply", "num": .number(made.count),
                 "ids": .array(made.map { .number($0.id.rawValue) }),
                 "signatures": .array(made.map { .number($0.signature) }),
                 "instance_ids": .array(made.map { .number($0.instanceID) }),
             ])
-        case .getData(let ids, _, let wait):
+        case .getData(let ids, let syncRemote, let wait):
+            if let cluster, syncRemote { try cluster.sync(ids, into: store) }
             if wait {
                 _ = withDeferred { store.wait(cancelled: cancelled) { store.allExist(ids) ? true : nil } }
             }
@@ -116,9 +127,11 @@ final class RequestHandler: Sendable {
         case .listData(let pattern, let regex, let limit):
             return .reply(["type": "get_data_reply", "content": store.listData(pattern: pattern, regex: regex, limit: limit)])
         case .exists(let id):
+            if let cluster, !store.exists(id) { try cluster.sync([id], into: store) }
             return .reply(["type": "exists_reply", "exists": .bool(store.exists(id))])
         case .delData(let d):
             let result = store.delete(d.ids, force: d.force, deep: d.deep, memoryTrim: d.memoryTrim)
+            cluster?.unpublish(result)
             if d.wantsFeedback {
                 return .reply([
                     "type": "del_data_with_feedbacks_reply",
@@ -127,9 +140,12 @@ final class RequestHandler: Sendable {
             }
             return .reply(["type": "del_data_reply"])
         case .persist(let id):
-            _ = try store.persist(id)
+            if let cluster { try cluster.sync([id], into: store) }
+            let persisted = try store.persist(id)
+            try cluster?.publish(persisted)
             return .reply(["type": "persist_reply"])
         case .ifPersist(let id):
+            if let cluster { try cluster.sync([id], into: store) }
             return .reply(["type": "if_persist_reply", "persist": .bool(try store.isPersistent(id))])
         case .shallowCopy(let id, let extra):
             let copy = try store.shallowCopy(id, extra: extra)
@@ -138,31 +154,51 @@ final class RequestHandler: Sendable {
             try store.label(id, keys: keys, values: values)
             return .reply(["type": "label_reply"])
         case .clear:
-            _ = store.clear()
+            cluster?.unpublish(store.clear())
             return .reply(["type": "clear_reply"])
         case .memoryTrim:
             store.trimFreeMemory()
             return .reply(["type": "memory_trim_reply", "trimmed": false])
         case .putName(let id, let name):
+            if let cluster { try cluster.sync([id], into: store) }
             try store.putName(name, for: id)
+            try cluster?.putName(name, id)
             return .reply(["type": "put_name_reply"])
         case .getName(let name, let wait):
-            var found = store.getName(name)
-            if found == nil && wait {
-                found = withDeferred { store.wait(cancelled: cancelled) { store.getName(name) } }
+            var found: ObjectID?
+            if let cluster {
+                found = try cluster.objectID(forName: name)
+                if found == nil && wait { found = withDeferred { cluster.waitForName(name, cancelled: cancelled) } }
+            } else {
+                found = store.getName(name)
+                if found == nil && wait {
+                    found = withDeferred { store.wait(cancelled: cancelled) { store.getName(name) } }
+                }
             }
             guard let id = found else { throw VineyardError(.objectNotExists, "failed to find name: \(name)") }
             return .reply(["type": "get_name_reply", "object_id": .number(id.rawValue)])
         case .listName(let pattern, let regex, let limit):
-            let names = store.listNames(pattern: pattern, regex: regex, limit: limit)
+            let names: [(String, ObjectID)]
+            if let cluster {
+                let all = try cluster.names().map { ($0.key, ObjectID($0.value)) }
+                names = ObjectStore.matchNames(all, pattern: pattern, regex: regex, limit: limit)
+            } else {
+                names = store.listNames(pattern: pattern, regex: regex, limit: limit)
+            }
             var o: [String: JSON] = [:]
             for (n, id) in names { o[n] = .number(id.rawValue) }
             return .reply(["type": "list_name_reply", "names": .object(o), "size": .number(names.count)])
         case .dropName(let name):
             store.dropName(name)
+            try cluster?.dropName(name)
             return .reply(["type": "drop_name_reply"])
         case .clusterMeta:
-            return .reply(["type": "cluster_meta", "meta": .object(["i\(store.instanceID)": instanceInfo()])])
+            guard let cluster else {
+                return .reply(["type": "cluster_meta", "meta": .object(["i\(store.instanceID)": instanceInfo()])])
+            }
+            var meta: [String: JSON] = [:]
+            for i in try cluster.instances() { meta["i\(i.id)"] = i.clusterMetaJSON }
+            return .reply(["type": "cluster_meta", "meta": .object(meta)])
         case .instanceStatus:
             let st = store.status()
             let c = counters.withLock { $0 }
@@ -182,6 +218,9 @@ final class RequestHandler: Sendable {
         case .debug:
             return .reply(["type": "debug_reply", "result": nil])
         case .migrateObject(let id):
+            if let migrator {
+                return .reply(["type": "migrate_object_reply", "object_id": .number(try migrator.migrate(id).rawValue)])
+            }
             if id.isBlob { throw VineyardError(.invalid, "blobs cannot be directly migrated") }
             guard store.exists(id) else { throw VineyardError(.metaTreeSubtreeNotExists, "get subtree failed: \(id)") }
             return .reply(["type": "migrate_object_reply", "object_id": .number(id.rawValue)])
@@ -227,6 +266,24 @@ final class RequestHandler: Sendable {
         case .register, .exit:
             fatalError("handled above")
         }
+    }
+
+    /// Ids of the non-blob members a create_data content refers to (placeholders or trees).
+    static func memberIDs(_ content: JSON) -> [ObjectID] {
+        var out: [ObjectID] = []
+        func walk(_ v: JSON) {
+            guard case .object(let o) = v else { return }
+            for (_, m) in o {
+                guard case .object(let mo) = m else { continue }
+                if let t = mo["id"]?.stringValue, let id = ObjectID(string: t) {
+                    if !id.isBlob && mo["typename"]?.stringValue != "vineyard::Blob" { out.append(id) }
+                } else {
+                    walk(m)
+                }
+            }
+        }
+        walk(content)
+        return out
     }
 
     private func requireIPC(_ conn: ConnectionState, _ type: String) throws(VineyardError) {

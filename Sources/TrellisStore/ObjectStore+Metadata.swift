@@ -113,6 +113,52 @@ extension ObjectStore {
         return CreatedObject(id: id, signature: signature, instanceID: instance)
     }
 
+    // MARK: - Cluster imports
+
+    /// True when the object's metadata is in this store (created here or imported).
+    public func hasLocalObject(_ id: ObjectID) -> Bool {
+        (try? withState { (s) throws(VineyardError) -> Bool in s.objects[id] != nil }) ?? false
+    }
+
+    /// Stores another instance's persisted object as published (an expanded tree with
+    /// ids), keeping its id, signature and members; members are imported too.
+    public func importRemote(_ id: ObjectID, tree: JSON) {
+        _ = try? withState { (s) throws(VineyardError) in importTree(id, tree, &s) }
+        wakeAll()
+    }
+
+    private func importTree(_ id: ObjectID, _ tree: JSON, _ s: inout StoreState) {
+        guard s.objects[id] == nil, case .object(let o) = tree else { return }
+        var fields: [String: JSON] = [:]
+        var members: [String: ObjectID] = [:]
+        var blobInstances: [ObjectID: UInt64] = [:]
+        for (key, value) in o where key != "id" {
+            guard case .object(let m) = value, let text = m["id"]?.stringValue, let mid = ObjectID(string: text) else {
+                fields[key] = value
+                continue
+            }
+            members[key] = mid
+            if mid.isBlob || m["typename"]?.stringValue == Self.blobTypename {
+                blobInstances[mid] = m["instance_id"]?.uint64Value ?? 0
+            } else {
+                importTree(mid, value, &s)
+            }
+        }
+        var rec = ObjectRecord(fields: fields, members: members, blobInstances: blobInstances)
+        rec.imported = true
+        s.objects[id] = rec
+        for m in members.values where m != .emptyBlob { s.parents[m, default: []].insert(id) }
+        if let name = fields["__name"]?.stringValue, s.names[name] == nil { s.names[name] = id }
+    }
+
+    /// The instance an object lives on, and whether it is global, if it is known here.
+    public func placement(of id: ObjectID) -> (instance: UInt64, global: Bool)? {
+        try? withState { (s) throws(VineyardError) -> (UInt64, Bool)? in
+            guard let rec = s.objects[id] else { return nil }
+            return (rec.instanceID, rec.fields["global"]?.boolValue ?? false)
+        }
+    }
+
     // MARK: - Read
 
     static func blobStub(_ id: ObjectID, instance: UInt64, length: Int = 0) -> JSON {
@@ -409,16 +455,32 @@ extension ObjectStore {
 
     /// Names matching a glob or a full regex, at most `limit`, in name order.
     public func listNames(pattern: String, regex: Bool, limit: Int) -> [(String, ObjectID)] {
-        let matcher = PatternMatcher(pattern: pattern, regex: regex)
         let all = (try? withState { (s) throws(VineyardError) -> [(String, ObjectID)] in
-            s.names.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+            s.names.map { ($0.key, $0.value) }
         }) ?? []
+        return Self.matchNames(all, pattern: pattern, regex: regex, limit: limit)
+    }
+
+    /// Filters `(name, id)` pairs by a glob or full regex, in name order, at most `limit`.
+    public static func matchNames(_ names: [(String, ObjectID)], pattern: String, regex: Bool, limit: Int) -> [(String, ObjectID)] {
+        let matcher = PatternMatcher(pattern: pattern, regex: regex)
         var out: [(String, ObjectID)] = []
-        for (n, id) in all where matcher.matches(n) {
+        for (n, id) in names.sorted(by: { $0.0 < $1.0 }) where matcher.matches(n) {
             if out.count >= limit { break }
             out.append((n, id))
         }
         return out
+    }
+
+    /// This instance's own persistent objects (not imported ones) with their trees, and
+    /// the names bound to them: what to publish again after the cluster metadata was lost.
+    public func ownPersistentState() -> (objects: [PersistedObject], names: [(String, ObjectID)]) {
+        (try? withState { (s) throws(VineyardError) -> ([PersistedObject], [(String, ObjectID)]) in
+            let ids = s.objects.filter { !$0.value.imported && !$0.value.isTransient }.map(\.key)
+            let objects = ids.compactMap { id in expand(id, &s).map { PersistedObject(id: id, tree: $0) } }
+            let names = s.names.filter { s.objects[$0.value].map { !$0.imported } ?? false }.map { ($0.key, $0.value) }
+            return (objects, names)
+        }) ?? ([], [])
     }
 
     // MARK: - Waiting

@@ -42,13 +42,13 @@ public final class ObjectStore: Sendable {
     ///   - prefault: touch every page at start (`--reserve_memory`).
     ///   - clock: milliseconds since the epoch (injected for tests).
     public init(
-        capacity: Int, instanceID: UInt64 = 0, prefault: Bool = false,
+        capacity: Int, instanceID: UInt64 = 0, prefault: Bool = false, hugePages: Bool = false,
         clock: @escaping @Sendable () -> UInt64 = ObjectStore.wallClockMillis
     ) throws(SystemError) {
-        arena = try Arena(capacity: capacity, prefault: prefault)
+        arena = try Arena(capacity: capacity, prefault: prefault, hugePages: hugePages)
         self.instanceID = instanceID
         self.clock = clock
-        state = Mutex(StoreState(capacity: capacity, instance: instanceID))
+        state = Mutex(StoreState(capacity: arena.capacity, instance: instanceID))
     }
 
     public static let wallClockMillis: @Sendable () -> UInt64 = {

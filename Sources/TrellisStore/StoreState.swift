@@ -20,6 +20,8 @@ struct ObjectRecord: Sendable {
     var members: [String: ObjectID]
     /// The instance that owns each blob member.
     var blobInstances: [ObjectID: UInt64]
+    /// Imported from the cluster's metadata (another instance's persisted object).
+    var imported = false
 
     var isTransient: Bool { fields["transient"]?.boolValue ?? true }
     var typename: String { fields["typename"]?.stringValue ?? "" }

@@ -14,6 +14,12 @@ enum Entry {
         if program == "vineyardd" {
             exit(await Serve.run(arguments: Array(argv.dropFirst())))
         }
+        // `trellis --deployment local --size … --socket …` (how vineyard.deploy.local.start_vineyardd
+        // calls a daemon given as vineyardd_path) is `trellis serve` too.
+        let vineyarddFirstFlags: Set<String> = ["--deployment", "--size", "--socket", "--meta", "--rpc", "--norpc", "--rpc_socket_port"]
+        if argv.count > 1, let flag = argv[1].split(separator: "=").first, vineyarddFirstFlags.contains(String(flag)) {
+            exit(await Serve.run(arguments: Array(argv.dropFirst())))
+        }
         if argv.count > 1 && argv[1] == "serve" {
             exit(await Serve.run(arguments: Array(argv.dropFirst(2))))
         }

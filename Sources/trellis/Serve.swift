@@ -1,4 +1,5 @@
 import Logging
+import TrellisMeta
 import ServiceLifecycle
 import TrellisServer
 import TrellisStore
@@ -41,15 +42,33 @@ enum Serve {
         makeParentDirectory(of: socket)
         let size = options.size ?? physicalMemory()
 
+        // Cluster metadata first: the instance id it allocates goes into every object id.
+        var meta: (any MetaBackend)?
+        var instanceID: UInt64 = 0
         if options.meta == "etcd" {
-            printError("trellis serve: --meta etcd is not available yet in this build; use --meta local\n")
-            return 2
+            let timeout = Duration.milliseconds(Int64(options.metaTimeout * 1000))
+            let backend = EtcdMetaBackend(
+                configuration: .init(
+                    endpoint: options.etcdEndpoint, prefix: options.etcdPrefix,
+                    leaseTTL: .seconds(max(1, options.leaseTTL)), timeout: timeout),
+                logger: Logger(label: "trellis.meta"))
+            do {
+                try await backend.connect()
+                instanceID = try await backend.allocateInstanceID()
+            } catch {
+                printError("trellis serve: etcd at \(options.etcdEndpoint) is not usable: \(error)\n")
+                return 1
+            }
+            meta = backend
         }
         var config = ServerConfig(socketPath: socket)
         config.maxMessageSize = options.maxMessageSize
         config.deployment = options.deployment
-        config.hostname = env["MY_HOST_NAME"] ?? hostName()
-        config.nodename = env["MY_NODE_NAME"] ?? config.hostname
+        // The advertised RPC host: MY_HOST_NAME, else loopback when RPC binds loopback (so
+        // peers reach it whatever the host name resolves to), else the host name.
+        let loopbackBind = options.rpcHost == "127.0.0.1" || options.rpcHost == "localhost"
+        config.hostname = env["MY_HOST_NAME"] ?? (loopbackBind ? "127.0.0.1" : hostName())
+        config.nodename = env["MY_NODE_NAME"] ?? hostName()
         if options.rpc {
             config.rpcPort = options.rpcPort
             config.rpcHost = options.rpcHost
@@ -60,9 +79,14 @@ enum Serve {
 
         let store: ObjectStore
         do {
-            store = try ObjectStore(capacity: size, instanceID: 0, prefault: options.reserveMemory)
+            store = try ObjectStore(capacity: size, instanceID: instanceID, prefault: options.reserveMemory, hugePages: options.hugePages)
         } catch {
-            printError("trellis serve: cannot create a shared-memory arena of \(size) bytes: \(error)\n")
+            var hint = ""
+            if options.hugePages {
+                let pages = (size + (2 << 20) - 1) / (2 << 20)
+                hint = " (--huge_pages needs \(pages) free 2 MiB pages in the hugetlb pool: see /proc/sys/vm/nr_hugepages and HugePages_Free in /proc/meminfo)"
+            }
+            printError("trellis serve: cannot create a shared-memory arena of \(size) bytes: \(error)\(hint)\n")
             return 1
         }
         let listeners: [Listener]
@@ -72,7 +96,20 @@ enum Serve {
             printError("trellis serve: \(error)\n")
             return 1
         }
-        let daemon = Daemon(store: store, config: config, logger: logger)
+        if let meta {
+            let info = InstanceInfo(
+                id: instanceID, hostname: config.hostname, nodename: config.nodename, rpcEndpoint: config.rpcEndpoint,
+                ipcSocket: config.socketPath, hostid: UInt64(UInt32(bitPattern: Int32(truncatingIfNeeded: gethostid()))),
+                timestamp: ObjectStore.wallClockMillis())
+            do {
+                try await meta.register(info) { _ in try await Daemon.republish(store: store, to: meta) }
+            } catch {
+                printError("trellis serve: cannot register with etcd: \(error)\n")
+                for l in listeners { l.close() }
+                return 1
+            }
+        }
+        let daemon = Daemon(store: store, config: config, logger: logger, meta: meta)
         do {
             try daemon.run(listeners: listeners)
         } catch {
@@ -82,10 +119,13 @@ enum Serve {
         }
         logger.info(
             "trellis daemon ready",
-            metadata: ["socket": "\(socket)", "size": "\(size)", "meta": "\(options.meta)", "rpc": "\(config.rpcPort.map { "\(config.rpcHost):\($0)" } ?? "off")"])
+            metadata: ["socket": "\(socket)", "size": "\(store.arena.capacity)", "meta": "\(meta?.endpointDescription ?? "local")",
+                       "instance": "\(instanceID)", "rpc": "\(config.rpcPort.map { "\(config.rpcHost):\($0)" } ?? "off")"])
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: WaitForShutdown())]
+        if let meta { services.append(.init(service: MetaKeepalive(backend: meta))) }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: WaitForShutdown())],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         do {
@@ -115,6 +155,19 @@ enum Serve {
             if p.isEmpty { continue }
             current += "/" + p
             mkdir(current, 0o755)
+        }
+    }
+}
+
+/// Keeps this instance's cluster registration alive; on shutdown it deregisters, so
+/// the instance leaves `cluster_meta` at once instead of after the lease TTL.
+struct MetaKeepalive: Service {
+    let backend: any MetaBackend
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await backend.run()
+        } onGracefulShutdown: {
+            backend.stop()
         }
     }
 }

@@ -1,5 +1,10 @@
 import Testing
 @testable import TrellisStore
+import TrellisSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("Allocator")
 struct AllocatorTests {
@@ -92,5 +97,35 @@ struct AllocatorTests {
         for (x, y) in zip(sorted, sorted.dropFirst()) { #expect(x.key + x.value <= y.key) }
         for o in live.keys { a.free(o) }
         #expect(a.freeBlockCount == 1)
+    }
+}
+
+@Suite("Huge-page arena")
+struct HugePageArenaTests {
+    static var freeHugePages: Int {
+        guard let f = fopen("/proc/meminfo", "r") else { return 0 }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 256)
+        while fgets(&line, 256, f) != nil {
+            let s = String(cString: line)
+            if s.hasPrefix("HugePages_Free:") { return Int(s.split(separator: " ").last!.trimmingPrefix(" ").split(separator: "\n")[0]) ?? 0 }
+        }
+        return 0
+    }
+
+    @Test("a pool too small for the arena fails at creation with ENOMEM, not later")
+    func poolTooSmall() {
+        let want = (Self.freeHugePages + 16) * Arena.hugePageSize
+        #expect(throws: SystemError.self) { _ = try Arena(capacity: want, hugePages: true) }
+    }
+
+    @Test("with a pool: capacity rounds up to 2 MiB and trimming works on whole huge pages",
+          .enabled(if: freeHugePages >= 2, "no free hugetlb pages (/proc/sys/vm/nr_hugepages)"))
+    func withPool() throws {
+        let a = try Arena(capacity: 3 << 20, hugePages: true)
+        #expect(a.capacity == 4 << 20 && a.mapSize == (4 << 20) + 8 && a.pageSize == 2 << 20)
+        a.address(0).storeBytes(of: 42, as: UInt64.self)
+        a.trim(offset: 0, length: 4 << 20)
+        #expect(a.address(0).load(as: UInt64.self) == 0)
     }
 }

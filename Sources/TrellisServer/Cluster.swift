@@ -1,0 +1,151 @@
+import Dispatch
+import Synchronization
+import TrellisMeta
+import TrellisProtocol
+import TrellisStore
+
+/// The daemon's view of cluster metadata (`--meta etcd`): a blocking bridge from
+/// connection threads (which are dedicated OS threads, never the cooperative pool)
+/// to the async ``MetaBackend``, plus the mapping of cluster operations onto the store.
+final class Cluster: Sendable {
+    let backend: any MetaBackend
+    let instanceID: UInt64
+    /// Upper bound for one metadata call made on behalf of a request.
+    let callTimeout: Duration
+
+    init(backend: any MetaBackend, instanceID: UInt64, callTimeout: Duration = .seconds(30)) {
+        self.backend = backend
+        self.instanceID = instanceID
+        self.callTimeout = callTimeout
+    }
+
+    /// Runs `body` to completion and returns its result, blocking this thread.
+    /// Failures become EtcdError (35) replies.
+    func call<T: Sendable>(_ what: String, _ body: @escaping @Sendable () async throws -> T) throws(VineyardError) -> T {
+        let result = Mutex<Result<T, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let timeout = callTimeout
+        // The one unstructured task: a bridge out of a blocking connection thread.
+        let task = Task {
+            let r: Result<T, any Error>
+            do {
+                r = .success(try await body())
+            } catch {
+                r = .failure(error)
+            }
+            result.withLock { $0 = r }
+            done.signal()
+        }
+        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+        if done.wait(timeout: .now() + seconds) == .timedOut {
+            task.cancel()
+            throw VineyardError(.etcdError, "metadata service: \(what) did not finish within \(timeout)")
+        }
+        switch result.withLock({ $0 })! {
+        case .success(let v): return v
+        case .failure(let e): throw VineyardError(.etcdError, "metadata service: \(what) failed: \(e)")
+        }
+    }
+
+    // MARK: Objects
+
+    /// Publishes newly persisted objects (their full trees) under this instance.
+    func publish(_ objects: [TrellisStore.PersistedObject]) throws(VineyardError) {
+        guard !objects.isEmpty else { return }
+        let items = objects.map { ($0.id.rawValue, $0.tree.description) }
+        let backend = self.backend
+        try call("publish") {
+            for (id, text) in items { try await backend.publishObject(id, metadata: text) }
+        }
+    }
+
+    func unpublish(_ d: Deletion) {
+        let ids = d.unpublished.map(\.rawValue)
+        let names = d.droppedNames
+        guard !ids.isEmpty || !names.isEmpty else { return }
+        let backend = self.backend
+        _ = try? call("unpublish") {
+            for id in ids { try await backend.removeObject(id) }
+            for n in names { try await backend.dropName(n) }
+        }
+    }
+
+    /// Brings published trees of ids unknown here into the store (transitively their
+    /// members), so that reads see the cluster's persisted objects. Ids whose owner
+    /// is gone from the cluster are dropped from the store.
+    func sync(_ ids: [ObjectID], into store: ObjectStore) throws(VineyardError) {
+        let wanted = ids.filter { !$0.isBlob && $0 != .invalid && !store.hasLocalObject($0) }
+        guard !wanted.isEmpty else { return }
+        let backend = self.backend
+        let found: [(UInt64, UInt64, String)] = try call("read objects") {
+            var out: [(UInt64, UInt64, String)] = []
+            for id in wanted {
+                if let o = try await backend.object(id.rawValue) { out.append((o.objectID, o.owner, o.metadata)) }
+            }
+            return out
+        }
+        for (id, _, text) in found {
+            guard let tree = try? JSONParser.parse(text) else { continue }
+            store.importRemote(ObjectID(id), tree: tree)
+        }
+    }
+
+    /// Every published object (for `list_data` and `clear` views).
+    func allObjects() throws(VineyardError) -> [(ObjectID, JSON)] {
+        let backend = self.backend
+        let all = try call("list objects") { try await backend.objects().map { ($0.objectID, $0.metadata) } }
+        return all.compactMap { (id, text) in (try? JSONParser.parse(text)).map { (ObjectID(id), $0) } }
+    }
+
+    // MARK: Names
+
+    func putName(_ name: String, _ id: ObjectID) throws(VineyardError) {
+        let backend = self.backend
+        try call("put name") { try await backend.putName(name, objectID: id.rawValue) }
+    }
+
+    func objectID(forName name: String) throws(VineyardError) -> ObjectID? {
+        let backend = self.backend
+        return try call("get name") { try await backend.objectID(forName: name) }.map(ObjectID.init(rawValue:))
+    }
+
+    func dropName(_ name: String) throws(VineyardError) {
+        let backend = self.backend
+        _ = try call("drop name") { try await backend.dropName(name) }
+    }
+
+    func names() throws(VineyardError) -> [String: UInt64] {
+        let backend = self.backend
+        return try call("list names") { try await backend.names() }
+    }
+
+    /// Waits for `name` to be bound anywhere in the cluster; gives up (nil) when the
+    /// requester leaves, checked every 200 ms.
+    func waitForName(_ name: String, cancelled: () -> Bool) -> ObjectID? {
+        let result = Mutex<UInt64?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let backend = self.backend
+        let task = Task {
+            if let id = try? await backend.waitForName(name) { result.withLock { $0 = id } }
+            done.signal()
+        }
+        while done.wait(timeout: .now() + .milliseconds(200)) == .timedOut {
+            if cancelled() {
+                task.cancel()
+                return nil
+            }
+        }
+        return result.withLock { $0 }.map(ObjectID.init(rawValue:))
+    }
+
+    // MARK: Instances
+
+    func instances() throws(VineyardError) -> [InstanceInfo] {
+        let backend = self.backend
+        return try call("list instances") { try await backend.instances() }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

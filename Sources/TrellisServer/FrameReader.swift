@@ -1,0 +1,92 @@
+import TrellisProtocol
+import TrellisSystem
+
+/// Reads frames off a blocking socket through one buffer, so that a request usually
+/// costs one `recv` (header and body together) instead of two.
+struct FrameReader: ~Copyable {
+    enum Next {
+        case frame(UnsafeBufferPointer<UInt8>)
+        case tooLarge(UInt64)
+        case end
+    }
+
+    let raw: Int32
+    let maxMessageSize: Int
+    private var buffer: UnsafeMutableRawBufferPointer
+    private var start = 0
+    private var end = 0
+
+    init(raw: Int32, maxMessageSize: Int, capacity: Int = 64 << 10) {
+        self.raw = raw
+        self.maxMessageSize = maxMessageSize
+        buffer = .allocate(byteCount: capacity, alignment: 8)
+    }
+
+    deinit { buffer.deallocate() }
+
+    /// Makes sure `count` bytes are buffered from `start`; false on EOF before any.
+    private mutating func fill(_ count: Int) throws(SystemError) -> Bool {
+        if end - start >= count { return true }
+        if start + count > buffer.count {
+            // Move what we have to the front, growing if one frame needs more room.
+            let have = end - start
+            if count > buffer.count {
+                let bigger = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 8)
+                if have > 0 { bigger.baseAddress!.copyMemory(from: buffer.baseAddress! + start, byteCount: have) }
+                buffer.deallocate()
+                buffer = bigger
+            } else if have > 0 {
+                buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + start, byteCount: have)
+            }
+            start = 0
+            end = have
+        }
+        while end - start < count {
+            let n = recv(raw, buffer.baseAddress! + end, buffer.count - end, 0)
+            if n > 0 {
+                end += n
+            } else if n == 0 {
+                if end == start { return false }
+                throw SystemError("recv", errno: ECONNRESET)
+            } else if errno != EINTR {
+                throw SystemError("recv")
+            }
+        }
+        return true
+    }
+
+    /// The next frame's body, valid until the next call.
+    mutating func next() throws(SystemError) -> Next {
+        if start == end {
+            start = 0
+            end = 0
+        }
+        guard try fill(Frame.headerSize) else { return .end }
+        let length = Frame.length(fromHeader: (buffer.baseAddress! + start).loadUnaligned(as: UInt64.self))
+        if length > UInt64(maxMessageSize) { return .tooLarge(length) }
+        let total = Frame.headerSize + Int(length)
+        guard try fill(total) else { throw SystemError("recv", errno: ECONNRESET) }
+        let body = UnsafeBufferPointer(
+            start: (buffer.baseAddress! + start + Frame.headerSize).assumingMemoryBound(to: UInt8.self), count: Int(length))
+        start += total
+        return .frame(body)
+    }
+
+    /// Reads `count` raw bytes (RPC blob payloads) into `destination`, buffered bytes first.
+    mutating func readRaw(into destination: UnsafeMutableRawPointer, count: Int) throws(SystemError) {
+        let buffered = min(end - start, count)
+        if buffered > 0 {
+            destination.copyMemory(from: buffer.baseAddress! + start, byteCount: buffered)
+            start += buffered
+        }
+        if count > buffered {
+            guard try StreamSocket.readExact(raw, into: destination + buffered, count: count - buffered) else {
+                throw SystemError("recv", errno: ECONNRESET)
+            }
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,198 @@
+import Synchronization
+import TrellisMeta
+import TrellisProtocol
+import TrellisStore
+import TrellisSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `migrate_object` (and `get(..., fetch=True)`): copies another instance's object
+/// here. The blobs come over the owner's RPC endpoint straight into this arena; the
+/// object is rebuilt with the local blobs, persisted, and remembered, so a second
+/// migration of the same object is free. If the owner vanishes mid-transfer the
+/// partial blobs are freed: no half object is ever created.
+final class Migrator: Sendable {
+    let store: ObjectStore
+    let cluster: Cluster
+    /// original → local copy
+    private let copies = Mutex<[ObjectID: ObjectID]>([:])
+    /// objects being migrated right now; others wanting the same one wait.
+    private let inFlight = Mutex<Set<ObjectID>>([])
+    /// The connection id the migration's blobs are created under (reclaimed on failure).
+    static let connection: ConnectionID = UInt64.max - 1
+    /// Seconds a stalled owner may keep a transfer waiting.
+    let receiveTimeoutSeconds: Int
+
+    init(store: ObjectStore, cluster: Cluster, receiveTimeoutSeconds: Int = 30) {
+        self.store = store
+        self.cluster = cluster
+        self.receiveTimeoutSeconds = receiveTimeoutSeconds
+    }
+
+    func migrate(_ id: ObjectID) throws(VineyardError) -> ObjectID {
+        if id.isBlob { throw VineyardError(.invalid, "blobs cannot be directly migrated") }
+        try cluster.sync([id], into: store)
+        guard let where_ = store.placement(of: id) else {
+            throw VineyardError(.metaTreeSubtreeNotExists, "get subtree failed: \(id)")
+        }
+        if where_.global { throw VineyardError(.invalid, "global objects cannot be directly migrated") }
+        if where_.instance == store.instanceID { return id }
+        // One migration per object at a time; later callers reuse its result.
+        while true {
+            if let copy = copies.withLock({ $0[id] }), store.hasLocalObject(copy) { return copy }
+            let mine = inFlight.withLock { $0.insert(id).inserted }
+            if mine { break }
+            usleep(10_000)
+        }
+        defer { _ = inFlight.withLock { $0.remove(id) } }
+        if let copy = copies.withLock({ $0[id] }), store.hasLocalObject(copy) { return copy }
+        let copy = try copyHere(id, owner: where_.instance)
+        copies.withLock { $0[id] = copy }
+        return copy
+    }
+
+    private func copyHere(_ id: ObjectID, owner: UInt64) throws(VineyardError) -> ObjectID {
+        guard case .object(let content)? = store.getData([id])[id.description] else {
+            throw VineyardError(.metaTreeSubtreeNotExists, "get subtree failed: \(id)")
+        }
+        guard let endpoint = try cluster.instances().first(where: { $0.id == owner })?.rpcEndpoint else {
+            throw VineyardError(.invalid, "cannot migrate \(id): its owner, instance \(owner), is not alive in the cluster")
+        }
+        var blobIDs = Set<ObjectID>()
+        Self.collectBlobs(.object(content), owner: owner, into: &blobIDs)
+        let sorted = blobIDs.sorted()
+        var local: [ObjectID: (id: ObjectID, size: Int)] = [:]
+        do {
+            local = try fetch(sorted, from: endpoint)
+        } catch {
+            throw VineyardError(error.code, "cannot migrate \(id) from instance \(owner) at \(endpoint): \(error.message)")
+        }
+        let tree = rebuild(.object(content), local: local)
+        let created: CreatedObject
+        let persisted: [TrellisStore.PersistedObject]
+        do {
+            created = try store.createData(tree)
+            persisted = try store.persist(created.id)
+        } catch {
+            store.delete(local.values.map(\.id), force: true, deep: true, memoryTrim: false)
+            throw error
+        }
+        try cluster.publish(persisted)
+        return created.id
+    }
+
+    static func collectBlobs(_ tree: JSON, owner: UInt64, into out: inout Set<ObjectID>) {
+        guard case .object(let o) = tree else { return }
+        for (_, v) in o {
+            guard case .object(let m) = v else { continue }
+            if m["typename"]?.stringValue == "vineyard::Blob", let t = m["id"]?.stringValue, let b = ObjectID(string: t) {
+                if b != .emptyBlob && (m["instance_id"]?.uint64Value ?? owner) == owner { out.insert(b) }
+            } else {
+                collectBlobs(v, owner: owner, into: &out)
+            }
+        }
+    }
+
+    /// The tree with every blob member replaced by its local copy and every level made
+    /// a new, transient object of this instance (signatures kept).
+    private func rebuild(_ tree: JSON, local: [ObjectID: (id: ObjectID, size: Int)]) -> JSON {
+        guard case .object(var o) = tree else { return tree }
+        for (k, v) in o {
+            guard case .object(let m) = v else { continue }
+            if m["typename"]?.stringValue == "vineyard::Blob", let t = m["id"]?.stringValue, let b = ObjectID(string: t) {
+                if let copy = local[b] {
+                    o[k] = [
+                        "id": .string(copy.id.description), "typename": "vineyard::Blob", "nbytes": .number(copy.size),
+                        "length": .number(copy.size), "instance_id": .number(store.instanceID), "transient": true,
+                    ]
+                }
+            } else {
+                o[k] = rebuild(v, local: local)
+            }
+        }
+        for key in ["id", "__timestamp", "__name"] { o[key] = nil }
+        o["instance_id"] = .number(store.instanceID)
+        o["transient"] = true
+        return .object(o)
+    }
+
+    /// Pulls blobs from another daemon's RPC endpoint into fresh local blobs, sealed.
+    private func fetch(_ ids: [ObjectID], from endpoint: String) throws(VineyardError) -> [ObjectID: (id: ObjectID, size: Int)] {
+        guard !ids.isEmpty else { return [:] }
+        guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]) else {
+            throw VineyardError(.invalid, "invalid rpc endpoint '\(endpoint)'")
+        }
+        let host = String(endpoint[..<colon])
+        let sock: StreamSocket
+        do {
+            sock = try StreamSocket.connect(host: host, port: port)
+        } catch {
+            throw VineyardError(.ioError, "connect: \(error)")
+        }
+        var tv = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
+        setsockopt(sock.raw, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var created: [ObjectID] = []
+        do throws(VineyardError) {
+            _ = try call(sock, ["type": "register_request", "version": "0.24.2", "store_type": 1, "session_id": 0, "username": "", "password": ""])
+            var req: [String: JSON] = ["type": "get_remote_buffers_request", "num": .number(ids.count), "unsafe": false, "compress": false, "use_rdma": false]
+            for (i, id) in ids.enumerated() { req[String(i)] = .number(id.rawValue) }
+            let reply = try call(sock, .object(req))
+            guard let payloads = reply["payloads"]?.arrayValue, payloads.count == ids.count else {
+                throw VineyardError(.objectNotExists, "the owner no longer has every blob of the object")
+            }
+            var out: [ObjectID: (id: ObjectID, size: Int)] = [:]
+            for pj in payloads {
+                let p = try Payload(json: pj)
+                let mine = try store.createBlob(size: p.dataSize, connection: Self.connection)
+                if mine.objectID != .emptyBlob { created.append(mine.objectID) }
+                if p.dataSize > 0 {
+                    do throws(SystemError) {
+                        guard try sock.readExact(into: store.arena.address(mine.dataOffset), count: p.dataSize) else {
+                            throw SystemError("recv", errno: ECONNRESET)
+                        }
+                    } catch {
+                        throw VineyardError(.ioError, "the transfer broke off: \(error)")
+                    }
+                    try store.seal(mine.objectID, connection: Self.connection)
+                }
+                out[p.objectID] = (mine.objectID, p.dataSize)
+            }
+            return out
+        } catch {
+            for b in created { try? store.dropBlob(b) }
+            throw error
+        }
+    }
+
+    private func call(_ sock: borrowing StreamSocket, _ message: JSON) throws(VineyardError) -> JSON {
+        do {
+            try StreamSocket.writeAll(sock.raw, Frame.encode(message))
+            var header: UInt64 = 0
+            let ok = try withUnsafeMutableBytes(of: &header) { (h) throws(SystemError) -> Bool in
+                try StreamSocket.readExact(sock.raw, into: h.baseAddress!, count: 8)
+            }
+            guard ok else { throw SystemError("recv", errno: ECONNRESET) }
+            let n = Int(Frame.length(fromHeader: header))
+            guard n <= Frame.defaultMaxMessageSize else { throw SystemError("reply too large", errno: EMSGSIZE) }
+            var body = [UInt8](repeating: 0, count: n)
+            var failure: SystemError?
+            body.withUnsafeMutableBytes { b in
+                do throws(SystemError) {
+                    if n > 0, try !StreamSocket.readExact(sock.raw, into: b.baseAddress!, count: n) { failure = SystemError("recv", errno: ECONNRESET) }
+                } catch { failure = error }
+            }
+            if let failure { throw failure }
+            let reply = try JSONParser.parse(body)
+            if let code = reply["code"]?.intValue, code != 0 {
+                throw VineyardError(StatusCode(rawValue: code), reply["message"]?.stringValue ?? "")
+            }
+            return reply
+        } catch let e as VineyardError {
+            throw e
+        } catch {
+            throw VineyardError(.ioError, "\(error)")
+        }
+    }
+}
