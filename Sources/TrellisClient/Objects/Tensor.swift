@@ -155,6 +155,7 @@ extension Client {
             throw ClientError(.invalidArgument, "shape \(shape) does not hold \(values.count) elements")
         }
         return try createTensor(T.self, shape: shape) { dst in
+            guard !values.isEmpty else { return }
             _ = values.withUnsafeBufferPointer { src in dst.update(fromContentsOf: src) }
         }
     }

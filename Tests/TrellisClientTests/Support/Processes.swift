@@ -175,8 +175,14 @@ final class Semaphore: @unchecked Sendable {
 }
 
 /// A `trellis serve` child process on a short socket path under /tmp, stopped by pid.
+///
+/// The daemon runs under a small `sh` guard that also stops it if this test process dies
+/// (a crashed test must not leave a daemon behind).
 final class DaemonProcess: @unchecked Sendable {
     // Sendable: immutable after init; stop() is called once, by the test that started it.
+    /// The guard shell's pid.
+    let guardPID: pid_t
+    /// The daemon's pid.
     let pid: pid_t
     let directory: String
     let socketPath: String
@@ -190,44 +196,59 @@ final class DaemonProcess: @unchecked Sendable {
         directory = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         socketPath = directory + "/d.sock"
         logPath = directory + "/daemon.log"
-        pid = try Subprocess.start(
-            [Paths.trellis, "serve", "--socket", socketPath, "--size", size, "--norpc"] + extraFlags, outputPath: logPath)
+        let pidPath = directory + "/daemon.pid"
+        let script = """
+            "$0" serve "$@" & d=$!
+            echo $d > \(pidPath)
+            while kill -0 \(getpid()) 2>/dev/null && kill -0 $d 2>/dev/null; do sleep 0.5; done
+            kill $d 2>/dev/null; wait $d
+            """
+        guardPID = try Subprocess.start(
+            ["/bin/sh", "-c", script, Paths.trellis, "--socket", socketPath, "--size", size, "--norpc"] + extraFlags,
+            outputPath: logPath)
+        var daemon: pid_t = 0
         for _ in 0..<400 {
-            if let c = try? Client(socket: socketPath) {
+            if daemon == 0, let text = readTextFile(pidPath), let p = pid_t(text.split(separator: "\n").first ?? "") {
+                daemon = p
+            }
+            if daemon != 0, let c = try? Client(socket: socketPath) {
                 c.close()
-                return
+                break
             }
             var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
+            if waitpid(guardPID, &status, WNOHANG) == guardPID {
                 throw SystemError("trellis serve exited early (status \(status)); see \(logPath)", errno: ECHILD)
             }
             usleep(25_000)
         }
-        stop()
-        throw SystemError("trellis serve did not open \(socketPath) within 10 s", errno: ETIMEDOUT)
+        pid = daemon
+        guard daemon != 0, access(socketPath, F_OK) == 0 else {
+            stop()
+            throw SystemError("trellis serve did not open \(socketPath) within 10 s", errno: ETIMEDOUT)
+        }
     }
 
     /// A new connection to this daemon.
     func connect() throws -> Client { try Client(socket: socketPath) }
 
-    /// Stops the daemon (SIGTERM, then SIGKILL after 5 s) and removes its directory.
+    /// Stops the daemon (SIGTERM, then SIGKILL after 5 s), reaps its guard, removes its files.
     func stop() {
-        kill(pid, SIGTERM)
+        if pid > 0 { kill(pid, SIGTERM) }
         var status: Int32 = 0
         var reaped = false
         for _ in 0..<200 {
-            if waitpid(pid, &status, WNOHANG) == pid {
+            if waitpid(guardPID, &status, WNOHANG) == guardPID {
                 reaped = true
                 break
             }
             usleep(25_000)
         }
         if !reaped {
-            kill(pid, SIGKILL)
-            _ = Subprocess.wait(pid)
+            if pid > 0 { kill(pid, SIGKILL) }
+            kill(guardPID, SIGKILL)
+            _ = Subprocess.wait(guardPID)
         }
-        unlink(socketPath)
-        unlink(logPath)
+        for f in [socketPath, logPath, directory + "/daemon.pid"] { unlink(f) }
         rmdir(directory)
     }
 
@@ -237,6 +258,21 @@ final class DaemonProcess: @unchecked Sendable {
         defer { d.stop() }
         return try body(d)
     }
+}
+
+/// The contents of a small text file, or nil.
+func readTextFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n <= 0 { break }
+        bytes.append(contentsOf: chunk[0..<n])
+    }
+    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// The error `body` throws, or nil (recording an issue) when it succeeds.
