@@ -1,0 +1,182 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The bodies of the `trellis flow …` and `trellis runtime …` subcommands, so the CLI glue is
+/// only argument parsing. Each returns the process exit status and prints to stdout/stderr:
+/// 0 success; 1 the run failed (or the command failed); 2 invalid flow or arguments;
+/// 130 the run was cancelled (Ctrl-C).
+public enum FlowCLI {
+    /// Exit status for a finished run.
+    public static func exitStatus(_ record: RunRecord) -> Int32 {
+        switch record.state {
+        case .succeeded: return 0
+        case .cancelled: return 130
+        case .failed, .running: return 1
+        }
+    }
+
+    /// The running executable (`/proc/self/exe`), for ``LocalRuntime/trellisBinary``.
+    public static func currentExecutable() -> String {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        if n > 0 { return String(decoding: buf[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        return CommandLine.arguments.first ?? "trellis"
+    }
+
+    /// `trellis flow run FILE [--run-id ID] [--keep] [--max-parallel N]`.
+    ///
+    /// Validates the file (printing every issue, exit 2), starts an ephemeral runtime when none
+    /// is up, shows live progress on stderr, cancels cleanly on Ctrl-C, and prints the run's
+    /// status at the end.
+    public static func run(
+        file: String, runID: String?, keep: Bool, maxParallel: Int? = nil, home: TrellisHome = .fromEnvironment(),
+        trellisBinary: String = currentExecutable(),
+        makeDataPlane: @escaping @Sendable ([Replica]) async throws -> any DataPlane
+    ) async -> Int32 {
+        let spec: FlowSpec
+        do {
+            spec = try FlowSpec.load(file: file)
+            try spec.validate()
+        } catch {
+            printErr("trellis flow run: \(error)")
+            return 2
+        }
+        let launcher = FlowLauncher(
+            home: home, trellisBinary: trellisBinary, makeDataPlane: makeDataPlane, note: { printErr("trellis: \($0)") })
+        return await drive { observer in
+            try await launcher.run(
+                spec: spec,
+                options: FlowRunOptions(runID: runID, keepObjects: keep, maxParallel: maxParallel, observer: observer))
+        }
+    }
+
+    /// `trellis flow resume RUN [--keep]`.
+    public static func resume(
+        runID: String, keep: Bool, maxParallel: Int? = nil, home: TrellisHome = .fromEnvironment(),
+        trellisBinary: String = currentExecutable(),
+        makeDataPlane: @escaping @Sendable ([Replica]) async throws -> any DataPlane
+    ) async -> Int32 {
+        let launcher = FlowLauncher(
+            home: home, trellisBinary: trellisBinary, makeDataPlane: makeDataPlane, note: { printErr("trellis: \($0)") })
+        return await drive { observer in
+            try await launcher.resume(
+                runID: runID, options: FlowRunOptions(keepObjects: keep, maxParallel: maxParallel, observer: observer))
+        }
+    }
+
+    private static func drive(_ body: @escaping @Sendable (@escaping @Sendable (RunEvent) -> Void) async throws -> RunRecord)
+        async -> Int32
+    {
+        let renderer = ProgressRenderer()
+        let task = Task { try await body { renderer.observe($0) } }
+        let sources = InterruptHandler.cancelOnInterrupt(task)
+        defer { sources.forEach { $0.cancel() } }
+        do {
+            let record = try await task.value
+            if let m = record.message { printErr(m) }
+            print("run \(record.runID): \(record.state.rawValue)")
+            return exitStatus(record)
+        } catch let e as FlowValidationError {
+            printErr("trellis: \(e)")
+            return 2
+        } catch {
+            printErr("trellis: \(error)")
+            return 1
+        }
+    }
+
+    /// `trellis flow status RUN [--json]`.
+    public static func status(runID: String, json: Bool, home: TrellisHome = .fromEnvironment()) -> Int32 {
+        do {
+            let record = try RunStore(home: home).load(runID)
+            print(json ? try RunFormatter.json(record) : RunFormatter.status(record))
+            return 0
+        } catch {
+            printErr("trellis flow status: \(error)")
+            return 1
+        }
+    }
+
+    /// `trellis flow logs RUN STEP [--follow]`: stdout then stderr of every attempt; with
+    /// `follow`, streams both as they grow until the step finishes.
+    public static func logs(runID: String, step: String, follow: Bool, home: TrellisHome = .fromEnvironment()) async
+        -> Int32
+    {
+        let store = RunStore(home: home)
+        do {
+            if follow {
+                for try await (stream, text) in store.follow(run: runID, step: step) {
+                    if stream == .stdout {
+                        FileHandle.standardOutput.write(Data(text.utf8))
+                    } else {
+                        FileHandle.standardError.write(Data(text.utf8))
+                    }
+                }
+            } else {
+                let (out, err) = try store.logs(run: runID, step: step)
+                FileHandle.standardOutput.write(Data(out.utf8))
+                FileHandle.standardError.write(Data(err.utf8))
+            }
+            return 0
+        } catch {
+            printErr("trellis flow logs: \(error)")
+            return 1
+        }
+    }
+
+    /// `trellis flow ls`.
+    public static func list(home: TrellisHome = .fromEnvironment()) -> Int32 {
+        print(RunFormatter.list(RunStore(home: home).list()))
+        return 0
+    }
+
+    /// `trellis runtime up [--replicas N] [--size S] [--medium memory|spill] [--spill-dir D]`.
+    public static func runtimeUp(
+        _ spec: RuntimeSpec, home: TrellisHome = .fromEnvironment(), trellisBinary: String = currentExecutable()
+    ) async -> Int32 {
+        let rt = LocalRuntime(directory: home.runtimeDirectory, trellisBinary: trellisBinary)
+        do {
+            _ = try await rt.up(spec)
+            print(rt.status().summary)
+            return 0
+        } catch {
+            printErr("trellis runtime up: \(error)")
+            return 1
+        }
+    }
+
+    /// `trellis runtime down`.
+    public static func runtimeDown(home: TrellisHome = .fromEnvironment()) async -> Int32 {
+        let rt = LocalRuntime(directory: home.runtimeDirectory, trellisBinary: "")
+        do {
+            let kept = rt.loadState()?.keptFor ?? []
+            try await rt.down()
+            print("runtime: down" + (kept.isEmpty ? "" : " (intermediates of \(kept.joined(separator: ", ")) dropped)"))
+            return 0
+        } catch {
+            printErr("trellis runtime down: \(error)")
+            return 1
+        }
+    }
+
+    /// `trellis runtime status [--json]`; exit 0 when up, 1 when down or degraded.
+    public static func runtimeStatus(json: Bool, home: TrellisHome = .fromEnvironment()) -> Int32 {
+        let status = LocalRuntime(directory: home.runtimeDirectory, trellisBinary: "").status()
+        if json {
+            let state = status.state.flatMap { try? RunRecord.encoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) }
+            print(#"{"up": \#(status.isUp), "state": \#(state ?? "null")}"#)
+        } else {
+            print(status.summary)
+        }
+        return status.isUp ? 0 : 1
+    }
+
+    static func printErr(_ s: String) {
+        FileHandle.standardError.write(Data((s + "\n").utf8))
+    }
+}
