@@ -86,6 +86,7 @@ class Daemon:
         self.proc = None
         self.start_timeout = start_timeout
         self.returncode = None
+        self.stop_diagnostics = ""
 
     # -- lifecycle -------------------------------------------------------------
     def start(self):
@@ -141,6 +142,7 @@ class Daemon:
                     self.proc.send_signal(signal.SIGTERM)
                     self.proc.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
+                    self.stop_diagnostics = self.diagnostics()
                     self.proc.kill()
                     self.proc.wait()
             self.returncode = self.proc.returncode
@@ -148,6 +150,29 @@ class Daemon:
             self._log.close()
             self._log = None
         return self.returncode
+
+    def diagnostics(self):
+        """Thread states and open fds of the live daemon (for failure messages)."""
+        lines = []
+        try:
+            task_dir = "/proc/%d/task" % self.pid
+            for tid in sorted(os.listdir(task_dir)):
+                def read(name):
+                    try:
+                        with open(os.path.join(task_dir, tid, name)) as f:
+                            return f.read().strip()
+                    except OSError:
+                        return "?"
+                lines.append("thread %s %s wchan=%s" % (tid, read("comm"), read("wchan")))
+            fd_dir = "/proc/%d/fd" % self.pid
+            for fd in sorted(os.listdir(fd_dir), key=int):
+                try:
+                    lines.append("fd %s -> %s" % (fd, os.readlink(os.path.join(fd_dir, fd))))
+                except OSError:
+                    pass
+        except OSError as e:
+            lines.append("no diagnostics: %s" % e)
+        return "\n".join(lines)
 
     def cleanup(self):
         self.stop()
@@ -205,15 +230,30 @@ class Daemon:
 
 
 def connect(socket_path):
-    """A vineyard client with a connection of its own.
+    """A vineyard client with a connection of its own; release it with disconnect().
 
-    ``vineyard.connect(path)`` hands out a cached connection per socket path (two
-    calls share one IPC connection, and closing one closes both), so each client
-    here is made with ``fork()``, which opens a new connection.
+    ``vineyard.connect(path)`` hands out one cached connection per socket path
+    (two calls share it), so each client here is made with ``fork()``, which
+    opens a new connection. Do not call ``close()`` on such a client: the
+    0.24.2 binding's ``close()`` disconnects the *cached* client of that socket
+    path, not the forked one (observed: the fork stays connected, the cached
+    one is closed). The fork's socket is closed when its IPCClient is freed.
     """
     import vineyard
 
     return vineyard.connect(socket_path).fork()
+
+
+def disconnect(client):
+    """Close a client made by connect(): drop its IPCClient so it is freed.
+
+    Objects obtained from the client (arrays, blobs) may keep the connection
+    alive until they are gone, like they keep their mapping alive.
+    """
+    import gc
+
+    client._ipc_client = None
+    gc.collect()
 
 
 def socket_accepts(path):

@@ -35,7 +35,7 @@ def test_name_visible_to_another_connection(client, daemon):
         assert other.get_name("names_shared") == oid
         assert np.array_equal(other.get(name="names_shared"), np.arange(7))
     finally:
-        other.close()
+        harness.disconnect(other)
 
 
 def test_put_name_overwrites(client):
@@ -67,10 +67,10 @@ def test_get_name_wait_released_by_put_from_another_thread(client, daemon):
         assert "error" not in result, result.get("error")
         assert result["id"] == oid
     finally:
-        if t.is_alive():
-            waiter.close()  # unblock: the daemon answers when the name shows up or never
+        # a waiter still blocked here (failure) is released when the module's
+        # daemon stops; the thread is a daemon thread
         t.join(5)
-        waiter.close()
+        harness.disconnect(waiter)
 
 
 def test_get_name_wait_released_by_put_from_another_process(client, daemon):

@@ -134,7 +134,7 @@ def test_sizes(fresh_daemon, nbytes):
         # freed: usage back to where it was
         assert c.status.memory_usage == baseline
     finally:
-        c.close()
+        harness.disconnect(c)
 
 
 def test_dataframe_round_trip(client):

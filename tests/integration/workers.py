@@ -55,7 +55,7 @@ def zero_copy_reader(sock, oid, conn):
         )
         conn.recv()  # keep the mapping alive until the parent is done
         del arr
-        client.close()
+        harness.disconnect(client)
     except Exception:
         conn.send({"ok": False, "error": traceback.format_exc()})
 
@@ -98,7 +98,7 @@ def blob_peer(sock, conn):
                 conn.send(("error", traceback.format_exc()))
     finally:
         views.clear()
-        client.close()
+        harness.disconnect(client)
 
 
 def put_get_delete_worker(sock, worker, iterations, conn):
@@ -140,7 +140,7 @@ def put_get_delete_worker(sock, worker, iterations, conn):
             except Exception as e:  # keep going, report everything
                 errors.append("iteration %d: %s: %s" % (i, type(e).__name__, e))
             done += 1
-        client.close()
+        harness.disconnect(client)
     except Exception:
         errors.append(traceback.format_exc())
     conn.send({"worker": worker, "done": done, "errors": errors[:20], "n_errors": len(errors)})
@@ -156,7 +156,7 @@ def get_name_waiter(sock, name, conn):
         conn.send(("waiting", time.monotonic()))
         oid = client.get_name(name, wait=True)
         conn.send(("got", int(oid), time.monotonic()))
-        client.close()
+        harness.disconnect(client)
     except Exception:
         conn.send(("error", traceback.format_exc()))
 
