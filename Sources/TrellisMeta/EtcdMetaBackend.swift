@@ -1,0 +1,219 @@
+import AsyncHTTPClient
+import Logging
+
+/// ``MetaKV`` on a real etcd through ``EtcdClient``; maps ``EtcdError`` to ``MetaError``.
+struct EtcdKV: MetaKV {
+    let client: EtcdClient
+    let endpointDescription: String
+
+    static func map(_ error: EtcdError) -> MetaError {
+        if error.isLeaseNotFound { return .leaseLost }
+        return .unavailable(error.description)
+    }
+
+    func ping(timeout: Duration) async throws -> String {
+        var client = client
+        client.requestTimeout = min(timeout, client.requestTimeout)
+        do {
+            return "etcd " + (try await client.status().version)
+        } catch {
+            throw Self.map(error)
+        }
+    }
+
+    func get(_ key: String) async throws -> (entry: KVEntry?, revision: Int64) {
+        do {
+            let response = try await client.range(key)
+            let entry = response.kvs.first.map { KVEntry(key: $0.key, value: $0.value, modRevision: $0.modRevision) }
+            return (entry, response.header.revision)
+        } catch {
+            throw Self.map(error)
+        }
+    }
+
+    func list(prefix: String) async throws -> (entries: [KVEntry], revision: Int64) {
+        do {
+            let response = try await client.range(prefix, prefix: true)
+            return (response.kvs.map { KVEntry(key: $0.key, value: $0.value, modRevision: $0.modRevision) },
+                response.header.revision)
+        } catch {
+            throw Self.map(error)
+        }
+    }
+
+    func put(_ key: String, _ value: String, lease: Int64) async throws {
+        do {
+            try await client.put(key, value: value, lease: lease)
+        } catch {
+            throw Self.map(error)
+        }
+    }
+
+    func delete(_ key: String) async throws -> Bool {
+        do {
+            return try await client.delete(key) > 0
+        } catch {
+            throw Self.map(error)
+        }
+    }
+
+    func swap(_ key: String, expectedModRevision: Int64, value: String) async throws -> Bool {
+        let condition =
+            expectedModRevision == 0
+            ? EtcdCompare.absent(key) : EtcdCompare(key: key, .modRevision(expectedModRevision))
+        do {
+            return try await client.txn(compare: [condition], success: [.put(key: key, value: value, lease: 0)])
+                .succeeded
+        } catch {
+            throw Self.map(error)
+        }
+    }
+
+    static func epoch(_ header: EtcdResponseHeader) -> String {
+        "\(header.clusterID)/\(header.memberID)/\(header.raftTerm)"
+    }
+
+    func grantLease(ttlSeconds: Int64) async throws -> (lease: Int64, epoch: String) {
+        do {
+            let lease = try await client.grantLease(ttl: ttlSeconds)
+            return (lease.id, Self.epoch(lease.header))
+        } catch {
+            throw Self.map(error)
+        }
+    }
+
+    func keepAlive(_ lease: Int64, timeout: Duration) async throws -> KVKeepAlive {
+        var client = client
+        client.requestTimeout = min(timeout, client.requestTimeout)
+        do {
+            let answer = try await client.keepAlive(lease: lease)
+            return KVKeepAlive(alive: answer.ttl > 0, epoch: Self.epoch(answer.header))
+        } catch {
+            throw Self.map(error)
+        }
+    }
+
+    func revoke(_ lease: Int64) async throws {
+        do {
+            try await client.revokeLease(lease)
+        } catch {
+            throw Self.map(error)
+        }
+    }
+
+    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> Changes {
+        Changes(watch: client.watch(key, prefix: prefix, fromRevision: fromRevision))
+    }
+
+    /// An ``EtcdWatch`` as ``KVChange``s.
+    struct Changes: AsyncSequence {
+        typealias Element = KVChange
+        typealias Failure = any Error
+        let watch: EtcdWatch
+
+        func makeAsyncIterator() -> Iterator { Iterator(inner: watch.makeAsyncIterator()) }
+
+        struct Iterator: AsyncIteratorProtocol {
+            var inner: EtcdWatch.Iterator
+
+            mutating func next() async throws -> KVChange? {
+                do {
+                    guard let event = try await inner.next() else { return nil }
+                    switch event.kind {
+                    case .put: return .put(key: event.kv.key, value: event.kv.value)
+                    case .delete: return .delete(key: event.kv.key)
+                    }
+                } catch let error as EtcdError {
+                    throw EtcdKV.map(error)
+                }
+            }
+        }
+    }
+}
+
+/// Cluster metadata in etcd (`--meta etcd`), through etcd's v3 HTTP/JSON gateway.
+///
+/// Daemons configured with the same endpoint and prefix form one cluster.
+/// Construct, then follow the lifecycle described at ``MetaBackend``:
+///
+/// ```swift
+/// let meta = EtcdMetaBackend(
+///     configuration: .init(endpoint: "http://127.0.0.1:2379", prefix: "/vineyard", timeout: .seconds(5)),
+///     logger: logger)
+/// let id = try await meta.allocateInstanceID()   // waits up to `timeout` for etcd
+/// try await meta.register(info(id)) { info in /* publish persisted objects and names again */ }
+/// try await meta.run()                             // in the service group
+/// ```
+public final class EtcdMetaBackend: MetaBackend {
+    /// Settings from the command line.
+    public struct Configuration: Sendable, Hashable {
+        /// etcd client URL (`--etcd_endpoint`), e.g. `http://127.0.0.1:2379`.
+        public var endpoint: String
+        /// Key prefix shared by the cluster (`--etcd_prefix`).
+        public var prefix: String
+        /// Lease time to live of this instance's registration (whole seconds, at least 1).
+        public var leaseTTL: Duration
+        /// Connect timeout (`--meta_timeout`), also the deadline of each request.
+        public var timeout: Duration
+
+        /// Creates a configuration.
+        public init(
+            endpoint: String = "http://127.0.0.1:2379", prefix: String = "/vineyard",
+            leaseTTL: Duration = .seconds(10), timeout: Duration = .seconds(5)
+        ) {
+            self.endpoint = endpoint
+            self.prefix = prefix
+            self.leaseTTL = leaseTTL
+            self.timeout = timeout
+        }
+    }
+
+    /// The configuration this backend was created with.
+    public let configuration: Configuration
+    /// The etcd client it uses.
+    public let client: EtcdClient
+    let core: MetaCore<EtcdKV>
+
+    /// Creates a backend; nothing is sent to etcd before the first call.
+    public init(
+        configuration: Configuration, httpClient: HTTPClient = EtcdClient.sharedHTTPClient, logger: Logger
+    ) {
+        self.configuration = configuration
+        let client = EtcdClient(
+            endpoint: configuration.endpoint, requestTimeout: configuration.timeout, httpClient: httpClient,
+            logger: logger)
+        self.client = client
+        self.core = MetaCore(
+            kv: EtcdKV(client: client, endpointDescription: "\(client.endpoint) prefix \(configuration.prefix)"),
+            prefix: configuration.prefix, leaseTTL: configuration.leaseTTL, connectTimeout: configuration.timeout,
+            logger: logger)
+    }
+
+    public var endpointDescription: String { core.kv.endpointDescription }
+    public var registeredInstance: InstanceInfo? { core.registeredInstance }
+    public func connect() async throws { try await core.connect() }
+    public func allocateInstanceID() async throws -> UInt64 { try await core.allocateInstanceID() }
+    public func register(_ instance: InstanceInfo, republish: @escaping MetaRepublishHandler) async throws {
+        try await core.register(instance, republish: republish)
+    }
+    public func run() async throws { try await core.run() }
+    public func stop() { core.stop() }
+    public func deregister() async throws { try await core.deregister() }
+    public func instances() async throws -> [InstanceInfo] { try await core.instances() }
+    public func waitForInstanceExit(_ id: UInt64) async throws { try await core.waitForInstanceExit(id) }
+    public func publishObject(_ objectID: UInt64, metadata: String) async throws {
+        try await core.publishObject(objectID, metadata: metadata)
+    }
+    @discardableResult
+    public func removeObject(_ objectID: UInt64) async throws -> Bool { try await core.removeObject(objectID) }
+    public func object(_ objectID: UInt64) async throws -> PersistedObject? { try await core.object(objectID) }
+    public func objects() async throws -> [PersistedObject] { try await core.objects() }
+    public func putName(_ name: String, objectID: UInt64) async throws {
+        try await core.putName(name, objectID: objectID)
+    }
+    public func objectID(forName name: String) async throws -> UInt64? { try await core.objectID(forName: name) }
+    @discardableResult
+    public func dropName(_ name: String) async throws -> Bool { try await core.dropName(name) }
+    public func names() async throws -> [String: UInt64] { try await core.names() }
+    public func waitForName(_ name: String) async throws -> UInt64 { try await core.waitForName(name) }
+}

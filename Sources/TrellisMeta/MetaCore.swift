@@ -1,0 +1,416 @@
+import Logging
+import Synchronization
+
+/// The cluster-metadata logic shared by both backends, on top of a ``MetaKV``.
+///
+/// Layout under the prefix `P` (a Trellis cluster only talks to itself, so this is
+/// simpler than upstream's):
+///
+/// ```
+/// P/next_instance_id        decimal, the next id to hand out
+/// P/instances/<id>          InstanceInfo JSON                     (lease of <id>)
+/// P/objects/<16 hex>        {"meta":"<metadata JSON text>","owner":<id>}  (lease of owner)
+/// P/names/<name>            decimal object id                     (lease of the putter)
+/// ```
+final class MetaCore<KV: MetaKV>: Sendable {
+    let kv: KV
+    let logger: Logger
+    let prefix: String
+    let leaseTTLSeconds: Int64
+    let connectTimeout: Duration
+    let keepaliveInterval: Duration
+    let retryInterval: Duration
+
+    private struct State {
+        var connected = false
+        var instance: InstanceInfo?
+        var lease: Int64 = 0
+        /// The store's epoch when the lease was granted or last refreshed.
+        var epoch: String?
+        var republish: MetaRepublishHandler?
+        var running = false
+    }
+
+    private let state = Mutex(State())
+    private let stopSignal: AsyncStream<Void>
+    private let stopContinuation: AsyncStream<Void>.Continuation
+
+    init(kv: KV, prefix: String, leaseTTL: Duration, connectTimeout: Duration, logger: Logger) {
+        self.kv = kv
+        self.logger = logger
+        var prefix = prefix
+        while prefix.hasSuffix("/") { prefix.removeLast() }
+        self.prefix = prefix
+        let (seconds, attoseconds) = leaseTTL.components
+        self.leaseTTLSeconds = max(1, seconds + (attoseconds > 0 ? 1 : 0))
+        self.connectTimeout = connectTimeout
+        self.keepaliveInterval = .seconds(leaseTTLSeconds) / 3
+        self.retryInterval = min(.milliseconds(500), .seconds(leaseTTLSeconds) / 4)
+        (stopSignal, stopContinuation) = AsyncStream.makeStream(of: Void.self)
+    }
+
+    // MARK: Keys
+
+    var counterKey: String { prefix + "/next_instance_id" }
+    var instancesPrefix: String { prefix + "/instances/" }
+    var objectsPrefix: String { prefix + "/objects/" }
+    var namesPrefix: String { prefix + "/names/" }
+
+    func instanceKey(_ id: UInt64) -> String { instancesPrefix + String(id) }
+
+    func objectKey(_ id: UInt64) -> String {
+        let hex = String(id, radix: 16)
+        return objectsPrefix + String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    func nameKey(_ name: String) throws -> String {
+        guard !name.isEmpty else { throw MetaError.invalidArgument("empty name") }
+        return namesPrefix + name
+    }
+
+    var registeredInstance: InstanceInfo? { state.withLock { $0.instance } }
+
+    /// The lease of the current registration (0 if none); for tests.
+    var currentLease: Int64 { state.withLock { $0.lease } }
+
+    private func registration() throws -> (InstanceInfo, Int64) {
+        try state.withLock {
+            guard let instance = $0.instance, $0.lease != 0 else { throw MetaError.notRegistered }
+            return (instance, $0.lease)
+        }
+    }
+
+    // MARK: Connection and registration
+
+    func connect() async throws {
+        if state.withLock({ $0.connected }) { return }
+        let clock = ContinuousClock()
+        let deadline = clock.now + connectTimeout
+        var lastError = "no attempt"
+        while true {
+            let remaining = clock.now.duration(to: deadline)
+            if remaining <= .zero { break }
+            do {
+                let version = try await kv.ping(timeout: remaining)
+                state.withLock { $0.connected = true }
+                logger.info(
+                    "connected to metadata service",
+                    metadata: ["endpoint": "\(kv.endpointDescription)", "version": "\(version)"])
+                return
+            } catch let error as CancellationError {
+                throw error
+            } catch {
+                lastError = "\(error)"
+                if Task.isCancelled { throw CancellationError() }
+            }
+            let pause = min(.milliseconds(200), clock.now.duration(to: deadline))
+            if pause > .zero { try await Task.sleep(for: pause) }
+        }
+        throw MetaError.unreachable(endpoint: kv.endpointDescription, timeout: connectTimeout, reason: lastError)
+    }
+
+    func allocateInstanceID() async throws -> UInt64 {
+        try await connect()
+        while true {
+            try Task.checkCancellation()
+            let (entry, _) = try await kv.get(counterKey)
+            let current = try entry.map { try counterValue($0) } ?? 0
+            if try await kv.swap(counterKey, expectedModRevision: entry?.modRevision ?? 0, value: String(current + 1)) {
+                logger.debug("allocated instance id", metadata: ["instance": "\(current)"])
+                return current
+            }
+        }
+    }
+
+    private func counterValue(_ entry: KVEntry) throws -> UInt64 {
+        guard let value = UInt64(entry.value) else {
+            throw MetaError.corrupt(key: entry.key, reason: "not a counter: \(entry.value)")
+        }
+        return value
+    }
+
+    /// Makes sure the counter will never hand out `id` again (it may have been reset
+    /// when etcd lost its data).
+    private func reserveCounter(above id: UInt64) async throws {
+        while true {
+            let (entry, _) = try await kv.get(counterKey)
+            let current = try entry.map { try counterValue($0) } ?? 0
+            if current > id { return }
+            if try await kv.swap(counterKey, expectedModRevision: entry?.modRevision ?? 0, value: String(id + 1)) {
+                return
+            }
+        }
+    }
+
+    func register(_ instance: InstanceInfo, republish: @escaping MetaRepublishHandler) async throws {
+        try await connect()
+        var lease = state.withLock { $0.instance?.id == instance.id ? $0.lease : 0 }
+        var epoch: String?
+        if lease == 0 { (lease, epoch) = try await kv.grantLease(ttlSeconds: leaseTTLSeconds) }
+        try await reserveCounter(above: instance.id)
+        try await kv.put(instanceKey(instance.id), instance.storedText, lease: lease)
+        state.withLock {
+            $0.instance = instance
+            $0.lease = lease
+            if let epoch { $0.epoch = epoch }
+            $0.republish = republish
+        }
+        logger.info(
+            "registered instance",
+            metadata: [
+                "instance": "\(instance.id)", "lease": "\(lease)", "ttl": "\(leaseTTLSeconds)s",
+                "endpoint": "\(kv.endpointDescription)",
+            ])
+    }
+
+    func deregister() async throws {
+        let lease = state.withLock {
+            let lease = $0.lease
+            $0.lease = 0
+            $0.instance = nil
+            return lease
+        }
+        guard lease != 0 else { return }
+        try await kv.revoke(lease)
+        logger.info("deregistered instance", metadata: ["lease": "\(lease)"])
+    }
+
+    // MARK: Keepalive loop
+
+    func stop() { stopContinuation.finish() }
+
+    func run() async throws {
+        _ = try registration()
+        let alreadyRunning = state.withLock { state in
+            defer { state.running = true }
+            return state.running
+        }
+        precondition(!alreadyRunning, "MetaBackend.run() called twice")
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.maintain() }
+            for await _ in stopSignal {}  // until stop() or cancellation
+            group.cancelAll()
+        }
+        if !Task.isCancelled {
+            do {
+                try await deregister()
+            } catch {
+                logger.warning("could not deregister", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Refreshes the lease every TTL/3; after an outage, a lost lease or a restart of
+    /// the service registers again and calls the republish handler until it succeeds.
+    private func maintain() async {
+        var outage = false
+        var needsRepublish = false
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: outage || needsRepublish ? retryInterval : keepaliveInterval)
+            } catch {
+                return
+            }
+            guard let (instance, lease) = try? registration() else { continue }
+            do {
+                // Bounded by the interval, so that an outage is noticed (and the
+                // restart behind it) even if etcd is back before the next round.
+                let result = try await kv.keepAlive(lease, timeout: keepaliveInterval)
+                let lastEpoch = state.withLock { state in
+                    defer { state.epoch = result.epoch }
+                    return state.epoch
+                }
+                logger.trace(
+                    "lease keepalive",
+                    metadata: ["lease": "\(lease)", "alive": "\(result.alive)", "epoch": "\(result.epoch)"])
+                var reason: String?
+                if !result.alive {
+                    reason = "lease expired"
+                } else if outage {
+                    reason = "metadata service reachable again"
+                } else if let lastEpoch, lastEpoch != result.epoch {
+                    reason = "metadata service restarted"
+                }
+                if let reason {
+                    try await reregister(instance, lease: result.alive ? lease : 0, reason: reason)
+                    needsRepublish = true
+                }
+                outage = false
+                if needsRepublish {
+                    try await republish()
+                    needsRepublish = false
+                }
+            } catch {
+                if Task.isCancelled { return }
+                if !outage {
+                    logger.warning(
+                        "lost contact with metadata service; retrying",
+                        metadata: ["endpoint": "\(kv.endpointDescription)", "error": "\(error)"])
+                }
+                outage = true
+            }
+        }
+    }
+
+    private func reregister(_ instance: InstanceInfo, lease oldLease: Int64, reason: String) async throws {
+        var lease = oldLease
+        var epoch: String?
+        if lease == 0 { (lease, epoch) = try await kv.grantLease(ttlSeconds: leaseTTLSeconds) }
+        try await reserveCounter(above: instance.id)
+        try await kv.put(instanceKey(instance.id), instance.storedText, lease: lease)
+        let current = state.withLock {
+            // A concurrent deregister() wins.
+            guard $0.instance?.id == instance.id else { return false }
+            $0.lease = lease
+            if let epoch { $0.epoch = epoch }
+            return true
+        }
+        if !current {
+            try? await kv.revoke(lease)
+            return
+        }
+        logger.notice(
+            "re-registered instance",
+            metadata: ["instance": "\(instance.id)", "lease": "\(lease)", "reason": "\(reason)"])
+    }
+
+    private func republish() async throws {
+        let (handler, instance) = state.withLock { ($0.republish, $0.instance) }
+        guard let handler, let instance else { return }
+        try await handler(instance)
+        logger.info("republished instance data", metadata: ["instance": "\(instance.id)"])
+    }
+
+    // MARK: Instances
+
+    func instances() async throws -> [InstanceInfo] {
+        let (entries, _) = try await kv.list(prefix: instancesPrefix)
+        var result: [InstanceInfo] = []
+        for entry in entries {
+            guard let info = InstanceInfo(storedText: entry.value) else {
+                logger.warning("skipping corrupt instance record", metadata: ["key": "\(entry.key)"])
+                continue
+            }
+            result.append(info)
+        }
+        return result.sorted { $0.id < $1.id }
+    }
+
+    func waitForInstanceExit(_ id: UInt64) async throws {
+        let key = instanceKey(id)
+        try await waitLoop(key) { entry in
+            entry == nil ? () : nil
+        } onChange: { change in
+            if case .delete = change { return () }
+            return nil
+        }
+    }
+
+    // MARK: Objects
+
+    func publishObject(_ objectID: UInt64, metadata: String) async throws {
+        let (instance, lease) = try registration()
+        let record = PersistedObject(objectID: objectID, owner: instance.id, metadata: metadata)
+        try await kv.put(objectKey(objectID), record.storedText, lease: lease)
+    }
+
+    func removeObject(_ objectID: UInt64) async throws -> Bool {
+        try await kv.delete(objectKey(objectID))
+    }
+
+    func object(_ objectID: UInt64) async throws -> PersistedObject? {
+        let key = objectKey(objectID)
+        guard let entry = try await kv.get(key).entry else { return nil }
+        guard let object = PersistedObject(objectID: objectID, storedText: entry.value) else {
+            throw MetaError.corrupt(key: key, reason: "not an object record")
+        }
+        return object
+    }
+
+    func objects() async throws -> [PersistedObject] {
+        let (entries, _) = try await kv.list(prefix: objectsPrefix)
+        var result: [PersistedObject] = []
+        for entry in entries {
+            guard let id = UInt64(entry.key.dropFirst(objectsPrefix.count), radix: 16),
+                let object = PersistedObject(objectID: id, storedText: entry.value)
+            else {
+                logger.warning("skipping corrupt object record", metadata: ["key": "\(entry.key)"])
+                continue
+            }
+            result.append(object)
+        }
+        return result.sorted { $0.objectID < $1.objectID }
+    }
+
+    // MARK: Names
+
+    func putName(_ name: String, objectID: UInt64) async throws {
+        let key = try nameKey(name)
+        let (_, lease) = try registration()
+        try await kv.put(key, String(objectID), lease: lease)
+    }
+
+    func objectID(forName name: String) async throws -> UInt64? {
+        let key = try nameKey(name)
+        guard let entry = try await kv.get(key).entry else { return nil }
+        return try nameValue(key, entry.value)
+    }
+
+    func dropName(_ name: String) async throws -> Bool {
+        try await kv.delete(try nameKey(name))
+    }
+
+    func names() async throws -> [String: UInt64] {
+        let (entries, _) = try await kv.list(prefix: namesPrefix)
+        var result: [String: UInt64] = [:]
+        for entry in entries {
+            guard let id = UInt64(entry.value) else {
+                logger.warning("skipping corrupt name record", metadata: ["key": "\(entry.key)"])
+                continue
+            }
+            result[String(entry.key.dropFirst(namesPrefix.count))] = id
+        }
+        return result
+    }
+
+    func waitForName(_ name: String) async throws -> UInt64 {
+        let key = try nameKey(name)
+        return try await waitLoop(key) { entry in
+            try entry.map { try self.nameValue(key, $0.value) }
+        } onChange: { change in
+            if case .put(_, let value) = change { return try self.nameValue(key, value) }
+            return nil
+        }
+    }
+
+    private func nameValue(_ key: String, _ value: String) throws -> UInt64 {
+        guard let id = UInt64(value) else { throw MetaError.corrupt(key: key, reason: "not an object id: \(value)") }
+        return id
+    }
+
+    // MARK: Waiting
+
+    /// Reads `key`; if `onEntry` accepts the current state returns its result, else
+    /// watches the key from the next revision until `onChange` accepts a change.
+    /// Broken watches (service restarts, compaction) start over with a fresh read.
+    private func waitLoop<Result: Sendable>(
+        _ key: String, onEntry: (KVEntry?) throws -> Result?, onChange: (KVChange) throws -> Result?
+    ) async throws -> Result {
+        while true {
+            try Task.checkCancellation()
+            do {
+                let (entry, revision) = try await kv.get(key)
+                if let result = try onEntry(entry) { return result }
+                for try await change in kv.watch(key, prefix: false, fromRevision: revision + 1) {
+                    if let result = try onChange(change) { return result }
+                }
+                try Task.checkCancellation()
+            } catch {
+                if error is CancellationError || Task.isCancelled { throw CancellationError() }
+                if case .corrupt = error as? MetaError { throw error }
+                logger.debug("watch interrupted; retrying", metadata: ["key": "\(key)", "error": "\(error)"])
+            }
+            try await Task.sleep(for: retryInterval)
+        }
+    }
+}

@@ -1,0 +1,56 @@
+/// A stored key with the revision it was last written at.
+struct KVEntry: Sendable, Hashable {
+    var key: String
+    var value: String
+    var modRevision: Int64
+}
+
+/// One change seen by a watch.
+enum KVChange: Sendable, Hashable {
+    case put(key: String, value: String)
+    case delete(key: String)
+
+    var key: String {
+        switch self {
+        case .put(let key, _), .delete(let key): return key
+        }
+    }
+}
+
+/// The result of refreshing a lease.
+struct KVKeepAlive: Sendable, Hashable {
+    /// Whether the lease still exists.
+    var alive: Bool
+    /// Identifies one life of the store: changes when etcd restarts or starts over.
+    var epoch: String
+}
+
+/// The key-value service a ``MetaCore`` runs on: etcd, or the in-process
+/// ``LocalMetaStore``. Implementations throw ``MetaError`` only.
+protocol MetaKV: Sendable {
+    associatedtype Watch: AsyncSequence<KVChange, any Error>
+
+    /// For logs and errors.
+    var endpointDescription: String { get }
+
+    /// Checks that the service answers within `timeout`; returns a version string.
+    func ping(timeout: Duration) async throws -> String
+
+    func get(_ key: String) async throws -> (entry: KVEntry?, revision: Int64)
+    func list(prefix: String) async throws -> (entries: [KVEntry], revision: Int64)
+    func put(_ key: String, _ value: String, lease: Int64) async throws
+    func delete(_ key: String) async throws -> Bool
+    /// Writes `value` if the key's modification revision is `expectedModRevision`
+    /// (0: the key must not exist); returns whether it wrote.
+    func swap(_ key: String, expectedModRevision: Int64, value: String) async throws -> Bool
+
+    /// Grants a lease; returns its id and the store's current epoch.
+    func grantLease(ttlSeconds: Int64) async throws -> (lease: Int64, epoch: String)
+    /// Refreshes a lease, failing if no answer comes within `timeout`.
+    func keepAlive(_ lease: Int64, timeout: Duration) async throws -> KVKeepAlive
+    func revoke(_ lease: Int64) async throws
+
+    /// Changes of `key` (or of keys under it with `prefix`) from `fromRevision` on.
+    /// Iteration throws when the watch breaks and ends when the task is cancelled.
+    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> Watch
+}
