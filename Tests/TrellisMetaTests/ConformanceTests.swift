@@ -1,0 +1,255 @@
+import Testing
+import TrellisProtocol
+
+@testable import TrellisMeta
+
+/// The behaviour every ``MetaBackend`` must have, written once against a
+/// ``TestCluster`` and run for the local and the etcd backend.
+enum Conformance {
+    static func instanceIDs(_ cluster: some TestCluster) async throws {
+        let a = cluster.backend()
+        let b = cluster.backend()
+        #expect(try await a.allocateInstanceID() == 0)
+        let ids = try await withThrowingTaskGroup(of: [UInt64].self) { group in
+            for backend in [a, b] {
+                group.addTask {
+                    var ids: [UInt64] = []
+                    for _ in 0..<6 { ids.append(try await backend.allocateInstanceID()) }
+                    return ids
+                }
+            }
+            return try await group.reduce(into: [UInt64]()) { $0 += $1 }
+        }
+        #expect(ids.sorted() == Array(1...12))
+    }
+
+    static func registration(_ cluster: some TestCluster) async throws {
+        let a = cluster.backend()
+        let b = cluster.backend()
+        #expect(a.registeredInstance == nil)
+        let infoA = try await registerSample(a, "a")
+        let infoB = try await registerSample(b, "b")
+        #expect(a.registeredInstance == infoA)
+        #expect(try await a.instances() == [infoA, infoB])
+        #expect(try await b.instances() == [infoA, infoB])
+        // Registering again updates the record in place.
+        var moved = infoA
+        moved.rpcEndpoint = "127.0.0.1:4242"
+        try await a.register(moved, republish: { _ in })
+        #expect(try await b.instances() == [moved, infoB])
+        #expect(infoA.clusterMetaJSON["rpc_endpoint"]?.stringValue == infoA.rpcEndpoint)
+        #expect(infoA.clusterMetaJSON["timestamp"]?.uint64Value == infoA.timestamp)
+    }
+
+    static func objects(_ cluster: some TestCluster) async throws {
+        let a = cluster.backend()
+        let b = cluster.backend()
+        await #expect(throws: MetaError.notRegistered) { try await a.publishObject(1, metadata: "{}") }
+        let infoA = try await registerSample(a, "a")
+        let infoB = try await registerSample(b, "b")
+        let blobLike: UInt64 = 0x8000_0000_0000_0001
+        let meta = #"{"id":"o0000000000000007","typename":"vineyard::Tensor<int64>","nested":{"a":[1,2,"\u00e9"]}}"#
+        try await a.publishObject(7, metadata: meta)
+        try await b.publishObject(blobLike, metadata: "{\"b\":true}")
+        #expect(try await b.object(7) == PersistedObject(objectID: 7, owner: infoA.id, metadata: meta))
+        #expect(try await a.object(blobLike)?.owner == infoB.id)
+        #expect(try await a.object(8) == nil)
+        #expect(try await a.objects().map(\.objectID) == [7, blobLike])
+        // Replace.
+        try await a.publishObject(7, metadata: "{\"v\":2}")
+        #expect(try await b.object(7)?.metadata == "{\"v\":2}")
+        // Remove, from the other instance too.
+        #expect(try await b.removeObject(7))
+        #expect(try await b.removeObject(7) == false)
+        #expect(try await a.objects().map(\.objectID) == [blobLike])
+    }
+
+    static func names(_ cluster: some TestCluster) async throws {
+        let a = cluster.backend()
+        let b = cluster.backend()
+        await #expect(throws: MetaError.notRegistered) { try await a.putName("x", objectID: 1) }
+        try await registerSample(a, "a")
+        try await registerSample(b, "b")
+        try await a.putName("shared_arr", objectID: 7_531_269_789_520_494_594)
+        try await b.putName("with/slash and space", objectID: 2)
+        #expect(try await b.objectID(forName: "shared_arr") == 7_531_269_789_520_494_594)
+        #expect(try await a.objectID(forName: "missing") == nil)
+        #expect(try await a.names() == ["shared_arr": 7_531_269_789_520_494_594, "with/slash and space": 2])
+        try await b.putName("shared_arr", objectID: 3)
+        #expect(try await a.objectID(forName: "shared_arr") == 3)
+        #expect(try await a.dropName("shared_arr"))
+        #expect(try await b.dropName("shared_arr") == false)
+        #expect(try await b.names() == ["with/slash and space": 2])
+        await #expect(throws: MetaError.invalidArgument("empty name")) { try await a.putName("", objectID: 1) }
+    }
+
+    static func waitForName(_ cluster: some TestCluster) async throws {
+        let a = cluster.backend()
+        let b = cluster.backend()
+        try await registerSample(a, "a")
+        try await registerSample(b, "b")
+        try await a.putName("early", objectID: 11)
+        #expect(try await b.waitForName("early") == 11)
+
+        let clock = ContinuousClock()
+        let start = clock.now
+        async let waited = withTimeout(.seconds(10), "waitForName(late)") { try await b.waitForName("late") }
+        try await Task.sleep(for: .milliseconds(300))
+        try await a.putName("other", objectID: 1)  // not the awaited name
+        try await a.putName("late", objectID: 12)
+        #expect(try await waited == 12)
+        #expect(clock.now - start >= .milliseconds(300))
+
+        // Cancellation ends a wait promptly.
+        let cancelled = CallCounter()
+        try await withTimeout(.seconds(5), "cancelled waitForName to end") {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    do {
+                        _ = try await b.waitForName("never")
+                    } catch {
+                        if error is CancellationError { cancelled.increment() }
+                    }
+                }
+                try? await Task.sleep(for: .milliseconds(200))
+                group.cancelAll()
+            }
+        }
+        #expect(cancelled.count == 1)
+    }
+
+    /// A dead instance (keepalive stopped, no deregistration) leaves the listing
+    /// within the lease TTL, and its objects and names go with it.
+    static func deadInstanceExpires(_ cluster: some TestCluster) async throws {
+        let ttl = Duration.seconds(2)
+        let a = cluster.backend(ttl: ttl)
+        let b = cluster.backend(ttl: ttl)
+        let infoA = try await registerSample(a, "a")
+        let infoB = try await registerSample(b, "b")
+        try await a.publishObject(100, metadata: "{}")
+        try await a.putName("of-a", objectID: 100)
+        try await b.publishObject(200, metadata: "{}")
+        try await b.putName("of-b", objectID: 200)
+
+        try await withRunning([b]) {
+            // A keeps its lease alive past the TTL while it runs ...
+            let runA = Task { try await a.run() }
+            try await Task.sleep(for: .seconds(3))
+            #expect(try await b.instances().map(\.id) == [infoA.id, infoB.id])
+            #expect(try await b.object(100) != nil)
+            // ... and dies without deregistering.
+            runA.cancel()
+            _ = await runA.result
+            let clock = ContinuousClock()
+            let died = clock.now
+            try await withTimeout(.seconds(6), "instance \(infoA.id) to expire") {
+                try await b.waitForInstanceExit(infoA.id)
+            }
+            let gone = clock.now - died
+            #expect(gone <= .seconds(4), "expired after \(gone) with TTL \(ttl)")
+            #expect(try await b.instances() == [infoB])
+            #expect(try await b.objects().map(\.objectID) == [200])
+            #expect(try await b.names() == ["of-b": 200])
+        }
+        // Waiting for an instance that is not there returns at once.
+        try await withTimeout(.seconds(2), "exit of unknown instance") { try await b.waitForInstanceExit(999) }
+    }
+
+    /// `stop()` makes `run()` deregister: the instance and its data go at once.
+    static func stopDeregisters(_ cluster: some TestCluster) async throws {
+        let a = cluster.backend()
+        let b = cluster.backend()
+        await #expect(throws: MetaError.notRegistered) { try await a.run() }
+        let infoA = try await registerSample(a, "a")
+        try await registerSample(b, "b")
+        try await a.publishObject(5, metadata: "{}")
+        try await a.putName("n", objectID: 5)
+        let runA = Task { try await a.run() }
+        try await Task.sleep(for: .milliseconds(200))
+        a.stop()
+        try await withTimeout(.seconds(5), "run() to return after stop()") { try await runA.value }
+        #expect(a.registeredInstance == nil)
+        #expect(try await b.instances().contains { $0.id == infoA.id } == false)
+        #expect(try await b.object(5) == nil)
+        #expect(try await b.objectID(forName: "n") == nil)
+    }
+
+    /// When the lease is lost, `run()` registers again with a new lease and calls
+    /// the republish handler, which publishes the instance's data again.
+    static func lostLeaseRepublishes(_ cluster: some TestCluster) async throws {
+        let ttl = Duration.seconds(3)
+        let a = cluster.backend(ttl: ttl)
+        let b = cluster.backend(ttl: ttl)
+        let calls = CallCounter()
+        let infoA = try await registerSample(a, "a") { [weak a] info in
+            calls.increment()
+            try await a?.publishObject(42, metadata: "{\"again\":\(info.id)}")
+            try await a?.putName("answer", objectID: 42)
+        }
+        try await registerSample(b, "b")
+        try await a.publishObject(42, metadata: "{}")
+        try await a.putName("answer", objectID: 42)
+        try await withRunning([a, b]) {
+            try await cluster.revokeLease(of: a)
+            #expect(try await b.instances().contains { $0.id == infoA.id } == false)
+            #expect(try await b.object(42) == nil)
+            try await eventually(.seconds(10), "re-registration and republish") {
+                guard calls.count >= 1 else { return false }
+                return try await b.object(42) != nil
+            }
+            #expect(try await b.instances().contains(infoA))
+            #expect(try await b.object(42)?.metadata == "{\"again\":\(infoA.id)}")
+            #expect(try await b.objectID(forName: "answer") == 42)
+        }
+    }
+}
+
+@Suite("Local backend conformance")
+struct LocalConformanceTests {
+    @Test func instanceIDsAreUniqueAcrossBackends() async throws { try await Conformance.instanceIDs(LocalCluster()) }
+    @Test func registrationIsVisibleToOthers() async throws { try await Conformance.registration(LocalCluster()) }
+    @Test func objectsAreShared() async throws { try await Conformance.objects(LocalCluster()) }
+    @Test func namesAreShared() async throws { try await Conformance.names(LocalCluster()) }
+    @Test func waitForNameIsReleasedByOtherBackend() async throws { try await Conformance.waitForName(LocalCluster()) }
+    @Test func deadInstanceExpiresWithItsData() async throws { try await Conformance.deadInstanceExpires(LocalCluster()) }
+    @Test func stopDeregisters() async throws { try await Conformance.stopDeregisters(LocalCluster()) }
+    @Test func lostLeaseReregistersAndRepublishes() async throws {
+        try await Conformance.lostLeaseRepublishes(LocalCluster())
+    }
+
+    @Test func separateStoresAreSeparateClusters() async throws {
+        let a = LocalMetaBackend(logger: testLogger)
+        let b = LocalMetaBackend(logger: testLogger)
+        #expect(try await a.allocateInstanceID() == 0)
+        #expect(try await b.allocateInstanceID() == 0)
+        #expect(a.endpointDescription == "local")
+    }
+}
+
+@Suite("etcd backend conformance", .serialized, .enabled(if: EtcdBinary.available, EtcdBinary.skipMessage))
+struct EtcdConformanceTests {
+    @Test func instanceIDsAreUniqueAcrossBackends() async throws {
+        try await withEtcd { try await Conformance.instanceIDs(EtcdCluster(server: $0)) }
+    }
+    @Test func registrationIsVisibleToOthers() async throws {
+        try await withEtcd { try await Conformance.registration(EtcdCluster(server: $0)) }
+    }
+    @Test func objectsAreShared() async throws {
+        try await withEtcd { try await Conformance.objects(EtcdCluster(server: $0)) }
+    }
+    @Test func namesAreShared() async throws {
+        try await withEtcd { try await Conformance.names(EtcdCluster(server: $0)) }
+    }
+    @Test func waitForNameIsReleasedByOtherBackend() async throws {
+        try await withEtcd { try await Conformance.waitForName(EtcdCluster(server: $0)) }
+    }
+    @Test func deadInstanceExpiresWithItsData() async throws {
+        try await withEtcd { try await Conformance.deadInstanceExpires(EtcdCluster(server: $0)) }
+    }
+    @Test func stopDeregisters() async throws {
+        try await withEtcd { try await Conformance.stopDeregisters(EtcdCluster(server: $0)) }
+    }
+    @Test func lostLeaseReregistersAndRepublishes() async throws {
+        try await withEtcd { try await Conformance.lostLeaseRepublishes(EtcdCluster(server: $0)) }
+    }
+}

@@ -1,0 +1,225 @@
+import Testing
+
+@testable import TrellisMeta
+
+@Suite("etcd client and failure handling", .serialized)
+struct EtcdTests {
+    @Test("etcd unreachable at start fails within meta_timeout")
+    func unreachableAtStart() async throws {
+        let port = try freeLoopbackPort()  // nothing listens there
+        let backend = EtcdMetaBackend(
+            configuration: .init(endpoint: "http://127.0.0.1:\(port)", prefix: "/t", timeout: .seconds(1)),
+            logger: testLogger)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let error = await #expect(throws: MetaError.self) { try await backend.allocateInstanceID() }
+        let elapsed = clock.now - start
+        guard case .unreachable(let endpoint, let timeout, let reason) = error else {
+            Issue.record("expected .unreachable, got \(String(describing: error))")
+            return
+        }
+        #expect(endpoint.contains("127.0.0.1:\(port)"))
+        #expect(timeout == .seconds(1))
+        #expect(!reason.isEmpty)
+        #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(3), "failed after \(elapsed)")
+        #expect(error?.description.contains("unreachable within") == true)
+    }
+
+    @Test("client primitives: range, put with lease, delete prefix, txn, leases, watch",
+        .enabled(if: EtcdBinary.available, EtcdBinary.skipMessage))
+    func clientPrimitives() async throws {
+        try await withEtcd { server in
+            let client = EtcdClient(endpoint: server.endpoint + "/", logger: testLogger)
+            #expect(client.endpoint == server.endpoint)
+            try await client.put("/p/a", value: "1")
+            try await client.put("/p/b", value: "héllo")
+            try await client.put("/q", value: "x")
+            let range = try await client.range("/p/", prefix: true)
+            #expect(range.kvs.map(\.key) == ["/p/a", "/p/b"])
+            #expect(range.kvs.map(\.value) == ["1", "héllo"])
+            #expect(range.count == 2)
+            #expect(try await client.range("/nothing").kvs.isEmpty)
+
+            // Compare-and-swap.
+            let absent = try await client.txn(
+                compare: [.absent("/cas")], success: [.put(key: "/cas", value: "0", lease: 0)],
+                failure: [.range(key: "/cas", prefix: false)])
+            #expect(absent.succeeded)
+            let again = try await client.txn(
+                compare: [.absent("/cas")], success: [.put(key: "/cas", value: "1", lease: 0)],
+                failure: [.range(key: "/cas", prefix: false)])
+            #expect(!again.succeeded)
+            guard case .range(let current) = again.responses.first else {
+                Issue.record("failure branch should return the range")
+                return
+            }
+            #expect(current.first?.value == "0")
+            let swapped = try await client.txn(
+                compare: [EtcdCompare(key: "/cas", .modRevision(current[0].modRevision))],
+                success: [.put(key: "/cas", value: "1", lease: 0), .delete(key: "/p/", prefix: true)])
+            #expect(swapped.succeeded)
+            #expect(swapped.responses == [.put, .delete(deleted: 2)])
+            #expect(try await client.range("/cas").kvs.first?.value == "1")
+
+            // Leases.
+            let lease = try await client.grantLease(ttl: 5)
+            #expect(lease.ttl == 5)
+            try await client.put("/leased", value: "v", lease: lease.id)
+            #expect(try await client.range("/leased").kvs.first?.lease == lease.id)
+            #expect(try await client.keepAlive(lease: lease.id).ttl == 5)
+            try await client.revokeLease(lease.id)
+            #expect(try await client.range("/leased").kvs.isEmpty)
+            #expect(try await client.keepAlive(lease: lease.id).ttl == 0)
+            try await client.revokeLease(lease.id)  // unknown lease: no error
+            let leaseError = await #expect(throws: EtcdError.self) {
+                try await client.put("/leased", value: "v", lease: lease.id)
+            }
+            #expect(leaseError?.isLeaseNotFound == true)
+
+            #expect(try await client.delete("/q") == 1)
+            #expect(try await client.delete("/q") == 0)
+
+            // Watch a prefix from a past revision: replays, then streams.
+            let start = try await client.put("/w/1", value: "a").revision
+            try await client.delete("/w/1")
+            let events = try await withTimeout(.seconds(10), "watch events") {
+                var seen: [EtcdEvent] = []
+                for try await event in client.watch("/w/", prefix: true, fromRevision: start, prevKV: true) {
+                    seen.append(event)
+                    if seen.count == 2 { try await client.put("/w/2", value: "b") }
+                    if seen.count == 3 { break }
+                }
+                return seen
+            }
+            #expect(events.map(\.kind) == [.put, .delete, .put])
+            #expect(events.map(\.kv.key) == ["/w/1", "/w/1", "/w/2"])
+            #expect(events[1].prevKV?.value == "a")
+            #expect(events[2].kv.value == "b")
+        }
+    }
+
+    @Test("connect waits for an etcd that comes up within the timeout",
+        .enabled(if: EtcdBinary.available, EtcdBinary.skipMessage))
+    func connectWaitsForLateEtcd() async throws {
+        try await withEtcd { server in
+            server.kill()
+            let backend = EtcdMetaBackend(
+                configuration: .init(endpoint: server.endpoint, prefix: "/late", timeout: .seconds(30)),
+                logger: testLogger)
+            async let id = backend.allocateInstanceID()
+            try await Task.sleep(for: .milliseconds(500))
+            try server.launch()
+            #expect(try await id == 0)
+        }
+    }
+
+    /// etcd killed and started again on the same data directory and port: the
+    /// backend notices, registers again and republishes; watches resume.
+    @Test(.enabled(if: EtcdBinary.available, EtcdBinary.skipMessage))
+    func restartOnSameDataDirectory() async throws {
+        try await withEtcd { server in
+            let cluster = EtcdCluster(server: server)
+            let a = cluster.backend(ttl: .seconds(3))
+            let b = cluster.backend(ttl: .seconds(3))
+            let calls = CallCounter()
+            let infoA = try await registerSample(a, "a") { [weak a] _ in
+                calls.increment()
+                try await a?.publishObject(1, metadata: "{\"republished\":true}")
+            }
+            let infoB = try await registerSample(b, "b")
+            try await a.publishObject(1, metadata: "{}")
+            try await withRunning([a, b]) {
+                async let late = withTimeout(.seconds(30), "waitForName across restart") {
+                    try await b.waitForName("late")
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                server.kill()
+                try await Task.sleep(for: .milliseconds(1500))
+                try server.launch()
+                try await server.waitHealthy()
+                try await eventually(.seconds(15), "republish after restart") {
+                    guard calls.count >= 1 else { return false }
+                    return try await b.object(1)?.metadata == "{\"republished\":true}"
+                }
+                #expect(try await b.instances() == [infoA, infoB])
+                try await a.putName("late", objectID: 1)
+                #expect(try await late == 1)
+            }
+        }
+    }
+
+    /// etcd comes back empty (new data directory, same port): both instances
+    /// register again under their old ids, republish, and ids are not handed out twice.
+    @Test(.enabled(if: EtcdBinary.available, EtcdBinary.skipMessage))
+    func restartWithLostData() async throws {
+        try await withEtcd { server in
+            let cluster = EtcdCluster(server: server)
+            let a = cluster.backend(ttl: .seconds(3))
+            let b = cluster.backend(ttl: .seconds(3))
+            let callsA = CallCounter()
+            let callsB = CallCounter()
+            let infoA = try await registerSample(a, "a") { [weak a] _ in
+                callsA.increment()
+                try await a?.publishObject(10, metadata: "{\"of\":\"a\"}")
+                try await a?.putName("a-name", objectID: 10)
+            }
+            let infoB = try await registerSample(b, "b") { _ in callsB.increment() }
+            try await a.publishObject(10, metadata: "{\"of\":\"a\"}")
+            try await a.putName("a-name", objectID: 10)
+            try await withRunning([a, b]) {
+                server.kill()
+                try server.wipeData()
+                try server.launch()
+                try await server.waitHealthy()
+                try await eventually(.seconds(15), "both instances re-registered and A republished") {
+                    guard callsA.count >= 1, callsB.count >= 1 else { return false }
+                    guard try await b.instances() == [infoA, infoB] else { return false }
+                    return try await b.objectID(forName: "a-name") == 10
+                }
+                #expect(try await b.object(10)?.owner == infoA.id)
+                let c = cluster.backend()
+                #expect(try await c.allocateInstanceID() == 2)
+            }
+        }
+    }
+}
+
+@Suite("pieces")
+struct PiecesTests {
+    @Test func base64RoundTrips() {
+        for text in ["", "f", "fo", "foo", "foob", "fooba", "foobar", "/vineyard/names/é✓"] {
+            #expect(Base64.decode(Base64.encode(text)) == Array(text.utf8))
+        }
+        #expect(Base64.encode("foobar") == "Zm9vYmFy")
+        #expect(Base64.encode("fo") == "Zm8=")
+        #expect(Base64.decode("YQ==") == [0x61])
+        #expect(Base64.decode("not base64!") == nil)
+    }
+
+    @Test func prefixEnd() {
+        #expect(EtcdClient.prefixEnd(Array("/a/".utf8)) == Array("/a0".utf8))
+        #expect(EtcdClient.prefixEnd([0x61, 0xFF]) == [0x62])
+        #expect(EtcdClient.prefixEnd([0xFF]) == [0])
+        #expect(EtcdClient.prefixEnd([]) == [0])
+    }
+
+    @Test func streamScannerSplitsMessages() {
+        var scanner = JSONStreamScanner()
+        scanner.append(Array(#"{"result":{"a":"}{\"x"}}"#.utf8))
+        scanner.append(Array("\n{\"b\":[1,".utf8))
+        #expect(scanner.nextMessage() == Array(#"{"result":{"a":"}{\"x"}}"#.utf8))
+        #expect(scanner.nextMessage() == nil)
+        scanner.append(Array("2]}\r\n{}".utf8))
+        #expect(scanner.nextMessage() == Array(#"{"b":[1,2]}"#.utf8))
+        #expect(scanner.nextMessage() == Array("{}".utf8))
+        #expect(scanner.nextMessage() == nil)
+    }
+
+    @Test func storedRecordsRoundTrip() {
+        let info = sampleInfo(3, "x")
+        #expect(InstanceInfo(storedText: info.storedText) == info)
+        let object = PersistedObject(objectID: UInt64.max, owner: 2, metadata: #"{"k":"v\"q"}"#)
+        #expect(PersistedObject(objectID: UInt64.max, storedText: object.storedText) == object)
+        #expect(InstanceInfo(storedText: "garbage") == nil)
+    }
+}
