@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import TrellisFlow
 
@@ -94,5 +95,34 @@ struct SplitMix {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+@Suite struct AffinityCheckTests {
+    func record(_ steps: [StepRecord]) -> RunRecord {
+        RunRecord(
+            runID: "r", spec: FlowSpec(steps: []), state: .succeeded, createdAt: .distantPast, startedAt: .distantPast,
+            replicas: [], steps: steps)
+    }
+
+    func step(_ name: String, ranOn r: Int, _ inputs: [(Int, [Int])]) -> StepRecord {
+        var s = StepRecord(name: name, stdoutPath: "", stderrPath: "")
+        s.replica = r
+        s.inputs = inputs.enumerated().map { i, x in
+            InputRecord(name: "i\(i)", bytes: x.0, residentOn: x.1.first, residentReplicas: x.1, localBytes: 0, movedBytes: 0, moveSeconds: 0)
+        }
+        return s
+    }
+
+    @Test func violationsAreStepsAwayFromAReplicaHoldingAllTheirInputs() {
+        let r = record([
+            step("home", ranOn: 1, [(10, [1]), (5, [1])]),
+            step("away", ranOn: 0, [(10, [1]), (5, [1])]),
+            step("split", ranOn: 0, [(10, [0]), (5, [1])]),  // no replica had both: fine
+            step("copies", ranOn: 1, [(10, [0, 1])]),  // resident on both
+            step("empty", ranOn: 0, [(0, [1])]),  // nothing to keep local
+            step("none", ranOn: 0, []),
+        ])
+        #expect(r.affinityViolations == ["away"])
     }
 }

@@ -24,11 +24,17 @@ def mse_from(record):
 
 
 def affinity_violations(record):
-    """Steps whose inputs all lived on one replica but which ran elsewhere (target: none)."""
+    """Steps that ran away from their data: some replica held all their inputs and the step
+    ran on one that did not (target: none)."""
     bad = []
     for s in record["steps"]:
-        homes = {i.get("residentOn") for i in s.get("inputs", [])}
-        if s.get("inputs") and len(homes) == 1 and None not in homes and s.get("replica") not in homes:
+        inputs = s.get("inputs", [])
+        if not inputs or s.get("replica") is None or not any(i.get("bytes", 0) for i in inputs):
+            continue
+        common = set(inputs[0].get("residentReplicas", []))
+        for i in inputs[1:]:
+            common &= set(i.get("residentReplicas", []))
+        if common and s["replica"] not in common:
             bad.append(s["name"])
     return bad
 

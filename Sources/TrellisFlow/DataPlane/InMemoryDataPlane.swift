@@ -5,7 +5,9 @@ import Synchronization
 public final class InMemoryDataPlane: DataPlane {
     /// A recorded operation, for assertions.
     public enum Operation: Sendable, Equatable {
+        /// An object was moved between replicas.
         case move(name: String, from: Int, to: Int, bytes: Int)
+        /// Names were deleted on a replica.
         case delete(names: [String], replica: Int)
     }
 

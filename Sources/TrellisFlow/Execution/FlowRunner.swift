@@ -11,10 +11,15 @@ import Darwin
 public struct RunEvent: Sendable {
     /// What changed.
     public enum Kind: Sendable, Equatable {
+        /// The run (or a resume) started.
         case runStarted
+        /// A step was placed and its attempt started.
         case stepStarted(step: String)
+        /// A step's attempt failed; it will be retried after `delay` seconds.
         case stepRetrying(step: String, delay: Double)
+        /// A step reached a final state (or was stopped).
         case stepFinished(step: String)
+        /// The run finished; the record is final.
         case runFinished
     }
 
@@ -406,7 +411,8 @@ public struct FlowRunner: Sendable {
             let w = residency[input] ?? [:]
             let home = w.max { a, b in a.value < b.value || (a.value == b.value && a.key > b.key) }
             var rec = InputRecord(
-                name: input, bytes: home?.value ?? 0, residentOn: home?.key, localBytes: w[replica.index] ?? 0,
+                name: input, bytes: home?.value ?? 0, residentOn: home?.key, residentReplicas: w.keys.sorted(),
+                localBytes: w[replica.index] ?? 0,
                 movedBytes: 0, moveSeconds: 0)
             if let move = launch.placement.moves.first(where: { $0.name == input }) {
                 let t = ContinuousClock.now

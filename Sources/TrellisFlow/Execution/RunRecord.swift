@@ -50,16 +50,15 @@ public struct RunRecord: Codable, Sendable, Equatable {
         self.steps = steps
     }
 
-    /// Steps whose inputs were all resident on one replica when they were placed, and the
-    /// replica they ran on — the data-affinity target: each should have run on that replica.
+    /// Steps that ran away from their data: some replica held all of the step's (non-empty)
+    /// inputs when it was placed, and the step ran on a replica that did not. The data-affinity
+    /// target is that this list is empty.
     public var affinityViolations: [String] {
         steps.filter { s in
-            guard let r = s.replica, !s.inputs.isEmpty else { return false }
-            let homes = Set(s.inputs.compactMap(\.residentOn))
-            guard homes.count == 1, let home = homes.first, s.inputs.allSatisfy({ $0.residentOn == home }) else {
-                return false
-            }
-            return r != home && s.inputs.contains { $0.bytes > 0 }
+            guard let r = s.replica, !s.inputs.isEmpty, s.inputs.contains(where: { $0.bytes > 0 }) else { return false }
+            var common = Set(s.inputs[0].residentReplicas)
+            for i in s.inputs.dropFirst() { common.formIntersection(i.residentReplicas) }
+            return !common.isEmpty && !common.contains(r)
         }.map(\.name)
     }
 }
@@ -122,8 +121,10 @@ public struct InputRecord: Codable, Sendable, Equatable {
     public var name: String
     /// Object size in bytes.
     public var bytes: Int
-    /// The replica holding it before any move (`nil`: resident nowhere).
+    /// The replica holding most of it before any move (`nil`: resident nowhere).
     public var residentOn: Int?
+    /// Every replica holding it before any move.
+    public var residentReplicas: [Int]
     /// Bytes already local to the step's replica.
     public var localBytes: Int
     /// Bytes moved to the step's replica (0 when it was local).
@@ -132,10 +133,14 @@ public struct InputRecord: Codable, Sendable, Equatable {
     public var moveSeconds: Double
 
     /// Creates an input record.
-    public init(name: String, bytes: Int, residentOn: Int?, localBytes: Int, movedBytes: Int, moveSeconds: Double) {
+    public init(
+        name: String, bytes: Int, residentOn: Int?, residentReplicas: [Int]? = nil, localBytes: Int, movedBytes: Int,
+        moveSeconds: Double
+    ) {
         self.name = name
         self.bytes = bytes
         self.residentOn = residentOn
+        self.residentReplicas = residentReplicas ?? residentOn.map { [$0] } ?? []
         self.localBytes = localBytes
         self.movedBytes = movedBytes
         self.moveSeconds = moveSeconds

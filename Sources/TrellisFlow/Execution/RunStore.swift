@@ -57,7 +57,10 @@ public struct RunSummary: Codable, Sendable, Equatable {
 
 /// Which log of a step.
 public enum LogStream: String, Sendable, CaseIterable {
-    case stdout, stderr
+    /// Standard output.
+    case stdout
+    /// Standard error (also carries the runner's per-attempt header lines).
+    case stderr
 }
 
 /// Run records and step logs on disk: `<runs>/<run-id>/record.json`, `spec.yaml`,

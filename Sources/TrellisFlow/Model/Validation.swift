@@ -2,9 +2,36 @@
 public struct FlowIssue: Sendable, Equatable, CustomStringConvertible {
     /// The kind of problem, for programs; ``message`` is for people.
     public enum Kind: String, Sendable, Equatable {
-        case noSteps, invalidStepName, duplicateStep, missingCommand, emptyCommand
-        case invalidObjectName, duplicateOutput, unknownInput, unknownAfter, selfDependency, cycle
-        case invalidRetries, invalidTimeout, invalidRuntime, invalidParallelism
+        /// The flow has no steps.
+        case noSteps
+        /// A step name is empty or uses characters other than letters, digits, `.`, `_`, `-`.
+        case invalidStepName
+        /// Two steps share a name.
+        case duplicateStep
+        /// A step has nothing to run.
+        case missingCommand
+        /// A step's command, file, function or executable is empty or malformed.
+        case emptyCommand
+        /// An output name is empty or has spaces/control characters.
+        case invalidObjectName
+        /// Two steps produce the same object (or one lists it twice).
+        case duplicateOutput
+        /// A step reads an object no step produces.
+        case unknownInput
+        /// A step's `after` names no step of the flow.
+        case unknownAfter
+        /// A step reads its own output or lists itself in `after`.
+        case selfDependency
+        /// Dependencies form a cycle.
+        case cycle
+        /// Negative retries or retry delay.
+        case invalidRetries
+        /// A timeout that is not positive.
+        case invalidTimeout
+        /// Impossible replicas, size or medium.
+        case invalidRuntime
+        /// `max_parallel` below 1.
+        case invalidParallelism
     }
 
     /// The kind of problem.
