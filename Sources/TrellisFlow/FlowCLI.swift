@@ -90,6 +90,23 @@ public enum FlowCLI {
         }
     }
 
+    /// `trellis flow validate FILE`: every issue (exit 2), or the dependency order (exit 0).
+    public static func validate(file: String) -> Int32 {
+        do {
+            let spec = try FlowSpec.load(file: file)
+            let graph = try FlowGraph(spec)
+            print("\(file): valid flow '\(spec.name)', \(spec.steps.count) step(s) on \(spec.runtime.replicas) replica(s)")
+            for name in graph.topologicalOrder {
+                let deps = graph.dependencies[name, default: []].sorted { graph.position[$0, default: 0] < graph.position[$1, default: 0] }
+                print("  \(name)" + (deps.isEmpty ? "" : " <- \(deps.joined(separator: ", "))"))
+            }
+            return 0
+        } catch {
+            printErr("\(error)")
+            return 2
+        }
+    }
+
     /// `trellis flow status RUN [--json]`.
     public static func status(runID: String, json: Bool, home: TrellisHome = .fromEnvironment()) -> Int32 {
         do {

@@ -122,3 +122,30 @@ import Glibc
         #expect(median < 0.05, "median runner overhead \(median * 1000) ms; all: \(overheads)")
     }
 }
+
+@Suite struct CLITests {
+    @Test func exitStatuses() {
+        var r = RunRecord(
+            runID: "x", spec: FlowSpec(steps: []), state: .succeeded, createdAt: Date(), startedAt: Date(), replicas: [],
+            steps: [])
+        #expect(FlowCLI.exitStatus(r) == 0)
+        r.state = .failed
+        #expect(FlowCLI.exitStatus(r) == 1)
+        r.state = .cancelled
+        #expect(FlowCLI.exitStatus(r) == 130)
+    }
+
+    @Test func validateCommand() throws {
+        let dir = TempDir("trcli")
+        defer { dir.cleanup() }
+        try "steps:\n  - {name: a, command: 'true', outputs: [x]}\n  - {name: b, command: 'true', inputs: [x]}\n"
+            .write(toFile: dir.sub("ok.yaml"), atomically: true, encoding: .utf8)
+        try "steps:\n  - {name: b, command: 'true', inputs: [x]}\n".write(toFile: dir.sub("bad.yaml"), atomically: true, encoding: .utf8)
+        #expect(FlowCLI.validate(file: dir.sub("ok.yaml")) == 0)
+        #expect(FlowCLI.validate(file: dir.sub("bad.yaml")) == 2)
+        #expect(FlowCLI.validate(file: dir.sub("missing.yaml")) == 2)
+        #expect(FlowCLI.status(runID: "nope", json: false, home: TrellisHome(path: dir.path)) == 1)
+        #expect(FlowCLI.list(home: TrellisHome(path: dir.path)) == 0)
+        #expect(FlowCLI.runtimeStatus(json: true, home: TrellisHome(path: dir.path)) == 1)
+    }
+}

@@ -24,6 +24,21 @@ public struct Replica: Codable, Sendable, Equatable, Hashable {
 /// The runner never touches objects itself: it asks where they are, has inputs moved before a
 /// step starts, and deletes a run's objects at the end. The integrator implements this with
 /// the Swift client; ``InMemoryDataPlane`` is a fake for tests and dry runs.
+///
+/// Notes for a vineyard-style implementation, where replicas share metadata (etcd) and a name
+/// is global across replicas:
+/// - ``residentBytes(of:on:)``: resolve the name, and add up the sizes of the object's blobs
+///   whose instance is this replica (0 when it exists only remotely).
+/// - ``move(_:from:to:)``: migrate the object into `to` (through `to`'s IPC socket) and point the
+///   name at the migrated copy, so the step's `get(name=…)` resolves to a local object whatever
+///   its `fetch` flag. Keep the source copy (a step on `from` may be reading it) but remember
+///   it, so that ``delete(_:on:)`` on `from` can drop it later.
+/// - ``delete(_:on:)``: delete the named objects' copies on that replica (deep) and, once no copy
+///   is left, drop the name. The runner calls it for every replica, with the run's output names,
+///   when a run succeeds (unless `--keep`) and before each attempt of a step (for that step's
+///   outputs, so a retry never sees a half-written leftover).
+/// The runner calls these from one task at a time per step; independent steps may call
+/// concurrently.
 public protocol DataPlane: Sendable {
     /// Bytes of each named object resident on `replica` (blobs in that replica's memory).
     /// Names that are unknown, or known only as remote objects there, are left out
