@@ -25,21 +25,27 @@ def test_memory_trim(fresh_daemon):
         # Shmem in /proc/meminfo is system-wide and other processes on the machine
         # move it too, so it is compared in tight windows around each operation;
         # the daemon's arena file (st_blocks of its memfd) is the exact measure.
-        ids = []
+        # (one noisy window out of four is tolerated; the arena check is strict)
+        ids, grew = [], []
         for i in range(4):
             before = shmem_bytes()
             ids.append(c.put(data))
-            grew = shmem_bytes() - before
-            assert grew >= size * 0.75, "put %d: Shmem grew only %d MB" % (i, grew // MB)
+            grew.append(shmem_bytes() - before)
+        assert sum(g >= size * 0.75 for g in grew) >= 3, "Shmem growth per put: %s MB" % [
+            g // MB for g in grew
+        ]
         grown = d.shm_resident_bytes() - arena0
         assert grown >= 4 * size * 0.95, "arena holds only %d MB" % (grown // MB)
         assert c.status.memory_usage >= 4 * size
 
-        for i, oid in enumerate(ids):
+        fell = []
+        for oid in ids:
             before = shmem_bytes()
             c.delete(oid, memory_trim=True)
-            fell = before - shmem_bytes()
-            assert fell >= size * 0.75, "delete %d: Shmem fell only %d MB" % (i, fell // MB)
+            fell.append(before - shmem_bytes())
+        assert sum(f >= size * 0.75 for f in fell) >= 3, "Shmem drop per delete: %s MB" % [
+            f // MB for f in fell
+        ]
         assert c.status.memory_usage == 0
         # near the start again: allow some fragmentation / allocator metadata
         left = d.shm_resident_bytes() - arena0
