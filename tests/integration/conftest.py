@@ -30,6 +30,14 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    # A daemon that stops answering must fail a test, not hang the run: with
+    # pytest-timeout installed every test gets a limit (TRELLIS_TEST_TIMEOUT
+    # seconds, default 300) unless it sets its own.
+    if config.pluginmanager.hasplugin("timeout"):
+        limit = float(os.environ.get("TRELLIS_TEST_TIMEOUT", "300"))
+        for item in items:
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(limit))
     # TRELLIS_RUN_ALL=1 runs the trellis_only tests against upstream as well, to
     # see how upstream fails them.
     if not harness.is_upstream() or os.environ.get("TRELLIS_RUN_ALL") == "1":

@@ -11,9 +11,14 @@ def ids(objs):
 
 
 @pytest.fixture
+def client(fresh_client):
+    """Each test here gets a daemon of its own: listings see the whole store."""
+    return fresh_client
+
+
+@pytest.fixture
 def populated(client):
-    """A clean store with two tensors, a DataFrame and a Series."""
-    client.clear()
+    """A clean store with three tensors and a DataFrame."""
     objs = {
         "i64": client.put(np.arange(3, dtype=np.int64)),
         "f64": client.put(np.arange(3, dtype=np.float64)),
