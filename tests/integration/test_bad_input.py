@@ -8,6 +8,8 @@ Expected codes follow the captured upstream transcript
 import json
 import socket
 import struct
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -88,6 +90,56 @@ def test_half_a_body_then_close(daemon):
     # and a big announced body of which only a little arrives
     with registered(daemon) as c:
         c.send_raw(struct.pack("<Q", 10 * MiB) + b"{" + b" " * 4096)
+
+
+WRITER_KILLED_MID_FRAME = r"""
+import json, socket, struct, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+reg = json.dumps({"type": "register_request", "version": "0.24.2", "store_type": 1,
+                  "session_id": 0, "username": "", "password": ""}).encode()
+s.sendall(struct.pack("<Q", len(reg)) + reg)
+s.recv(4096)
+s.sendall(struct.pack("<Q", 32 << 20) + b'{"type":"create_buffer_request","pad":"')
+print("writing", flush=True)
+while True:
+    s.sendall(b"x" * 65536)
+    time.sleep(0.001)
+"""
+
+
+def _kill_writers_mid_frame(d, n):
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER_KILLED_MID_FRAME, d.socket],
+                         stdout=subprocess.PIPE)
+        for _ in range(n)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout.readline() == b"writing\n"
+        time.sleep(0.3)  # some MiB of each body are in flight
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+            p.stdout.close()
+
+
+def test_process_killed_in_the_middle_of_a_large_frame(daemon):
+    _kill_writers_mid_frame(daemon, 1)
+
+
+@pytest.mark.trellis_only
+def test_killed_writers_do_not_stall_other_clients(fresh_daemon):
+    """Four writers SIGKILLed in the middle of 32 MiB frames; a new client must
+    be served at once. Upstream 0.24.2 stays unresponsive for ~20 s afterwards
+    (two threads busy, new connections get no register reply)."""
+    _kill_writers_mid_frame(fresh_daemon, 4)
+    t0 = time.monotonic()
+    with harness.RawConn(fresh_daemon.socket, timeout=3) as c:
+        c.register()
+        assert_open(c)
+    assert time.monotonic() - t0 < 3
 
 
 def test_frame_split_across_slow_writes(daemon):

@@ -88,8 +88,9 @@ def test_other_process_maps_instead_of_copying(client):
         client.delete(oid)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def peer(daemon):
+    """A second process with its own client, driven over a pipe."""
     p, conn = _run_child(workers.blob_peer, daemon.socket)
 
     def call(*cmd):
