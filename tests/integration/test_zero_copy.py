@@ -36,7 +36,7 @@ def test_dataframe_columns_share_memory(client):
         assert np.shares_memory(x[col].to_numpy(), y[col].to_numpy())
 
 
-def _run_child(target, *args, timeout=120):
+def _run_child(target, *args):
     parent, child = SPAWN.Pipe()
     p = SPAWN.Process(target=target, args=args + (child,), daemon=True)
     p.start()

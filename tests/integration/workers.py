@@ -4,7 +4,6 @@ Kept apart from the test modules so that a spawned child imports only this file,
 harness.py, and what it really needs.
 """
 
-import os
 import time
 import traceback
 
@@ -160,6 +159,3 @@ def get_name_waiter(sock, name, conn):
     except Exception:
         conn.send(("error", traceback.format_exc()))
 
-
-def pid():
-    return os.getpid()
