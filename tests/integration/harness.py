@@ -109,6 +109,7 @@ class Daemon:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # a ^C on the test run must not hit it first
+            preexec_fn=_die_with_parent,  # no orphaned daemon if pytest is killed
         )
         deadline = time.monotonic() + self.start_timeout
         while True:
@@ -254,6 +255,17 @@ def disconnect(client):
 
     client._ipc_client = None
     gc.collect()
+
+
+def _die_with_parent():
+    """In the child before exec: SIGKILL me when the process that started me dies."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except Exception:
+        pass
 
 
 def socket_accepts(path):
