@@ -1,0 +1,254 @@
+import ArgumentParser
+import TrellisClient
+import TrellisProtocol
+import TrellisSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `--socket` and `--json`, shared by the object commands.
+struct ObjectCommandOptions: ParsableArguments {
+    @Option(name: .long, help: "The daemon's IPC socket (default: $VINEYARD_IPC_SOCKET, else /var/run/vineyard.sock).")
+    var socket: String?
+
+    @Flag(name: .long, help: "Print JSON for scripts instead of a table.")
+    var json = false
+
+    /// Connects, turning failure into the one-line error of ``ObjectCommand``.
+    func connect() throws(ClientError) -> Client {
+        try Client(socket: socket)
+    }
+}
+
+/// An object command: runs against the daemon and turns every client failure into one
+/// line on stderr and exit status 1.
+protocol ObjectCommand: ParsableCommand {
+    var options: ObjectCommandOptions { get }
+    func run(with client: Client) throws(ClientError)
+}
+
+extension ObjectCommand {
+    func run() throws {
+        let name = Self.configuration.commandName ?? "trellis"
+        let client: Client
+        do {
+            client = try options.connect()
+        } catch {
+            let path = options.socket ?? Client.defaultSocketPath
+            let reason = error.systemError.map { String(cString: strerror($0.errno)) } ?? error.message
+            printError("trellis \(name): cannot connect to the daemon at \(path): \(reason) (is `trellis serve` running?)")
+            throw ExitCode(1)
+        }
+        defer { client.close() }
+        do {
+            try run(with: client)
+        } catch {
+            printError("trellis \(name): \(Self.describe(error))")
+            throw ExitCode(1)
+        }
+    }
+
+    static func describe(_ error: ClientError) -> String {
+        switch error.kind {
+        case .daemon: return "\(error.message) (\(error.code.name), code \(error.code.rawValue))"
+        default: return error.description
+        }
+    }
+
+    /// Resolves an id (`o…`) or a name, with a clear error when neither exists.
+    func resolve(_ target: String, _ client: Client) throws(ClientError) -> ObjectID {
+        do {
+            return try client.resolve(target)
+        } catch where error.isNotFound {
+            throw ClientError(.daemon, code: .objectNotExists, "no object or name '\(target)'")
+        }
+    }
+}
+
+// MARK: - Output
+
+/// Writes text to stdout, unbuffered.
+func printOut(_ text: String) {
+    var bytes = Array(text.utf8)
+    if bytes.last != 10 { bytes.append(10) }
+    writeAll(1, bytes)
+}
+
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+    bytes.withUnsafeBytes { b in
+        var p = b.baseAddress
+        var left = b.count
+        while left > 0, let q = p {
+            let n = write(fd, q, left)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            p = q + n
+            left -= n
+        }
+    }
+}
+
+/// `1.5 GiB`, `512 B`.
+func humanBytes(_ n: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(n)
+    var u = 0
+    while v >= 1024 && u < units.count - 1 {
+        v /= 1024
+        u += 1
+    }
+    if u == 0 { return "\(n) B" }
+    let tenths = (v * 10).rounded() / 10
+    return "\(tenths) \(units[u])"
+}
+
+/// Left-aligned columns separated by two spaces, with a header row.
+func renderTable(_ header: [String], _ rows: [[String]]) -> String {
+    var widths = header.map(\.count)
+    for r in rows {
+        for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) }
+    }
+    func line(_ cells: [String]) -> String {
+        var s = ""
+        for (i, c) in cells.enumerated() {
+            if i == cells.count - 1 {
+                s += c
+            } else {
+                s += c + String(repeating: " ", count: widths[i] - c.count + 2)
+            }
+        }
+        return s
+    }
+    return ([line(header)] + rows.map(line)).joined(separator: "\n")
+}
+
+/// JSON with two-space indentation and sorted keys.
+func prettyJSON(_ value: JSON, indent: String = "") -> String {
+    let inner = indent + "  "
+    switch value {
+    case .object(let o) where !o.isEmpty:
+        let items = o.keys.sorted().map { "\(inner)\(JSON.string($0)): \(prettyJSON(o[$0]!, indent: inner))" }
+        return "{\n" + items.joined(separator: ",\n") + "\n\(indent)}"
+    case .array(let a) where !a.isEmpty:
+        return "[\n" + a.map { inner + prettyJSON($0, indent: inner) }.joined(separator: ",\n") + "\n\(indent)]"
+    default:
+        return value.description
+    }
+}
+
+// MARK: - Files
+
+/// A file opened for writing (created or truncated), closed when done; `-` is stdout.
+struct OutputFile: ~Copyable {
+    let fd: Int32
+    let owned: Bool
+    let path: String
+
+    init(path: String) throws(ClientError) {
+        self.path = path
+        if path == "-" {
+            fd = 1
+            owned = false
+            return
+        }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw ClientError(.invalidArgument, "cannot write \(path)", systemError: SystemError("open(\(path))"))
+        }
+        self.fd = fd
+        owned = true
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws(ClientError) {
+        do {
+            try StreamSocket.writeFile(fd, bytes)
+        } catch {
+            throw ClientError(.invalidArgument, "cannot write \(path)", systemError: error)
+        }
+    }
+
+    func write(_ bytes: [UInt8]) throws(ClientError) {
+        var failure: ClientError?
+        bytes.withUnsafeBytes { b in
+            do throws(ClientError) { try write(b) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    deinit {
+        if owned { close(fd) }
+    }
+}
+
+extension StreamSocket {
+    /// `write(2)` until done (files and pipes; sockets use ``writeAll(_:_:)``).
+    static func writeFile(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(SystemError) {
+        guard var p = bytes.baseAddress else { return }
+        var left = bytes.count
+        while left > 0 {
+            let n = Glibc.write(fd, p, left)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("write")
+            }
+            p += n
+            left -= n
+        }
+    }
+}
+
+/// A file opened for reading, closed when done.
+struct InputFile: ~Copyable {
+    let fd: Int32
+    let path: String
+    let size: Int
+
+    init(path: String) throws(ClientError) {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw ClientError(.invalidArgument, "cannot read \(path)", systemError: SystemError("open(\(path))"))
+        }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            close(fd)
+            throw ClientError(.invalidArgument, "cannot stat \(path)", systemError: SystemError("fstat(\(path))"))
+        }
+        self.fd = fd
+        self.size = Int(st.st_size)
+    }
+
+    /// Reads exactly `count` bytes at `offset` into `buffer`.
+    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int) throws(ClientError) {
+        var done = 0
+        while done < count {
+            let n = pread(fd, buffer + done, count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ClientError(.invalidArgument, "cannot read \(path)", systemError: SystemError("pread"))
+            }
+            if n == 0 { throw ClientError(.invalidArgument, "\(path) is shorter than its header says") }
+            done += n
+        }
+    }
+
+    /// The first `count` bytes (or fewer, for a shorter file).
+    func prefix(_ count: Int) throws(ClientError) -> [UInt8] {
+        let n = min(count, size)
+        guard n > 0 else { return [] }
+        var bytes = [UInt8](repeating: 0, count: n)
+        var failure: ClientError?
+        bytes.withUnsafeMutableBytes { b in
+            do throws(ClientError) { try read(into: b.baseAddress!, count: n, at: 0) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+
+    deinit {
+        close(fd)
+    }
+}
