@@ -62,7 +62,9 @@ public struct EtcdResponseHeader: Sendable, Hashable {
 
 /// One key with its value and revisions. Keys and values are UTF-8 text here.
 public struct EtcdKeyValue: Sendable, Hashable {
+    /// The key.
     public var key: String
+    /// The value (empty in delete events).
     public var value: String
     /// Revision of the key's creation (0 for "does not exist" in comparisons).
     public var createRevision: Int64
@@ -89,6 +91,7 @@ public struct EtcdKeyValue: Sendable, Hashable {
 
 /// The answer to ``EtcdClient/range(_:prefix:limit:)``.
 public struct EtcdRangeResponse: Sendable, Hashable {
+    /// The response header; `revision` is the store revision the range was read at.
     public var header: EtcdResponseHeader
     /// Matching keys in key order.
     public var kvs: [EtcdKeyValue]
@@ -100,10 +103,15 @@ public struct EtcdRangeResponse: Sendable, Hashable {
 public struct EtcdCompare: Sendable, Hashable {
     /// What is compared and the value it is compared with.
     public enum Target: Sendable, Hashable {
+        /// The key's number of modifications (0: absent).
         case version(Int64)
+        /// The revision that created the key (0: absent).
         case createRevision(Int64)
+        /// The revision of the key's last modification.
         case modRevision(Int64)
+        /// The key's value.
         case value(String)
+        /// The lease attached to the key.
         case lease(Int64)
     }
 
@@ -115,8 +123,11 @@ public struct EtcdCompare: Sendable, Hashable {
         case notEqual = "NOT_EQUAL"
     }
 
+    /// The key compared.
     public var key: String
+    /// The operator.
     public var result: Result
+    /// What is compared, with the value to compare with.
     public var target: Target
 
     /// Creates a comparison `key.target <result> value`.
@@ -132,29 +143,39 @@ public struct EtcdCompare: Sendable, Hashable {
 
 /// One operation inside a transaction.
 public enum EtcdOperation: Sendable, Hashable {
+    /// Reads `key`, or all keys under it with `prefix`.
     case range(key: String, prefix: Bool)
+    /// Writes `value` at `key`, attached to `lease` unless it is 0.
     case put(key: String, value: String, lease: Int64)
+    /// Deletes `key`, or all keys under it with `prefix`.
     case delete(key: String, prefix: Bool)
 }
 
 /// The result of one ``EtcdOperation``.
 public enum EtcdOperationResult: Sendable, Hashable {
+    /// The keys read.
     case range([EtcdKeyValue])
+    /// The write happened.
     case put
+    /// The number of keys deleted.
     case delete(deleted: Int64)
 }
 
 /// The answer to ``EtcdClient/txn(compare:success:failure:)``.
 public struct EtcdTxnResponse: Sendable, Hashable {
+    /// The response header.
     public var header: EtcdResponseHeader
     /// Whether all comparisons held (then `success` ran, else `failure`).
     public var succeeded: Bool
+    /// One result per operation of the branch that ran.
     public var responses: [EtcdOperationResult]
 }
 
 /// A granted lease.
 public struct EtcdLease: Sendable, Hashable {
+    /// The response header.
     public var header: EtcdResponseHeader
+    /// The lease id.
     public var id: Int64
     /// Remaining time to live in seconds; 0 (after a keepalive) means the lease is gone.
     public var ttl: Int64
@@ -162,11 +183,15 @@ public struct EtcdLease: Sendable, Hashable {
 
 /// One change seen by ``EtcdClient/watch(_:prefix:fromRevision:prevKV:)``.
 public struct EtcdEvent: Sendable, Hashable {
+    /// What happened to the key.
     public enum Kind: Sendable, Hashable {
+        /// Created or modified.
         case put
+        /// Deleted (explicitly or by lease expiry).
         case delete
     }
 
+    /// What happened.
     public var kind: Kind
     /// The key after the change (for deletes: key and `modRevision` only).
     public var kv: EtcdKeyValue
@@ -180,29 +205,40 @@ public struct EtcdEvent: Sendable, Hashable {
 /// Keys and values are UTF-8 text; they travel base64-encoded and 64-bit integers
 /// travel as decimal strings, as the gateway expects. Every unary request is bounded
 /// by ``requestTimeout``; watches are streams without a deadline that end when the
-/// iterating task is cancelled.
+/// iterating task is cancelled. Watches use their own HTTP client: each open watch
+/// holds a connection, and unary requests must never queue behind them.
 public struct EtcdClient: Sendable {
     /// The etcd client URL, e.g. `http://127.0.0.1:2379` (no trailing slash).
     public let endpoint: String
     /// Deadline for each unary request (until its answer head arrives).
     public var requestTimeout: Duration
     let httpClient: HTTPClient
+    let watchHTTPClient: HTTPClient
     let logger: Logger
 
-    /// A process-wide HTTP client without read timeout (so idle watches stay open)
-    /// that is never shut down; used unless one is passed to ``init(endpoint:requestTimeout:httpClient:logger:)``.
-    public static let sharedHTTPClient: HTTPClient = {
+    private static func makeHTTPClient(connectionsPerHost: Int) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.timeout = .init(connect: .seconds(10), read: nil)
         configuration.decompression = .disabled
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = connectionsPerHost
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }()
+    }
+
+    /// The process-wide HTTP client for unary requests (never shut down); the
+    /// default of ``init(endpoint:requestTimeout:httpClient:watchHTTPClient:logger:)``.
+    public static let sharedHTTPClient: HTTPClient = makeHTTPClient(connectionsPerHost: 64)
+
+    /// The process-wide HTTP client for watches: no read timeout (idle watches stay
+    /// open) and practically no limit of connections per host, since every pending
+    /// watch holds one (HTTP/1.1 through the gateway). Never shut down.
+    public static let sharedWatchHTTPClient: HTTPClient = makeHTTPClient(connectionsPerHost: 1 << 20)
 
     /// Creates a client for `endpoint` (e.g. `http://127.0.0.1:2379`). Nothing is
-    /// sent until the first request. A passed `httpClient` stays owned by the caller.
+    /// sent until the first request. Passed HTTP clients stay owned by the caller;
+    /// `watchHTTPClient` needs no read timeout and room for one connection per watch.
     public init(
         endpoint: String, requestTimeout: Duration = .seconds(5), httpClient: HTTPClient = EtcdClient.sharedHTTPClient,
-        logger: Logger
+        watchHTTPClient: HTTPClient = EtcdClient.sharedWatchHTTPClient, logger: Logger
     ) {
         var endpoint = endpoint
         while endpoint.hasSuffix("/") { endpoint.removeLast() }
@@ -210,6 +246,7 @@ public struct EtcdClient: Sendable {
         self.endpoint = endpoint
         self.requestTimeout = requestTimeout
         self.httpClient = httpClient
+        self.watchHTTPClient = watchHTTPClient
         self.logger = logger
     }
 
@@ -319,7 +356,10 @@ public struct EtcdClient: Sendable {
 
     // MARK: Transport
 
-    func post(_ path: String, body: [UInt8], deadline: Duration?) async throws(EtcdError) -> HTTPClientResponse {
+    func post(_ path: String, body: [UInt8], deadline: Duration?, watch: Bool = false) async throws(EtcdError)
+        -> HTTPClientResponse
+    {
+        let httpClient = watch ? watchHTTPClient : self.httpClient
         var request = HTTPClientRequest(url: endpoint + path)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
@@ -482,12 +522,15 @@ public struct EtcdClient: Sendable {
 
 /// The changes streamed by ``EtcdClient/watch(_:prefix:fromRevision:prevKV:)``, one event at a time.
 public struct EtcdWatch: AsyncSequence, Sendable {
+    /// One change.
     public typealias Element = EtcdEvent
+    /// Iteration throws ``EtcdError`` when the stream breaks.
     public typealias Failure = any Error
 
     let client: EtcdClient
     let requestBody: [UInt8]
 
+    /// An iterator that opens the watch on its first `next()`.
     public func makeAsyncIterator() -> Iterator { Iterator(client: client, requestBody: requestBody) }
 
     /// Iterates a watch; sends the watch request on the first call of `next()`.
@@ -521,7 +564,8 @@ public struct EtcdWatch: AsyncSequence, Sendable {
                 }
                 if body == nil {
                     // The head must come within the request timeout; the stream itself has none.
-                    let response = try await client.post("/v3/watch", body: requestBody, deadline: client.requestTimeout)
+                    let response = try await client.post(
+                        "/v3/watch", body: requestBody, deadline: client.requestTimeout, watch: true)
                     guard response.status.code == 200 else {
                         throw EtcdError.server(
                             code: 0, message: "watch refused", httpStatus: Int(response.status.code))

@@ -151,7 +151,8 @@ public final class EtcdMetaBackend: MetaBackend {
         public var endpoint: String
         /// Key prefix shared by the cluster (`--etcd_prefix`).
         public var prefix: String
-        /// Lease time to live of this instance's registration (whole seconds, at least 1).
+        /// Lease time to live of this instance's registration (rounded up to whole
+        /// seconds, at least 1; etcd may raise very small values to its minimum).
         public var leaseTTL: Duration
         /// Connect timeout (`--meta_timeout`), also the deadline of each request.
         public var timeout: Duration
@@ -174,14 +175,16 @@ public final class EtcdMetaBackend: MetaBackend {
     public let client: EtcdClient
     let core: MetaCore<EtcdKV>
 
-    /// Creates a backend; nothing is sent to etcd before the first call.
+    /// Creates a backend; nothing is sent to etcd before the first call. The HTTP
+    /// clients default to process-wide ones (see ``EtcdClient``).
     public init(
-        configuration: Configuration, httpClient: HTTPClient = EtcdClient.sharedHTTPClient, logger: Logger
+        configuration: Configuration, httpClient: HTTPClient = EtcdClient.sharedHTTPClient,
+        watchHTTPClient: HTTPClient = EtcdClient.sharedWatchHTTPClient, logger: Logger
     ) {
         self.configuration = configuration
         let client = EtcdClient(
             endpoint: configuration.endpoint, requestTimeout: configuration.timeout, httpClient: httpClient,
-            logger: logger)
+            watchHTTPClient: watchHTTPClient, logger: logger)
         self.client = client
         self.core = MetaCore(
             kv: EtcdKV(client: client, endpointDescription: "\(client.endpoint) prefix \(configuration.prefix)"),

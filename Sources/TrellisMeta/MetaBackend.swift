@@ -5,7 +5,9 @@ import TrellisProtocol
 public struct InstanceInfo: Sendable, Hashable {
     /// The instance id from ``MetaBackend/allocateInstanceID()``.
     public var id: UInt64
+    /// Host name advertised to peers (upstream `MY_HOST_NAME` or the host name).
     public var hostname: String
+    /// Node name (upstream `MY_NODE_NAME` or the host name).
     public var nodename: String
     /// `host:port` of the daemon's RPC listener.
     public var rpcEndpoint: String
@@ -59,6 +61,7 @@ public struct InstanceInfo: Sendable, Hashable {
 
 /// A persisted object as the cluster shares it.
 public struct PersistedObject: Sendable, Hashable {
+    /// The object's id.
     public var objectID: UInt64
     /// The instance that published it; the object disappears when that instance's
     /// registration ends (lease expiry or ``MetaBackend/deregister()``).

@@ -144,7 +144,10 @@ final class MetaCore<KV: MetaKV>: Sendable {
 
     func register(_ instance: InstanceInfo, republish: @escaping MetaRepublishHandler) async throws {
         try await connect()
-        var lease = state.withLock { $0.instance?.id == instance.id ? $0.lease : 0 }
+        let (previous, kept) = state.withLock { state in
+            (state.lease, state.instance?.id == instance.id ? state.lease : 0)
+        }
+        var lease = kept
         var epoch: String?
         if lease == 0 { (lease, epoch) = try await kv.grantLease(ttlSeconds: leaseTTLSeconds) }
         try await reserveCounter(above: instance.id)
@@ -154,6 +157,10 @@ final class MetaCore<KV: MetaKV>: Sendable {
             $0.lease = lease
             if let epoch { $0.epoch = epoch }
             $0.republish = republish
+        }
+        if previous != 0 && previous != lease {
+            // Registered under another id before: that registration ends now.
+            try? await kv.revoke(previous)
         }
         logger.info(
             "registered instance",
@@ -185,7 +192,7 @@ final class MetaCore<KV: MetaKV>: Sendable {
             defer { state.running = true }
             return state.running
         }
-        precondition(!alreadyRunning, "MetaBackend.run() called twice")
+        if alreadyRunning { throw MetaError.invalidArgument("run() may be called only once") }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.maintain() }
             for await _ in stopSignal {}  // until stop() or cancellation

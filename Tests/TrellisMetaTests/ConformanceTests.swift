@@ -118,6 +118,32 @@ enum Conformance {
         #expect(cancelled.count == 1)
     }
 
+    /// Many pending waits (each a watch) neither starve other requests nor each other.
+    static func manyConcurrentWaits(_ cluster: some TestCluster) async throws {
+        let a = cluster.backend()
+        let b = cluster.backend()
+        try await registerSample(a, "a")
+        try await registerSample(b, "b")
+        let count = 24
+        try await withTimeout(.seconds(20), "\(count) concurrent waits to be released") {
+            try await withThrowingTaskGroup(of: (Int, UInt64).self) { group in
+                for i in 0..<count {
+                    group.addTask { (i, try await b.waitForName("many-\(i)")) }
+                }
+                try await Task.sleep(for: .milliseconds(500))
+                // Other requests still go through while the watches are open.
+                #expect(try await b.instances().count == 2)
+                for i in 0..<count { try await a.putName("many-\(i)", objectID: UInt64(1000 + i)) }
+                var released = 0
+                for try await (i, id) in group {
+                    #expect(id == UInt64(1000 + i))
+                    released += 1
+                }
+                #expect(released == count)
+            }
+        }
+    }
+
     /// A dead instance (keepalive stopped, no deregistration) leaves the listing
     /// within the lease TTL, and its objects and names go with it.
     static func deadInstanceExpires(_ cluster: some TestCluster) async throws {
@@ -211,6 +237,7 @@ struct LocalConformanceTests {
     @Test func objectsAreShared() async throws { try await Conformance.objects(LocalCluster()) }
     @Test func namesAreShared() async throws { try await Conformance.names(LocalCluster()) }
     @Test func waitForNameIsReleasedByOtherBackend() async throws { try await Conformance.waitForName(LocalCluster()) }
+    @Test func manyConcurrentWaits() async throws { try await Conformance.manyConcurrentWaits(LocalCluster()) }
     @Test func deadInstanceExpiresWithItsData() async throws { try await Conformance.deadInstanceExpires(LocalCluster()) }
     @Test func stopDeregisters() async throws { try await Conformance.stopDeregisters(LocalCluster()) }
     @Test func lostLeaseReregistersAndRepublishes() async throws {
@@ -242,6 +269,9 @@ struct EtcdConformanceTests {
     }
     @Test func waitForNameIsReleasedByOtherBackend() async throws {
         try await withEtcd { try await Conformance.waitForName(EtcdCluster(server: $0)) }
+    }
+    @Test func manyConcurrentWaits() async throws {
+        try await withEtcd { try await Conformance.manyConcurrentWaits(EtcdCluster(server: $0)) }
     }
     @Test func deadInstanceExpiresWithItsData() async throws {
         try await withEtcd { try await Conformance.deadInstanceExpires(EtcdCluster(server: $0)) }

@@ -1,6 +1,18 @@
+import AsyncHTTPClient
+import NIOCore
 import Testing
 
 @testable import TrellisMeta
+
+/// etcd's gauge of open watchers (`etcd_debugging_mvcc_watcher_total` on /metrics).
+func openWatchers(_ server: EtcdServer) async throws -> Int {
+    let request = HTTPClientRequest(url: server.endpoint + "/metrics")
+    let response = try await EtcdClient.sharedHTTPClient.execute(request, timeout: .seconds(5))
+    let text = String(buffer: try await response.body.collect(upTo: 32 << 20))
+    let name = "etcd_debugging_mvcc_watcher_total "
+    let line = try #require(text.split(separator: "\n").first { $0.hasPrefix(name) })
+    return try #require(Int(line.dropFirst(name.count)))
+}
 
 @Suite("etcd client and failure handling", .serialized)
 struct EtcdTests {
@@ -110,6 +122,34 @@ struct EtcdTests {
             try await Task.sleep(for: .milliseconds(500))
             try server.launch()
             #expect(try await id == 0)
+        }
+    }
+
+    /// Every wait holds one watch; released and cancelled waits close theirs.
+    @Test(.enabled(if: EtcdBinary.available, EtcdBinary.skipMessage))
+    func waitsCloseTheirWatches() async throws {
+        try await withEtcd { server in
+            let cluster = EtcdCluster(server: server)
+            let a = cluster.backend()
+            try await registerSample(a, "a")
+            #expect(try await openWatchers(server) == 0)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<3 { group.addTask { _ = try await a.waitForName("w\(i)") } }
+                try await eventually(.seconds(10), "3 watchers") { try await openWatchers(server) == 3 }
+                for i in 0..<3 { try await a.putName("w\(i)", objectID: 1) }
+                try await group.waitForAll()
+            }
+            try await eventually(.seconds(10), "released waits to close their watches") {
+                try await openWatchers(server) == 0
+            }
+            await withTaskGroup(of: Void.self) { group in
+                for i in 0..<3 { group.addTask { _ = try? await a.waitForName("never\(i)") } }
+                try? await eventually(.seconds(10), "3 more watchers") { try await openWatchers(server) == 3 }
+                group.cancelAll()
+            }
+            try await eventually(.seconds(10), "cancelled waits to close their watches") {
+                try await openWatchers(server) == 0
+            }
         }
     }
 

@@ -1,0 +1,87 @@
+import Synchronization
+import Testing
+
+@testable import TrellisMeta
+
+/// A ``LocalMetaStore`` whose epoch (the identity of one life of the service) the
+/// test can change, as when etcd restarts between two keepalives.
+final class EpochKV: MetaKV {
+    let store = LocalMetaStore()
+    let epoch = Mutex("one")
+
+    var endpointDescription: String { "epoch-test" }
+    func ping(timeout: Duration) async throws -> String { "test" }
+    func get(_ key: String) async throws -> (entry: KVEntry?, revision: Int64) { try await store.get(key) }
+    func list(prefix: String) async throws -> (entries: [KVEntry], revision: Int64) {
+        try await store.list(prefix: prefix)
+    }
+    func put(_ key: String, _ value: String, lease: Int64) async throws { try await store.put(key, value, lease: lease) }
+    func delete(_ key: String) async throws -> Bool { try await store.delete(key) }
+    func swap(_ key: String, expectedModRevision: Int64, value: String) async throws -> Bool {
+        try await store.swap(key, expectedModRevision: expectedModRevision, value: value)
+    }
+    func grantLease(ttlSeconds: Int64) async throws -> (lease: Int64, epoch: String) {
+        (try await store.grantLease(ttlSeconds: ttlSeconds).lease, epoch.withLock { $0 })
+    }
+    func keepAlive(_ lease: Int64, timeout: Duration) async throws -> KVKeepAlive {
+        KVKeepAlive(alive: try await store.keepAlive(lease, timeout: timeout).alive, epoch: epoch.withLock { $0 })
+    }
+    func revoke(_ lease: Int64) async throws { try await store.revoke(lease) }
+    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> AsyncThrowingStream<KVChange, any Error> {
+        store.watch(key, prefix: prefix, fromRevision: fromRevision)
+    }
+}
+
+@Suite("core")
+struct CoreTests {
+    @Test("a new epoch without an observed outage still re-registers and republishes")
+    func epochChangeRepublishes() async throws {
+        let kv = EpochKV()
+        let core = MetaCore(kv: kv, prefix: "/e", leaseTTL: .seconds(3), connectTimeout: .seconds(1), logger: testLogger)
+        let calls = CallCounter()
+        let id = try await core.allocateInstanceID()
+        try await core.register(sampleInfo(id)) { _ in calls.increment() }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await core.run() }
+            defer { group.cancelAll() }
+            try await Task.sleep(for: .milliseconds(1500))  // at least one keepalive in the same epoch
+            #expect(calls.count == 0)
+            kv.epoch.withLock { $0 = "two" }
+            try await eventually(.seconds(5), "republish after the epoch changed") { calls.count == 1 }
+            try await Task.sleep(for: .milliseconds(1200))
+            #expect(calls.count == 1, "no further republish within the same epoch")
+        }
+    }
+
+    @Test func registeringUnderAnotherIDEndsTheOldRegistration() async throws {
+        let backend = LocalMetaBackend(logger: testLogger)
+        let first = try await backend.allocateInstanceID()
+        try await backend.register(sampleInfo(first), republish: { _ in })
+        let second = try await backend.allocateInstanceID()
+        try await backend.register(sampleInfo(second), republish: { _ in })
+        #expect(try await backend.instances().map(\.id) == [second])
+    }
+
+    @Test func runTwiceIsRejected() async throws {
+        let backend = LocalMetaBackend(logger: testLogger)
+        try await registerSample(backend)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await backend.run() }
+            defer { group.cancelAll() }
+            try await Task.sleep(for: .milliseconds(100))
+            await #expect(throws: MetaError.invalidArgument("run() may be called only once")) { try await backend.run() }
+        }
+    }
+
+    @Test func localKeysDisappearWithTheirLease() async throws {
+        let store = LocalMetaStore()
+        let lease = try await store.grantLease(ttlSeconds: 1).lease
+        try await store.put("/k", "v", lease: lease)
+        try await store.put("/plain", "v", lease: 0)
+        #expect(store.count == 2)
+        try await Task.sleep(for: .milliseconds(1200))
+        #expect(store.count == 1)
+        #expect(try await store.keepAlive(lease, timeout: .seconds(1)).alive == false)
+        await #expect(throws: MetaError.leaseLost) { try await store.put("/k", "v", lease: lease) }
+    }
+}
