@@ -71,22 +71,45 @@ final class Cluster: Sendable {
     }
 
     /// Brings published trees of ids unknown here into the store (transitively their
-    /// members), so that reads see the cluster's persisted objects. Ids whose owner
-    /// is gone from the cluster are dropped from the store.
+    /// members), so that reads see the cluster's persisted objects. Objects imported
+    /// earlier are looked up again: those deleted by their owner, or gone with it
+    /// (lease expired), are dropped from the store instead of being served stale.
     func sync(_ ids: [ObjectID], into store: ObjectStore) throws(VineyardError) {
-        let wanted = ids.filter { !$0.isBlob && $0 != .invalid && !store.hasLocalObject($0) }
-        guard !wanted.isEmpty else { return }
-        let backend = self.backend
-        let found: [(UInt64, UInt64, String)] = try call("read objects") {
-            var out: [(UInt64, UInt64, String)] = []
-            for id in wanted {
-                if let o = try await backend.object(id.rawValue) { out.append((o.objectID, o.owner, o.metadata)) }
+        var unknown: [ObjectID] = []
+        var imported: [ObjectID] = []
+        for id in ids where !id.isBlob && id != .invalid {
+            guard let p = store.placement(of: id) else {
+                unknown.append(id)
+                continue
             }
-            return out
+            // Another (specific) instance's object here can only be an import.
+            if p.instance != instanceID && p.instance != InstanceID.unspecified { imported.append(id) }
         }
-        for (id, _, text) in found {
-            guard let tree = try? JSONParser.parse(text) else { continue }
-            store.importRemote(ObjectID(id), tree: tree)
+        guard !unknown.isEmpty || !imported.isEmpty else { return }
+        let backend = self.backend
+        let wanted = unknown + imported
+        let found: [UInt64: String]
+        do throws(VineyardError) {
+            found = try call("read objects") {
+                var out: [UInt64: String] = [:]
+                for id in wanted {
+                    if let o = try await backend.object(id.rawValue) { out[o.objectID] = o.metadata }
+                }
+                return out
+            }
+        } catch {
+            // Only re-checks failed: keep serving what was imported (e.g. etcd restarting).
+            if unknown.isEmpty { return }
+            throw error
+        }
+        for id in unknown {
+            guard let text = found[id.rawValue], let tree = try? JSONParser.parse(text) else { continue }
+            store.importRemote(id, tree: tree)
+        }
+        let gone = imported.filter { found[$0.rawValue] == nil }
+        if !gone.isEmpty {
+            // Shallow: members may be shared with other objects (or be this instance's own).
+            _ = store.delete(gone, force: false, deep: false, memoryTrim: false)
         }
     }
 
