@@ -168,11 +168,12 @@ enum Conformance {
             _ = await runA.result
             let clock = ContinuousClock()
             let died = clock.now
-            try await withTimeout(.seconds(6), "instance \(infoA.id) to expire") {
+            try await withTimeout(.seconds(8), "instance \(infoA.id) to expire") {
                 try await b.waitForInstanceExit(infoA.id)
             }
             let gone = clock.now - died
-            #expect(gone <= .seconds(4), "expired after \(gone) with TTL \(ttl)")
+            // TTL plus slack for the expiry sweep and a loaded 2-core machine.
+            #expect(gone <= ttl + .seconds(3), "expired after \(gone) with TTL \(ttl)")
             #expect(try await b.instances() == [infoB])
             #expect(try await b.objects().map(\.objectID) == [200])
             #expect(try await b.names() == ["of-b": 200])
