@@ -126,3 +126,14 @@ struct SplitMix {
         #expect(r.affinityViolations == ["away"])
     }
 }
+
+@Suite struct RemoteEntryTests {
+    /// With shared metadata a replica "knows" a remote object (0 local bytes): that is not data
+    /// to stay next to, and the object must still be moved there.
+    @Test func zeroByteEntriesAreNotLocal() {
+        let p = Placer.place(inputs: ["a", "b"], residency: ["a": [0: 0, 1: 800], "b": [0: 900, 1: 0]], running: [0, 0])
+        #expect(p.replica == 0)
+        #expect(p.localBytes == 900)
+        #expect(p.moves == [PlannedMove(name: "a", from: 1, to: 0, bytes: 800)])
+    }
+}

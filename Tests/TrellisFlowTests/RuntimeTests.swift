@@ -118,19 +118,26 @@ func etcdBinary() -> String? {
         #expect(rt.status().state == nil)
     }
 
-    /// The real daemon, when this checkout has been built (`swift build` builds `trellis`).
-    @Test func realTrellisServeOneReplica() async throws {
+    /// The real daemon, when this checkout has been built (`swift build` builds `trellis`):
+    /// one replica with local metadata, and two sharing the runtime's private etcd.
+    @Test(arguments: [1, 2]) func realTrellisServe(replicas: Int) async throws {
         let bin = ProcessInfo.processInfo.environment["TRELLIS_BIN"] ?? repoRoot() + "/.build/debug/trellis"
         guard access(bin, X_OK) == 0 else { return }
+        if replicas > 1 && etcdBinary() == nil { return }
         let dir = TempDir("trrt")
         defer { dir.cleanup() }
-        let rt = LocalRuntime(directory: dir.sub("rt"), trellisBinary: bin, startTimeout: 30)
-        let state = try await rt.up(RuntimeSpec(replicas: 1, size: "64Mi"))
-        #expect(rt.status().isUp)
-        #expect(socketAccepts(state.replicas[0].socket))
-        #expect(tcpAccepts(port: state.replicas[0].rpcPort!))
+        let rt = LocalRuntime(directory: dir.sub("rt"), trellisBinary: bin, etcdBinary: etcdBinary(), startTimeout: 60)
+        let state = try await rt.up(RuntimeSpec(replicas: replicas, size: "64Mi"))
+        let status = rt.status()
+        #expect(status.isUp, "\(status.summary)")
+        for r in state.replicas {
+            #expect(socketAccepts(r.socket))
+            #expect(tcpAccepts(port: r.rpcPort!))
+        }
+        #expect((state.etcd != nil) == (replicas > 1))
         try await rt.down()
-        #expect(!isAlive(state.processes[0].pid))
+        #expect(state.processes.allSatisfy { !isAlive($0.pid) })
+        #expect(state.etcd.map { !isAlive($0.process.pid) } ?? true)
     }
 }
 

@@ -54,6 +54,7 @@ def summarize(record):
             "moved_bytes": sum(i.get("movedBytes", 0) for i in s.get("inputs", [])),
             "out_bytes": sum(o.get("bytes", 0) for o in s.get("outputs", [])),
             "overhead_seconds": s.get("overhead") or 0.0,
+            "data_plane_seconds": s.get("dataPlaneSeconds") or 0.0,
         })
     started = record.get("startedAt")
     return {
@@ -87,10 +88,11 @@ def print_summary(summary, out=print):
     out("MSE: %s" % ("%.6f" % summary["mse"] if summary["mse"] is not None else "?"))
     out("placement and handoff:")
     for s in summary["steps"]:
-        out("  %-10s r%s %-14s %6.2fs  put %.3fs  get %.3fs  moved %s in %.3fs  (local in %s, out %s, runner %.1f ms)"
+        out("  %-10s r%s %-14s %6.2fs  put %.3fs  get %.3fs  moved %s in %.3fs  (local in %s, out %s, "
+            "runner %.1f ms, data plane %.1f ms)"
             % (s["name"], s["replica"], s["reason"] or "-", s["seconds"], s["put_seconds"], s["get_seconds"],
                mib(s["moved_bytes"]), s["move_seconds"], mib(s["local_bytes"]), mib(s["out_bytes"]),
-               s["overhead_seconds"] * 1000))
+               s["overhead_seconds"] * 1000, s["data_plane_seconds"] * 1000))
     out("total %.2fs; handoff %.3fs (put %.3fs, get %.3fs, moves %.3fs); steps off their inputs' replica: %s"
         % (summary["wall_seconds"] or 0.0, summary["handoff_seconds"], summary["put_seconds"],
            summary["get_seconds"], summary["move_seconds"], ", ".join(summary["affinity_violations"]) or "none"))

@@ -173,6 +173,7 @@ public struct FlowRunner: Sendable {
         var inputs: [InputRecord]
         var moveSeconds: Double
         var metrics: [String: Double]
+        var planeSeconds: Double = 0
     }
 
     private func execute(record initial: RunRecord, scheduler initialScheduler: FlowScheduler, options: FlowRunOptions)
@@ -192,6 +193,7 @@ public struct FlowRunner: Sendable {
         save(record)
         options.observer?(RunEvent(kind: .runStarted, record: record))
         var began: [String: ContinuousClock.Instant] = [:]
+        var planeTime: [String: Double] = [:]
 
         await withTaskGroup(of: Completion.self) { group in
             while true {
@@ -212,7 +214,9 @@ public struct FlowRunner: Sendable {
                     let t0 = ContinuousClock.now
                     let storeInputs = spec.inputs.map { ObjectNaming.storeName($0, runID: runID) }
                     var residency: Residency = [:]
-                    if let found = try? await dataPlane.residency(of: storeInputs, on: replicas) {
+                    let found = try? await dataPlane.residency(of: storeInputs, on: replicas)
+                    planeTime[name] = (ContinuousClock.now - t0).seconds
+                    if let found {
                         for input in spec.inputs {
                             if let w = found[ObjectNaming.storeName(input, runID: runID)] { residency[input] = w }
                         }
@@ -250,7 +254,7 @@ public struct FlowRunner: Sendable {
                 case .attempt(let result):
                     await handle(
                         result, specs: specs, scheduler: &scheduler, record: &record, began: began,
-                        options: options, group: &group)
+                        planeTime: planeTime[result.step] ?? 0, options: options, group: &group)
                 }
             }
             group.cancelAll()
@@ -294,9 +298,10 @@ public struct FlowRunner: Sendable {
 
     private func handle(
         _ result: AttemptResult, specs: [String: StepSpec], scheduler: inout FlowScheduler, record: inout RunRecord,
-        began: [String: ContinuousClock.Instant], options: FlowRunOptions,
+        began: [String: ContinuousClock.Instant], planeTime: Double, options: FlowRunOptions,
         group: inout TaskGroup<Completion>
     ) async {
+        var planeSeconds = planeTime + result.planeSeconds
         let name = result.step
         let runID = record.runID
         var failure: String? = result.error
@@ -314,14 +319,18 @@ public struct FlowRunner: Sendable {
                 let declared = specs[name]?.outputs ?? []
                 let storeNames = declared.map { ObjectNaming.storeName($0, runID: runID) }
                 do {
+                    let t = ContinuousClock.now
                     let found = try await dataPlane.residency(of: storeNames, on: replicas)
+                    planeSeconds += (ContinuousClock.now - t).seconds
                     var missing: [String] = []
                     for (flowName, storeName) in zip(declared, storeNames) {
                         guard let w = found[storeName], !w.isEmpty else {
                             missing.append(flowName)
                             continue
                         }
-                        let r = w[result.replica] != nil ? result.replica : w.keys.min()!
+                        let r = (w[result.replica] ?? 0) > 0 || w.count == 1 && w[result.replica] != nil
+                            ? result.replica
+                            : w.max { a, b in a.value < b.value || (a.value == b.value && a.key > b.key) }!.key
                         outputs.append(OutputRecord(name: flowName, storeName: storeName, bytes: w[r] ?? 0, replica: r))
                     }
                     if !missing.isEmpty {
@@ -350,7 +359,8 @@ public struct FlowRunner: Sendable {
             if let t0 = began[name] {
                 let total = (ContinuousClock.now - t0).seconds
                 s.duration = total
-                s.overhead = max(0, total - (result.exit?.seconds ?? 0) - result.moveSeconds)
+                s.dataPlaneSeconds = planeSeconds
+                s.overhead = max(0, total - (result.exit?.seconds ?? 0) - result.moveSeconds - planeSeconds)
             }
             if cancelled {
                 s.state = .cancelled
@@ -411,7 +421,8 @@ public struct FlowRunner: Sendable {
             let w = residency[input] ?? [:]
             let home = w.max { a, b in a.value < b.value || (a.value == b.value && a.key > b.key) }
             var rec = InputRecord(
-                name: input, bytes: home?.value ?? 0, residentOn: home?.key, residentReplicas: w.keys.sorted(),
+                name: input, bytes: home?.value ?? 0, residentOn: home?.key,
+                residentReplicas: w.filter { $0.value > 0 }.keys.sorted(),
                 localBytes: w[replica.index] ?? 0,
                 movedBytes: 0, moveSeconds: 0)
             if let move = launch.placement.moves.first(where: { $0.name == input }) {
@@ -435,7 +446,9 @@ public struct FlowRunner: Sendable {
         // Outputs left by an earlier attempt or run would make the success check lie.
         if !spec.outputs.isEmpty {
             let names = spec.outputs.map { ObjectNaming.storeName($0, runID: runID) }
+            let t = ContinuousClock.now
             for r in replicas { try? await dataPlane.delete(names, on: r) }
+            result.planeSeconds += (ContinuousClock.now - t).seconds
         }
         // The process.
         let metricsPath = store.directory(of: runID) + "/logs/\(spec.name).metrics.jsonl"

@@ -95,9 +95,13 @@ public struct StepRecord: Codable, Sendable, Equatable {
     public var stdoutPath: String
     /// Standard error log (all attempts, appended).
     public var stderrPath: String
-    /// Seconds the runner spent on this step's latest attempt outside the child process and
-    /// the moves (placement, residency queries, spawning, bookkeeping).
+    /// Seconds the runner itself spent on this step's latest attempt: everything outside the
+    /// child process, the moves and the data-plane calls (placement, spawning, timers, record
+    /// writing, logs).
     public var overhead: Double?
+    /// Seconds spent in data-plane calls other than moves for the latest attempt (residency
+    /// queries, clearing stale outputs, checking outputs).
+    public var dataPlaneSeconds: Double?
     /// Seconds the child process ran (latest attempt).
     public var processSeconds: Double?
     /// Numbers the step reported through `$TRELLIS_METRICS` (e.g. `put_seconds`, `get_seconds`

@@ -2,6 +2,8 @@
 ///
 /// "Resident" means the object's blobs are in that replica's memory (a local, zero-copy get
 /// there). An object can be resident on several replicas (after a move the source keeps its copy).
+/// A 0 entry means the replica knows the object but holds none of its bytes (with shared
+/// metadata, a remote object); it counts as neither local data nor a move source.
 public typealias Residency = [String: [Int: Int]]
 
 /// A planned copy of one input to the replica a step was placed on.
@@ -110,10 +112,11 @@ public enum Placer {
         }
         var moves: [PlannedMove] = []
         for name in unique {
-            let where_ = (residency[name] ?? [:]).filter { $0.key >= 0 && $0.key < n }
-            guard !where_.isEmpty, where_[chosen] == nil else { continue }
+            // Replicas holding bytes of it; a 0 entry means "known there, but not local".
+            let holding = (residency[name] ?? [:]).filter { $0.key >= 0 && $0.key < n && $0.value > 0 }
+            guard !holding.isEmpty, holding[chosen] == nil else { continue }
             // Source: the replica holding most of it (lowest index on ties).
-            let src = where_.max { a, b in a.value < b.value || (a.value == b.value && a.key > b.key) }!
+            let src = holding.max { a, b in a.value < b.value || (a.value == b.value && a.key > b.key) }!
             moves.append(PlannedMove(name: name, from: src.key, to: chosen, bytes: src.value))
         }
         return Placement(replica: chosen, reason: reason, localBytes: bytesOn[chosen], moves: moves, missing: missing)
