@@ -167,8 +167,17 @@ func etcdBinary() -> String? {
         #expect(launcher.runtime.status().isUp)
         #expect(launcher.runtime.loadState()?.keptFor == ["bad"])
 
+        // A second failed run on the kept runtime is kept for too; resuming one keeps it up.
+        let gate2 = dir.sub("gate2")
+        r = try await launcher.run(spec: FlowSpec(steps: [.command("c", ["test", "-f", gate2])]), options: FlowRunOptions(runID: "bad2"))
+        #expect(r.state == .failed)
+        #expect(launcher.runtime.loadState()?.keptFor == ["bad", "bad2"])
         _ = FileManager.default.createFile(atPath: gate, contents: nil)
         r = try await launcher.resume(runID: "bad")
+        #expect(r.state == .succeeded)
+        #expect(launcher.runtime.status().isUp)
+        _ = FileManager.default.createFile(atPath: gate2, contents: nil)
+        r = try await launcher.resume(runID: "bad2")
         #expect(r.state == .succeeded)
         #expect(launcher.runtime.status().state == nil)
 

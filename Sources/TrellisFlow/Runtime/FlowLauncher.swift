@@ -46,7 +46,9 @@ public struct FlowLauncher: Sendable {
             if ephemeral { try? await runtime.down() }
             throw error
         }
-        return try await settle(record, ephemeral: ephemeral)
+        // A runtime kept up for another run's intermediates is ephemeral too: this run joins
+        // (or leaves) the list of runs it is kept for.
+        return try await settle(record, ephemeral: ephemeral || state.ephemeral)
     }
 
     /// Resumes a failed or cancelled run on the current runtime. If the runtime is gone, an
