@@ -42,7 +42,7 @@ let package = Package(
         .target(
             name: "TrellisServer",
             dependencies: [
-                "TrellisProtocol", "TrellisStore", "TrellisSystem", "TrellisMeta",
+                "CTrellisShim", "TrellisProtocol", "TrellisStore", "TrellisSystem", "TrellisMeta",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

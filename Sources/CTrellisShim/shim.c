@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <malloc.h>
 
 int trellis_memfd_create(const char *name, int huge) {
     unsigned int flags = MFD_CLOEXEC;
@@ -79,4 +80,12 @@ int trellis_peer_pid(int socket) {
 
 int trellis_accept_cloexec(int socket) {
     return accept4(socket, NULL, NULL, SOCK_CLOEXEC);
+}
+
+void trellis_limit_malloc_arenas(int arenas) {
+    mallopt(M_ARENA_MAX, arenas);
+}
+
+void trellis_malloc_trim(void) {
+    malloc_trim(0);
 }

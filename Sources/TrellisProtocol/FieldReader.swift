@@ -86,9 +86,6 @@ public struct FieldReader: Sendable {
 
     public func uintArray(_ key: String) throws(VineyardError) -> [UInt64] {
         guard let v = object[key] else { throw missing(key, "an array of ids") }
-        // A bare id is accepted where an array is expected (upstream's json::get does too
-        // for one-element forms).
-        if let one = v.uint64Value { return [one] }
         guard let a = v.arrayValue else { throw wrong(key, "an array of unsigned integers", v) }
         var out: [UInt64] = []
         out.reserveCapacity(a.count)

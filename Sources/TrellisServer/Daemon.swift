@@ -1,6 +1,7 @@
 import Logging
 import Metrics
 import ServiceLifecycle
+import CTrellisShim
 import Synchronization
 import TrellisMeta
 import TrellisProtocol
@@ -26,6 +27,9 @@ public final class Daemon: Service, Sendable {
     /// - Parameter meta: cluster metadata (`--meta etcd`), already registered; nil for
     ///   a single instance.
     public init(store: ObjectStore, config: ServerConfig, logger: Logger, meta: (any MetaBackend)? = nil) {
+        // At most two malloc arenas: connection threads come and go, and glibc's default
+        // (8 per core) keeps their arenas' pages resident after they are gone.
+        trellis_limit_malloc_arenas(2)
         self.store = store
         self.config = config
         self.logger = logger
@@ -123,8 +127,13 @@ public final class Daemon: Service, Sendable {
             logger.info("reclaimed unsealed blobs of a departed client", metadata: ["connection.id": "\(id)", "blobs": "\(reclaimed)"])
         }
         handler.counters.withLock { isRPC ? ($0.rpcConnections -= 1) : ($0.ipcConnections -= 1) }
-        connections.withLock { $0[id] = nil }
+        let idle = connections.withLock { c in
+            c[id] = nil
+            return c.isEmpty
+        }
         box.close()
+        // The last client left: give the freed heap (request buffers, thread caches) back.
+        if idle { trellis_malloc_trim() }
     }
 }
 

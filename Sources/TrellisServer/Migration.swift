@@ -79,7 +79,14 @@ final class Migrator: Sendable {
             store.delete(local.values.map(\.id), force: true, deep: true, memoryTrim: false)
             throw error
         }
-        try cluster.publish(persisted)
+        do {
+            try cluster.publish(persisted)
+        } catch {
+            // Not shared with the cluster: drop the copy (and whatever part of it got
+            // published) rather than keep an unrecorded one that a retry would duplicate.
+            cluster.unpublish(store.delete([created.id], force: true, deep: true, memoryTrim: false))
+            throw error
+        }
         return created.id
     }
 

@@ -154,7 +154,8 @@ final class RequestHandler: Sendable {
             try store.label(id, keys: keys, values: values)
             return .reply(["type": "label_reply"])
         case .clear:
-            cluster?.unpublish(store.clear())
+            let cleared = store.clear()
+            cluster?.unpublish(cleared)
             return .reply(["type": "clear_reply"])
         case .memoryTrim:
             store.trimFreeMemory()

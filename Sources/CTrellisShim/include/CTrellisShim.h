@@ -24,6 +24,12 @@ ssize_t trellis_recv_fd(int socket, int *fd_out, unsigned char *byte_out);
 /// accept4(socket, NULL, NULL, SOCK_CLOEXEC) (glibc declares it only under _GNU_SOURCE).
 int trellis_accept_cloexec(int socket);
 
+/// Caps glibc malloc arenas (mallopt M_ARENA_MAX).
+void trellis_limit_malloc_arenas(int arenas);
+
+/// Returns free heap pages to the OS (malloc_trim(0)).
+void trellis_malloc_trim(void);
+
 /// The peer's pid from SO_PEERCRED, or -1.
 int trellis_peer_pid(int socket);
 
