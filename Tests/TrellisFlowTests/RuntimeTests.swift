@@ -34,7 +34,7 @@ func etcdBinary() -> String? {
     func runtime(_ dir: TempDir, etcd: String? = nil, env: [String: String] = ProcessInfo.processInfo.environment) throws -> LocalRuntime {
         try fakeDaemon.write(toFile: dir.sub("fake_daemon.py"), atomically: true, encoding: .utf8)
         return LocalRuntime(
-            directory: dir.sub("rt"), trellisBinary: "/usr/bin/python3", serveCommand: [dir.sub("fake_daemon.py")],
+            directory: dir.sub("rt"), trellisBinary: "python3", serveCommand: [dir.sub("fake_daemon.py")],
             etcdBinary: etcd, startTimeout: 20, environment: env)
     }
 
@@ -150,7 +150,7 @@ func etcdBinary() -> String? {
         try fakeDaemon.write(toFile: dir.sub("fake_daemon.py"), atomically: true, encoding: .utf8)
         let home = TrellisHome(path: dir.sub("home"))
         let planes = DirectoryDataPlane(root: dir.sub("store"), count: 1)
-        var launcher = FlowLauncher(home: home, trellisBinary: "/usr/bin/python3", makeDataPlane: { _ in planes })
+        var launcher = FlowLauncher(home: home, trellisBinary: "python3", makeDataPlane: { _ in planes })
         launcher.runtime.serveCommand = [dir.sub("fake_daemon.py")]
         launcher.runtime.etcdBinary = "/nonexistent"
         // The fake data plane addresses replicas by directory, not by the daemons' sockets.
