@@ -27,7 +27,10 @@ import Glibc
         defer { dir.cleanup() }
         let rt = LocalRuntime(directory: dir.sub("rt"), trellisBinary: bin, etcdBinary: etcdBinary(), startTimeout: 60)
         let state = try await rt.up(RuntimeSpec(replicas: 2, size: "256Mi"))
-        defer { Task { try? await rt.down() } }
+        try await stopping(rt) { try await zeroCopy(state, dir) }
+    }
+
+    func zeroCopy(_ state: RuntimeState, _ dir: TempDir) async throws {
         let plane = try VineyardPlane(python: python)
         let runner = FlowRunner(dataPlane: plane, replicas: state.replicas, store: RunStore(root: dir.sub("runs")))
         try """
@@ -106,7 +109,12 @@ import Glibc
         defer { dir.cleanup() }
         let rt = LocalRuntime(directory: dir.sub("rt"), trellisBinary: bin, etcdBinary: etcdBinary(), startTimeout: 60)
         let state = try await rt.up(RuntimeSpec(replicas: 2, size: "2Gi"))
-        defer { Task { try? await rt.down() } }
+        try await stopping(rt) { try await housePrices(state, rows) }
+    }
+
+    func housePrices(_ state: RuntimeState, _ rows: String) async throws {
+        let dir = TempDir("trhp2")
+        defer { dir.cleanup() }
         let plane = try VineyardPlane(python: python)
         let runner = FlowRunner(dataPlane: plane, replicas: state.replicas, store: RunStore(root: dir.sub("runs")))
         var env = ProcessInfo.processInfo.environment
@@ -132,4 +140,16 @@ import Glibc
         }
         print("house-prices \(rows) rows: \(mse.trimmingCharacters(in: .whitespacesAndNewlines)); wall \(formatFixed(record.duration ?? 0, digits: 2))s; handoff put \(formatFixed(put, digits: 3))s + get \(formatFixed(get, digits: 3))s")
     }
+}
+
+/// Runs `body`, then stops the runtime whether it threw or not (a `defer` cannot await, and
+/// the daemons live in their own sessions: they would outlive the test process).
+func stopping(_ rt: LocalRuntime, _ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch {
+        try? await rt.down()
+        throw error
+    }
+    try await rt.down()
 }
