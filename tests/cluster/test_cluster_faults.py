@@ -237,3 +237,37 @@ def test_fetch_interrupted_by_owner_death_leaves_no_half_object(cluster):
     # The memory is really free again: the same size can be allocated on B.
     reply = b.request({"type": "create_buffer_request", "size": size})
     assert reply.get("type") == "create_buffer_reply", reply
+
+
+def test_migration_whose_publish_fails_leaves_no_copy(private_cluster):
+    """etcd stops answering while B receives: the copy cannot be published, so B drops it
+    (no unrecorded local copy), and a later migrate makes one published copy."""
+    (a,) = private_cluster.start(1, size="1Gi")
+    (b,) = private_cluster.start(1, size="1Gi", meta_timeout=2)  # etcd requests time out after 2 s
+    ca, cb = a.connect(), b.connect()
+    size = 512 << 20
+    oid = ca.put(np.empty(size // 8, dtype=np.float64), persist=True)
+    cb.get_meta(oid)
+    before = b.status()
+
+    p = start_fetch(b, oid, "migrate")
+    p.go()
+    etcd_pid = private_cluster.etcd.pid
+    try:
+        cluster_lib.wait_until(lambda: b.memory_usage() > 0 or not p.running(), 30, interval=0.002,
+                               what="B allocating the blob")
+        os.kill(etcd_pid, signal.SIGSTOP)
+        rc, out, err, seconds = p.result(60)
+    finally:
+        os.kill(etcd_pid, signal.SIGCONT)
+    if out.startswith("OK"):
+        pytest.skip("the migration was published before etcd could be stopped")
+    assert_fails_clearly((rc, out, err, seconds), limit=30)
+    after = b.status()
+    assert after["memory_usage"] == before["memory_usage"]
+    assert after["objects"] == before["objects"]
+
+    copy = cb.migrate(oid)
+    assert cb.get_meta(copy).instance_id == cb.instance_id
+    assert b.memory_usage() >= size
+    assert ca.get_meta(copy).instance_id == cb.instance_id  # published
