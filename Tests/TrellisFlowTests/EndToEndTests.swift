@@ -31,7 +31,7 @@ import Glibc
     }
 
     func zeroCopy(_ state: RuntimeState, _ dir: TempDir) async throws {
-        let plane = try VineyardPlane(python: python)
+        let plane = try VineyardPythonDataPlane(python: python)
         let runner = FlowRunner(dataPlane: plane, replicas: state.replicas, store: RunStore(root: dir.sub("runs")))
         try """
             def put_big():
@@ -115,7 +115,7 @@ import Glibc
     func housePrices(_ state: RuntimeState, _ rows: String) async throws {
         let dir = TempDir("trhp2")
         defer { dir.cleanup() }
-        let plane = try VineyardPlane(python: python)
+        let plane = try VineyardPythonDataPlane(python: python)
         let runner = FlowRunner(dataPlane: plane, replicas: state.replicas, store: RunStore(root: dir.sub("runs")))
         var env = ProcessInfo.processInfo.environment
         env["HOUSE_ROWS"] = rows

@@ -1,15 +1,19 @@
+import Dispatch
 import Foundation
-import Synchronization
-@testable import TrellisFlow
 
-/// A real ``DataPlane`` for end-to-end tests, over real replica daemons, through the upstream
-/// vineyard Python client in one long-lived helper process (JSON lines on stdin/stdout).
-/// It is a stand-in until the Swift-client binding exists, and documents the semantics the
-/// binding needs (see ``DataPlane``): names are global (shared etcd metadata), a move migrates
-/// the object into the target replica and points the name at the copy, and every known copy
-/// is deleted on cleanup.
-final class VineyardPlane: DataPlane {
-    static let helper = """
+/// A ``DataPlane`` through the upstream vineyard **Python** client: one long-lived helper
+/// process (`python -c ...`, JSON lines on its stdin/stdout) connected to each replica's socket.
+///
+/// An interim binding, so flows run end to end before the Swift-client binding exists, and a
+/// reference for its semantics: names are global across replicas (shared etcd metadata); a
+/// move migrates the object into the target replica and points the name at the copy (the
+/// source copy is remembered and deleted with the name on its replica); residency counts the
+/// bytes of the blobs whose instance is the replica. It needs an interpreter with `vineyard`
+/// (`$TRELLIS_PYTHON`). Calls are serialized on a private queue, never on the caller's thread;
+/// the first call pays the helper's `import vineyard` (about a second).
+public final class VineyardPythonDataPlane: DataPlane, @unchecked Sendable {
+    /// The helper's source.
+    public static let helper = """
         import json, sys
         import vineyard
         from vineyard.core.client import _is_blob
@@ -118,13 +122,15 @@ final class VineyardPlane: DataPlane {
     private let process = Process()
     private let input: FileHandle
     private let output: FileHandle
-    private let lock = Mutex(())
+    private let queue = DispatchQueue(label: "trellis.flow.vineyard-python-data-plane")
 
-    init(python: String) throws {
+    /// Starts the helper with `python` (which must import `vineyard`).
+    public init(python: String = ProcessInfo.processInfo.environment["TRELLIS_PYTHON"] ?? "python3") throws {
         let inPipe = Pipe()
         let outPipe = Pipe()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = ["-c", VineyardPlane.helper]
+        let path = try ChildProcess.resolve(python, environment: ProcessInfo.processInfo.environment, workingDirectory: nil)
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = ["-c", VineyardPythonDataPlane.helper]
         process.standardInput = inPipe
         process.standardOutput = outPipe
         process.standardError = FileHandle.standardError
@@ -138,34 +144,42 @@ final class VineyardPlane: DataPlane {
         process.waitUntilExit()
     }
 
-    private func call(_ request: [String: Any]) throws -> Any {
-        try lock.withLock { _ in
-            var data = try JSONSerialization.data(withJSONObject: request)
-            data.append(0x0A)
-            input.write(data)
-            var line = Data()
-            while true {
-                let byte = output.readData(ofLength: 1)
-                if byte.isEmpty { throw DataPlaneError("vineyard helper exited") }
-                if byte[0] == 0x0A { break }
-                line.append(byte)
+    private func call(_ request: [String: any Sendable]) async throws -> Any? {
+        let data = try JSONSerialization.data(withJSONObject: request)
+        let reply: Data = try await withCheckedThrowingContinuation { cont in
+            queue.async { [input, output] in
+                input.write(data + Data([0x0A]))
+                var line = Data()
+                while true {
+                    let byte = output.readData(ofLength: 1)
+                    if byte.isEmpty {
+                        cont.resume(throwing: DataPlaneError("the vineyard helper exited"))
+                        return
+                    }
+                    if byte[byte.startIndex] == 0x0A { break }
+                    line.append(byte)
+                }
+                cont.resume(returning: line)
             }
-            let reply = try JSONSerialization.jsonObject(with: line) as? [String: Any] ?? [:]
-            if let e = reply["error"] as? String { throw DataPlaneError(e) }
-            return reply["ok"] ?? NSNull()
         }
+        let object = try JSONSerialization.jsonObject(with: reply) as? [String: Any] ?? [:]
+        if let e = object["error"] as? String { throw DataPlaneError(e) }
+        return object["ok"]
     }
 
-    func residentBytes(of names: [String], on replica: Replica) async throws -> [String: Int] {
-        let r = try call(["op": "resident", "socket": replica.socket, "names": names])
+    /// Bytes of each named object's blobs held by `replica`.
+    public func residentBytes(of names: [String], on replica: Replica) async throws -> [String: Int] {
+        let r = try await call(["op": "resident", "socket": replica.socket, "names": names])
         return (r as? [String: Any] ?? [:]).compactMapValues { ($0 as? NSNumber)?.intValue }
     }
 
-    func move(_ name: String, from: Replica, to: Replica) async throws -> Int {
-        (try call(["op": "move", "name": name, "from": from.socket, "to": to.socket]) as? NSNumber)?.intValue ?? 0
+    /// Migrates the object into `to` and points its name at the copy.
+    public func move(_ name: String, from: Replica, to: Replica) async throws -> Int {
+        (try await call(["op": "move", "name": name, "from": from.socket, "to": to.socket]) as? NSNumber)?.intValue ?? 0
     }
 
-    func delete(_ names: [String], on replica: Replica) async throws {
-        _ = try call(["op": "delete", "socket": replica.socket, "names": names])
+    /// Deletes the named objects' copies on `replica` (and the name with its last copy).
+    public func delete(_ names: [String], on replica: Replica) async throws {
+        _ = try await call(["op": "delete", "socket": replica.socket, "names": names])
     }
 }
