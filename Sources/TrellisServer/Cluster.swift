@@ -54,8 +54,17 @@ final class Cluster: Sendable {
         guard !objects.isEmpty else { return }
         let items = objects.map { ($0.id.rawValue, $0.tree.description) }
         let backend = self.backend
+        // A DataFrame persists ~50 objects at once: publish them concurrently, a few at a time.
         try call("publish") {
-            for (id, text) in items { try await backend.publishObject(id, metadata: text) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                var pending = items.makeIterator()
+                func startNext() {
+                    guard let (id, text) = pending.next() else { return }
+                    group.addTask { try await backend.publishObject(id, metadata: text) }
+                }
+                for _ in 0..<8 { startNext() }
+                while try await group.next() != nil { startNext() }
+            }
         }
     }
 
