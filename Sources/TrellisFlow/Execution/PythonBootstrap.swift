@@ -96,7 +96,16 @@ public enum PythonBootstrap {
             def _put_name(self, object, name):
                 return put_name(self, object, q(name))
 
+            replica = os.environ.get("TRELLIS_REPLICA")
+
             def _get_name(self, name, wait=False):
+                # A copy the runner moved onto this step's replica is bound to "<name>@r<replica>":
+                # prefer it, so the step's get is local and zero-copy.
+                if replica is not None and prefix and isinstance(name, str):
+                    try:
+                        return get_name(self, q(name) + "@r" + replica, False)
+                    except Exception:
+                        pass
                 return get_name(self, q(name), wait)
 
             def _drop_name(self, name):

@@ -1,0 +1,96 @@
+import TrellisClient
+import TrellisProtocol
+
+/// The data plane over the Trellis daemons of a runtime, through the Swift client.
+///
+/// - Residency: the bytes of an object's blobs that live in a replica's own arena.
+/// - Move: the target replica migrates the object from its owner over RPC (daemon to
+///   daemon, straight into its arena) and binds the copy to the replica-local name
+///   ``localName(_:replica:)``, which the step bootstrap resolves before the shared name;
+///   so a step's `get(name=…)` is local and zero-copy whatever flags it passes, while the
+///   shared name keeps pointing at the original for everyone else.
+/// - Delete: every object of the names that lives on that replica, and the names.
+public struct ClientDataPlane: DataPlane {
+    public let replicas: [Replica]
+
+    public init(replicas: [Replica]) throws {
+        self.replicas = replicas
+    }
+
+    /// The name a replica-local copy of `name` is bound to.
+    public static func localName(_ name: String, replica: Int) -> String { "\(name)@r\(replica)" }
+
+    private func connect(_ replica: Replica) throws -> Client {
+        try Client(socket: replica.socket)
+    }
+
+    /// The id `name` resolves to on `replica`: its local copy first, else the shared object.
+    private func resolve(_ name: String, on replica: Replica, _ client: Client) throws -> ObjectID? {
+        if let local = try lookup(Self.localName(name, replica: replica.index), client) { return local }
+        return try lookup(name, client)
+    }
+
+    /// The object bound to `name`, nil if the name is unbound.
+    private func lookup(_ name: String, _ client: Client) throws(ClientError) -> ObjectID? {
+        let found: Result<ObjectID, ClientError>
+        do throws(ClientError) {
+            found = .success(try client.getName(name))
+        } catch {
+            found = .failure(error)
+        }
+        switch found {
+        case .success(let id): return id
+        case .failure(let e) where e.code == .objectNotExists: return nil
+        case .failure(let e): throw e
+        }
+    }
+
+    private func localBytes(_ id: ObjectID, _ client: Client) throws -> Int {
+        let meta = try client.getMetadata(id)
+        let mine = meta.blobReferences.filter { $0.instanceID == nil || $0.instanceID == client.instanceID }.map(\.id)
+        guard !mine.isEmpty else { return 0 }
+        return try client.getBlobs(mine).values.reduce(0) { $0 + $1.count }
+    }
+
+    public func residentBytes(of names: [String], on replica: Replica) async throws -> [String: Int] {
+        let client = try connect(replica)
+        defer { client.close() }
+        var out: [String: Int] = [:]
+        for name in names {
+            guard let id = try resolve(name, on: replica, client) else { continue }
+            out[name] = try localBytes(id, client)
+        }
+        return out
+    }
+
+    public func move(_ name: String, from: Replica, to: Replica) async throws -> Int {
+        let client = try connect(to)
+        defer { client.close() }
+        guard let id = try resolve(name, on: to, client) else {
+            throw DataPlaneError("cannot move '\(name)': no such object in the runtime")
+        }
+        let meta = try client.getMetadata(id)
+        if meta.instanceID == client.instanceID { return 0 }  // already here
+        let reply = try client.request(["type": "migrate_object_request", "object_id": .number(id.rawValue)])
+        guard let copy = reply["object_id"]?.uint64Value.map(ObjectID.init(rawValue:)) else {
+            throw DataPlaneError("cannot move '\(name)': the daemon's migrate reply has no object id")
+        }
+        try client.putName(Self.localName(name, replica: to.index), for: copy)
+        return try localBytes(copy, client)
+    }
+
+    public func delete(_ names: [String], on replica: Replica) async throws {
+        let client = try connect(replica)
+        defer { client.close() }
+        for name in names {
+            for candidate in [Self.localName(name, replica: replica.index), name] {
+                guard let id = try? client.getName(candidate) else { continue }
+                let meta = try? client.getMetadata(id)
+                // Only what lives here: another replica deletes its own copies.
+                guard meta?.instanceID == client.instanceID else { continue }
+                try? client.dropName(candidate)
+                try client.delete(id, force: true, deep: true)
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+import ArgumentParser
+import TrellisFlow
+
+/// How flows reach the object store: the data plane that measures residency and moves
+/// objects between replicas.
+enum FlowDataPlane {
+    static let make: @Sendable ([Replica]) async throws -> any DataPlane = { replicas in
+        try ClientDataPlane(replicas: replicas)
+    }
+}
+
+struct FlowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "flow",
+        abstract: "Run pipelines whose steps hand data to each other through Trellis.",
+        subcommands: [Run.self, Resume.self, Status.self, Logs.self, List.self, Validate.self])
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Run a flow file (starts a runtime when none is up).")
+        @Argument(help: "The flow's YAML file.") var file: String
+        @Option(name: .customLong("run-id"), help: "Run id (default: generated).") var runID: String?
+        @Flag(help: "Keep the run's objects after success.") var keep = false
+        @Option(name: .customLong("max-parallel"), help: "At most this many steps at once.") var maxParallel: Int?
+
+        func run() async throws {
+            let status = await FlowCLI.run(
+                file: file, runID: runID, keep: keep, maxParallel: maxParallel, makeDataPlane: FlowDataPlane.make)
+            if status != 0 { throw ExitCode(status) }
+        }
+    }
+
+    struct Resume: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Rerun the failed and downstream steps of a run, reusing what is still in memory.")
+        @Argument(help: "The run id.") var runID: String
+        @Flag(help: "Keep the run's objects after success.") var keep = false
+        @Option(name: .customLong("max-parallel")) var maxParallel: Int?
+
+        func run() async throws {
+            let status = await FlowCLI.resume(runID: runID, keep: keep, maxParallel: maxParallel, makeDataPlane: FlowDataPlane.make)
+            if status != 0 { throw ExitCode(status) }
+        }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a run's steps, placement, handoffs and state.")
+        @Argument var runID: String
+        @Flag var json = false
+        func run() throws {
+            let s = FlowCLI.status(runID: runID, json: json)
+            if s != 0 { throw ExitCode(s) }
+        }
+    }
+
+    struct Logs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a step's output.")
+        @Argument var runID: String
+        @Argument var step: String
+        @Flag var follow = false
+        func run() async throws {
+            let s = await FlowCLI.logs(runID: runID, step: step, follow: follow)
+            if s != 0 { throw ExitCode(s) }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "ls", abstract: "List runs.")
+        func run() throws {
+            let s = FlowCLI.list()
+            if s != 0 { throw ExitCode(s) }
+        }
+    }
+
+    struct Validate: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check a flow file without running it.")
+        @Argument var file: String
+        func run() throws {
+            let s = FlowCLI.validate(file: file)
+            if s != 0 { throw ExitCode(s) }
+        }
+    }
+}
+
+struct RuntimeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "runtime", abstract: "A local runtime: N replica daemons on this machine.",
+        subcommands: [Up.self, Down.self, Status.self])
+
+    struct Up: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Start replica daemons (and a private etcd for more than one).")
+        @Option var replicas = 1
+        @Option(help: "Shared memory per replica, e.g. 4Gi.") var size = "1Gi"
+        @Option(help: "memory, or spill (memory with spill to --spill-dir).") var medium = "memory"
+        @Option(name: .customLong("spill-dir")) var spillDir: String?
+        func run() async throws {
+            guard let m = Medium(rawValue: medium) else { throw ValidationError("--medium must be memory or spill") }
+            let s = await FlowCLI.runtimeUp(RuntimeSpec(replicas: replicas, size: size, medium: m, spillDirectory: spillDir))
+            if s != 0 { throw ExitCode(s) }
+        }
+    }
+
+    struct Down: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop the runtime's daemons.")
+        func run() async throws {
+            let s = await FlowCLI.runtimeDown()
+            if s != 0 { throw ExitCode(s) }
+        }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show the runtime's replicas.")
+        @Flag var json = false
+        func run() throws {
+            let s = FlowCLI.runtimeStatus(json: json)
+            if s != 0 { throw ExitCode(s) }
+        }
+    }
+}
