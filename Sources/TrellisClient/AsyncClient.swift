@@ -5,8 +5,9 @@ import TrellisProtocol
 ///
 /// Each call runs the blocking request on the connection's own serial dispatch queue,
 /// so a task awaiting a reply (or a name, with `wait`) never occupies a thread of the
-/// cooperative pool. Cancelling a task that waits breaks the connection (``Client/interrupt()``):
-/// the call then throws, and the client is closed.
+/// cooperative pool. Requests are short and run to completion even if their task is
+/// cancelled — except waits (`wait: true`), which can last forever: cancelling a task that
+/// waits breaks the connection (``Client/interrupt()``), the call throws, and the client is closed.
 ///
 /// ```swift
 /// let client = try await AsyncClient(socket: "/tmp/trellis.sock")
@@ -39,9 +40,17 @@ public final class AsyncClient: Sendable {
     }
 
     /// Runs `body` with the blocking client on this connection's queue.
-    public func run<R: Sendable>(_ body: @escaping @Sendable (Client) throws(ClientError) -> R) async throws(ClientError) -> R {
+    ///
+    /// - Parameter interruptible: cancelling the task breaks the connection to end `body`
+    ///   early (for waits that may never be answered).
+    public func run<R: Sendable>(
+        interruptible: Bool = false, _ body: @escaping @Sendable (Client) throws(ClientError) -> R
+    ) async throws(ClientError) -> R {
         let client = self.client
         let queue = self.queue
+        guard interruptible else {
+            return try await Self.onQueue(queue) { () throws(ClientError) -> R in try body(client) }
+        }
         let result = await withTaskCancellationHandler {
             await Self.resultOnQueue(queue) { () throws(ClientError) -> R in try body(client) }
         } onCancel: {
@@ -86,7 +95,7 @@ public final class AsyncClient: Sendable {
 
     /// See ``Client/get(_:name:wait:)``; a cancelled wait breaks the connection.
     public func get<T: StoredValue>(_ type: T.Type, name: String, wait: Bool = false) async throws(ClientError) -> T {
-        try await run { (c) throws(ClientError) in try c.get(type, name: name, wait: wait) }
+        try await run(interruptible: wait) { (c) throws(ClientError) in try c.get(type, name: name, wait: wait) }
     }
 
     /// See ``Client/createMetadata(_:)``.
@@ -96,7 +105,7 @@ public final class AsyncClient: Sendable {
 
     /// See ``Client/getMetadata(_:syncRemote:wait:)-(ObjectID,_,_)``.
     public func getMetadata(_ id: ObjectID, wait: Bool = false) async throws(ClientError) -> ObjectMeta {
-        try await run { (c) throws(ClientError) in try c.getMetadata(id, wait: wait) }
+        try await run(interruptible: wait) { (c) throws(ClientError) in try c.getMetadata(id, wait: wait) }
     }
 
     /// See ``Client/listMetadata(pattern:regex:limit:)``.
@@ -146,7 +155,7 @@ public final class AsyncClient: Sendable {
 
     /// See ``Client/getName(_:wait:)``; a cancelled wait breaks the connection.
     public func getName(_ name: String, wait: Bool = false) async throws(ClientError) -> ObjectID {
-        try await run { (c) throws(ClientError) in try c.getName(name, wait: wait) }
+        try await run(interruptible: wait) { (c) throws(ClientError) in try c.getName(name, wait: wait) }
     }
 
     /// See ``Client/listNames(pattern:regex:limit:)``.

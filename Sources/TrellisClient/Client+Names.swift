@@ -2,9 +2,12 @@ import TrellisProtocol
 
 /// A name and the object it refers to.
 public struct NamedObject: Sendable, Equatable {
+    /// The name.
     public var name: String
+    /// The object it refers to.
     public var id: ObjectID
 
+    /// Makes a pair.
     public init(name: String, id: ObjectID) {
         self.name = name
         self.id = id

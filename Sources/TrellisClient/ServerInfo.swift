@@ -32,6 +32,7 @@ public struct ServerInfo: Sendable, Equatable {
 /// The daemon's `instance_status` reply: the seven upstream fields, plus the arena
 /// figures Trellis adds (`nil` when the daemon is upstream vineyardd).
 public struct InstanceStatus: Sendable, Equatable {
+    /// The daemon's instance id.
     public var instanceID: UInt64
     /// `--deployment` (`"local"` by default).
     public var deployment: String
@@ -39,8 +40,11 @@ public struct InstanceStatus: Sendable, Equatable {
     public var memoryUsage: Int
     /// The arena's size (`--size`).
     public var memoryLimit: Int
+    /// Requests parked waiting (for names or objects to appear).
     public var deferredRequests: Int
+    /// Open IPC connections.
     public var ipcConnections: Int
+    /// Open RPC connections.
     public var rpcConnections: Int
     /// Free bytes in the arena (Trellis only).
     public var freeBytes: Int?
@@ -83,9 +87,13 @@ public struct InstanceStatus: Sendable, Equatable {
 
 /// One instance of the cluster, from the `cluster_meta` reply.
 public struct ClusterInstance: Sendable, Equatable {
+    /// The instance id (`i<id>` key).
     public var instanceID: UInt64
+    /// The host the daemon runs on.
     public var hostname: String?
+    /// The node name (`MY_NODE_NAME`, else the host name).
     public var nodename: String?
+    /// The daemon's IPC socket path.
     public var ipcSocket: String?
     /// `host:port`.
     public var rpcEndpoint: String?

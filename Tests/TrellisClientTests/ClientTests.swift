@@ -216,4 +216,43 @@ struct ClientTests {
         }
         await client.close()
     }
+
+    @Test("RPC transport: blob bytes travel inline; objects written over RPC read over IPC and back")
+    func rpc() throws {
+        try DaemonProcess.with(rpc: true) { d in
+            let remote = try d.connectRPC()
+            defer { remote.close() }
+            #expect(remote.isRPC)
+            let ipc = try d.connect()
+            defer { ipc.close() }
+
+            // Written over TCP, read from shared memory.
+            let t = try remote.putTensor((0..<1000).map { Double($0) / 8 }, shape: [10, 100])
+            #expect(!t.blob.isSharedMemory)
+            let back = try ipc.get(Tensor<Double>.self, t.id)
+            #expect(back.shape == [10, 100])
+            #expect(Array(back) == (0..<1000).map { Double($0) / 8 })
+            #expect(back.blob.isSharedMemory)
+
+            // Written to shared memory, read over TCP (get_remote_buffers).
+            let frame = try ipc.createDataFrame(columns: [(name: "n", values: try ipc.putTensor([1, 2, 3] as [Int64]).base)])
+            let copy = try remote.get(DataFrame.self, frame.id)
+            #expect(Array(try #require(copy["n"]).typed(Int64.self)) == [1, 2, 3])
+            #expect(copy.index?.isDefaultRange == true)
+            #expect(try #require(copy["n"]).blob.isSharedMemory == false)
+            let empty = try remote.get(AnyTensor.self, try ipc.putTensor([Double]()).id)
+            #expect(empty.count == 0 && empty.blob.isEmpty)
+
+            // Several blobs in one create/get, including an empty one.
+            let writers = try remote.createBlobs(sizes: [3, 0, 5])
+            writers[0].withUnsafeMutableBytes { b in for i in 0..<3 { b[i] = UInt8(i + 1) } }
+            var sealed: [Blob] = []
+            for w in writers { sealed.append(try remote.seal(w)) }
+            #expect(sealed[1].id == .emptyBlob)
+            let fetched = try remote.getBlobs(sealed.map(\.id))
+            #expect(fetched[sealed[0].id]?.copyBytes() == [1, 2, 3])
+            #expect(fetched[sealed[2].id]?.count == 5)
+            #expect(try ipc.getBlob(sealed[2].id).copyBytes() == [0, 0, 0, 0, 0])
+        }
+    }
 }

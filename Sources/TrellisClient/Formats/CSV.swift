@@ -15,6 +15,7 @@ public enum CSV {
         /// Anything else; empty fields are nulls.
         case string([String?])
 
+        /// The number of rows.
         public var count: Int {
             switch self {
             case .int64(let v): return v.count
@@ -27,7 +28,9 @@ public enum CSV {
 
     /// A parsed CSV file: column names and typed columns.
     public struct Table: Sendable, Equatable {
+        /// The header row.
         public var names: [String]
+        /// One column per name.
         public var columns: [Column]
     }
 

@@ -7,7 +7,9 @@ public enum NPY {
 
     /// A parsed header.
     public struct Header: Sendable, Equatable {
+        /// The element type (`descr`).
         public var dtype: DType
+        /// The dimensions.
         public var shape: [Int]
         /// Whether the elements that follow are in Fortran (column-major) order.
         public var fortranOrder: Bool

@@ -4,6 +4,7 @@ import TrellisProtocol
 /// `vineyard::BooleanArray`, or `vineyard::BaseBinaryArray<arrow::LargeStringArray>` /
 /// `<arrow::LargeBinaryArray>`.
 public struct ArrowArray: StoredValue {
+    /// The array's metadata.
     public let meta: ObjectMeta
     /// The column type.
     public let type: ArrowType
@@ -20,6 +21,7 @@ public struct ArrowArray: StoredValue {
     /// The validity bitmap (`null_bitmap_`), `nil` when there is none (no nulls).
     public let validity: Blob?
 
+    /// Reads an Arrow array object; zero-copy.
     public init(_ object: StoredObject) throws(ClientError) {
         let meta = object.meta
         let typename = meta.typename
@@ -119,13 +121,16 @@ public struct ArrowArray: StoredValue {
 
 /// An Arrow record batch (`vineyard::RecordBatch`): a schema and equally long columns.
 public struct RecordBatch: StoredValue {
+    /// The batch's metadata.
     public let meta: ObjectMeta
+    /// The batch's schema (`schema_`).
     public let schema: ArrowSchema
     /// The number of rows (`row_num_`).
     public let rowCount: Int
     /// The columns, in schema order.
     public let columns: [ArrowArray]
 
+    /// Reads a `vineyard::RecordBatch`; zero-copy.
     public init(_ object: StoredObject) throws(ClientError) {
         guard object.typename == "vineyard::RecordBatch" else {
             throw .invalidObject("\(object.typename) \(object.id) is not a vineyard::RecordBatch")
@@ -166,11 +171,14 @@ public struct RecordBatch: StoredValue {
 
 /// A pyarrow Table (`vineyard::Table`): a schema and record batches.
 public struct ArrowTable: StoredValue {
+    /// The table's metadata.
     public let meta: ObjectMeta
+    /// The table's schema (`schema_`, else the first batch's).
     public let schema: ArrowSchema
     /// The batches (`partitions_-N`).
     public let batches: [RecordBatch]
 
+    /// Reads a `vineyard::Table`; zero-copy.
     public init(_ object: StoredObject) throws(ClientError) {
         guard object.typename == "vineyard::Table" else {
             throw .invalidObject("\(object.typename) \(object.id) is not a vineyard::Table")

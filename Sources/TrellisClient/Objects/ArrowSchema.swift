@@ -28,10 +28,14 @@ public enum ArrowType: Sendable, Equatable, CustomStringConvertible {
 
 /// One field of an Arrow schema.
 public struct ArrowField: Sendable, Equatable {
+    /// The column name.
     public var name: String
+    /// The column type.
     public var type: ArrowType
+    /// Whether the column may hold nulls.
     public var nullable: Bool
 
+    /// Makes a field.
     public init(name: String, type: ArrowType, nullable: Bool = true) {
         self.name = name
         self.type = type
@@ -42,8 +46,10 @@ public struct ArrowField: Sendable, Equatable {
 /// An Arrow schema, read from and written to the IPC schema message that
 /// `vineyard::SchemaProxy` keeps in `schema_binary_` (what `pa.Schema.serialize()` produces).
 public struct ArrowSchema: Sendable, Equatable {
+    /// The fields, in column order.
     public var fields: [ArrowField]
 
+    /// Makes a schema.
     public init(fields: [ArrowField]) {
         self.fields = fields
     }

@@ -4,6 +4,7 @@ import TrellisProtocol
 ///
 /// A `RangeIndex` is stored materialised, as an int64 tensor (what the Python client does).
 public struct PandasIndex: StoredValue {
+    /// The index's metadata.
     public let meta: ObjectMeta
     /// The index's name (`name`, JSON-decoded: usually `null` or a string).
     public let name: JSON
@@ -12,6 +13,7 @@ public struct PandasIndex: StoredValue {
     /// The labels.
     public let values: AnyTensor
 
+    /// Reads a `vineyard::Index`; zero-copy.
     public init(_ object: StoredObject) throws(ClientError) {
         guard object.typename == "vineyard::Index" else {
             throw .invalidObject("\(object.typename) \(object.id) is not a vineyard::Index")
@@ -49,12 +51,14 @@ public struct DataFrame: StoredValue {
         public var title: String { name.stringValue ?? PythonJSON.dumps(name) }
     }
 
+    /// The frame's metadata.
     public let meta: ObjectMeta
     /// The columns, in order.
     public let columns: [Column]
     /// The index (`index_`); `nil` when the writer did not store one (a default range then).
     public let index: PandasIndex?
 
+    /// Reads a `vineyard::DataFrame`; zero-copy.
     public init(_ object: StoredObject) throws(ClientError) {
         let meta = object.meta
         guard meta.typename == "vineyard::DataFrame" else {
@@ -85,6 +89,7 @@ public struct DataFrame: StoredValue {
 
 /// A pandas Series (`vineyard::Series`): values, index and name.
 public struct Series: StoredValue {
+    /// The series' metadata.
     public let meta: ObjectMeta
     /// The series' name (JSON-decoded; `null` when unnamed).
     public let name: JSON
@@ -93,6 +98,7 @@ public struct Series: StoredValue {
     /// The values, zero-copy.
     public let values: AnyTensor
 
+    /// Reads a `vineyard::Series`; zero-copy.
     public init(_ object: StoredObject) throws(ClientError) {
         guard object.typename == "vineyard::Series" else {
             throw .invalidObject("\(object.typename) \(object.id) is not a vineyard::Series")

@@ -22,6 +22,7 @@ public enum TensorOrder: String, Sendable {
 
 /// A numpy array of any numeric dtype or bool (`vineyard::Tensor<T>`), read zero-copy.
 public struct AnyTensor: StoredValue {
+    /// The tensor's metadata.
     public let meta: ObjectMeta
     /// The element type.
     public let dtype: DType
@@ -98,6 +99,7 @@ public struct Tensor<Element: TensorElement>: StoredValue, RandomAccessCollectio
         self = try AnyTensor(object).typed(Element.self)
     }
 
+    /// The tensor's metadata.
     public var meta: ObjectMeta { base.meta }
     /// The dimensions.
     public var shape: [Int] { base.shape }
@@ -106,7 +108,9 @@ public struct Tensor<Element: TensorElement>: StoredValue, RandomAccessCollectio
     /// The blob holding the elements.
     public var blob: Blob { base.blob }
 
+    /// Always 0.
     public var startIndex: Int { 0 }
+    /// The number of elements.
     public var endIndex: Int { base.count }
 
     /// The element at flat (C-order) position `i`, read from shared memory.
@@ -127,6 +131,7 @@ public struct Tensor<Element: TensorElement>: StoredValue, RandomAccessCollectio
         }
     }
 
+    /// The elements in place (they are always contiguous).
     public func withContiguousStorageIfAvailable<R>(_ body: (UnsafeBufferPointer<Element>) throws -> R) rethrows -> R? {
         try base.blob.withUnsafeBytes { raw in
             try body(UnsafeBufferPointer(start: raw.baseAddress?.assumingMemoryBound(to: Element.self), count: endIndex))

@@ -190,7 +190,7 @@ final class DaemonProcess: @unchecked Sendable {
 
     /// Starts the daemon with an arena of `size` (vineyardd syntax, e.g. "256Mi") and waits
     /// until its socket accepts connections.
-    init(size: String = "256Mi", extraFlags: [String] = []) throws {
+    init(size: String = "256Mi", rpc: Bool = false) throws {
         var template = Array("/tmp/trcXXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SystemError("mkdtemp") }
         directory = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -204,7 +204,8 @@ final class DaemonProcess: @unchecked Sendable {
             kill $d 2>/dev/null; wait $d
             """
         guardPID = try Subprocess.start(
-            ["/bin/sh", "-c", script, Paths.trellis, "--socket", socketPath, "--size", size, "--norpc"] + extraFlags,
+            ["/bin/sh", "-c", script, Paths.trellis, "--socket", socketPath, "--size", size]
+                + (rpc ? ["--rpc_socket_port", "0"] : ["--norpc"]),
             outputPath: logPath)
         var daemon: pid_t = 0
         for _ in 0..<400 {
@@ -231,6 +232,17 @@ final class DaemonProcess: @unchecked Sendable {
     /// A new connection to this daemon.
     func connect() throws -> Client { try Client(socket: socketPath) }
 
+    /// A new RPC (TCP) connection to this daemon, at the port its registration reports.
+    func connectRPC() throws -> Client {
+        let ipc = try connect()
+        defer { ipc.close() }
+        let endpoint = ipc.server.rpcEndpoint
+        guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]), port > 0 else {
+            throw SystemError("no RPC endpoint in \(endpoint)", errno: EINVAL)
+        }
+        return try Client(host: "127.0.0.1", port: port)
+    }
+
     /// Stops the daemon (SIGTERM, then SIGKILL after 5 s), reaps its guard, removes its files.
     func stop() {
         if pid > 0 { kill(pid, SIGTERM) }
@@ -253,8 +265,8 @@ final class DaemonProcess: @unchecked Sendable {
     }
 
     /// Runs `body` with a fresh daemon, stopping it afterwards whatever happens.
-    static func with<R>(size: String = "256Mi", _ body: (DaemonProcess) throws -> R) throws -> R {
-        let d = try DaemonProcess(size: size)
+    static func with<R>(size: String = "256Mi", rpc: Bool = false, _ body: (DaemonProcess) throws -> R) throws -> R {
+        let d = try DaemonProcess(size: size, rpc: rpc)
         defer { d.stop() }
         return try body(d)
     }
