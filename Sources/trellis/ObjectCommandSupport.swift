@@ -68,27 +68,11 @@ extension ObjectCommand {
 
 // MARK: - Output
 
-/// Writes text to stdout, unbuffered.
+/// Writes a line to stdout, unbuffered.
 func printOut(_ text: String) {
     var bytes = Array(text.utf8)
     if bytes.last != 10 { bytes.append(10) }
-    writeAll(1, bytes)
-}
-
-func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
-    bytes.withUnsafeBytes { b in
-        var p = b.baseAddress
-        var left = b.count
-        while left > 0, let q = p {
-            let n = write(fd, q, left)
-            if n < 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            p = q + n
-            left -= n
-        }
-    }
+    bytes.withUnsafeBytes { try? StreamSocket.writeFile(1, $0) }
 }
 
 /// `1.5 GiB`, `512 B`.

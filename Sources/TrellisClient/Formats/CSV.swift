@@ -148,7 +148,7 @@ public enum CSV {
     ) throws(ClientError) {
         var columns: [(String, Cells)] = []
         if let index = frame.index, !index.isDefaultRange {
-            columns.append((index.name.stringValue ?? (index.name.isNull ? "" : PythonJSON.dumps(index.name)), Cells(index.values)))
+            columns.append((title(index.name, unnamed: ""), Cells(index.values)))
         }
         for c in frame.columns { columns.append((c.title, Cells(c.values))) }
         try withExtendedLifetime(frame) { () throws(ClientError) in
@@ -163,10 +163,9 @@ public enum CSV {
     ) throws(ClientError) {
         var columns: [(String, Cells)] = []
         if !series.index.isDefaultRange {
-            columns.append((series.index.name.stringValue ?? "", Cells(series.index.values)))
+            columns.append((title(series.index.name, unnamed: ""), Cells(series.index.values)))
         }
-        let title = series.name.isNull ? "0" : (series.name.stringValue ?? PythonJSON.dumps(series.name))
-        columns.append((title, Cells(series.values)))
+        columns.append((title(series.name, unnamed: "0"), Cells(series.values)))
         try withExtendedLifetime(series) { () throws(ClientError) in
             try emit(columns, rows: series.values.shape.first ?? 0, to: sink)
         }
@@ -190,6 +189,11 @@ public enum CSV {
             }
         }
         try withExtendedLifetime(table) { () throws(ClientError) in try out.flush(sink) }
+    }
+
+    /// A header for a pandas label: strings as they are, `unnamed` for null, else its JSON.
+    private static func title(_ name: JSON, unnamed: String) -> String {
+        name.isNull ? unnamed : (name.stringValue ?? PythonJSON.dumps(name))
     }
 
     private static func emit(

@@ -63,21 +63,20 @@ public struct Blob: Sendable, CustomStringConvertible {
     /// The member tree that references this blob from a parent's metadata, as the
     /// Python client writes it.
     public func memberMeta(instanceID: UInt64) -> ObjectMeta {
-        Blob.memberMeta(id: id, size: count, instanceID: instanceID)
+        ObjectMeta(unchecked: memberFields(instanceID: instanceID))
     }
 
-    static func memberMeta(id: ObjectID, size: Int, instanceID: UInt64) -> ObjectMeta {
-        if id == .emptyBlob {
-            // What Python's create_empty_blob() contributes (captured pyarrow_table 12).
-            return ObjectMeta(unchecked: [
-                "id": .string(id.description), "instance_id": .number(instanceID), "length": 0, "nbytes": 0,
-                "signature": .number(ObjectID.emptyBlob.rawValue), "transient": true, "typename": "vineyard::Blob",
-            ])
-        }
-        return ObjectMeta(unchecked: [
-            "id": .string(id.description), "instance_id": .number(instanceID), "length": .number(size),
-            "nbytes": .number(size), "transient": true, "typename": "vineyard::Blob",
-        ])
+    /// The member tree's fields; without `instance_id` when `instanceID` is nil (the
+    /// client fills it in when the parent is created).
+    func memberFields(instanceID: UInt64?) -> [String: JSON] {
+        var fields: [String: JSON] = [
+            "id": .string(id.description), "length": .number(count), "nbytes": .number(count), "transient": true,
+            "typename": "vineyard::Blob",
+        ]
+        // What Python's create_empty_blob() contributes (captured pyarrow_table 12).
+        if id == .emptyBlob { fields["signature"] = .number(ObjectID.emptyBlob.rawValue) }
+        if let instanceID { fields["instance_id"] = .number(instanceID) }
+        return fields
     }
 
     public var description: String { "Blob(\(id), \(count) bytes)" }

@@ -117,9 +117,7 @@ public struct ObjectMeta: Sendable, Equatable, CustomStringConvertible {
 
     /// Adds a blob member. Its `instance_id` is filled in by ``Client/createMetadata(_:)``.
     public mutating func addMember(_ name: String, _ blob: Blob) {
-        var tree = Blob.memberMeta(id: blob.id, size: blob.count, instanceID: 0).fields
-        tree["instance_id"] = nil
-        fields[name] = .object(tree)
+        fields[name] = .object(blob.memberFields(instanceID: nil))
     }
 
     /// Adds an existing non-blob object by id only (`{"id": "o…"}`); the daemon resolves it.

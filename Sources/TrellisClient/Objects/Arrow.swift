@@ -210,9 +210,9 @@ extension Client {
         }
         let blob: Blob
         let typename: String
-        if T.self == Bool.self {
+        if let bools = values as? [Bool] {
             typename = "vineyard::BooleanArray"
-            blob = try putBitmap(values.map { unsafeBitCast($0, to: Bool.self) })
+            blob = try putBitmap(bools)
         } else {
             typename = "vineyard::NumericArray<\(T.dtype.arrowName)>"
             blob = try putBlob(contentsOf: values)
