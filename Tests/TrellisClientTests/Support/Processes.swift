@@ -28,6 +28,11 @@ enum Paths {
     }
 
     static var python: String { repository + "/.venv/bin/python" }
+    /// The reference daemon shipped in the vineyard wheel (vineyard-bdist), if installed.
+    static var vineyardd: String? {
+        let path = repository + "/.venv/lib/python3.11/site-packages/vineyard/bdist/vineyardd"
+        return access(path, X_OK) == 0 ? path : nil
+    }
     static var hasPython: Bool { access(python, X_OK) == 0 }
     static var interop: String { repository + "/tests/interop" }
 }
@@ -189,22 +194,23 @@ final class DaemonProcess: @unchecked Sendable {
     let logPath: String
 
     /// Starts the daemon with an arena of `size` (vineyardd syntax, e.g. "256Mi") and waits
-    /// until its socket accepts connections.
-    init(size: String = "256Mi", rpc: Bool = false) throws {
+    /// until its socket accepts connections; `upstream` runs the reference vineyardd instead.
+    init(size: String = "256Mi", rpc: Bool = false, upstream: Bool = false) throws {
         var template = Array("/tmp/trcXXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SystemError("mkdtemp") }
         directory = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         socketPath = directory + "/d.sock"
         logPath = directory + "/daemon.log"
         let pidPath = directory + "/daemon.pid"
+        let command = upstream ? [Paths.vineyardd ?? "vineyardd", "--meta", "local"] : [Paths.trellis, "serve"]
         let script = """
-            "$0" serve "$@" & d=$!
+            "$0" "$@" & d=$!
             echo $d > \(pidPath)
             while kill -0 \(getpid()) 2>/dev/null && kill -0 $d 2>/dev/null; do sleep 0.5; done
             kill $d 2>/dev/null; wait $d
             """
         guardPID = try Subprocess.start(
-            ["/bin/sh", "-c", script, Paths.trellis, "--socket", socketPath, "--size", size]
+            ["/bin/sh", "-c", script] + command + ["--socket", socketPath, "--size", size]
                 + (rpc ? ["--rpc_socket_port", "0"] : ["--norpc"]),
             outputPath: logPath)
         var daemon: pid_t = 0
@@ -265,8 +271,10 @@ final class DaemonProcess: @unchecked Sendable {
     }
 
     /// Runs `body` with a fresh daemon, stopping it afterwards whatever happens.
-    static func with<R>(size: String = "256Mi", rpc: Bool = false, _ body: (DaemonProcess) throws -> R) throws -> R {
-        let d = try DaemonProcess(size: size, rpc: rpc)
+    static func with<R>(
+        size: String = "256Mi", rpc: Bool = false, upstream: Bool = false, _ body: (DaemonProcess) throws -> R
+    ) throws -> R {
+        let d = try DaemonProcess(size: size, rpc: rpc, upstream: upstream)
         defer { d.stop() }
         return try body(d)
     }
