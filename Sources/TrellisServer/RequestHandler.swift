@@ -125,9 +125,14 @@ final class RequestHandler: Sendable {
             }
             return .reply(["type": "get_data_reply", "content": store.getData(ids)])
         case .listData(let pattern, let regex, let limit):
-            return .reply(["type": "get_data_reply", "content": store.listData(pattern: pattern, regex: regex, limit: limit)])
+            let remote = try cluster?.allObjects() ?? []
+            return .reply([
+                "type": "get_data_reply",
+                "content": store.listData(pattern: pattern, regex: regex, limit: limit, remote: remote),
+            ])
         case .exists(let id):
-            if let cluster, !store.exists(id) { try cluster.sync([id], into: store) }
+            // Unknown ids are looked up, imported ones re-checked (their owner may have deleted them).
+            try cluster?.sync([id], into: store)
             return .reply(["type": "exists_reply", "exists": .bool(store.exists(id))])
         case .delData(let d):
             let result = store.delete(d.ids, force: d.force, deep: d.deep, memoryTrim: d.memoryTrim)

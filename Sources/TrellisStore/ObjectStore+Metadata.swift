@@ -227,7 +227,11 @@ extension ObjectStore {
 
     /// `list_data`: objects whose typename matches (glob or full regex), in id order,
     /// then sealed blobs if the pattern glob-matches `vineyard::Blob`; at most `limit`.
-    public func listData(pattern: String, regex: Bool, limit: Int) -> JSON {
+    ///
+    /// `remote` holds the trees other instances published (cluster mode): those not
+    /// already here are listed too, so that the listing is the cluster's view as
+    /// upstream's synced meta tree gives it.
+    public func listData(pattern: String, regex: Bool, limit: Int, remote: [(ObjectID, JSON)] = []) -> JSON {
         let matcher = PatternMatcher(pattern: pattern, regex: regex)
         let blobsMatch = PatternMatcher(pattern: pattern, regex: false).matches(Self.blobTypename)
         let content: [String: JSON] = (try? withState { (s) throws(VineyardError) -> [String: JSON] in
@@ -241,6 +245,11 @@ extension ObjectStore {
                     if out.count >= limit { break }
                     let b = s.blobs[id]!
                     if b.sealed { out[id.description] = Self.blobStub(id, instance: instanceID, length: b.size) }
+                }
+            }
+            for (id, tree) in remote where out.count < limit && s.objects[id] == nil {
+                if case .string(let typename)? = tree["typename"], matcher.matches(typename) {
+                    out[id.description] = tree
                 }
             }
             return out

@@ -154,8 +154,6 @@ def test_deleted_by_owner_is_gone_everywhere(abc):
         cb.migrate(oid)
 
 
-@pytest.mark.xfail(strict=True, reason="RequestHandler's exists only consults the cluster for ids "
-                   "unknown locally, so an import deleted by its owner still exists on B")
 def test_exists_is_false_after_owner_delete(abc):
     _, (_, ca), (_, cb), _ = abc
     oid = ca.put(np.arange(3), persist=True)
@@ -164,12 +162,15 @@ def test_exists_is_false_after_owner_delete(abc):
     assert not cb.exists(oid)
 
 
-@pytest.mark.xfail(strict=True, reason="list_data lists the local store only; upstream lists every "
-                   "persisted object of the cluster")
 def test_list_objects_shows_other_instances_persisted_objects(abc):
     _, (_, ca), (_, cb), _ = abc
     oid = ca.put(np.arange(3), persist=True)
-    assert oid in [o.id for o in cb.list_objects("*", limit=100000)]
+    transient = ca.put(np.arange(4))
+    listed = {o.id: o for o in cb.list_objects("vineyard::Tensor*", limit=100000)}
+    assert oid in listed and listed[oid].meta.instance_id == ca.instance_id
+    assert transient not in listed  # transient objects stay private to their instance
+    ca.delete(oid)
+    assert oid not in [o.id for o in cb.list_objects("*", limit=100000)]
 
 
 def test_rpc_clients_put_get_numpy_and_pandas(abc):
