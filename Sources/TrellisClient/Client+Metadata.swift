@@ -95,8 +95,16 @@ extension Client {
 
     /// An object with its metadata and the blobs of its members that live on this
     /// instance, fetched in one `get_data` and one `get_buffers`, as Python's `get` does.
-    public func getObject(_ id: ObjectID, syncRemote: Bool = true) throws(ClientError) -> StoredObject {
-        let meta = try getMetadata(id, syncRemote: syncRemote)
+    ///
+    /// With `fetch`, an object that another instance of the cluster holds is first
+    /// migrated here (see ``migrate(_:)``) and the local copy is returned, zero-copy, as
+    /// Python's `get(..., fetch=True)` does; without it, only the blobs that live here
+    /// are mapped (over RPC, the daemon streams every blob).
+    public func getObject(_ id: ObjectID, syncRemote: Bool = true, fetch: Bool = false) throws(ClientError) -> StoredObject {
+        var meta = try getMetadata(id, syncRemote: syncRemote)
+        if fetch, !isRPC, let owner = meta.instanceID, owner != instanceID, !meta.isGlobal {
+            meta = try getMetadata(try migrate(id))
+        }
         if meta.isBlob {
             let blob = try getBlob(id)
             return StoredObject(meta: meta, blobs: [id: blob])
@@ -105,9 +113,20 @@ extension Client {
         return StoredObject(meta: meta, blobs: try getBlobs(local))
     }
 
-    /// The object a name refers to; see ``getObject(_:syncRemote:)``.
-    public func getObject(name: String, wait: Bool = false) throws(ClientError) -> StoredObject {
-        try getObject(try getName(name, wait: wait))
+    /// The object a name refers to; see ``getObject(_:syncRemote:fetch:)``.
+    public func getObject(name: String, wait: Bool = false, fetch: Bool = false) throws(ClientError) -> StoredObject {
+        try getObject(try getName(name, wait: wait), fetch: fetch)
+    }
+
+    /// Copies an object held by another instance of the cluster into this one: the
+    /// daemon pulls the blobs from the owner's RPC endpoint, recreates and persists the
+    /// object, and remembers the copy, so a second migration of the same object costs
+    /// one round trip. Returns the local copy's id (the id itself when it is local).
+    ///
+    /// - Throws: ``StatusCode/objectNotExists`` for unknown ids; the owner's failure
+    ///   (for example an unreachable endpoint) as the daemon reports it.
+    public func migrate(_ id: ObjectID) throws(ClientError) -> ObjectID {
+        try Replies.objectID(try call(Requests.migrate(id)), type: "migrate_object_reply", key: "object_id")
     }
 }
 

@@ -28,8 +28,18 @@ struct ListObjects: ObjectCommand {
     @Option(name: .long, help: "List at most this many objects.")
     var limit = 100_000
 
+    @Flag(name: .long, help: "List the persisted objects of every instance of the cluster, with the instance that holds each.")
+    var cluster = false
+
     func run(with client: Client) throws(ClientError) {
-        let objects = try client.listMetadata(pattern: pattern, regex: regex, limit: limit).filter { blobs || !$0.isBlob }
+        // The daemon lists the cluster's persisted objects too; without --cluster only this instance's.
+        let objects = try client.listMetadata(pattern: pattern, regex: regex, limit: limit).filter {
+            (blobs || !$0.isBlob) && (cluster || $0.instanceID == nil || $0.instanceID == client.instanceID)
+        }.sorted { ($0.instanceID ?? 0, $0.id?.rawValue ?? 0) < ($1.instanceID ?? 0, $1.id?.rawValue ?? 0) }
+        var endpoints: [UInt64: String] = [:]
+        if cluster {
+            for i in try client.clusterMeta() { endpoints[i.instanceID] = i.rpcEndpoint ?? i.hostname ?? "" }
+        }
         var names: [ObjectID: [String]] = [:]
         for n in try client.listNames(limit: Int(Int32.max)) { names[n.id, default: []].append(n.name) }
         if options.json {
@@ -39,6 +49,7 @@ struct ListObjects: ObjectCommand {
                     "id": .string(id.description), "typename": .string(m.typename), "nbytes": .number(m.nbytes),
                     "persistent": .bool(!m.isTransient), "names": .array((names[id] ?? []).map(JSON.string)),
                     "instance_id": m.instanceID.map { .number($0) } ?? .null,
+                    "local": .bool(m.instanceID == nil || m.instanceID == client.instanceID),
                 ]
             }
             printOut(JSON.array(list).description)
@@ -50,12 +61,23 @@ struct ListObjects: ObjectCommand {
         }
         let rows = objects.map { m -> [String] in
             let id = m.id ?? .invalid
-            return [
+            var row = [
                 id.description, m.typename, m.isBlob || m.nbytes > 0 ? humanBytes(m.nbytes) : "-",
                 m.isTransient ? "transient" : "persistent", (names[id] ?? []).joined(separator: ","),
             ]
+            if cluster { row.append(instanceLabel(m.instanceID, endpoints, local: client.instanceID)) }
+            return row
         }
-        printOut(renderTable(["ID", "TYPE", "NBYTES", "LIFETIME", "NAME"], rows))
+        let header = ["ID", "TYPE", "NBYTES", "LIFETIME", "NAME"] + (cluster ? ["INSTANCE"] : [])
+        printOut(renderTable(header, rows))
+    }
+
+    /// `i1 127.0.0.1:9601 (here)`, `global`, or the bare id of an instance that left.
+    private func instanceLabel(_ id: UInt64?, _ endpoints: [UInt64: String], local: UInt64) -> String {
+        guard let id else { return "i\(local) (here)" }
+        if id == UInt64.max { return "global" }
+        let endpoint = endpoints[id].map { " " + $0 } ?? " (gone)"
+        return "i\(id)" + endpoint + (id == local ? " (here)" : "")
     }
 }
 
@@ -108,7 +130,8 @@ struct GetObject: ObjectCommand {
     var to: String
 
     func run(with client: Client) throws(ClientError) {
-        let object = try client.getObject(try resolve(target, client))
+        // An object another instance holds is migrated here first (Python's fetch=True).
+        let object = try client.getObject(try resolve(target, client), fetch: true)
         let file = try OutputFile(path: to)
         let sink = { (bytes: UnsafeRawBufferPointer) throws(ClientError) in try file.write(bytes) }
         let typename = object.typename

@@ -50,15 +50,44 @@ def test_swift_put_python_get_on_another_instance(cluster, tmp_path):
     pdt.assert_frame_equal(got.reset_index(drop=True), df, check_dtype=False)
 
 
-@pytest.mark.xfail(strict=True, reason="TrellisClient (trellis get) reads local blobs only: "
-                   "'blob … is not available on this instance (it lives on instance …)'")
 def test_python_put_swift_get_on_another_instance(cluster, tmp_path):
     a, b = cluster.start(2)
     arr = np.linspace(-1, 1, 10_001)
-    b.connect().put(arr, persist=True, name="py_arr")
-    # The blobs are on B; the Swift client on A would have to bring them over.
+    oid = b.connect().put(arr, persist=True, name="py_arr")
+    # The blobs are on B: `trellis get` on A fetches (migrates) the object to A first.
     trellis("get", "py_arr", "--to", str(tmp_path / "out.npy"), "--socket", a.socket)
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), arr)
+    ca = a.connect()
+    copy = ca.migrate(oid)  # the copy the command made is remembered: same id again
+    assert ca.get_meta(copy).instance_id == ca.instance_id
+    trellis("get", "py_arr", "--to", str(tmp_path / "again.npy"), "--socket", a.socket)
+    np.testing.assert_array_equal(np.load(tmp_path / "again.npy"), arr)
+    assert len([m for m in ca.list_metadatas("vineyard::Tensor*", limit=100)
+                if m.instance_id == ca.instance_id]) == 1
+
+
+def test_ls_cluster_shows_the_instance_of_each_object(cluster):
+    import json
+    a, b = cluster.start(2)
+    ida = a.connect().put(np.arange(10), persist=True, name="on_a")
+    idb = b.connect().put(np.arange(20), persist=True, name="on_b")
+    a.connect().put(np.arange(5))  # transient: only A sees it
+
+    local = json.loads(trellis("ls", "--json", "--socket", a.socket))
+    assert {o["id"] for o in local if o["local"]} >= {"o%016x" % int(ida)}
+    assert all(o["local"] for o in local)
+
+    everywhere = json.loads(trellis("ls", "--cluster", "--json", "--socket", a.socket))
+    by_id = {o["id"]: o for o in everywhere}
+    ia, ib = a.connect().instance_id, b.connect().instance_id
+    assert by_id["o%016x" % int(ida)]["instance_id"] == ia and by_id["o%016x" % int(ida)]["local"]
+    assert by_id["o%016x" % int(idb)]["instance_id"] == ib and not by_id["o%016x" % int(idb)]["local"]
+    assert "on_b" in by_id["o%016x" % int(idb)]["names"]
+
+    table = trellis("ls", "--cluster", "--socket", a.socket)
+    assert "INSTANCE" in table.splitlines()[0]
+    row_b = next(line for line in table.splitlines() if line.startswith("o%016x" % int(idb)))
+    assert ("i%d" % ib) in row_b and b.rpc_endpoint in row_b
 
 
 def test_python_put_swift_get_after_migration(cluster, tmp_path):

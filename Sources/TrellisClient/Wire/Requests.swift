@@ -98,6 +98,10 @@ enum Requests {
         ["type": "drop_name_request", "name": .string(name)]
     }
 
+    static func migrate(_ id: ObjectID) -> JSON {
+        ["type": "migrate_object_request", "object_id": .number(id.rawValue)]
+    }
+
     static let clusterMeta: JSON = ["type": "cluster_meta"]
     static let instanceStatus: JSON = ["type": "instance_status_request"]
     static let clear: JSON = ["type": "clear_request"]
