@@ -21,7 +21,7 @@ final class TestDaemon: @unchecked Sendable {
     init(capacity: Int = 64 << 20, rpc: Bool = false, maxMessageSize: Int = Frame.defaultMaxMessageSize) throws {
         var template = Array("/tmp/trsXXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SystemError("mkdtemp") }
-        directory = String(cString: template)
+        directory = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var cfg = ServerConfig(socketPath: directory + "/d.sock")
         cfg.maxMessageSize = maxMessageSize
         if rpc { cfg.rpcPort = 0 }

@@ -107,7 +107,7 @@ struct HugePageArenaTests {
         defer { fclose(f) }
         var line = [CChar](repeating: 0, count: 256)
         while fgets(&line, 256, f) != nil {
-            let s = String(cString: line)
+            let s = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             if s.hasPrefix("HugePages_Free:") { return Int(s.split(separator: " ").last!.trimmingPrefix(" ").split(separator: "\n")[0]) ?? 0 }
         }
         return 0
