@@ -62,11 +62,12 @@ import Glibc
         #expect((result?["handoff_seconds"] as? Double ?? 0) > 0)
     }
 
-    /// End to end through the real CLI and daemons (`python flow.py`), when the integrated
-    /// binary is available: set TRELLIS_FLOW_E2E=1 and TRELLIS_BIN.
+    /// End to end through the real CLI and daemons (`python flow.py`) with the built binary
+    /// (TRELLIS_BIN or .build/debug/trellis); TRELLIS_FLOW_E2E=0 skips it.
     @Test func endToEndThroughTheCLI() throws {
         let env = ProcessInfo.processInfo.environment
-        guard env["TRELLIS_FLOW_E2E"] == "1", let bin = env["TRELLIS_BIN"], hasPython else { return }
+        let bin = env["TRELLIS_BIN"] ?? repoRoot() + "/.build/debug/trellis"
+        guard env["TRELLIS_FLOW_E2E"] != "0", access(bin, X_OK) == 0, hasPython else { return }
         let home = TempDir("trhome")
         defer { home.cleanup() }
         var e = env
