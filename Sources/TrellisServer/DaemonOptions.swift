@@ -211,8 +211,11 @@ public struct DaemonOptions: Sendable, Equatable {
           --rpc_host HOST           RPC bind address (default 127.0.0.1; a cluster sets 0.0.0.0 explicitly)
           --deployment NAME         reported by instance_status (default local)
           --max-message-size SIZE   largest request accepted (default 64Mi)
+          --spill_path DIR          when the arena is full, move idle blobs (least recently used first)
+                                    to files here; they are read back when a client asks for them
           --log-level LEVEL         trace, debug, info, notice, warning, error, critical (default info)
-        Accepted and ignored: glog flags (-v, --logtostderr, …), --allocator, --compression, --spill_* , --stream_threshold.
+        Accepted and ignored: glog flags (-v, --logtostderr, …), --allocator, --compression, --spill_lower_rate/--spill_upper_rate
+        (Trellis spills on demand, when an allocation does not fit), --stream_threshold.
         SIGTERM or SIGINT stops the daemon, removes the socket file and exits 0.
         """
 }

@@ -218,7 +218,7 @@ final class RequestHandler: Sendable {
                     // Trellis extras (clients ignore unknown keys):
                     "free_bytes": .number(st.freeBytes), "largest_free_block": .number(st.largestFreeBlock),
                     "fragmentation": .double(st.fragmentation), "objects": .number(st.objects),
-                    "blobs": .number(st.blobs), "names": .number(st.names),
+                    "blobs": .number(st.blobs), "names": .number(st.names), "spilled_bytes": .number(st.spilledBytes),
                 ],
             ])
         case .debug:
@@ -236,8 +236,8 @@ final class RequestHandler: Sendable {
             return .reply(["type": "load_reply"])
         case .unpin:
             return .reply(["type": "unpin_reply"])
-        case .isSpilled:
-            return .reply(["type": "is_spilled_reply", "is_spilled": false])
+        case .isSpilled(let id):
+            return .reply(["type": "is_spilled_reply", "is_spilled": .bool(store.isSpilled(id))])
         case .isInUse(let id):
             return .reply(["type": "is_in_use_reply", "is_in_use": .bool(store.isInUse(id))])
         case .unsupported(let type):

@@ -15,6 +15,8 @@ public struct CreatedObject: Sendable, Equatable {
 public struct Deletion: Sendable, Equatable {
     public var deletedObjects: [ObjectID] = []
     public var freedBlobs: [ObjectID] = []
+    /// Freed blobs that were in the spill directory (their files go too).
+    public var spilledBlobs: [ObjectID] = []
     /// Persistent objects that went away (for the cluster metadata to unpublish).
     public var unpublished: [ObjectID] = []
     public var droppedNames: [String] = []
@@ -366,12 +368,18 @@ extension ObjectStore {
             return d
         }) ?? Deletion()
         trimAndReturn(quarantined)
+        if let spill { for id in result.spilledBlobs { spill.remove(id) } }
         return result
     }
 
     private func freeBlob(_ id: ObjectID, _ s: inout StoreState, _ d: inout Deletion, _ offsets: inout [Int]) {
         guard let b = s.blobs.removeValue(forKey: id) else { return }
-        offsets.append(b.offset)
+        if b.spilled {
+            s.spilledBytes -= b.size
+            d.spilledBlobs.append(id)
+        } else {
+            offsets.append(b.offset)
+        }
         d.freedBlobs.append(id)
         s.parents[id] = nil
     }
@@ -411,7 +419,9 @@ extension ObjectStore {
             d.unpublished = s.objects.filter { !$0.value.isTransient }.map(\.key)
             d.freedBlobs = Array(s.blobs.keys)
             d.droppedNames = Array(s.names.keys)
-            for b in s.blobs.values { s.allocator.free(b.offset) }
+            d.spilledBlobs = s.blobs.filter { $0.value.spilled }.map(\.key)
+            for b in s.blobs.values where !b.spilled { s.allocator.free(b.offset) }
+            s.spilledBytes = 0
             s.blobs = [:]
             s.objects = [:]
             s.parents = [:]
@@ -419,6 +429,7 @@ extension ObjectStore {
             s.treeCache = [:]
             return d
         }) ?? Deletion()
+        if let spill { for id in d.spilledBlobs { spill.remove(id) } }
         trimFreeMemory()
         return d
     }

@@ -17,6 +17,8 @@ public struct StoreStatus: Sendable, Equatable {
     public var objects: Int
     public var blobs: Int
     public var names: Int
+    /// Bytes of blobs written to the spill directory (out of the arena).
+    public var spilledBytes: Int = 0
 }
 
 /// An object that became persistent (for the cluster metadata to publish).
@@ -36,17 +38,23 @@ public final class ObjectStore: Sendable {
     public let instanceID: UInt64
     private let state: Mutex<StoreState>
     private let clock: @Sendable () -> UInt64
+    /// Where idle blobs go when the arena is full (`--spill_path`); nil: never spill.
+    public let spill: SpillDirectory?
+    /// Serialises spilling and reloading (file I/O runs outside the state lock).
+    let spillGate = Mutex<Void>(())
 
     /// - Parameters:
     ///   - capacity: bytes of blob memory (`--size`).
     ///   - prefault: touch every page at start (`--reserve_memory`).
+    ///   - spill: where idle blobs go when the arena is full (nil: NotEnoughMemory instead).
     ///   - clock: milliseconds since the epoch (injected for tests).
     public init(
         capacity: Int, instanceID: UInt64 = 0, prefault: Bool = false, hugePages: Bool = false,
-        clock: @escaping @Sendable () -> UInt64 = ObjectStore.wallClockMillis
+        spill: SpillDirectory? = nil, clock: @escaping @Sendable () -> UInt64 = ObjectStore.wallClockMillis
     ) throws(SystemError) {
         arena = try Arena(capacity: capacity, prefault: prefault, hugePages: hugePages)
         self.instanceID = instanceID
+        self.spill = spill
         self.clock = clock
         state = Mutex(StoreState(capacity: arena.capacity, instance: instanceID))
     }
@@ -65,15 +73,29 @@ public final class ObjectStore: Sendable {
             pointer: UInt64(UInt(bitPattern: arena.address(b.offset))), isSealed: b.sealed)
     }
 
-    private func outOfMemory(_ size: Int, _ s: borrowing StoreState) -> VineyardError {
+    func outOfMemory(_ size: Int, _ s: borrowing StoreState) -> VineyardError {
         VineyardError(
             .notEnoughMemory,
             "Failed to allocate memory of size \(size), total available memory size are \(s.allocator.capacity), and \(s.allocator.allocatedBytes) are already in use"
         )
     }
 
-    /// Allocates unsealed blobs for `connection` (all or none).
+    /// Allocates unsealed blobs for `connection` (all or none). With a spill directory, a
+    /// full arena first spills idle blobs (least recently used first) to make room.
     public func createBlobs(sizes: [Int], connection: ConnectionID) throws(VineyardError) -> [Payload] {
+        guard let spill else { return try createBlobsOnce(sizes: sizes, connection: connection) }
+        while true {
+            do {
+                return try createBlobsOnce(sizes: sizes, connection: connection)
+            } catch where error.code == .notEnoughMemory {
+                let needed = sizes.max() ?? 0
+                let spilled = spillGate.withLock { _ in spillLocked(spill, forRoom: needed, excluding: []) }
+                if !spilled { throw error }
+            }
+        }
+    }
+
+    private func createBlobsOnce(sizes: [Int], connection: ConnectionID) throws(VineyardError) -> [Payload] {
         let now = clock()
         return try state.withLock { (s) throws(VineyardError) -> [Payload] in
             var made: [(ObjectID, Int)] = []
@@ -113,30 +135,44 @@ public final class ObjectStore: Sendable {
             b.sealed = true
             b.creator = nil
             b.users.insert(connection)
+            s.tick &+= 1
+            b.lastUse = s.tick
             s.blobs[id] = b
         }
     }
 
     /// Payloads of the requested blobs in request order; unknown ids are skipped, an
-    /// unsealed blob is an error unless `unsafe`.
+    /// unsealed blob is an error unless `unsafe`. Spilled blobs are read back first; the
+    /// connection's use then keeps them in the arena.
     public func getBlobs(_ ids: [ObjectID], unsafe: Bool, connection: ConnectionID) throws(VineyardError) -> [Payload] {
-        try state.withLock { (s) throws(VineyardError) -> [Payload] in
-            var out: [Payload] = []
-            out.reserveCapacity(ids.count)
-            for id in ids {
-                if id == .emptyBlob {
-                    out.append(.empty)
-                    continue
-                }
-                guard var b = s.blobs[id] else { continue }
-                if !b.sealed && !unsafe { throw VineyardError(.objectNotSealed, "Failed to get blob with id \(id)") }
-                if !b.users.contains(connection) {
-                    b.users.insert(connection)
+        while true {
+            var spilled: [ObjectID] = []
+            let out = try state.withLock { (s) throws(VineyardError) -> [Payload] in
+                var out: [Payload] = []
+                out.reserveCapacity(ids.count)
+                s.tick &+= 1
+                for id in ids {
+                    if id == .emptyBlob {
+                        out.append(.empty)
+                        continue
+                    }
+                    guard var b = s.blobs[id] else { continue }
+                    if !b.sealed && !unsafe { throw VineyardError(.objectNotSealed, "Failed to get blob with id \(id)") }
+                    b.users.insert(connection)  // pins it: a used blob is never spilled
+                    b.lastUse = s.tick
                     s.blobs[id] = b
+                    if b.spilled {
+                        spilled.append(id)
+                    } else {
+                        out.append(payload(id, b))
+                    }
                 }
-                out.append(payload(id, b))
+                return out
             }
-            return out
+            guard let spill, !spilled.isEmpty else { return out }
+            // Unpin, read back, and answer from the arena.
+            release(spilled, connection: connection)
+            try reload(spill, spilled)
         }
     }
 
@@ -145,8 +181,13 @@ public final class ObjectStore: Sendable {
         if id == .emptyBlob { return }
         try state.withLock { (s) throws(VineyardError) in
             guard let b = s.blobs.removeValue(forKey: id) else { throw VineyardError(.objectNotExists, "delete: id = \(id)") }
-            s.allocator.free(b.offset)
+            if b.spilled {
+                s.spilledBytes -= b.size
+            } else {
+                s.allocator.free(b.offset)
+            }
         }
+        spill?.remove(id)
     }
 
     public func shrinkBlob(_ id: ObjectID, size: Int) throws(VineyardError) {
@@ -171,6 +212,11 @@ public final class ObjectStore: Sendable {
         state.withLock { s in
             for id in ids { s.blobs[id]?.users.insert(connection) }
         }
+    }
+
+    /// Whether the blob is in the spill directory rather than the arena.
+    public func isSpilled(_ id: ObjectID) -> Bool {
+        state.withLock { $0.blobs[id]?.spilled ?? false }
     }
 
     public func isInUse(_ id: ObjectID) -> Bool {
@@ -212,7 +258,7 @@ public final class ObjectStore: Sendable {
                 instanceID: instanceID, memoryUsage: s.allocator.allocatedBytes, memoryLimit: s.allocator.capacity,
                 freeBytes: s.allocator.freeBytes, largestFreeBlock: s.allocator.largestFreeBlock,
                 fragmentation: s.allocator.fragmentation, objects: s.objects.count, blobs: s.blobs.count,
-                names: s.names.count)
+                names: s.names.count, spilledBytes: s.spilledBytes)
         }
     }
 

@@ -11,7 +11,12 @@ struct BlobRecord: Sendable {
     /// The connection that created it, while it is unsealed (reclaimed if that connection dies).
     var creator: ConnectionID?
     /// Connections that sealed or fetched it (for `is_in_use`; deletion ignores it).
+    /// A blob with users is never spilled.
     var users: Set<ConnectionID> = []
+    /// Written to the spill directory and out of the arena (`offset` is -1 meanwhile).
+    var spilled = false
+    /// When it was last sealed or fetched (the store's tick), for least-recently-used spilling.
+    var lastUse: UInt64 = 0
 }
 
 /// One object's stored metadata: plain fields, and members by id.
@@ -43,6 +48,10 @@ struct StoreState: Sendable {
     /// Waiters for names / objects to appear, resumed outside the lock.
     var waiters: [UInt64: Waiter] = [:]
     var nextWaiter: UInt64 = 0
+    /// Bumped on every seal and fetch; orders blobs for spilling.
+    var tick: UInt64 = 0
+    /// Bytes of blobs currently in the spill directory.
+    var spilledBytes = 0
 
     init(capacity: Int, instance: UInt64) {
         allocator = Allocator(capacity: capacity)

@@ -79,7 +79,10 @@ enum Serve {
 
         let store: ObjectStore
         do {
-            store = try ObjectStore(capacity: size, instanceID: instanceID, prefault: options.reserveMemory, hugePages: options.hugePages)
+            let spill = options.spillPath.isEmpty ? nil : try SpillDirectory(path: options.spillPath)
+            store = try ObjectStore(
+                capacity: size, instanceID: instanceID, prefault: options.reserveMemory, hugePages: options.hugePages,
+                spill: spill)
         } catch {
             var hint = ""
             if options.hugePages {

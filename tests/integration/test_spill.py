@@ -1,0 +1,72 @@
+"""--spill_path: a full arena moves idle blobs to files and the upstream client still
+reads every object back, by name, with its values (Trellis only: vineyardd 0.24.2's
+spill needs its own configuration and rates)."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+
+import harness
+
+MB = 1 << 20
+
+pytestmark = pytest.mark.skipif(harness.is_upstream(), reason="Trellis's on-demand spill")
+
+
+def test_puts_beyond_the_arena_spill_and_read_back(tmp_path):
+    spill = tmp_path / "spill"
+    with harness.Daemon(size="64Mi", extra=["--spill_path", str(spill)]) as d:
+        # Six 16 MiB arrays and a frame, each put by a client that then leaves (as
+        # pipeline steps do): 100+ MiB through a 64 MiB arena.
+        arrays = {}
+        for i in range(6):
+            c = harness.connect(d.socket)
+            arrays["a%d" % i] = np.full(2 * MB, i, dtype=np.int64)
+            c.put(arrays["a%d" % i], name="a%d" % i, persist=True)
+            harness.disconnect(c)
+        df = pd.DataFrame({"x": np.arange(100_000), "y": np.arange(100_000) * 0.5})
+        c = harness.connect(d.socket)
+        c.put(df, name="frame", persist=True)
+        harness.disconnect(c)
+
+        spilled = os.listdir(spill)
+        assert spilled, "nothing was spilled"
+        c = harness.connect(d.socket)
+        status = c.status
+        assert status.memory_usage <= status.memory_limit
+        # The oldest array is in a file; reading it brings it back into the arena.
+        first = repr(c.get_meta(c.get_name("a0"))["buffer_"].id)
+        assert first in spilled, (first, spilled)  # one file per blob, named by id
+        harness.disconnect(c)
+        # Each reader is its own step: what a connection has fetched stays mapped (and so
+        # in the arena) until it leaves, so one reader cannot hold more than the arena.
+        for name, arr in arrays.items():
+            c = harness.connect(d.socket)
+            np.testing.assert_array_equal(c.get(name=name), arr)
+            if name == "a0":
+                assert first not in os.listdir(spill)  # read back into the arena: file gone
+            harness.disconnect(c)
+        c = harness.connect(d.socket)
+        pdt.assert_frame_equal(c.get(name="frame"), df)
+        harness.disconnect(c)
+
+        # Deleting everything removes the files too.
+        c = harness.connect(d.socket)
+        for name in list(arrays) + ["frame"]:
+            c.delete(c.get_name(name), deep=True)
+        assert os.listdir(spill) == []
+        assert c.status.memory_usage == 0
+        harness.disconnect(c)
+
+
+def test_without_spill_path_a_full_arena_is_not_enough_memory(tmp_path):
+    import vineyard
+    with harness.Daemon(size="32Mi") as d:
+        c = harness.connect(d.socket)
+        c.put(np.zeros(3 * MB, dtype=np.int64), persist=True)  # 24 MiB, idle after this
+        with pytest.raises(vineyard.NotEnoughMemoryException):
+            c.put(np.zeros(2 * MB, dtype=np.int64))
+        harness.disconnect(c)
