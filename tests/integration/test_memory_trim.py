@@ -59,3 +59,16 @@ def test_memory_trim(fresh_daemon):
         c.delete(oid, memory_trim=True)
     finally:
         harness.disconnect(c)
+
+
+def test_reserve_memory_gives_the_arena_its_pages(tmp_path):
+    """--reserve_memory: the arena holds all its pages from the start (no put needed),
+    and puts land on them without growing it."""
+    with harness.Daemon(size="256Mi", extra=["--reserve_memory"]) as d:
+        assert d.shm_resident_bytes() >= 256 * MB, "arena holds %d MB" % (d.shm_resident_bytes() // MB)
+        c = harness.connect(d.socket)
+        arr = np.arange(1 << 20, dtype=np.int64)
+        oid = c.put(arr)
+        assert d.shm_resident_bytes() < 257 * MB
+        np.testing.assert_array_equal(c.get(oid), arr)
+        harness.disconnect(c)
