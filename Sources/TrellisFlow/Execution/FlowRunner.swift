@@ -191,6 +191,8 @@ public struct FlowRunner: Sendable {
             update(&record, step) { $0.state = .succeeded }
         }
         save(record)
+        let zygote = startZygote(record: record, states: scheduler.states, options: options)
+        defer { zygote?.stop() }
         options.observer?(RunEvent(kind: .runStarted, record: record))
         var began: [String: ContinuousClock.Instant] = [:]
         var planeTime: [String: Double] = [:]
@@ -243,7 +245,7 @@ public struct FlowRunner: Sendable {
                         .attempt(
                             await self.attempt(
                                 spec: spec, launch: launch, residency: snapshot, runID: runID, baseDirectory: baseDirectory,
-                                options: options))
+                                zygote: zygote, options: options))
                     }
                 }
                 if scheduler.isFinished { break }
@@ -410,7 +412,7 @@ public struct FlowRunner: Sendable {
 
     private func attempt(
         spec: StepSpec, launch: Launch, residency: Residency, runID: String, baseDirectory: String?,
-        options: FlowRunOptions
+        zygote: Zygote?, options: FlowRunOptions
     ) async -> AttemptResult {
         let replica = replicas[launch.placement.replica]
         var result = AttemptResult(
@@ -462,6 +464,11 @@ public struct FlowRunner: Sendable {
             let file = p.file.hasPrefix("/") ? p.file : (workdir as NSString).appendingPathComponent(p.file)
             var args = [store.libDirectory(of: runID) + "/" + PythonBootstrap.fileName, "--file", file]
             if let f = p.function { args += ["--function", f] }
+            if let zygote, (p.interpreter ?? options.pythonExecutable) == zygote.interpreter {
+                // A stub hands the step to a worker forked from the run's warm zygote.
+                let stub = store.libDirectory(of: runID) + "/" + PythonZygote.stubFileName
+                args = ["-S", stub, "--zygote", zygote.socket, "--pid", String(zygote.process.pid), "--"] + args
+            }
             invocation = (p.interpreter ?? options.pythonExecutable, args)
         case .swift(let s)?:
             invocation = (s.executable, s.arguments)
@@ -504,6 +511,48 @@ public struct FlowRunner: Sendable {
             appendLine("trellis: timed out after \(spec.timeout ?? 0)s; process group killed", to: err)
         }
         return result
+    }
+
+    /// A running zygote: its socket, and how to stop it.
+    struct Zygote: Sendable {
+        let socket: String
+        let interpreter: String
+        let process: ChildProcess
+
+        func stop() {
+            _ = process.signalGroup(SIGTERM)
+            unlink(socket)
+            let process = self.process
+            Task.detached { _ = await process.wait() }  // reap it
+        }
+    }
+
+    /// Starts the run's zygote when Python steps remain to run (and `TRELLIS_ZYGOTE` is not
+    /// `0`), on the interpreter of the first of them; steps on that interpreter use it. Nil
+    /// otherwise or when it cannot start.
+    private func startZygote(record: RunRecord, states: [String: StepState], options: FlowRunOptions) -> Zygote? {
+        guard options.environment["TRELLIS_ZYGOTE"] != "0" else { return nil }
+        let pending = record.spec.steps.compactMap { step -> String? in
+            guard case .python(let p)? = step.action, states[step.name] != .succeeded else { return nil }
+            return p.interpreter ?? options.pythonExecutable
+        }
+        guard let interpreter = pending.first else { return nil }
+        let lib = store.libDirectory(of: record.runID)
+        let socket = lib + "/z.sock"
+        do {
+            try PythonZygote.zygoteSource.write(toFile: lib + "/" + PythonZygote.zygoteFileName, atomically: true, encoding: .utf8)
+            try PythonZygote.stubSource.write(toFile: lib + "/" + PythonZygote.stubFileName, atomically: true, encoding: .utf8)
+            unlink(socket)
+            var env = options.environment
+            env["PYTHONPATH"] = env["PYTHONPATH"].map { $0.isEmpty ? lib : "\(lib):\($0)" } ?? lib
+            let log = store.directory(of: record.runID) + "/logs/zygote.log"
+            let process = try ChildProcess.spawn(
+                executable: interpreter, arguments: [lib + "/" + PythonZygote.zygoteFileName, "--socket", socket],
+                environment: env, workingDirectory: lib, stdout: .file(log), stderr: .file(log), newSession: true)
+            return Zygote(socket: socket, interpreter: interpreter, process: process)
+        } catch {
+            return nil  // steps start cold, as without a zygote
+        }
     }
 
     func workingDirectory(of spec: StepSpec, baseDirectory: String?) -> String {

@@ -1,0 +1,230 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Warm Python workers for a run's Python steps.
+///
+/// `import vineyard` alone costs ~0.75 s (it pulls in pandas, pyarrow and scipy), paid again
+/// by every step's fresh interpreter. The runner instead starts one *zygote* per run: a
+/// Python process that imports the heavy modules once (`TRELLIS_PRELOAD`, default
+/// `vineyard,numpy,pandas`) and forks a worker per step. The step's supervised process is a
+/// thin stub (`python -S`, stdlib only) that hands the zygote its argv, environment, working
+/// directory and stdin/stdout/stderr (over a `SOCK_SEQPACKET` socket, descriptors with
+/// `SCM_RIGHTS`), forwards SIGTERM/SIGINT to the worker's process group and exits with the
+/// worker's status. The worker runs in a session of its own and kills its group when the
+/// stub's connection drops (the stub killed by a timeout or SIGKILL), so supervision works
+/// as for a plain child. When the zygote is not (yet) listening, the stub simply `exec`s the
+/// step's interpreter as before: the zygote only ever makes steps start sooner.
+/// `TRELLIS_ZYGOTE=0` turns it off.
+public enum PythonZygote {
+    public static let zygoteFileName = "trellis_zygote.py"
+    public static let stubFileName = "trellis_stub.py"
+
+    /// The zygote server: `python trellis_zygote.py --socket PATH`.
+    public static let zygoteSource: String = #"""
+        """Trellis flow zygote (written by the runner; do not edit): preloads modules, forks step workers."""
+        import atexit
+        import json
+        import os
+        import select
+        import signal
+        import socket
+        import sys
+        import threading
+        import traceback
+
+
+        def _worker(conn, request, fds):
+            try:
+                os.setsid()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                for target, fd in enumerate(fds[:3]):
+                    os.dup2(fd, target)
+                for fd in fds:
+                    if fd > 2:
+                        os.close(fd)
+                os.chdir(request["cwd"])
+                os.environ.clear()
+                os.environ.update(request["env"])
+                for entry in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):
+                    if entry and entry not in sys.path:
+                        sys.path.insert(0, entry)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+
+                def watch():
+                    # The stub left (killed, or its supervisor gave up): the step goes with it.
+                    try:
+                        while conn.recv(16):
+                            pass
+                    except OSError:
+                        pass
+                    os.killpg(0, signal.SIGKILL)
+
+                threading.Thread(target=watch, daemon=True).start()
+                import trellis_step
+                argv = request["argv"]
+                sys.argv = list(argv)
+                try:
+                    code = trellis_step.main(argv[1:])
+                except SystemExit as e:
+                    code = e.code
+                except BaseException:
+                    traceback.print_exc()
+                    code = 1
+                if code is None:
+                    code = 0
+                elif not isinstance(code, int):
+                    sys.stderr.write("%s\n" % code)
+                    code = 1
+                atexit._run_exitfuncs()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+            except BaseException:
+                traceback.print_exc()
+                os._exit(70)
+
+
+        def main():
+            path = sys.argv[sys.argv.index("--socket") + 1]
+            parent = os.getppid()
+            for name in os.environ.get("TRELLIS_PRELOAD", "vineyard,numpy,pandas").split(","):
+                name = name.strip()
+                if name:
+                    try:
+                        __import__(name)
+                    except Exception as e:  # a missing module only costs the step its import
+                        sys.stderr.write("trellis zygote: cannot preload %s: %s\n" % (name, e))
+            import trellis_step  # noqa: F401
+
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            tmp = path + ".tmp"
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            server.bind(tmp)
+            server.listen(64)
+            os.rename(tmp, path)  # appears only when ready
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            children = {}
+            try:
+                while os.getppid() == parent:
+                    ready, _, _ = select.select([server], [], [], 0.05)
+                    if ready:
+                        conn, _ = server.accept()
+                        try:
+                            message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+                            request = json.loads(message)
+                        except (OSError, ValueError):
+                            conn.close()
+                            continue
+                        pid = os.fork()
+                        if pid == 0:
+                            server.close()
+                            for other in children.values():
+                                other.close()
+                            _worker(conn, request, fds)
+                        for fd in fds:
+                            os.close(fd)
+                        try:
+                            conn.send(b"%d" % pid)
+                        except OSError:
+                            pass
+                        children[pid] = conn
+                    while children:
+                        try:
+                            pid, status = os.waitpid(-1, os.WNOHANG)
+                        except ChildProcessError:
+                            break
+                        if pid == 0:
+                            break
+                        conn = children.pop(pid, None)
+                        try:
+                            os.killpg(pid, signal.SIGKILL)  # what the step left behind
+                        except OSError:
+                            pass
+                        if conn is not None:
+                            try:
+                                conn.send(b"%d" % os.waitstatus_to_exitcode(status))
+                            except OSError:
+                                pass
+                            conn.close()
+            finally:
+                for pid in list(children):
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+        if __name__ == "__main__":
+            main()
+        """#
+
+    /// The stub a step's supervised process runs:
+    /// `python -S trellis_stub.py --zygote SOCK --pid ZYGOTE_PID -- ARGV…`. While the zygote is
+    /// alive but not yet listening (still preloading), the stub waits for it (up to 10 s).
+    public static let stubSource: String = #"""
+        """Trellis step stub (written by the runner; do not edit): runs ARGV in a worker forked by the zygote."""
+        import json
+        import os
+        import signal
+        import socket
+        import sys
+        import time
+
+
+        def main():
+            split = sys.argv.index("--")
+            path = sys.argv[sys.argv.index("--zygote") + 1]
+            argv = sys.argv[split + 1:]
+            interpreter = os.environ.get("TRELLIS_STUB_PYTHON") or sys.executable
+            zygote = int(sys.argv[sys.argv.index("--pid") + 1]) if "--pid" in sys.argv[:split] else 0
+            # A zygote still preloading is as fast as a cold start: wait for it while it lives.
+            deadline = time.monotonic() + 10
+            while zygote and not os.path.exists(path) and time.monotonic() < deadline:
+                try:
+                    os.kill(zygote, 0)
+                except OSError:
+                    break
+                time.sleep(0.01)
+            try:
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                conn.connect(path)
+                message = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
+                socket.send_fds(conn, [message], [0, 1, 2])
+                pid = int(conn.recv(64))
+            except (OSError, ValueError):
+                os.execv(interpreter, [interpreter] + argv)  # no zygote: start the step cold
+
+            def forward(signum, _frame):
+                try:
+                    os.killpg(pid, signum)
+                except OSError:
+                    pass
+
+            signal.signal(signal.SIGTERM, forward)
+            signal.signal(signal.SIGINT, forward)
+            reply = conn.recv(64)
+            if not reply:
+                sys.stderr.write("trellis: the zygote went away while the step ran\n")
+                sys.exit(70)
+            code = int(reply)
+            if code < 0:
+                signal.signal(-code, signal.SIG_DFL)
+                os.kill(os.getpid(), -code)
+            sys.exit(code)
+
+
+        main()
+        """#
+}
