@@ -91,9 +91,12 @@ struct RuntimeCommand: AsyncParsableCommand {
         @Option(help: "Shared memory per replica, e.g. 4Gi.") var size = "1Gi"
         @Option(help: "memory, or spill (memory with spill to --spill-dir).") var medium = "memory"
         @Option(name: .customLong("spill-dir")) var spillDir: String?
+        @Flag(name: .customLong("huge-pages"), help: "Arenas from the hugetlb pool, pre-faulted (the pool must hold replicas × size).")
+        var hugePages = false
         func run() async throws {
             guard let m = Medium(rawValue: medium) else { throw ValidationError("--medium must be memory or spill") }
-            let s = await FlowCLI.runtimeUp(RuntimeSpec(replicas: replicas, size: size, medium: m, spillDirectory: spillDir))
+            let s = await FlowCLI.runtimeUp(
+                RuntimeSpec(replicas: replicas, size: size, medium: m, spillDirectory: spillDir, hugePages: hugePages))
             if s != 0 { throw ExitCode(s) }
         }
     }

@@ -21,8 +21,23 @@ import report  # noqa: E402
 from pipeline import generate, preprocess, test, train  # noqa: E402
 
 
-def build(replicas=2, size="2Gi"):
-    return Flow(runtime=Runtime(replicas=replicas, size=size), name="house-prices") \
+def huge_pages_available(replicas, size):
+    """True when the kernel's hugetlb pool has room for every replica's arena."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = size.rstrip("iB")
+    mult = units.get(text[-1:].upper(), None)
+    nbytes = int(float(text[:-1]) * mult) if mult else int(text)
+    try:
+        with open("/proc/meminfo") as f:
+            free = next((int(line.split()[1]) for line in f if line.startswith("HugePages_Free:")), 0)
+    except OSError:
+        return False
+    return free * (2 << 20) >= replicas * nbytes
+
+
+def build(replicas=2, size="2Gi", huge_pages=False):
+    runtime = Runtime(replicas=replicas, size=size, huge_pages=huge_pages)
+    return Flow(runtime=runtime, name="house-prices") \
         .process(generate) \
         .process(preprocess) \
         .process(train) \
@@ -36,10 +51,16 @@ def main():
     ap.add_argument("--size", default="2Gi", help="memory per replica")
     ap.add_argument("--run-id", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the run's objects in the store")
+    ap.add_argument("--huge-pages", choices=("auto", "on", "off"), default="auto",
+                    help="arenas in 2 MiB huge pages (auto: when the hugetlb pool has room)")
     args = ap.parse_args()
     if args.rows:
         os.environ["HOUSE_ROWS"] = str(args.rows)
-    run = build(args.replicas, args.size).run(run_id=args.run_id, keep=args.keep)
+    huge = args.huge_pages == "on" or (
+        args.huge_pages == "auto" and huge_pages_available(args.replicas, args.size))
+    print("replica arenas: %d x %s in %s pages" % (args.replicas, args.size, "2 MiB huge" if huge else "4 KiB"),
+          flush=True)
+    run = build(args.replicas, args.size, huge).run(run_id=args.run_id, keep=args.keep)
     try:
         record = run.wait()
     except FlowFailed as e:

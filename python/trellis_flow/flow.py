@@ -28,9 +28,11 @@ class Runtime:
     """Replicas the flow runs on: ``replicas`` daemons of ``size`` each.
 
     ``medium`` is ``"memory"`` or ``"spill"`` (memory with spill to ``spill_dir``).
+    ``huge_pages`` takes each replica's arena from the kernel's hugetlb pool, pre-faulted
+    (the pool must hold ``replicas * size``; see /proc/sys/vm/nr_hugepages).
     """
 
-    def __init__(self, replicas=1, size="1Gi", medium="memory", spill_dir=None):
+    def __init__(self, replicas=1, size="1Gi", medium="memory", spill_dir=None, huge_pages=False):
         if medium not in ("memory", "spill"):
             raise ValueError("medium must be 'memory' or 'spill'")
         if medium == "spill" and not spill_dir:
@@ -39,9 +41,12 @@ class Runtime:
         self.size = str(size)
         self.medium = medium
         self.spill_dir = spill_dir
+        self.huge_pages = bool(huge_pages)
 
     def to_dict(self):
         d = {"replicas": self.replicas, "size": self.size, "medium": self.medium}
+        if self.huge_pages:
+            d["huge_pages"] = True
         if self.spill_dir:
             d["spill_dir"] = os.path.abspath(self.spill_dir)
         return d

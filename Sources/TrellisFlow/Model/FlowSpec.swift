@@ -80,18 +80,27 @@ public struct RuntimeSpec: Codable, Sendable, Equatable {
     public var medium: Medium
     /// Where replicas spill (one subdirectory per replica); required when ``medium`` is `.spill`.
     public var spillDirectory: String?
+    /// Arenas from the kernel's hugetlb pool, pre-faulted (`--huge_pages --reserve_memory`):
+    /// large handoffs then take one page fault per 2 MiB. The pool must hold
+    /// `replicas × size` (see `/proc/sys/vm/nr_hugepages`).
+    public var hugePages: Bool
 
     /// Creates a runtime description.
-    public init(replicas: Int = 1, size: String = "1Gi", medium: Medium = .memory, spillDirectory: String? = nil) {
+    public init(
+        replicas: Int = 1, size: String = "1Gi", medium: Medium = .memory, spillDirectory: String? = nil,
+        hugePages: Bool = false
+    ) {
         self.replicas = replicas
         self.size = size
         self.medium = medium
         self.spillDirectory = spillDirectory
+        self.hugePages = hugePages
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case replicas, size, medium
         case spillDirectory = "spill_dir"
+        case hugePages = "huge_pages"
     }
 
     /// Decodes a runtime; `size` may be a string (`30Gi`) or a plain number of bytes.
@@ -108,6 +117,7 @@ public struct RuntimeSpec: Codable, Sendable, Equatable {
         }
         medium = try c.decodeIfPresent(Medium.self, forKey: .medium) ?? .memory
         spillDirectory = try c.decodeIfPresent(String.self, forKey: .spillDirectory)
+        hugePages = try c.decodeIfPresent(Bool.self, forKey: .hugePages) ?? false
     }
 
     /// Encodes the runtime in the YAML front door's shape.
@@ -117,6 +127,7 @@ public struct RuntimeSpec: Codable, Sendable, Equatable {
         try c.encode(size, forKey: .size)
         try c.encode(medium, forKey: .medium)
         try c.encodeIfPresent(spillDirectory, forKey: .spillDirectory)
+        if hugePages { try c.encode(hugePages, forKey: .hugePages) }
     }
 
     /// ``size`` in bytes, or `nil` when it does not parse or is not positive.

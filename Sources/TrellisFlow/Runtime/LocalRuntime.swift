@@ -246,6 +246,9 @@ public struct LocalRuntime: ReplicaRuntime {
                 } else {
                     args += ["--meta", "local"]
                 }
+                // A runtime reserves the memory it was given: steps then write into pages
+                // that exist (minor faults) rather than fresh ones, ~7× cheaper per page.
+                args += spec.hugePages ? ["--huge_pages", "--reserve_memory"] : ["--reserve_memory"]
                 if spec.medium == .spill, let dir = spec.spillDirectory {
                     let d = (dir as NSString).appendingPathComponent("r\(i)")
                     try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
