@@ -42,6 +42,18 @@ func etcdBinary() -> String? {
         try JSONDecoder().decode([String].self, from: Data(readFile(r.socket + ".args").utf8))
     }
 
+    @Test func hugePagesReachTheReplicas() async throws {
+        let dir = TempDir("trrth")
+        defer { dir.cleanup() }
+        let rt = try runtime(dir, etcd: "/nonexistent/etcd")
+        let spec = try FlowSpec.load(yaml: "runtime: {replicas: 1, size: 64Mi, huge_pages: true}\nsteps: [{name: a, command: [true]}]")
+        #expect(spec.runtime.hugePages)
+        let state = try await rt.up(spec.runtime)
+        let a = try? args(state.replicas[0])
+        try await rt.down()
+        #expect(a.map { Array($0.suffix(2)) } == ["--huge_pages", "--reserve_memory"])
+    }
+
     @Test func oneReplicaNeedsNothingExternal() async throws {
         let dir = TempDir("trrt")
         defer { dir.cleanup() }
@@ -53,7 +65,7 @@ func etcdBinary() -> String? {
         #expect(state.etcd == nil)
         let a = try args(state.replicas[0])
         #expect(a.starts(with: ["--socket", dir.sub("rt") + "/r0.sock", "--size", String(64 << 20), "--rpc_socket_port"]))
-        #expect(Array(a.suffix(2)) == ["--meta", "local"])
+        #expect(Array(a.suffix(3)) == ["--meta", "local", "--reserve_memory"])
         #expect(Int(a[5]) == state.replicas[0].rpcPort)
         // Another invocation sees it through state.json.
         let other = LocalRuntime(directory: dir.sub("rt"), trellisBinary: "unused")
