@@ -111,11 +111,19 @@ public enum PythonZygote {
             server.listen(64)
             os.rename(tmp, path)  # appears only when ready
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            # A worker's exit wakes the loop at once (SIGCHLD through a pipe), so the stub
+            # learns its status without polling delay.
+            wake_r, wake_w = os.pipe()
+            os.set_blocking(wake_w, False)
+            signal.set_wakeup_fd(wake_w)
+            signal.signal(signal.SIGCHLD, lambda *_: None)
             children = {}
             try:
                 while os.getppid() == parent:
-                    ready, _, _ = select.select([server], [], [], 0.05)
-                    if ready:
+                    ready, _, _ = select.select([server, wake_r], [], [], 0.5)
+                    if wake_r in ready:
+                        os.read(wake_r, 512)
+                    if server in ready:
                         conn, _ = server.accept()
                         try:
                             message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
@@ -125,6 +133,10 @@ public enum PythonZygote {
                             continue
                         pid = os.fork()
                         if pid == 0:
+                            signal.set_wakeup_fd(-1)
+                            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                            os.close(wake_r)
+                            os.close(wake_w)
                             server.close()
                             for other in children.values():
                                 other.close()
