@@ -108,13 +108,7 @@ public struct StreamSocket: ~Copyable, Sendable {
 
     /// Receives the 1-byte fd carrier and returns the descriptor it carries.
     public func receiveFD() throws(SystemError) -> OwnedFD {
-        var fd: Int32 = -1
-        var byte: UInt8 = 0
-        let n = trellis_recv_fd(raw, &fd, &byte)
-        if n < 0 { throw SystemError("recvmsg(SCM_RIGHTS)") }
-        if n == 0 { throw SystemError("recvmsg(SCM_RIGHTS)", errno: ECONNRESET) }
-        if fd < 0 { throw SystemError("recvmsg(SCM_RIGHTS): no descriptor", errno: EPROTO) }
-        return OwnedFD(adopting: fd)
+        try Self.receiveFD(raw)
     }
 
     /// Wakes a thread blocked reading this socket (shutdown both directions).

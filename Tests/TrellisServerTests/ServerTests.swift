@@ -97,7 +97,13 @@ struct ServerTests {
         let created = try writer.call(["type": "create_data_request", "content": ["typename": "x", "instance_id": 0]])
         let id = created["id"]!
         try writer.call(["type": "persist_request", "id": id])
-        #expect(try writer.call(["type": "instance_status_request"])["meta"]?["deferred_requests"] == 1)
+        // The waiter's request is parked once its connection thread has read it.
+        var parked = 0
+        for _ in 0..<250 where parked != 1 {
+            parked = try writer.call(["type": "instance_status_request"])["meta"]?["deferred_requests"]?.intValue ?? -1
+            if parked != 1 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(parked == 1)
         try writer.call(["type": "put_name_request", "object_id": id, "name": "later"])
         #expect(try waiter.receive()?["object_id"] == id)
 
