@@ -4,7 +4,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-bash scripts/setup.sh || exit 1
+TRELLIS_RELEASE_BUILD=0 bash scripts/setup.sh || exit 1
 swift build --build-tests 2>&1 | grep -E "error|warning: |Build complete" | grep -v "unhandled; explicitly declare" | tail -20
 export TRELLIS_BIN=$ROOT/.build/debug/trellis
 # One test at a time: many suites block threads on real sockets and processes, and on a
