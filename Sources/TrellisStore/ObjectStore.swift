@@ -84,13 +84,15 @@ public final class ObjectStore: Sendable {
     /// full arena first spills idle blobs (least recently used first) to make room.
     public func createBlobs(sizes: [Int], connection: ConnectionID) throws(VineyardError) -> [Payload] {
         guard let spill else { return try createBlobsOnce(sizes: sizes, connection: connection) }
+        var attempts = 0
         while true {
             do {
                 return try createBlobsOnce(sizes: sizes, connection: connection)
             } catch where error.code == .notEnoughMemory {
+                attempts += 1
                 let needed = sizes.max() ?? 0
-                let spilled = spillGate.withLock { _ in spillLocked(spill, forRoom: needed, excluding: []) }
-                if !spilled { throw error }
+                let retry = spillGate.withLock { _ in spillLocked(spill, forRoom: needed, excluding: []) }
+                if !retry || attempts >= Self.spillAttempts { throw error }
             }
         }
     }

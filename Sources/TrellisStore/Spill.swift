@@ -63,13 +63,22 @@ public struct SpillDirectory: Sendable {
 }
 
 extension ObjectStore {
+    /// Allocation attempts between spills before a request gives up (NotEnoughMemory):
+    /// bounds the loop when the free space never forms a block that fits.
+    static let spillAttempts = 64
+
     /// Spills idle blobs, least recently used first, until the allocator has a free block of
     /// `bytes` (or nothing more can go). Called with the spill gate held; writes files
     /// outside the state lock and commits only blobs that stayed idle and in place.
-    /// Returns whether anything was spilled.
+    /// Returns whether the caller should try allocating again: something was spilled, or
+    /// room appeared meanwhile (another connection freed or spilled).
     func spillLocked(_ spill: SpillDirectory, forRoom bytes: Int, excluding: Set<ObjectID>) -> Bool {
+        var roomAlready = false
         let victims: [(id: ObjectID, offset: Int, size: Int)] = (try? withState { (s) throws(VineyardError) in
-            if s.allocator.largestFreeBlock >= bytes { return [] }
+            if s.allocator.largestFreeBlock >= bytes {
+                roomAlready = true
+                return []
+            }
             let idle = s.blobs.filter { !$0.value.spilled && $0.value.sealed && $0.value.users.isEmpty && !excluding.contains($0.key) }
                 .sorted { $0.value.lastUse < $1.value.lastUse }
             var picked: [(ObjectID, Int, Int)] = []
@@ -81,6 +90,7 @@ extension ObjectStore {
             }
             return picked
         }) ?? []
+        if roomAlready { return true }
         guard !victims.isEmpty else { return false }
         var written: [(id: ObjectID, offset: Int, size: Int)] = []
         for v in victims {
@@ -120,7 +130,7 @@ extension ObjectStore {
             let keep = Set(ids)
             for (id, size) in todo {
                 var offset: Int?
-                while true {
+                for _ in 0..<Self.spillAttempts {
                     offset = try withState { s in s.allocator.allocate(size) }
                     if offset != nil || !spillLocked(spill, forRoom: size, excluding: keep) { break }
                 }

@@ -70,3 +70,47 @@ def test_without_spill_path_a_full_arena_is_not_enough_memory(tmp_path):
         with pytest.raises(vineyard.NotEnoughMemoryException):
             c.put(np.zeros(2 * MB, dtype=np.int64))
         harness.disconnect(c)
+
+
+def test_four_processes_spilling_at_once(tmp_path):
+    """Four writers/readers through a 24 MiB arena (6 objects of 4 MiB fit at once): every
+    read returns the writer's values while blobs move to files and back concurrently."""
+    import multiprocessing
+
+    import workers
+    spawn = multiprocessing.get_context("spawn")
+    spill = tmp_path / "spill"
+    with harness.Daemon(size="24Mi", extra=["--spill_path", str(spill)]) as d:
+        procs, pipes = [], []
+        for w in range(4):
+            parent, child = spawn.Pipe()
+            p = spawn.Process(target=workers.spill_worker, args=(d.socket, w, 12, child), daemon=True)
+            p.start()
+            child.close()
+            procs.append(p)
+            pipes.append(parent)
+        results = []
+        try:
+            for conn in pipes:
+                assert conn.poll(240), "worker did not finish in time"
+                results.append(conn.recv())
+        finally:
+            for p in procs:
+                p.join(10)
+                if p.is_alive():
+                    p.kill()
+        for r in results:
+            assert r["n_errors"] == 0, "worker %d: %s" % (r["worker"], r["errors"])
+        assert d.alive()
+        assert os.listdir(spill), "48 x 4 MiB through 24 MiB without spilling?"
+        c = harness.connect(d.socket)
+        assert c.status.memory_usage <= 24 * MB
+        for r in results:
+            c.delete([vineyard_id(i) for i in r["ids"]], deep=True)
+        assert os.listdir(spill) == []
+        harness.disconnect(c)
+
+
+def vineyard_id(value):
+    import vineyard
+    return vineyard.ObjectID(value)

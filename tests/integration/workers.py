@@ -159,3 +159,28 @@ def get_name_waiter(sock, name, conn):
     except Exception:
         conn.send(("error", traceback.format_exc()))
 
+
+
+def spill_worker(sock, worker, rounds, conn):
+    """Puts persistent 4 MiB arrays on short-lived connections and reads earlier ones back
+    (each read on a fresh connection), so the arena keeps spilling and reloading while
+    other workers do the same. Reports mismatches."""
+    import numpy as np
+
+    import harness
+    errors, ids = [], []
+    try:
+        for i in range(rounds):
+            c = harness.connect(sock)
+            ids.append((c.put(np.full(1 << 19, worker * 1000 + i, dtype=np.int64), persist=True), i))
+            harness.disconnect(c)
+            for oid, j in ids[-3:] + ids[:1]:
+                c = harness.connect(sock)
+                got = c.get(oid)
+                if got.shape != (1 << 19,) or int(got[0]) != worker * 1000 + j or int(got[-1]) != worker * 1000 + j:
+                    errors.append((oid, j, int(got[0])))
+                del got
+                harness.disconnect(c)
+        conn.send({"worker": worker, "errors": errors[:5], "n_errors": len(errors), "ids": [int(o) for o, _ in ids]})
+    except Exception as e:  # report instead of hanging the parent
+        conn.send({"worker": worker, "errors": [repr(e)], "n_errors": 1, "ids": []})
