@@ -79,6 +79,13 @@ class FlowTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             Runtime(medium="spill")
 
+    def test_runtime_options_reach_the_spec(self):
+        self.assertEqual(Runtime(replicas=2, size="4Gi").to_dict(), {"replicas": 2, "size": "4Gi", "medium": "memory"})
+        hp = Runtime(size="1Gi", huge_pages=True).to_dict()
+        self.assertTrue(hp["huge_pages"])
+        spill = Runtime(medium="spill", spill_dir="/tmp/x").to_dict()
+        self.assertEqual((spill["medium"], spill["spill_dir"]), ("spill", "/tmp/x"))
+
     def test_explicit_inputs_win(self):
         with tempfile.TemporaryDirectory() as d:
             flow = Flow().process(produce).process(consume, inputs=["b"], outputs=["z"])
