@@ -91,8 +91,8 @@ final class Cluster: Sendable {
                 unknown.append(id)
                 continue
             }
-            // Another (specific) instance's object here can only be an import.
-            if p.instance != instanceID && p.instance != InstanceID.unspecified { imported.append(id) }
+            // Imports are re-checked: their owner may have deleted them (global objects too).
+            if p.imported { imported.append(id) }
         }
         guard !unknown.isEmpty || !imported.isEmpty else { return }
         let backend = self.backend

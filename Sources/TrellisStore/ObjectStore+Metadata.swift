@@ -153,11 +153,12 @@ extension ObjectStore {
         if let name = fields["__name"]?.stringValue, s.names[name] == nil { s.names[name] = id }
     }
 
-    /// The instance an object lives on, and whether it is global, if it is known here.
-    public func placement(of id: ObjectID) -> (instance: UInt64, global: Bool)? {
-        try? withState { (s) throws(VineyardError) -> (UInt64, Bool)? in
+    /// The instance an object lives on, whether it is global, and whether it was imported
+    /// from the cluster's metadata (another instance published it), if it is known here.
+    public func placement(of id: ObjectID) -> (instance: UInt64, global: Bool, imported: Bool)? {
+        try? withState { (s) throws(VineyardError) -> (UInt64, Bool, Bool)? in
             guard let rec = s.objects[id] else { return nil }
-            return (rec.instanceID, rec.fields["global"]?.boolValue ?? false)
+            return (rec.instanceID, rec.fields["global"]?.boolValue ?? false, rec.imported)
         }
     }
 
