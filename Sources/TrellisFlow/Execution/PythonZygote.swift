@@ -46,6 +46,11 @@ public enum PythonZygote {
                 for fd in fds:
                     if fd > 2:
                         os.close(fd)
+                # Fresh stdio objects on the step's descriptors, line-buffered like a step
+                # started with PYTHONUNBUFFERED (the zygote's were made for its own log).
+                sys.stdin = os.fdopen(0, "r", closefd=False)
+                sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+                sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
                 os.chdir(request["cwd"])
                 os.environ.clear()
                 os.environ.update(request["env"])
