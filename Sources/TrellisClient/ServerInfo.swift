@@ -58,6 +58,8 @@ public struct InstanceStatus: Sendable, Equatable {
     public var blobs: Int?
     /// Number of names (Trellis only).
     public var names: Int?
+    /// Bytes of blobs moved to the spill directory (Trellis with `--spill_path` only).
+    public var spilledBytes: Int?
     /// The reply's `meta` object as received, including keys this type does not know.
     public var raw: JSON
 
@@ -78,6 +80,7 @@ public struct InstanceStatus: Sendable, Equatable {
         freeBytes = json["free_bytes"]?.intValue
         largestFreeBlock = json["largest_free_block"]?.intValue
         fragmentation = json["fragmentation"]?.doubleValue
+        spilledBytes = json["spilled_bytes"]?.intValue
         objects = json["objects"]?.intValue
         blobs = json["blobs"]?.intValue
         names = json["names"]?.intValue

@@ -349,6 +349,7 @@ struct ShowStatus: ObjectCommand {
         ]
         if let largest = s.largestFreeBlock { rows.append(["largest free block", humanBytes(largest)]) }
         if let f = s.fragmentation { rows.append(["fragmentation", "\(((f * 1000).rounded() / 10))%"]) }
+        if let spilled = s.spilledBytes, spilled > 0 { rows.append(["spilled to disk", humanBytes(spilled)]) }
         rows += [
             ["objects", opt(s.objects)],
             ["blobs", opt(s.blobs)],

@@ -34,6 +34,12 @@ def test_puts_beyond_the_arena_spill_and_read_back(tmp_path):
 
         spilled = os.listdir(spill)
         assert spilled, "nothing was spilled"
+        # trellis status reports it (the Swift client reads instance_status).
+        import subprocess
+        binary = os.environ.get("TRELLIS_BIN") or str(harness.REPO_ROOT / ".build" / "debug" / "trellis")
+        table = subprocess.run([binary, "status", "--socket", d.socket], capture_output=True, text=True,
+                               timeout=60).stdout
+        assert "spilled to disk" in table, table
         c = harness.connect(d.socket)
         status = c.status
         assert status.memory_usage <= status.memory_limit
