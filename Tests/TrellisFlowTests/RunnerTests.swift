@@ -99,6 +99,34 @@ import Glibc
         #expect(logs.stderr.contains("attempt 3 on replica 0"))
     }
 
+    @Test func intermediatesAreFreedWhenTheirLastConsumerSucceeds() async throws {
+        let (dir, plane, runner) = fixture(1)
+        defer { dir.cleanup() }
+        func exists(_ name: String) -> String { #"test -f "$VINEYARD_IPC_SOCKET/${TRELLIS_NAME_PREFIX}\#(name)""# }
+        func gone(_ name: String) -> String { #"test ! -e "$VINEYARD_IPC_SOCKET/${TRELLIS_NAME_PREFIX}\#(name)""# }
+        let spec = FlowSpec(steps: [
+            Sh.step("a", Sh.put("x", bytes: 64), outputs: ["x"]),
+            Sh.step("b", Sh.put("y", bytes: 64), inputs: ["x"], outputs: ["y"]),
+            Sh.step("c", exists("x"), inputs: ["y"]),  // d still needs x
+            Sh.step("d", "true", inputs: ["x"], after: ["c"]),
+            Sh.step("e", gone("x"), inputs: ["y"], after: ["d"]),  // x's consumers b, d are done
+        ])
+        let record = try await runner.run(spec: spec, options: options("free"))
+        #expect(record.state == .succeeded, "\(record.message ?? "")")
+        #expect(record.freedEarly == ["x", "y"])
+        #expect(RunFormatter.status(record).contains("freed after their last use: x, y"))
+        #expect(plane.names(on: 0).isEmpty)
+
+        // --keep keeps everything to the end.
+        let kept = try await runner.run(
+            spec: FlowSpec(steps: [
+                Sh.step("a", Sh.put("x", bytes: 64), outputs: ["x"]),
+                Sh.step("b", "true", inputs: ["x"]),
+                Sh.step("c", exists("x"), after: ["b"]),
+            ]), options: options("keep", keep: true))
+        #expect(kept.state == .succeeded && kept.freedEarly == nil)
+    }
+
     @Test func timeoutKillsTheWholeProcessGroup() async throws {
         let (dir, _, runner) = fixture(1)
         defer { dir.cleanup() }

@@ -404,8 +404,32 @@ public struct FlowRunner: Sendable {
                 }
             }
         }
+        if !cancelled, failure == nil, !options.keepObjects {
+            await freeConsumedInputs(of: name, specs: specs, scheduler: scheduler, record: &record)
+        }
         save(record)
         options.observer?(RunEvent(kind: .stepFinished(step: name), record: record))
+    }
+
+    /// Deletes the inputs of `step` whose every consumer has now succeeded: no step of this
+    /// run (nor a resume of it) reads them again, so their memory goes back at once instead
+    /// of at the end of the run. Only objects the flow produced; never with `--keep`.
+    private func freeConsumedInputs(
+        of step: String, specs: [String: StepSpec], scheduler: FlowScheduler, record: inout RunRecord
+    ) async {
+        let produced = Set(specs.values.flatMap(\.outputs))
+        var freed: [String] = []
+        for input in Set(specs[step]?.inputs ?? []).sorted() where produced.contains(input) {
+            let consumers = specs.values.filter { $0.inputs.contains(input) }
+            guard consumers.allSatisfy({ scheduler.states[$0.name] == .succeeded }) else { continue }
+            let storeName = ObjectNaming.storeName(input, runID: record.runID)
+            var deleted = true
+            for r in replicas {
+                do { try await dataPlane.delete([storeName], on: r) } catch { deleted = false }
+            }
+            if deleted { freed.append(input) }
+        }
+        if !freed.isEmpty { record.freedEarly = (record.freedEarly ?? []) + freed }
     }
 
     // MARK: - One attempt

@@ -46,6 +46,9 @@ public enum RunFormatter {
                 + (record.resumes > 0 ? ", resumed \(record.resumes)x" : "")
         ]
         lines += stepLines(record)
+        if let freed = record.freedEarly, !freed.isEmpty {
+            lines.append("freed after their last use: " + freed.joined(separator: ", "))
+        }
         if record.objectsKept { lines.append("objects kept in the store under '\(ObjectNaming.prefix(runID: record.runID))'") }
         if let m = record.message { lines.append(m) }
         return lines.joined(separator: "\n")

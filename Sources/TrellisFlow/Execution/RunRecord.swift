@@ -27,6 +27,9 @@ public struct RunRecord: Codable, Sendable, Equatable {
     public var objectsKept: Bool = false
     /// A sentence for people: why it failed, where to look.
     public var message: String?
+    /// Intermediates deleted as soon as their last consumer succeeded (not with `--keep`),
+    /// in the order they were freed; nil when none was.
+    public var freedEarly: [String]?
     /// One record per step, in spec order.
     public var steps: [StepRecord]
 
