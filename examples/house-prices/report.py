@@ -67,6 +67,7 @@ def summarize(record):
         "max_overhead_seconds": max((s["overhead_seconds"] for s in steps), default=0.0),
         "affinity_violations": affinity_violations(record),
         "mse": mse_from(record), "steps": steps, "started": started,
+        "freed_early": record.get("freedEarly") or [],
     }
 
 
@@ -96,3 +97,5 @@ def print_summary(summary, out=print):
     out("total %.2fs; handoff %.3fs (put %.3fs, get %.3fs, moves %.3fs); steps off their inputs' replica: %s"
         % (summary["wall_seconds"] or 0.0, summary["handoff_seconds"], summary["put_seconds"],
            summary["get_seconds"], summary["move_seconds"], ", ".join(summary["affinity_violations"]) or "none"))
+    if summary.get("freed_early"):
+        out("freed as soon as their last consumer finished: %s" % ", ".join(summary["freed_early"]))
