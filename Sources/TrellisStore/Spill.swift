@@ -26,34 +26,26 @@ public struct SpillDirectory: Sendable {
 
     func file(_ id: ObjectID) -> String { path + "/" + id.description }
 
+    private func openFile(_ id: ObjectID, _ flags: Int32) throws(SystemError) -> OwnedFD {
+        let path = file(id)
+        return OwnedFD(adopting: try syscallRetrying("open \(path)") { open(path, flags | O_CLOEXEC, 0o600) })
+    }
+
     /// Writes `count` bytes at `source` to the blob's file (replacing it).
     func write(_ id: ObjectID, from source: UnsafeRawPointer, count: Int) throws(SystemError) {
-        let fd = open(file(id), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SystemError("open \(file(id))") }
-        defer { close(fd) }
+        let fd = try openFile(id, O_WRONLY | O_CREAT | O_TRUNC)
         var done = 0
         while done < count {
-            let n = pwrite(fd, source + done, count - done, off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("write \(file(id))")
-            }
-            done += n
+            done += try syscallRetrying("write \(file(id))") { pwrite(fd.raw, source + done, count - done, off_t(done)) }
         }
     }
 
     /// Reads the blob's file (exactly `count` bytes) to `destination`.
     func read(_ id: ObjectID, into destination: UnsafeMutableRawPointer, count: Int) throws(SystemError) {
-        let fd = open(file(id), O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError("open \(file(id))") }
-        defer { close(fd) }
+        let fd = try openFile(id, O_RDONLY)
         var done = 0
         while done < count {
-            let n = pread(fd, destination + done, count - done, off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read \(file(id))")
-            }
+            let n = try syscallRetrying("read \(file(id))") { pread(fd.raw, destination + done, count - done, off_t(done)) }
             if n == 0 { throw SystemError("read \(file(id)): \(done) of \(count) bytes", errno: EIO) }
             done += n
         }
