@@ -160,20 +160,19 @@ public final class ObjectStore: Sendable {
                     }
                     guard var b = s.blobs[id] else { continue }
                     if !b.sealed && !unsafe { throw VineyardError(.objectNotSealed, "Failed to get blob with id \(id)") }
+                    if b.spilled {
+                        spilled.append(id)
+                        continue
+                    }
                     b.users.insert(connection)  // pins it: a used blob is never spilled
                     b.lastUse = s.tick
                     s.blobs[id] = b
-                    if b.spilled {
-                        spilled.append(id)
-                    } else {
-                        out.append(payload(id, b))
-                    }
+                    out.append(payload(id, b))
                 }
                 return out
             }
             guard let spill, !spilled.isEmpty else { return out }
-            // Unpin, read back, and answer from the arena.
-            release(spilled, connection: connection)
+            // Read them back, then answer again from the arena.
             try reload(spill, spilled)
         }
     }
