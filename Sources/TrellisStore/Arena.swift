@@ -1,10 +1,6 @@
 import TrellisProtocol
 import TrellisSystem
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// The shared-memory file that holds every blob: one memfd of `capacity` bytes,
 /// mapped once by the daemon (for RPC transfers and pre-faulting) and passed by
 /// descriptor to every IPC client.

@@ -503,7 +503,7 @@ public struct FlowRunner: Sendable {
         var env = options.environment
         for (k, v) in spec.env { env[k] = v }
         let lib = store.libDirectory(of: runID)
-        env["PYTHONPATH"] = env["PYTHONPATH"].map { $0.isEmpty ? lib : "\(lib):\($0)" } ?? lib
+        prependPythonPath(lib, to: &env)
         env["PYTHONUNBUFFERED"] = env["PYTHONUNBUFFERED"] ?? "1"
         env["VINEYARD_IPC_SOCKET"] = replica.socket
         env["TRELLIS_RUN_ID"] = runID
@@ -568,7 +568,7 @@ public struct FlowRunner: Sendable {
             try PythonZygote.stubSource.write(toFile: lib + "/" + PythonZygote.stubFileName, atomically: true, encoding: .utf8)
             unlink(socket)
             var env = options.environment
-            env["PYTHONPATH"] = env["PYTHONPATH"].map { $0.isEmpty ? lib : "\(lib):\($0)" } ?? lib
+            prependPythonPath(lib, to: &env)
             let log = store.directory(of: record.runID) + "/logs/zygote.log"
             let process = try ChildProcess.spawn(
                 executable: interpreter, arguments: [lib + "/" + PythonZygote.zygoteFileName, "--socket", socket],
@@ -577,6 +577,11 @@ public struct FlowRunner: Sendable {
         } catch {
             return nil  // steps start cold, as without a zygote
         }
+    }
+
+    /// Puts `directory` first on the environment's `PYTHONPATH`.
+    private func prependPythonPath(_ directory: String, to env: inout [String: String]) {
+        env["PYTHONPATH"] = env["PYTHONPATH"].map { $0.isEmpty ? directory : "\(directory):\($0)" } ?? directory
     }
 
     func workingDirectory(of spec: StepSpec, baseDirectory: String?) -> String {
