@@ -230,6 +230,33 @@ class Daemon:
         return total
 
 
+def run_workers(target, args_list, timeout=240.0):
+    """Runs ``target(*args, conn)`` in one spawned process per ``args`` at once and returns
+    what each sent on ``conn``, in order; a worker that does not report within ``timeout``
+    fails the test. The processes are stopped whatever happens."""
+    import multiprocessing
+    spawn = multiprocessing.get_context("spawn")
+    procs, pipes = [], []
+    for args in args_list:
+        parent, child = spawn.Pipe()
+        p = spawn.Process(target=target, args=tuple(args) + (child,), daemon=True)
+        p.start()
+        child.close()
+        procs.append(p)
+        pipes.append(parent)
+    results = []
+    try:
+        for conn in pipes:
+            assert conn.poll(timeout), "worker did not finish in time"
+            results.append(conn.recv())
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+    return results
+
+
 def connect(socket_path):
     """A vineyard client with a connection of its own; release it with disconnect().
 

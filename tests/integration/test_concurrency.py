@@ -1,6 +1,5 @@
 """Many clients at once: every put/get/delete returns the right data."""
 
-import multiprocessing
 import threading
 
 import numpy as np
@@ -8,32 +7,11 @@ import numpy as np
 import harness
 import workers
 
-SPAWN = multiprocessing.get_context("spawn")
-
 
 def test_four_processes_thousand_ops_each(fresh_daemon):
     d = fresh_daemon
     baseline = d.memory_usage()
-    procs, pipes = [], []
-    for w in range(4):
-        parent, child = SPAWN.Pipe()
-        p = SPAWN.Process(
-            target=workers.put_get_delete_worker, args=(d.socket, w, 1000, child), daemon=True
-        )
-        p.start()
-        child.close()
-        procs.append(p)
-        pipes.append(parent)
-    results = []
-    try:
-        for p, conn in zip(procs, pipes):
-            assert conn.poll(240), "worker did not finish in time"
-            results.append(conn.recv())
-    finally:
-        for p in procs:
-            p.join(10)
-            if p.is_alive():
-                p.kill()
+    results = harness.run_workers(workers.put_get_delete_worker, [(d.socket, w, 1000) for w in range(4)])
     for r in results:
         assert r["n_errors"] == 0, "worker %d: %s" % (r["worker"], r["errors"])
         assert r["done"] == 1000

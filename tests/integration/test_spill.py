@@ -81,30 +81,10 @@ def test_without_spill_path_a_full_arena_is_not_enough_memory(tmp_path):
 def test_four_processes_spilling_at_once(tmp_path):
     """Four writers/readers through a 24 MiB arena (6 objects of 4 MiB fit at once): every
     read returns the writer's values while blobs move to files and back concurrently."""
-    import multiprocessing
-
     import workers
-    spawn = multiprocessing.get_context("spawn")
     spill = tmp_path / "spill"
     with harness.Daemon(size="24Mi", extra=["--spill_path", str(spill)]) as d:
-        procs, pipes = [], []
-        for w in range(4):
-            parent, child = spawn.Pipe()
-            p = spawn.Process(target=workers.spill_worker, args=(d.socket, w, 12, child), daemon=True)
-            p.start()
-            child.close()
-            procs.append(p)
-            pipes.append(parent)
-        results = []
-        try:
-            for conn in pipes:
-                assert conn.poll(240), "worker did not finish in time"
-                results.append(conn.recv())
-        finally:
-            for p in procs:
-                p.join(10)
-                if p.is_alive():
-                    p.kill()
+        results = harness.run_workers(workers.spill_worker, [(d.socket, w, 12) for w in range(4)])
         for r in results:
             assert r["n_errors"] == 0, "worker %d: %s" % (r["worker"], r["errors"])
         assert d.alive()
