@@ -33,10 +33,8 @@ and >= upstream).
 """
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -47,6 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "cluster"))
 
+import benchlib  # noqa: E402
 import cluster_lib  # noqa: E402
 
 MIB = 1 << 20
@@ -210,28 +209,7 @@ def wait_idle(limit, threshold=15.0, window=3.0):
 
 
 def machine_info():
-    info = {"cpu": "unknown", "memory": "unknown"}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal"):
-                    info["memory"] = "%.1f GiB" % (int(line.split()[1]) / (1 << 20))
-    except OSError:
-        pass
-    info["cores"] = len(os.sched_getaffinity(0))
-    info["kernel"] = platform.release()
-    info["python"] = platform.python_version()
-    info["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    try:
-        info["commit"] = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-                                        capture_output=True, text=True).stdout.strip()
-    except OSError:
-        pass
+    info = benchlib.machine_info()
     try:
         info["etcd"] = subprocess.run([cluster_lib.find_etcd(), "--version"], capture_output=True,
                                       text=True).stdout.split("\n")[0]
@@ -272,7 +250,7 @@ def render(results, tcp, nbytes, repeat, info, busy_pct, extra_rows):
     lines.append("")
     lines.append("Machine: %s, %s usable cores, %s RAM, Linux %s; Python %s; %s; commit %s; measured %s. "
                  "Other processes used %.0f%% of the CPUs during the run." % (
-                     info.get("cpu"), info.get("cores"), info.get("memory"), info.get("kernel"),
+                     info.get("cpu"), info.get("cores_usable"), info.get("memory"), info.get("kernel"),
                      info.get("python"), info.get("etcd", "etcd"), info.get("commit", "?"), info.get("date"),
                      busy_pct))
     return "\n".join(lines)

@@ -18,39 +18,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.join(HERE, "..", "..", "bench"))
 
 import baseline_files  # noqa: E402
 import report  # noqa: E402
-
-
-class HugePagePool:
-    """Reserves 2 MiB huge pages for the run (root only) and restores the pool after."""
-    PATH = "/proc/sys/vm/nr_hugepages"
-
-    def __init__(self):
-        self.saved = None
-
-    def ensure(self, pages):
-        with open("/proc/meminfo") as f:
-            free = next((int(line.split()[1]) for line in f if line.startswith("HugePages_Free:")), 0)
-        if free >= pages:
-            return True
-        try:
-            with open(self.PATH) as f:
-                total = int(f.read())
-            with open(self.PATH, "w") as f:
-                f.write(str(total + pages - free))
-        except OSError as e:
-            print("huge pages: cannot reserve %d pages (%s); skipping the huge-page run" % (pages, e), file=sys.stderr)
-            return False
-        self.saved = total if self.saved is None else self.saved
-        return True
-
-    def restore(self):
-        if self.saved is not None:
-            with open(self.PATH, "w") as f:
-                f.write(str(self.saved))
-            self.saved = None
+from benchlib import HUGE_PAGE, HugePageError, HugePagePool  # noqa: E402
 
 
 def run_trellis(rows, replicas, size, huge_pages=False):
@@ -62,13 +34,6 @@ def run_trellis(rows, replicas, size, huge_pages=False):
     summary = report.summarize(record)
     summary["end_to_end_seconds"] = end_to_end  # includes starting/stopping an ephemeral runtime
     return summary
-
-
-def _bytes(size):
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    text = size.rstrip("iB")
-    mult = units.get(text[-1:].upper())
-    return int(float(text[:-1]) * mult) if mult else int(text)
 
 
 def best(results, key="handoff_seconds"):
@@ -94,8 +59,11 @@ def main():
     pool = HugePagePool()
     huge = False
     if not args.files_only and not args.no_huge_pages:
-        pages = args.replicas * _bytes(args.size) // (2 << 20)
-        huge = pool.ensure(pages)
+        try:
+            pool.ensure(args.replicas * house.size_bytes(args.size) // HUGE_PAGE)
+            huge = True
+        except (HugePageError, OSError) as e:
+            print("huge pages: %s; skipping the huge-page run" % e, file=sys.stderr)
     try:
         for _ in range(args.repeat):
             results["files-cold"].append(baseline_files.run(args.rows, cache="cold"))
@@ -105,7 +73,9 @@ def main():
                 if huge:
                     results["trellis-hp"].append(run_trellis(args.rows, args.replicas, args.size, huge_pages=True))
     finally:
-        pool.restore()
+        problem = pool.restore()
+        if problem:
+            print(problem, file=sys.stderr)
 
     cold, warm = best(results["files-cold"]), best(results["files-warm"])
     print("house-prices, %d rows, best of %d" % (args.rows, args.repeat))

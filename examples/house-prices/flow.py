@@ -21,12 +21,17 @@ import report  # noqa: E402
 from pipeline import generate, preprocess, test, train  # noqa: E402
 
 
+def size_bytes(size):
+    """'2Gi', '512M', '4096' -> bytes (binary suffixes, as the daemons read them)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = size.rstrip("iB")
+    mult = units.get(text[-1:].upper())
+    return int(float(text[:-1]) * mult) if mult else int(text)
+
+
 def huge_pages_available(replicas, size):
     """True when the kernel's hugetlb pool has room for every replica's arena."""
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    text = size.rstrip("iB")
-    mult = units.get(text[-1:].upper(), None)
-    nbytes = int(float(text[:-1]) * mult) if mult else int(text)
+    nbytes = size_bytes(size)
     try:
         with open("/proc/meminfo") as f:
             free = next((int(line.split()[1]) for line in f if line.startswith("HugePages_Free:")), 0)
