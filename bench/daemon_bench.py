@@ -59,7 +59,8 @@ TRELLIS = "trellis"
 # Trellis with its arena in pre-faulted 2 MiB huge pages (`--huge_pages --reserve_memory`);
 # needs a hugetlb pool, which the bench reserves for the run when it runs as root.
 TRELLIS_HP = "trellis-hp"
-TRELLIS_LABELS = (TRELLIS, TRELLIS_HP)
+TRELLIS_4K = "trellis-4k"
+TRELLIS_LABELS = (TRELLIS, TRELLIS_4K, TRELLIS_HP)
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 NOISE_WARN_PCT = 5.0  # warn when other processes used more than this share of all CPUs
 
@@ -863,6 +864,8 @@ class Bench:
                 argv += ["--huge_pages", "--reserve_memory"]
             elif self.o.reserve_memory:
                 argv.append("--reserve_memory")
+            if label == TRELLIS_4K:
+                argv.append("--notransparent_huge_pages")
             d = Daemon(label, argv, sock, os.path.join(self.tmp, label + ".log"))
             log(f"starting {label}: {' '.join(argv)}")
             self.daemons[label] = d
@@ -1314,8 +1317,10 @@ def write_doc(path, body):
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--daemons", default=f"{TRELLIS},{UPSTREAM}",
-                   help=f"comma list of {TRELLIS},{TRELLIS_HP},{UPSTREAM} (default {TRELLIS},{UPSTREAM}); "
-                   f"{TRELLIS_HP} reserves a hugetlb pool of --arena for the run (root)")
+                   help=f"comma list of {TRELLIS},{TRELLIS_4K},{TRELLIS_HP},{UPSTREAM} (default {TRELLIS},{UPSTREAM}); "
+                   f"{TRELLIS} runs with its defaults (transparent huge pages where available), {TRELLIS_4K} "
+                   f"with --notransparent_huge_pages, {TRELLIS_HP} with --huge_pages --reserve_memory "
+                   "(reserves a hugetlb pool of --arena for the run: root)")
     p.add_argument("--quick", action="store_true", help="small iteration counts and sizes (CI smoke)")
     p.add_argument("--small-sizes", help="put+get sizes (default 8,1Ki)")
     p.add_argument("--large-sizes", help="large put/get sizes (default 1Mi,64Mi,1Gi; quick 1Mi,64Mi)")
@@ -1342,7 +1347,7 @@ def parse_args(argv):
     q = o.quick
     o.daemons = [d.strip() for d in o.daemons.split(",") if d.strip()]
     for d in o.daemons:
-        if d not in (TRELLIS, TRELLIS_HP, UPSTREAM):
+        if d not in (TRELLIS, TRELLIS_4K, TRELLIS_HP, UPSTREAM):
             p.error(f"unknown daemon {d!r}")
     o.small_sizes = [parse_size(s) for s in (o.small_sizes or "8,1Ki").split(",")]
     o.large_sizes = [parse_size(s) for s in (o.large_sizes or ("1Mi,64Mi" if q else "1Mi,64Mi,1Gi")).split(",")]

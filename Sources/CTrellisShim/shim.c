@@ -89,3 +89,142 @@ void trellis_limit_malloc_arenas(int arenas) {
 void trellis_malloc_trim(void) {
     malloc_trim(0);
 }
+
+/* ---- A file on a private tmpfs mounted with huge=within_size ----
+ *
+ * Swift cannot fork, and only a single-threaded process may enter a new user namespace,
+ * so this runs in a short-lived child that makes nothing but system calls (async-signal
+ * safe after fork in a multi-threaded parent): enter a private mount namespace (with a
+ * user namespace when unprivileged), mount a tmpfs over a directory there, open an
+ * unnamed O_TMPFILE in it, size it, pass its descriptor back and exit. The mount lives on
+ * only through that descriptor; nobody else ever sees it.
+ */
+
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+
+/* Decimal digits of v into buf (no locale, no allocation); returns the length. */
+static int put_decimal(char *buf, unsigned long long v) {
+    char tmp[24];
+    int n = 0;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    for (int i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static int write_file(const char *path, const char *text, size_t length) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = write(fd, text, length);
+    close(fd);
+    return n == (ssize_t)length ? 0 : -1;
+}
+
+/* "0 <id> 1" into /proc/self/<which>_map. */
+static int map_self(const char *path, unsigned long long id) {
+    char line[40] = "0 ";
+    int n = 2 + put_decimal(line + 2, id);
+    line[n++] = ' ';
+    line[n++] = '1';
+    return write_file(path, line, (size_t)n);
+}
+
+static void report_and_exit(int channel, unsigned char stage, int err, int fd) {
+    int payload[2] = { stage, err };
+    struct iovec iov = { .iov_base = payload, .iov_len = sizeof(payload) };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
+    memset(&control, 0, sizeof(control));
+    struct msghdr msg = { 0 };
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (fd >= 0) {
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof(control.buf);
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    }
+    (void)sendmsg(channel, &msg, MSG_NOSIGNAL);
+    _exit(0);
+}
+
+static void private_tmpfs_child(int channel, const char *options, off_t size, uid_t uid, gid_t gid) {
+    if (unshare(CLONE_NEWNS) != 0) {
+        if (errno != EPERM) report_and_exit(channel, TRELLIS_TMPFS_UNSHARE, errno, -1);
+        /* Unprivileged: become root of a new user namespace that maps only ourselves. */
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) report_and_exit(channel, TRELLIS_TMPFS_UNSHARE, errno, -1);
+        if (write_file("/proc/self/setgroups", "deny", 4) != 0 || map_self("/proc/self/uid_map", uid) != 0
+            || map_self("/proc/self/gid_map", gid) != 0)
+            report_and_exit(channel, TRELLIS_TMPFS_IDMAP, errno, -1);
+    }
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) report_and_exit(channel, TRELLIS_TMPFS_PRIVATE, errno, -1);
+    /* Any existing directory will do as the mount point: the mount is private to this child. */
+    static const char *const points[] = { "/tmp", "/mnt", "/dev", "/run", "/var" };
+    const char *point = NULL;
+    int err = ENOENT;
+    for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++) {
+        if (mount("trellis", points[i], "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options) == 0) {
+            point = points[i];
+            break;
+        }
+        err = errno;
+    }
+    if (point == NULL) report_and_exit(channel, TRELLIS_TMPFS_MOUNT, err, -1);
+    int fd = open(point, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) report_and_exit(channel, TRELLIS_TMPFS_OPEN, errno, -1);
+    int rc;
+    do { rc = ftruncate(fd, size); } while (rc != 0 && errno == EINTR);
+    if (rc != 0) report_and_exit(channel, TRELLIS_TMPFS_TRUNCATE, errno, -1);
+    report_and_exit(channel, TRELLIS_TMPFS_OK, 0, fd);
+}
+
+int trellis_private_tmpfs_file(const char *options, off_t size, int *stage_out) {
+    *stage_out = TRELLIS_TMPFS_FORK;
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return -1;
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+    pid_t child = fork();
+    if (child < 0) {
+        int e = errno;
+        close(pair[0]);
+        close(pair[1]);
+        errno = e;
+        return -1;
+    }
+    if (child == 0) {
+        close(pair[0]);
+        private_tmpfs_child(pair[1], options, size, uid, gid);
+        _exit(1);
+    }
+    close(pair[1]);
+    int payload[2] = { TRELLIS_TMPFS_FORK, EPROTO };
+    int fd = -1;
+    struct iovec iov = { .iov_base = payload, .iov_len = sizeof(payload) };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
+    struct msghdr msg = { 0 };
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof(control.buf);
+    ssize_t n;
+    do { n = recvmsg(pair[0], &msg, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+    int recv_errno = errno;
+    close(pair[0]);
+    int status;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
+    if (n == (ssize_t)sizeof(payload)) {
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        if (c != NULL && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(c), sizeof(int));
+    } else {
+        payload[1] = n < 0 ? recv_errno : EPROTO;
+    }
+    *stage_out = payload[0];
+    if (payload[0] == TRELLIS_TMPFS_OK && fd >= 0) return fd;
+    if (fd >= 0) close(fd);
+    errno = payload[1] ? payload[1] : EPROTO;
+    return -1;
+}

@@ -60,6 +60,8 @@ public struct InstanceStatus: Sendable, Equatable {
     public var names: Int?
     /// Bytes of blobs moved to the spill directory (Trellis with `--spill_path` only).
     public var spilledBytes: Int?
+    /// What backs the arena: "4KiB", "thp" (transparent huge pages) or "hugetlb" (Trellis only).
+    public var pages: String?
     /// The reply's `meta` object as received, including keys this type does not know.
     public var raw: JSON
 
@@ -81,6 +83,7 @@ public struct InstanceStatus: Sendable, Equatable {
         largestFreeBlock = json["largest_free_block"]?.intValue
         fragmentation = json["fragmentation"]?.doubleValue
         spilledBytes = json["spilled_bytes"]?.intValue
+        pages = json["pages"]?.stringValue
         objects = json["objects"]?.intValue
         blobs = json["blobs"]?.intValue
         names = json["names"]?.intValue

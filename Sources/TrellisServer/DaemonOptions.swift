@@ -23,6 +23,9 @@ public struct DaemonOptions: Sendable, Equatable {
     public var reserveMemory: Bool = false
     /// Back the arena with hugetlb pages (Trellis's own flag).
     public var hugePages: Bool = false
+    /// Back the arena with transparent huge pages on a private tmpfs, falling back to
+    /// 4 KiB pages where the kernel or permissions do not allow it (Trellis's own flag).
+    public var transparentHugePages: Bool = true
     public var deployment: String = "local"
     public var logLevel: String = "info"
     public var maxMessageSize: Int = Frame.defaultMaxMessageSize
@@ -40,7 +43,7 @@ public struct DaemonOptions: Sendable, Equatable {
     }
 
     static let booleans: Set<String> = [
-        "rpc", "reserve_memory", "huge_pages", "compression", "skip_launch_etcd", "sync_crds", "prometheus", "metrics",
+        "rpc", "reserve_memory", "huge_pages", "transparent_huge_pages", "compression", "skip_launch_etcd", "sync_crds", "prometheus", "metrics",
         "coredump", "help", "helpfull", "version", "logtostderr", "alsologtostderr", "colorlogtostderr",
     ]
     /// Flags that take a value and are accepted but have no effect in Trellis.
@@ -89,6 +92,7 @@ public struct DaemonOptions: Sendable, Equatable {
                 case "rpc": o.rpc = value
                 case "reserve_memory": o.reserveMemory = value
                 case "huge_pages": o.hugePages = value
+                case "transparent_huge_pages": o.transparentHugePages = value
                 case "help", "helpfull": o.help = value
                 case "version": o.version = value
                 default: if value { o.ignored.append(boolName) }
@@ -201,6 +205,9 @@ public struct DaemonOptions: Sendable, Equatable {
           --reserve_memory          pre-fault the whole arena at start (first writes then take no allocation faults)
           --huge_pages              back the arena with 2 MiB hugetlb pages (needs a pool: /proc/sys/vm/nr_hugepages);
                                     clients then take one page fault per 2 MiB instead of per 4 KiB
+          --transparent_huge_pages  (default on) the same without a pool: the arena is a file on a private
+                                    tmpfs with huge=within_size (needs CAP_SYS_ADMIN or user namespaces;
+                                    otherwise 4 KiB pages, with the reason in the log); off: --notransparent_huge_pages
           --meta local|etcd         metadata backend (default local)
           --etcd_endpoint URL       etcd endpoint for --meta etcd (default http://127.0.0.1:2379)
           --etcd_prefix PREFIX      key prefix; daemons sharing it form one cluster (default vineyard)

@@ -219,6 +219,7 @@ final class RequestHandler: Sendable {
                     "free_bytes": .number(st.freeBytes), "largest_free_block": .number(st.largestFreeBlock),
                     "fragmentation": .double(st.fragmentation), "objects": .number(st.objects),
                     "blobs": .number(st.blobs), "names": .number(st.names), "spilled_bytes": .number(st.spilledBytes),
+                    "pages": .string(store.arena.pages.rawValue),
                 ],
             ])
         case .debug:

@@ -49,10 +49,10 @@ public final class ObjectStore: Sendable {
     ///   - spill: where idle blobs go when the arena is full (nil: NotEnoughMemory instead).
     ///   - clock: milliseconds since the epoch (injected for tests).
     public init(
-        capacity: Int, instanceID: UInt64 = 0, prefault: Bool = false, hugePages: Bool = false,
+        capacity: Int, instanceID: UInt64 = 0, prefault: Bool = false, pages: Arena.Pages = .small,
         spill: SpillDirectory? = nil, clock: @escaping @Sendable () -> UInt64 = ObjectStore.wallClockMillis
     ) throws(SystemError) {
-        arena = try Arena(capacity: capacity, prefault: prefault, hugePages: hugePages)
+        arena = try Arena(capacity: capacity, prefault: prefault, pages: pages)
         self.instanceID = instanceID
         self.spill = spill
         self.clock = clock

@@ -42,7 +42,34 @@ public enum SharedMemoryFile {
         return fd
     }
 
-    /// Returns the pages of `[offset, offset+length)` to the OS (the range reads as zeros after).
+    /// Creates an unnamed file of `size` bytes on a private tmpfs mounted with
+    /// `huge=within_size`, so that the kernel backs it with 2 MiB transparent huge pages
+    /// and aligns every process's mapping of it to 2 MiB — a memfd gets neither unless the
+    /// host's `shmem_enabled` says so. Nothing is reserved up front and no hugetlb pool is
+    /// needed; the tmpfs exists only through the returned descriptor. Needs
+    /// CAP_SYS_ADMIN or unprivileged user namespaces; otherwise throws, naming the step.
+    public static func createTransparentHuge(size: Int) throws(SystemError) -> OwnedFD {
+        // The tmpfs limit: the file plus a little, in KiB (tmpfs rounds to pages anyway).
+        let options = "huge=within_size,size=\((size >> 10) + 4096)k,nr_inodes=16,mode=0700"
+        var stage: Int32 = 0
+        let raw = trellis_private_tmpfs_file(options, off_t(size), &stage)
+        if raw < 0 { throw SystemError("private tmpfs (\(tmpfsStage(stage)))") }
+        return OwnedFD(adopting: raw)
+    }
+
+    private static func tmpfsStage(_ stage: Int32) -> String {
+        switch stage {
+        case Int32(TRELLIS_TMPFS_FORK): "fork"
+        case Int32(TRELLIS_TMPFS_UNSHARE): "unshare"
+        case Int32(TRELLIS_TMPFS_IDMAP): "user namespace id map"
+        case Int32(TRELLIS_TMPFS_PRIVATE): "private mount propagation"
+        case Int32(TRELLIS_TMPFS_MOUNT): "mount tmpfs"
+        case Int32(TRELLIS_TMPFS_OPEN): "O_TMPFILE"
+        case Int32(TRELLIS_TMPFS_TRUNCATE): "ftruncate"
+        default: "stage \(stage)"
+        }
+    }
+
     /// Gives `[offset, offset+length)` of the file its pages now (`fallocate`, mode 0), so
     /// that processes mapping it later take cheap minor faults on existing pages instead
     /// of allocating and zeroing fresh ones.
@@ -53,6 +80,7 @@ public enum SharedMemoryFile {
         if rc != 0 { throw SystemError("fallocate", errno: rc) }
     }
 
+    /// Returns the pages of `[offset, offset+length)` to the OS (the range reads as zeros after).
     public static func punchHole(fd: Int32, offset: Int, length: Int) throws(SystemError) {
         guard length > 0 else { return }
         _ = try syscallRetrying("fallocate(PUNCH_HOLE)") {

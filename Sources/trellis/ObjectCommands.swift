@@ -343,7 +343,7 @@ struct ShowStatus: ObjectCommand {
         var rows: [[String]] = [
             ["socket", client.server.ipcSocket],
             ["instance", "\(s.instanceID) (\(s.deployment))"],
-            ["arena size", humanBytes(s.memoryLimit)],
+            ["arena size", humanBytes(s.memoryLimit) + (s.pages.map { " (\(Self.pagesDescription($0)))" } ?? "")],
             ["used", "\(humanBytes(s.memoryUsage)) (\(percent(s.memoryUsage, of: s.memoryLimit)))"],
             ["free", humanBytes(free)],
         ]
@@ -357,6 +357,15 @@ struct ShowStatus: ObjectCommand {
             ["clients", "\(s.ipcConnections) ipc, \(s.rpcConnections) rpc"],
         ]
         printOut(renderTable(["FIELD", "VALUE"], rows))
+    }
+
+    static func pagesDescription(_ pages: String) -> String {
+        switch pages {
+        case "thp": "2 MiB transparent huge pages"
+        case "hugetlb": "2 MiB hugetlb pages"
+        case "4KiB": "4 KiB pages"
+        default: pages
+        }
     }
 
     private func percent(_ part: Int, of whole: Int) -> String {

@@ -116,13 +116,13 @@ struct HugePageArenaTests {
     @Test("a pool too small for the arena fails at creation with ENOMEM, not later")
     func poolTooSmall() {
         let want = (Self.freeHugePages + 16) * Arena.hugePageSize
-        #expect(throws: SystemError.self) { _ = try Arena(capacity: want, hugePages: true) }
+        #expect(throws: SystemError.self) { _ = try Arena(capacity: want, pages: .hugetlb) }
     }
 
     @Test("with a pool: capacity rounds up to 2 MiB and trimming works on whole huge pages",
           .enabled(if: freeHugePages >= 2, "no free hugetlb pages (/proc/sys/vm/nr_hugepages)"))
     func withPool() throws {
-        let a = try Arena(capacity: 3 << 20, hugePages: true)
+        let a = try Arena(capacity: 3 << 20, pages: .hugetlb)
         #expect(a.capacity == 4 << 20 && a.mapSize == (4 << 20) + 8 && a.pageSize == 2 << 20)
         a.address(0).storeBytes(of: 42, as: UInt64.self)
         a.trim(offset: 0, length: 4 << 20)

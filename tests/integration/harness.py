@@ -16,6 +16,7 @@ Which daemon runs is chosen by the environment:
 import array
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -76,9 +77,11 @@ class DaemonError(RuntimeError):
 class Daemon:
     """One daemon process on a private UNIX socket in a fresh /tmp directory."""
 
-    def __init__(self, size="2Gi", extra=(), start_timeout=30.0):
+    def __init__(self, size="2Gi", extra=(), start_timeout=30.0, uid=None):
         self.size = size
         self.extra = list(extra)
+        # Run the daemon as this user (the test runs as root): an unprivileged daemon.
+        self.uid = uid
         # Short path: sun_path is limited to 108 bytes.
         self.dir = tempfile.mkdtemp(prefix="tr", dir="/tmp")
         self.socket = os.path.join(self.dir, "d.sock")
@@ -102,6 +105,10 @@ class Daemon:
         env["GLOG_logtostderr"] = "1"
         env.pop("VINEYARD_IPC_SOCKET", None)
         self._log = open(self.log_path, "wb")
+        preexec = _die_with_parent
+        if self.uid is not None:
+            os.chown(self.dir, self.uid, self.uid)
+            preexec = _as_user(self.uid)
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -109,7 +116,7 @@ class Daemon:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # a ^C on the test run must not hit it first
-            preexec_fn=_die_with_parent,  # no orphaned daemon if pytest is killed
+            preexec_fn=preexec,  # no orphaned daemon if pytest is killed
         )
         deadline = time.monotonic() + self.start_timeout
         while True:
@@ -207,7 +214,9 @@ class Daemon:
     def shm_resident_bytes(self):
         """Bytes of shared memory the daemon's arena file(s) really hold.
 
-        Sums st_blocks of every memfd / /dev/shm file the daemon has open: tmpfs
+        Sums st_blocks of every memfd, /dev/shm file or unnamed tmpfs file (the
+        transparent-huge-page arena: O_TMPFILE on a private mount, "/#N (deleted)")
+        the daemon has open: tmpfs
         reports allocated pages there, so this rises when blob pages are touched and
         falls when they are punched out (memory_trim), independent of other activity
         on the machine.
@@ -218,7 +227,8 @@ class Daemon:
             path = os.path.join(fd_dir, name)
             try:
                 target = os.readlink(path)
-                if not (target.startswith("/memfd:") or target.startswith("/dev/shm/")):
+                if not (target.startswith("/memfd:") or target.startswith("/dev/shm/")
+                        or re.match(r"^/#\d+ \(deleted\)$", target)):
                     continue
                 st = os.stat(path)
             except OSError:
@@ -293,6 +303,18 @@ def _die_with_parent():
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     except Exception:
         pass
+
+
+def _as_user(uid):
+    """preexec_fn: _die_with_parent, then drop to uid (its own group, no supplementary ones)."""
+
+    def preexec():
+        _die_with_parent()
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+
+    return preexec
 
 
 def socket_accepts(path):

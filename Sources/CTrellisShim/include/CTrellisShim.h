@@ -1,5 +1,5 @@
-// Only the C that Swift cannot import: memfd_create and the CMSG_* macros
-// needed to pass one file descriptor with SCM_RIGHTS. All logic lives in Swift.
+// Only the C that Swift cannot import: memfd_create, the CMSG_* macros needed to
+// pass one file descriptor with SCM_RIGHTS, and fork for the private tmpfs. All logic lives in Swift.
 #ifndef CTRELLIS_SHIM_H
 #define CTRELLIS_SHIM_H
 
@@ -32,5 +32,24 @@ void trellis_malloc_trim(void);
 
 /// The peer's pid from SO_PEERCRED, or -1.
 int trellis_peer_pid(int socket);
+
+/// Stages of trellis_private_tmpfs_file, for the error it reports.
+enum {
+    TRELLIS_TMPFS_OK = 0,
+    TRELLIS_TMPFS_FORK = 1,
+    TRELLIS_TMPFS_UNSHARE = 2,
+    TRELLIS_TMPFS_IDMAP = 3,
+    TRELLIS_TMPFS_PRIVATE = 4,
+    TRELLIS_TMPFS_MOUNT = 5,
+    TRELLIS_TMPFS_OPEN = 6,
+    TRELLIS_TMPFS_TRUNCATE = 7,
+};
+
+/// An unnamed file of `size` bytes on a tmpfs mounted with `options` (e.g.
+/// "huge=within_size,size=…") in a private mount namespace, which a short-lived child
+/// (fork: Swift cannot) sets up — with a user namespace when the caller lacks
+/// CAP_SYS_ADMIN. Returns the fd (close-on-exec), or -1 with errno and the failing stage
+/// in *stage_out.
+int trellis_private_tmpfs_file(const char *options, off_t size, int *stage_out);
 
 #endif
