@@ -49,6 +49,33 @@ struct EtcdKV: MetaKV {
         }
     }
 
+    /// etcd's default limits: 128 operations per transaction (`--max-txn-ops`) and
+    /// 1.5 MiB per request; batches stay under both.
+    static let maxOpsPerTxn = 128
+    static let maxBytesPerTxn = 1 << 20
+
+    func putAll(_ entries: [(key: String, value: String)], lease: Int64) async throws {
+        var batch: [EtcdOperation] = []
+        var bytes = 0
+        func flush() async throws {
+            guard !batch.isEmpty else { return }
+            do {
+                _ = try await client.txn(compare: [], success: batch)
+            } catch {
+                throw Self.map(error)
+            }
+            batch.removeAll(keepingCapacity: true)
+            bytes = 0
+        }
+        for (key, value) in entries {
+            let size = key.utf8.count + value.utf8.count
+            if batch.count == Self.maxOpsPerTxn || (!batch.isEmpty && bytes + size > Self.maxBytesPerTxn) { try await flush() }
+            batch.append(.put(key: key, value: value, lease: lease))
+            bytes += size
+        }
+        try await flush()
+    }
+
     func delete(_ key: String) async throws -> Bool {
         do {
             return try await client.delete(key) > 0
@@ -206,6 +233,9 @@ public final class EtcdMetaBackend: MetaBackend {
     public func waitForInstanceExit(_ id: UInt64) async throws { try await core.waitForInstanceExit(id) }
     public func publishObject(_ objectID: UInt64, metadata: String) async throws {
         try await core.publishObject(objectID, metadata: metadata)
+    }
+    public func publishObjects(_ objects: [(objectID: UInt64, metadata: String)]) async throws {
+        try await core.publishObjects(objects)
     }
     @discardableResult
     public func removeObject(_ objectID: UInt64) async throws -> Bool { try await core.removeObject(objectID) }

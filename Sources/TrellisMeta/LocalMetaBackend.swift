@@ -43,6 +43,9 @@ public final class LocalMetaBackend: MetaBackend {
     public func publishObject(_ objectID: UInt64, metadata: String) async throws {
         try await core.publishObject(objectID, metadata: metadata)
     }
+    public func publishObjects(_ objects: [(objectID: UInt64, metadata: String)]) async throws {
+        try await core.publishObjects(objects)
+    }
     @discardableResult
     public func removeObject(_ objectID: UInt64) async throws -> Bool { try await core.removeObject(objectID) }
     public func object(_ objectID: UInt64) async throws -> PersistedObject? { try await core.object(objectID) }

@@ -140,6 +140,13 @@ extension LocalMetaStore: MetaKV {
         }
     }
 
+    func putAll(_ entries: [(key: String, value: String)], lease: Int64) async throws {
+        try withState { state in
+            if lease != 0 && state.leases[lease] == nil { throw MetaError.leaseLost }
+            Self.apply(&state, entries.map { .put(key: $0.key, value: $0.value) }, lease: lease)
+        }
+    }
+
     func delete(_ key: String) async throws -> Bool {
         withState { state in
             guard state.entries[key] != nil else { return false }

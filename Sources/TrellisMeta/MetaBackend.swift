@@ -176,6 +176,10 @@ public protocol MetaBackend: AnyObject, Sendable {
     /// `metadata` (JSON text), owned by this instance.
     func publishObject(_ objectID: UInt64, metadata: String) async throws
 
+    /// Publishes several objects in as few round trips as the backend allows (a
+    /// DataFrame persists ~50 at once).
+    func publishObjects(_ objects: [(objectID: UInt64, metadata: String)]) async throws
+
     /// Removes a published object; returns whether it was there.
     @discardableResult
     func removeObject(_ objectID: UInt64) async throws -> Bool

@@ -321,6 +321,15 @@ final class MetaCore<KV: MetaKV>: Sendable {
         try await kv.put(objectKey(objectID), record.storedText, lease: lease)
     }
 
+    func publishObjects(_ objects: [(objectID: UInt64, metadata: String)]) async throws {
+        let (instance, lease) = try registration()
+        let entries = objects.map { o in
+            (key: objectKey(o.objectID),
+             value: PersistedObject(objectID: o.objectID, owner: instance.id, metadata: o.metadata).storedText)
+        }
+        try await kv.putAll(entries, lease: lease)
+    }
+
     func removeObject(_ objectID: UInt64) async throws -> Bool {
         try await kv.delete(objectKey(objectID))
     }

@@ -39,6 +39,9 @@ protocol MetaKV: Sendable {
     func get(_ key: String) async throws -> (entry: KVEntry?, revision: Int64)
     func list(prefix: String) async throws -> (entries: [KVEntry], revision: Int64)
     func put(_ key: String, _ value: String, lease: Int64) async throws
+    /// Writes every entry, attached to `lease`, in as few round trips as the store allows
+    /// (each batch atomically).
+    func putAll(_ entries: [(key: String, value: String)], lease: Int64) async throws
     func delete(_ key: String) async throws -> Bool
     /// Writes `value` if the key's modification revision is `expectedModRevision`
     /// (0: the key must not exist); returns whether it wrote.

@@ -41,7 +41,7 @@ public final class Daemon: Service, Sendable {
     /// metadata service lost them, e.g. an etcd restart).
     public static func republish(store: ObjectStore, to meta: any MetaBackend) async throws {
         let state = store.ownPersistentState()
-        for o in state.objects { try await meta.publishObject(o.id.rawValue, metadata: o.tree.description) }
+        try await meta.publishObjects(state.objects.map { (objectID: $0.id.rawValue, metadata: $0.tree.description) })
         for (name, id) in state.names { try await meta.putName(name, objectID: id.rawValue) }
     }
 

@@ -16,6 +16,9 @@ final class EpochKV: MetaKV {
         try await store.list(prefix: prefix)
     }
     func put(_ key: String, _ value: String, lease: Int64) async throws { try await store.put(key, value, lease: lease) }
+    func putAll(_ entries: [(key: String, value: String)], lease: Int64) async throws {
+        try await store.putAll(entries, lease: lease)
+    }
     func delete(_ key: String) async throws -> Bool { try await store.delete(key) }
     func swap(_ key: String, expectedModRevision: Int64, value: String) async throws -> Bool {
         try await store.swap(key, expectedModRevision: expectedModRevision, value: value)

@@ -153,6 +153,30 @@ struct EtcdTests {
         }
     }
 
+    /// Many objects at once (a DataFrame and its columns) go out in transactions of at
+    /// most 128 operations; all of them land, owned by the publisher and attached to its
+    /// lease, so they leave with it.
+    @Test(.enabled(if: EtcdBinary.available, EtcdBinary.skipMessage))
+    func publishManyObjectsInBatches() async throws {
+        try await withEtcd { server in
+            let cluster = EtcdCluster(server: server)
+            let a = cluster.backend()
+            let b = cluster.backend()
+            let infoA = try await registerSample(a, "a")
+            _ = try await registerSample(b, "b")
+            let big = String(repeating: "x", count: 6000)  // 300 × 6 KB: more than one 1 MiB batch too
+            let objects = (1...300).map { (objectID: UInt64($0), metadata: "{\"i\":\($0),\"pad\":\"\(big)\"}") }
+            try await a.publishObjects(objects)
+            let seen = try await b.objects()
+            #expect(seen.count == 300)
+            #expect(Set(seen.map(\.objectID)) == Set(1...300))
+            #expect(seen.allSatisfy { $0.owner == infoA.id })
+            #expect(try await b.object(300)?.metadata == objects[299].metadata)
+            try await a.deregister()
+            #expect(try await b.objects().isEmpty)
+        }
+    }
+
     /// etcd killed and started again on the same data directory and port: the
     /// backend notices, registers again and republishes; watches resume.
     @Test(.enabled(if: EtcdBinary.available, EtcdBinary.skipMessage))
