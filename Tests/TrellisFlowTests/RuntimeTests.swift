@@ -202,4 +202,45 @@ func etcdBinary() -> String? {
         }
         #expect(launcher.runtime.status().state == nil)
     }
+
+    /// The launcher starts the Python zygote before the runtime (its imports overlap the
+    /// replicas' start-up): the run's Python steps are forked from that zygote, which is
+    /// stopped afterwards, its log filed with the run's logs and its directory removed.
+    @Test func zygoteWarmsUpBeforeTheRuntime() async throws {
+        let python = repoRoot() + "/.venv/bin/python"
+        guard access(python, X_OK) == 0 else { return }
+        let dir = TempDir("trlz")
+        defer { dir.cleanup() }
+        try fakeDaemon.write(toFile: dir.sub("fake_daemon.py"), atomically: true, encoding: .utf8)
+        try """
+            import os
+            def parent():
+                with open("/proc/%d/cmdline" % os.getppid(), "rb") as f:
+                    print("parent:", f.read().replace(b"\\0", b" ").decode())
+            """.write(toFile: dir.sub("steps.py"), atomically: true, encoding: .utf8)
+        let home = TrellisHome(path: dir.sub("home"))
+        let planes = DirectoryDataPlane(root: dir.sub("store"), count: 1)
+        var launcher = FlowLauncher(home: home, trellisBinary: "python3", makeDataPlane: { _ in planes })
+        launcher.runtime.serveCommand = [dir.sub("fake_daemon.py")]
+        launcher.runtime.etcdBinary = "/nonexistent"
+        let zygoteDirectory = home.path + "/zygote-\(getpid())"
+        // The first step waits until the launcher's zygote listens, so the second surely uses it.
+        let wait = "for i in $(seq 200); do test -S \(zygoteDirectory)/z.sock && exit 0; sleep 0.05; done; exit 1"
+        let spec = FlowSpec(
+            steps: [
+                .command("listening", ["sh", "-c", wait]),
+                StepSpec(name: "forked", action: .python(PythonTarget(file: "steps.py", function: "parent")), after: ["listening"]),
+            ], baseDirectory: dir.path)
+        var env = ProcessInfo.processInfo.environment
+        env["TRELLIS_PRELOAD"] = "json"
+        let record = try await launcher.run(
+            spec: spec, options: FlowRunOptions(runID: "warm", pythonExecutable: python, environment: env))
+        let zygoteLog = (try? String(contentsOfFile: RunStore(home: home).directory(of: "warm") + "/logs/zygote.log", encoding: .utf8)) ?? "none"
+        #expect(record.state == .succeeded, "\(record.message ?? ""); zygote log: \(zygoteLog)")
+        let out = try RunStore(home: home).logs(run: "warm", step: "forked").stdout
+        #expect(out.contains("parent: \(python) \(zygoteDirectory)/trellis_zygote.py"), "\(out)")
+        #expect(FileManager.default.fileExists(atPath: RunStore(home: home).directory(of: "warm") + "/logs/zygote.log"))
+        #expect(!FileManager.default.fileExists(atPath: zygoteDirectory))
+        #expect(!FileManager.default.fileExists(atPath: RunStore(home: home).libDirectory(of: "warm") + "/z.sock"))
+    }
 }

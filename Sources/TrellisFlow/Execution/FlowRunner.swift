@@ -46,6 +46,9 @@ public struct FlowRunOptions: Sendable {
     /// Called on every change (from the runner's task; keep it quick). Use ``ProgressRenderer``
     /// for the terminal view.
     public var observer: (@Sendable (RunEvent) -> Void)?
+    /// A zygote already warming up (``FlowLauncher`` starts one before the runtime); used
+    /// when its interpreter is the Python steps', and stopped by whoever started it.
+    public var zygote: WarmZygote?
 
     /// Creates options; the interpreter defaults to `$TRELLIS_PYTHON`, else `python3`.
     public init(
@@ -191,8 +194,16 @@ public struct FlowRunner: Sendable {
             update(&record, step) { $0.state = .succeeded }
         }
         save(record)
-        let zygote = startZygote(record: record, states: scheduler.states, options: options)
-        defer { zygote?.stop() }
+        // A zygote warmed up by the launcher (while the runtime started) when it fits, else our own.
+        let wanted = Self.zygoteInterpreter(spec: record.spec, states: scheduler.states, options: options)
+        let warm = options.zygote.flatMap { $0.interpreter == wanted ? $0 : nil }
+        if warm != nil {
+            try? PythonZygote.stubSource.write(
+                toFile: store.libDirectory(of: runID) + "/" + PythonZygote.stubFileName, atomically: true, encoding: .utf8)
+        }
+        let ownZygote = warm == nil ? startZygote(record: record, states: scheduler.states, options: options) : nil
+        let zygote = warm ?? ownZygote
+        defer { ownZygote?.stop() }
         options.observer?(RunEvent(kind: .runStarted, record: record))
         var began: [String: ContinuousClock.Instant] = [:]
         var planeTime: [String: Double] = [:]
@@ -436,7 +447,7 @@ public struct FlowRunner: Sendable {
 
     private func attempt(
         spec: StepSpec, launch: Launch, residency: Residency, runID: String, baseDirectory: String?,
-        zygote: Zygote?, options: FlowRunOptions
+        zygote: WarmZygote?, options: FlowRunOptions
     ) async -> AttemptResult {
         let replica = replicas[launch.placement.replica]
         var result = AttemptResult(
@@ -537,51 +548,26 @@ public struct FlowRunner: Sendable {
         return result
     }
 
-    /// A running zygote: its socket, and how to stop it.
-    struct Zygote: Sendable {
-        let socket: String
-        let interpreter: String
-        let process: ChildProcess
-
-        func stop() {
-            _ = process.signalGroup(SIGTERM)
-            unlink(socket)
-            let process = self.process
-            Task.detached { _ = await process.wait() }  // reap it
-        }
-    }
-
-    /// Starts the run's zygote when Python steps remain to run (and `TRELLIS_ZYGOTE` is not
-    /// `0`), on the interpreter of the first of them; steps on that interpreter use it. Nil
-    /// otherwise or when it cannot start.
-    private func startZygote(record: RunRecord, states: [String: StepState], options: FlowRunOptions) -> Zygote? {
+    /// The interpreter of the first Python step still to run, when a zygote would serve it
+    /// (and `TRELLIS_ZYGOTE` is not `0`).
+    static func zygoteInterpreter(spec: FlowSpec, states: [String: StepState], options: FlowRunOptions) -> String? {
         guard options.environment["TRELLIS_ZYGOTE"] != "0" else { return nil }
-        let pending = record.spec.steps.compactMap { step -> String? in
+        return spec.steps.lazy.compactMap { step -> String? in
             guard case .python(let p)? = step.action, states[step.name] != .succeeded else { return nil }
             return p.interpreter ?? options.pythonExecutable
-        }
-        guard let interpreter = pending.first else { return nil }
-        let lib = store.libDirectory(of: record.runID)
-        let socket = lib + "/z.sock"
-        do {
-            try PythonZygote.zygoteSource.write(toFile: lib + "/" + PythonZygote.zygoteFileName, atomically: true, encoding: .utf8)
-            try PythonZygote.stubSource.write(toFile: lib + "/" + PythonZygote.stubFileName, atomically: true, encoding: .utf8)
-            unlink(socket)
-            var env = options.environment
-            prependPythonPath(lib, to: &env)
-            let log = store.directory(of: record.runID) + "/logs/zygote.log"
-            let process = try ChildProcess.spawn(
-                executable: interpreter, arguments: [lib + "/" + PythonZygote.zygoteFileName, "--socket", socket],
-                environment: env, workingDirectory: lib, stdout: .file(log), stderr: .file(log), newSession: true)
-            return Zygote(socket: socket, interpreter: interpreter, process: process)
-        } catch {
-            return nil  // steps start cold, as without a zygote
-        }
+        }.first
     }
 
-    /// Puts `directory` first on the environment's `PYTHONPATH`.
-    private func prependPythonPath(_ directory: String, to env: inout [String: String]) {
-        env["PYTHONPATH"] = env["PYTHONPATH"].map { $0.isEmpty ? directory : "\(directory):\($0)" } ?? directory
+    /// Starts the run's zygote in its lib directory, on the interpreter of the first Python
+    /// step still to run; steps on that interpreter use it. Nil when none is wanted or it
+    /// cannot start.
+    private func startZygote(record: RunRecord, states: [String: StepState], options: FlowRunOptions) -> WarmZygote? {
+        guard let interpreter = Self.zygoteInterpreter(spec: record.spec, states: states, options: options) else {
+            return nil
+        }
+        return WarmZygote.launch(
+            interpreter: interpreter, directory: store.libDirectory(of: record.runID),
+            log: store.directory(of: record.runID) + "/logs/zygote.log", environment: options.environment)
     }
 
     func workingDirectory(of spec: StepSpec, baseDirectory: String?) -> String {

@@ -245,3 +245,66 @@ public enum PythonZygote {
         main()
         """#
 }
+
+/// A running zygote: where it listens, on which interpreter, and how to stop it.
+///
+/// The runner starts one per run; ``FlowLauncher`` starts it before the runtime instead, so
+/// that the interpreter's imports overlap the replicas' start-up rather than the first step.
+public struct WarmZygote: Sendable {
+    /// The zygote's socket.
+    public let socket: String
+    /// The interpreter it runs on; only steps on the same interpreter use it.
+    public let interpreter: String
+    /// Its directory (the scripts).
+    public let directory: String
+    /// Its stdout and stderr.
+    public let logPath: String
+    let process: ChildProcess
+
+    /// Writes the zygote, stub and step bootstrap scripts into `directory` (first on the
+    /// zygote's `PYTHONPATH`: it preloads the bootstrap) and starts
+    /// `interpreter trellis_zygote.py --socket …` in a session of its own. The socket is
+    /// `<directory>/z.sock`, or a short path under `/tmp` when that would not fit a socket
+    /// address (108 bytes). Nil when it cannot start: steps then start cold.
+    public static func launch(
+        interpreter: String, directory: String, log: String, environment: [String: String]
+    ) -> WarmZygote? {
+        var socket = directory + "/z.sock"
+        if socket.utf8.count > 100 {
+            socket = "/tmp/trellis-z\(getuid())-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try PythonZygote.zygoteSource.write(
+                toFile: directory + "/" + PythonZygote.zygoteFileName, atomically: true, encoding: .utf8)
+            try PythonZygote.stubSource.write(
+                toFile: directory + "/" + PythonZygote.stubFileName, atomically: true, encoding: .utf8)
+            try PythonBootstrap.source.write(
+                toFile: directory + "/" + PythonBootstrap.fileName, atomically: true, encoding: .utf8)
+            var environment = environment
+            prependPythonPath(directory, to: &environment)
+            unlink(socket)
+            let process = try ChildProcess.spawn(
+                executable: interpreter, arguments: [directory + "/" + PythonZygote.zygoteFileName, "--socket", socket],
+                environment: environment, workingDirectory: directory, stdout: .file(log), stderr: .file(log),
+                newSession: true)
+            return WarmZygote(
+                socket: socket, interpreter: interpreter, directory: directory, logPath: log, process: process)
+        } catch {
+            return nil
+        }
+    }
+
+    /// Stops the zygote (its workers are in sessions of their own) and removes its socket.
+    public func stop() {
+        _ = process.signalGroup(SIGTERM)
+        unlink(socket)
+        let process = self.process
+        Task.detached { _ = await process.wait() }  // reap it
+    }
+}
+
+/// Puts `directory` first on the environment's `PYTHONPATH`.
+func prependPythonPath(_ directory: String, to env: inout [String: String]) {
+    env["PYTHONPATH"] = env["PYTHONPATH"].map { $0.isEmpty ? directory : "\(directory):\($0)" } ?? directory
+}
