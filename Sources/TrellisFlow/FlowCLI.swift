@@ -156,7 +156,10 @@ public enum FlowCLI {
     public static func runtimeUp(
         _ spec: RuntimeSpec, home: TrellisHome = .fromEnvironment(), trellisBinary: String = currentExecutable()
     ) async -> Int32 {
-        let rt = LocalRuntime(directory: home.runtimeDirectory, trellisBinary: trellisBinary)
+        var rt = LocalRuntime(directory: home.runtimeDirectory, trellisBinary: trellisBinary)
+        if rt.environment["TRELLIS_ZYGOTE"] != "0" {
+            rt.zygoteInterpreter = rt.environment["TRELLIS_PYTHON"].flatMap { $0.isEmpty ? nil : $0 } ?? "python3"
+        }
         do {
             _ = try await rt.up(spec)
             print(rt.status().summary)

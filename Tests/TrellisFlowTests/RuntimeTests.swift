@@ -203,6 +203,54 @@ func etcdBinary() -> String? {
         #expect(launcher.runtime.status().state == nil)
     }
 
+    /// A runtime started with a zygote interpreter (`trellis runtime up`) keeps a warm zygote
+    /// that every run's Python steps fork from; runs leave it running, `runtime down` stops it.
+    @Test func runtimeKeepsAZygoteForItsRuns() async throws {
+        let python = repoRoot() + "/.venv/bin/python"
+        guard access(python, X_OK) == 0 else { return }
+        let dir = TempDir("trrz")
+        defer { dir.cleanup() }
+        try fakeDaemon.write(toFile: dir.sub("fake_daemon.py"), atomically: true, encoding: .utf8)
+        try """
+            import os
+            def parent():
+                with open("/proc/%d/cmdline" % os.getppid(), "rb") as f:
+                    print("parent:", f.read().replace(b"\\0", b" ").decode())
+            """.write(toFile: dir.sub("steps.py"), atomically: true, encoding: .utf8)
+        let home = TrellisHome(path: dir.sub("home"))
+        let planes = DirectoryDataPlane(root: dir.sub("store"), count: 1)
+        var env = ProcessInfo.processInfo.environment
+        env["TRELLIS_PRELOAD"] = "json"
+        var launcher = FlowLauncher(home: home, trellisBinary: "python3", makeDataPlane: { _ in planes })
+        launcher.runtime.serveCommand = [dir.sub("fake_daemon.py")]
+        launcher.runtime.etcdBinary = "/nonexistent"
+        launcher.runtime.environment = env
+        launcher.runtime.zygoteInterpreter = python
+        let state = try await launcher.runtime.up(RuntimeSpec(replicas: 1))
+        let zygote = try #require(state.zygote)
+        #expect(zygote.interpreter == python && isAlive(zygote.process.pid))
+        #expect(launcher.runtime.status().summary.contains("python zygote: up pid \(zygote.process.pid)"))
+
+        let wait = "for i in $(seq 200); do test -S \(zygote.socket) && exit 0; sleep 0.05; done; exit 1"
+        let spec = FlowSpec(
+            steps: [
+                .command("listening", ["sh", "-c", wait]),
+                StepSpec(name: "forked", action: .python(PythonTarget(file: "steps.py", function: "parent")), after: ["listening"]),
+            ], baseDirectory: dir.path)
+        for run in ["one", "two"] {
+            let record = try await launcher.run(
+                spec: spec, options: FlowRunOptions(runID: run, pythonExecutable: python, environment: env))
+            #expect(record.state == .succeeded, "\(record.message ?? "")")
+            let out = try RunStore(home: home).logs(run: run, step: "forked").stdout
+            #expect(out.contains("parent: \(python) \(zygote.directory)/trellis_zygote.py"), "\(out)")
+            #expect(isAlive(zygote.process.pid))
+        }
+        #expect(!FileManager.default.fileExists(atPath: home.path + "/zygote-\(getpid())"))
+        try await launcher.runtime.down()
+        #expect(!isAlive(zygote.process.pid))
+        #expect(!FileManager.default.fileExists(atPath: zygote.directory))
+    }
+
     /// The launcher starts the Python zygote before the runtime (its imports overlap the
     /// replicas' start-up): the run's Python steps are forked from that zygote, which is
     /// stopped afterwards, its log filed with the run's logs and its directory removed.

@@ -502,7 +502,7 @@ public struct FlowRunner: Sendable {
             if let zygote, (p.interpreter ?? options.pythonExecutable) == zygote.interpreter {
                 // A stub hands the step to a worker forked from the run's warm zygote.
                 let stub = store.libDirectory(of: runID) + "/" + PythonZygote.stubFileName
-                args = ["-S", stub, "--zygote", zygote.socket, "--pid", String(zygote.process.pid), "--"] + args
+                args = ["-S", stub, "--zygote", zygote.socket, "--pid", String(zygote.pid), "--"] + args
             }
             invocation = (p.interpreter ?? options.pythonExecutable, args)
         case .swift(let s)?:

@@ -259,7 +259,29 @@ public struct WarmZygote: Sendable {
     public let directory: String
     /// Its stdout and stderr.
     public let logPath: String
-    let process: ChildProcess
+    /// Its pid (also its session and process group).
+    public let pid: Int32
+    /// Our child when we started it (nil when attached to a runtime's zygote).
+    let process: ChildProcess?
+
+    /// The zygote a runtime keeps (started by another process).
+    public init(attachingTo info: ZygoteInfo) {
+        socket = info.socket
+        interpreter = info.interpreter
+        directory = info.directory
+        logPath = info.process.log
+        pid = info.process.pid
+        process = nil
+    }
+
+    init(socket: String, interpreter: String, directory: String, logPath: String, process: ChildProcess) {
+        self.socket = socket
+        self.interpreter = interpreter
+        self.directory = directory
+        self.logPath = logPath
+        self.pid = process.pid
+        self.process = process
+    }
 
     /// Writes the zygote, stub and step bootstrap scripts into `directory` (first on the
     /// zygote's `PYTHONPATH`: it preloads the bootstrap) and starts
@@ -295,11 +317,12 @@ public struct WarmZygote: Sendable {
         }
     }
 
-    /// Stops the zygote (its workers are in sessions of their own) and removes its socket.
+    /// Stops a zygote we started (its workers are in sessions of their own) and removes its
+    /// socket; an attached one belongs to its runtime and is left alone.
     public func stop() {
+        guard let process else { return }
         _ = process.signalGroup(SIGTERM)
         unlink(socket)
-        let process = self.process
         Task.detached { _ = await process.wait() }  // reap it
     }
 }

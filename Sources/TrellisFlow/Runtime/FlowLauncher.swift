@@ -41,9 +41,8 @@ public struct FlowLauncher: Sendable {
             throw RunStoreError("run '\(id)' already exists; use 'trellis flow resume \(id)' or another --run-id")
         }
         var options = options
-        let warm = prewarmZygote(spec: spec, states: [:], options: options)
+        let warm = zygote(spec: spec, states: [:], options: &options)
         defer { settleZygote(warm, runID: options.runID) }
-        options.zygote = warm
         let (state, ephemeral) = try await ensureRuntime(spec.runtime)
         let runner = FlowRunner(
             dataPlane: try await makeDataPlane(state.replicas), replicas: state.replicas, store: RunStore(home: home))
@@ -66,9 +65,8 @@ public struct FlowLauncher: Sendable {
         let previous = try RunStore(home: home).load(runID)
         var options = options
         let states = Dictionary(previous.steps.map { ($0.name, $0.state) }, uniquingKeysWith: { a, _ in a })
-        let warm = prewarmZygote(spec: previous.spec, states: states, options: options)
+        let warm = zygote(spec: previous.spec, states: states, options: &options)
         defer { settleZygote(warm, runID: runID) }
-        options.zygote = warm
         let (state, ephemeral) = try await ensureRuntime(previous.spec.runtime)
         if ephemeral {
             note("the runtime that held run \(runID)'s intermediates is gone; recomputing them")
@@ -85,16 +83,25 @@ public struct FlowLauncher: Sendable {
         return try await settle(record, ephemeral: ephemeral || state.ephemeral)
     }
 
-    /// Starts the Python zygote before the runtime, so that its imports (~0.8 s for
+    /// Sets `options.zygote`: the running runtime's zygote when it runs the steps'
+    /// interpreter, else one started now, before the runtime, so that its imports (~0.8 s for
     /// vineyard, pandas, pyarrow) overlap the replicas' start-up instead of delaying the first
-    /// step. Nil when the flow has no Python step to run or `TRELLIS_ZYGOTE=0`.
-    private func prewarmZygote(spec: FlowSpec, states: [String: StepState], options: FlowRunOptions) -> WarmZygote? {
+    /// step. Returns the zygote started here (ours to stop), if any. Nothing when the flow has
+    /// no Python step to run or `TRELLIS_ZYGOTE=0`.
+    private func zygote(spec: FlowSpec, states: [String: StepState], options: inout FlowRunOptions) -> WarmZygote? {
         guard let interpreter = FlowRunner.zygoteInterpreter(spec: spec, states: states, options: options) else {
             return nil
         }
+        let status = runtime.status()
+        if status.isUp, let z = status.state?.zygote, z.interpreter == interpreter, isAlive(z.process.pid) {
+            options.zygote = WarmZygote(attachingTo: z)
+            return nil
+        }
         let directory = (home.path as NSString).appendingPathComponent("zygote-\(getpid())")
-        return WarmZygote.launch(
+        let started = WarmZygote.launch(
             interpreter: interpreter, directory: directory, log: directory + "/zygote.log", environment: options.environment)
+        options.zygote = started
+        return started
     }
 
     /// Stops the launcher's zygote and files its log with the run's logs.
