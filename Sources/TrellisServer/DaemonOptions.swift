@@ -21,6 +21,9 @@ public struct DaemonOptions: Sendable, Equatable {
     public var rpcPort: Int = 9600
     public var rpcHost: String = "127.0.0.1"
     public var reserveMemory: Bool = false
+    /// With `reserveMemory`: serve at once and reserve from a background thread at idle
+    /// priority (Trellis's own flag).
+    public var reserveInBackground: Bool = false
     /// Back the arena with hugetlb pages (Trellis's own flag).
     public var hugePages: Bool = false
     /// Back the arena with transparent huge pages on a private tmpfs, falling back to
@@ -43,7 +46,7 @@ public struct DaemonOptions: Sendable, Equatable {
     }
 
     static let booleans: Set<String> = [
-        "rpc", "reserve_memory", "huge_pages", "transparent_huge_pages", "compression", "skip_launch_etcd", "sync_crds", "prometheus", "metrics",
+        "rpc", "reserve_memory", "reserve_in_background", "huge_pages", "transparent_huge_pages", "compression", "skip_launch_etcd", "sync_crds", "prometheus", "metrics",
         "coredump", "help", "helpfull", "version", "logtostderr", "alsologtostderr", "colorlogtostderr",
     ]
     /// Flags that take a value and are accepted but have no effect in Trellis.
@@ -91,6 +94,7 @@ public struct DaemonOptions: Sendable, Equatable {
                 switch boolName {
                 case "rpc": o.rpc = value
                 case "reserve_memory": o.reserveMemory = value
+                case "reserve_in_background": o.reserveInBackground = value
                 case "huge_pages": o.hugePages = value
                 case "transparent_huge_pages": o.transparentHugePages = value
                 case "help", "helpfull": o.help = value
@@ -203,6 +207,8 @@ public struct DaemonOptions: Sendable, Equatable {
           --socket PATH             IPC socket (default: $VINEYARD_IPC_SOCKET, /var/run/vineyard.sock, or under $HOME)
           --size SIZE               shared memory for blobs, e.g. 4Gi, 512M (binary suffixes; default: physical memory)
           --reserve_memory          pre-fault the whole arena at start (first writes then take no allocation faults)
+          --reserve_in_background   with --reserve_memory: serve at once and pre-fault from a background thread at
+                                    idle CPU priority, bottom-up (hugetlb arenas are always reserved at start)
           --huge_pages              back the arena with 2 MiB hugetlb pages (needs a pool: /proc/sys/vm/nr_hugepages);
                                     clients then take one page fault per 2 MiB instead of per 4 KiB
           --transparent_huge_pages  (default on) the same without a pool: the arena is a file on a private

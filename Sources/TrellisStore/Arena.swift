@@ -1,5 +1,10 @@
+import Synchronization
 import TrellisProtocol
 import TrellisSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The shared-memory file that holds every blob: one file of `capacity` bytes,
 /// mapped once by the daemon (for RPC transfers and pre-faulting) and passed by
@@ -16,6 +21,18 @@ public final class Arena: Sendable {
         case hugetlb = "hugetlb"
     }
 
+    /// When the arena gets its pages.
+    public enum Prefault: Sendable, Equatable {
+        /// As clients touch them.
+        case none
+        /// All of them before the daemon serves (vineyardd's `--reserve_memory`).
+        case now
+        /// All of them from a background thread at idle CPU priority, bottom-up (the order
+        /// the allocator hands out fresh memory), while the daemon already serves; a client
+        /// that gets ahead of it simply faults its pages in itself. (hugetlb: as `.now`.)
+        case background
+    }
+
     public let fd: OwnedFD
     public let mapping: MappedRegion
     public let capacity: Int
@@ -26,6 +43,13 @@ public final class Arena: Sendable {
     public let pages: Pages
     /// Why transparent huge pages were asked for and not used; nil otherwise.
     public let fallbackReason: String?
+    /// The background reservation, while `prefault` is `.background`.
+    private let reserver: Reserver?
+
+    /// Bytes from the start of the arena that have their pages (the whole arena after a
+    /// `.now` prefault; growing during a `.background` one; 0 without).
+    public var reservedBytes: Int { reserver?.done.load(ordering: .relaxed) ?? reservedUpFront }
+    private let reservedUpFront: Int
 
     public var hugePages: Bool { pages == .hugetlb }
 
@@ -35,8 +59,9 @@ public final class Arena: Sendable {
 
     public static let hugePageSize = 2 << 20
 
-    /// Creates the shared-memory file and maps it. `prefault` (vineyardd's
-    /// `--reserve_memory`) gives the whole arena its pages before the daemon serves: with
+    /// Creates the shared-memory file and maps it. `prefault` `.now` (vineyardd's
+    /// `--reserve_memory`) gives the whole arena its pages before the daemon serves (and
+    /// `.background` while it serves, see ``Prefault``): with
     /// 4 KiB pages by `fallocate` (~0.25 s per GiB here; no mapping in the daemon), so that
     /// a client's first write takes a minor fault on an existing page, ~7× cheaper than
     /// allocating a fresh one; huge pages are populated (allocated and zeroed) through a
@@ -51,46 +76,112 @@ public final class Arena: Sendable {
     /// rounded up to whole 2 MiB pages, so clients map `map_size − 8` = a whole number.
     /// `transparentHugeFile` makes the tmpfs file (replaceable to exercise the fallback).
     public init(
-        capacity: Int, name: String = "trellis-arena", prefault: Bool = false, pages: Pages = .small,
+        capacity: Int, name: String = "trellis-arena", prefault: Prefault = .none, pages: Pages = .small,
         transparentHugeFile: (Int) throws(SystemError) -> OwnedFD = SharedMemoryFile.createTransparentHuge
     ) throws(SystemError) {
-        let huge = Self.hugePageSize
+        let m = try Self.makeBacking(
+            capacity: capacity, name: name, prefault: prefault, pages: pages, transparentHugeFile: transparentHugeFile)
+        self.capacity = m.capacity
+        pageSize = m.pageSize
+        self.pages = m.pages
+        fallbackReason = m.fallback
+        let length = m.mapping.length
+        let madePages = m.pages
+        fd = m.fd
+        mapping = m.mapping
+        switch prefault {
+        case .background where madePages != .hugetlb:
+            reserver = try Reserver(fd: fd, length: length, pages: madePages)
+            reservedUpFront = 0
+        case .none:
+            reserver = nil
+            reservedUpFront = 0
+        default:
+            reserver = nil
+            reservedUpFront = length
+        }
+    }
+
+    deinit { reserver?.stop.store(true, ordering: .relaxed) }
+
+    /// The file and the daemon's mapping of it, before they become the arena's.
+    private struct Backing: ~Copyable {
+        let fd: OwnedFD
+        let mapping: MappedRegion
+        let capacity: Int
+        let pageSize: Int
+        let pages: Pages
+        var fallback: String? = nil
+    }
+
+    private static func makeBacking(
+        capacity: Int, name: String, prefault: Prefault, pages: Pages,
+        transparentHugeFile: (Int) throws(SystemError) -> OwnedFD
+    ) throws(SystemError) -> Backing {
+        let huge = hugePageSize
         let rounded = (capacity + huge - 1) / huge * huge
         var fallback: String?
         if pages == .transparentHuge {
             do {
                 let file = try transparentHugeFile(rounded)
-                if prefault {
+                if prefault == .now {
                     // Allocate and zero every huge page through a throwaway mapping: the pages
                     // stay in the file, and the daemon's RSS does not count the arena.
                     _ = try MappedRegion(fd: file.raw, length: rounded, writable: true, populate: true)
                 }
                 let map = try MappedRegion(fd: file.raw, length: rounded, writable: true)
-                fd = file
-                mapping = map
-                self.capacity = rounded
-                pageSize = huge
-                self.pages = .transparentHuge
-                fallbackReason = nil
-                return
+                return Backing(fd: file, mapping: map, capacity: rounded, pageSize: huge, pages: .transparentHuge)
             } catch {
                 fallback = "\(error)"
             }
         }
-        fallbackReason = fallback
         if pages == .hugetlb {
-            self.pages = .hugetlb
-            self.capacity = rounded
-            pageSize = huge
-            fd = try SharedMemoryFile.create(name: name, size: rounded, hugePages: true)
-            mapping = try MappedRegion(fd: fd.raw, length: rounded, writable: true, populate: prefault)
-        } else {
-            self.pages = .small
-            self.capacity = capacity
-            pageSize = SharedMemoryFile.pageSize
-            fd = try SharedMemoryFile.create(name: name, size: capacity + 8)
-            mapping = try MappedRegion(fd: fd.raw, length: capacity + 8, writable: true)
-            if prefault { try SharedMemoryFile.allocate(fd: fd.raw, offset: 0, length: capacity + 8) }
+            let file = try SharedMemoryFile.create(name: name, size: rounded, hugePages: true)
+            let map = try MappedRegion(fd: file.raw, length: rounded, writable: true, populate: prefault != .none)
+            return Backing(fd: file, mapping: map, capacity: rounded, pageSize: huge, pages: .hugetlb)
+        }
+        let file = try SharedMemoryFile.create(name: name, size: capacity + 8)
+        let map = try MappedRegion(fd: file.raw, length: capacity + 8, writable: true)
+        if prefault == .now { try SharedMemoryFile.allocate(fd: file.raw, offset: 0, length: capacity + 8) }
+        return Backing(
+            fd: file, mapping: map, capacity: capacity, pageSize: SharedMemoryFile.pageSize, pages: .small,
+            fallback: fallback)
+    }
+
+    /// Gives an arena file its pages from a thread of its own at `SCHED_IDLE` priority, in
+    /// chunks, until done or stopped (the arena went away).
+    private final class Reserver: Sendable {
+        let stop = Atomic<Bool>(false)
+        let done = Atomic<Int>(0)
+        static let chunk = 32 << 20
+
+        init(fd: borrowing OwnedFD, length: Int, pages: Pages) throws(SystemError) {
+            // The thread's own descriptor: the arena may close its own at any time.
+            let raw = try syscallRetrying("dup") { dup(fd.raw) }
+            do {
+                try spawnThread(name: "trellis-reserve") { [self] in self.run(OwnedFD(adopting: raw), length: length, pages: pages) }
+            } catch {
+                close(raw)
+                throw error
+            }
+        }
+
+        private func run(_ fd: consuming OwnedFD, length: Int, pages: Pages) {
+                var param = sched_param()
+                _ = pthread_setschedparam(pthread_self(), 5 /* SCHED_IDLE */, &param)
+                var offset = 0
+                while offset < length, !self.stop.load(ordering: .relaxed) {
+                    let n = min(Self.chunk, length - offset)
+                    if pages == .transparentHuge {
+                        // Populate through a throwaway mapping: huge pages allocated and zeroed.
+                        guard (try? MappedRegion(fd: fd.raw, length: n, writable: true, populate: true, offset: offset)) != nil
+                        else { break }
+                    } else {
+                        guard (try? SharedMemoryFile.allocate(fd: fd.raw, offset: offset, length: n)) != nil else { break }
+                    }
+                    offset += n
+                    self.done.store(offset, ordering: .relaxed)
+                }
         }
     }
 

@@ -45,11 +45,11 @@ public final class ObjectStore: Sendable {
 
     /// - Parameters:
     ///   - capacity: bytes of blob memory (`--size`).
-    ///   - prefault: touch every page at start (`--reserve_memory`).
+    ///   - prefault: when the arena gets its pages (`--reserve_memory`, `--reserve_in_background`).
     ///   - spill: where idle blobs go when the arena is full (nil: NotEnoughMemory instead).
     ///   - clock: milliseconds since the epoch (injected for tests).
     public init(
-        capacity: Int, instanceID: UInt64 = 0, prefault: Bool = false, pages: Arena.Pages = .small,
+        capacity: Int, instanceID: UInt64 = 0, prefault: Arena.Prefault = .none, pages: Arena.Pages = .small,
         spill: SpillDirectory? = nil, clock: @escaping @Sendable () -> UInt64 = ObjectStore.wallClockMillis
     ) throws(SystemError) {
         arena = try Arena(capacity: capacity, prefault: prefault, pages: pages)

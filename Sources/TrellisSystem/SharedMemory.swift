@@ -10,12 +10,12 @@ public struct MappedRegion: ~Copyable, @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     public let length: Int
 
-    /// Maps `length` bytes of `fd` shared, read-write or read-only.
-    public init(fd: Int32, length: Int, writable: Bool, populate: Bool = false) throws(SystemError) {
+    /// Maps `length` bytes of `fd` from `offset` (page-aligned) shared, read-write or read-only.
+    public init(fd: Int32, length: Int, writable: Bool, populate: Bool = false, offset: Int = 0) throws(SystemError) {
         var flags = MAP_SHARED
         if populate { flags |= MAP_POPULATE }
         let prot = writable ? (PROT_READ | PROT_WRITE) : PROT_READ
-        guard let p = mmap(nil, length, prot, flags, fd, 0), p != MAP_FAILED else {
+        guard let p = mmap(nil, length, prot, flags, fd, off_t(offset)), p != MAP_FAILED else {
             throw SystemError("mmap")
         }
         base = p

@@ -81,7 +81,7 @@ enum Serve {
         do {
             let spill = options.spillPath.isEmpty ? nil : try SpillDirectory(path: options.spillPath)
             store = try ObjectStore(
-                capacity: size, instanceID: instanceID, prefault: options.reserveMemory,
+                capacity: size, instanceID: instanceID, prefault: !options.reserveMemory ? .none : options.reserveInBackground ? .background : .now,
                 pages: options.hugePages ? .hugetlb : options.transparentHugePages ? .transparentHuge : .small,
                 spill: spill)
         } catch {

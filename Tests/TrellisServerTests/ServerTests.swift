@@ -175,6 +175,9 @@ struct OptionsTests {
         #expect(o.socket == "/tmp/s" && o.size == nil && !o.rpc && o.rpcPort == 9601 && o.reserveMemory)
         #expect(try DaemonOptions.parse(["--rpc=false"]).rpc == false)
         #expect(try DaemonOptions.parse(["--rpc"]).rpc == true)
+        let trellisOwn = try DaemonOptions.parse(["--reserve_memory", "--reserve_in_background", "--notransparent_huge_pages"])
+        #expect(trellisOwn.reserveMemory && trellisOwn.reserveInBackground && !trellisOwn.transparentHugePages)
+        #expect(try DaemonOptions.parse([]).transparentHugePages)
         #expect(try DaemonOptions.parse(["--log-level", "debug"]).logLevel == "debug")
         #expect(throws: DaemonOptions.ParseError.self) { try DaemonOptions.parse(["--no_such_flag"]) }
         #expect(throws: DaemonOptions.ParseError.self) { try DaemonOptions.parse(["--meta", "redis"]) }

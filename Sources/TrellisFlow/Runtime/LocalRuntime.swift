@@ -280,7 +280,11 @@ public struct LocalRuntime: ReplicaRuntime {
                     args += ["--meta", "local"]
                 }
                 // A runtime reserves the memory it was given: steps then write into pages
-                // that exist (minor faults) rather than fresh ones, ~7× cheaper per page.
+                // that exist (minor faults) rather than fresh ones, several times cheaper
+                // per page. Before serving, although populating 2 GiB of huge pages takes
+                // 1–5 s on a VM: reserving in the background (--reserve_in_background) while
+                // the first steps run doubled their handoff and wall time in the house-prices
+                // benchmark, the reservation and the steps' own faults contending.
                 args += spec.hugePages ? ["--huge_pages", "--reserve_memory"] : ["--reserve_memory"]
                 if spec.medium == .spill, let dir = spec.spillDirectory {
                     let d = (dir as NSString).appendingPathComponent("r\(i)")
