@@ -57,14 +57,16 @@ def main():
     ap.add_argument("--run-id", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the run's objects in the store")
     ap.add_argument("--huge-pages", choices=("auto", "on", "off"), default="auto",
-                    help="arenas in 2 MiB huge pages (auto: when the hugetlb pool has room)")
+                    help="arenas in the hugetlb pool (auto: when it has room); otherwise the daemons use "
+                         "transparent huge pages where the kernel allows, else 4 KiB pages")
     args = ap.parse_args()
     if args.rows:
         os.environ["HOUSE_ROWS"] = str(args.rows)
     huge = args.huge_pages == "on" or (
         args.huge_pages == "auto" and huge_pages_available(args.replicas, args.size))
-    print("replica arenas: %d x %s in %s pages" % (args.replicas, args.size, "2 MiB huge" if huge else "4 KiB"),
-          flush=True)
+    print("replica arenas: %d x %s in %s" % (
+        args.replicas, args.size, "hugetlb pages" if huge else "transparent huge pages (4 KiB where unavailable)"),
+        flush=True)
     run = build(args.replicas, args.size, huge).run(run_id=args.run_id, keep=args.keep)
     try:
         record = run.wait()
