@@ -9,6 +9,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include <malloc.h>
+#include <sys/resource.h>
 
 int trellis_memfd_create(const char *name, int huge) {
     unsigned int flags = MFD_CLOEXEC;
@@ -71,6 +72,10 @@ ssize_t trellis_recv_fd(int socket, int *fd_out, unsigned char *byte_out) {
     return n;
 }
 
+void trellis_lower_thread_priority(void) {
+    (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
+}
+
 int trellis_peer_pid(int socket) {
     struct ucred cred;
     socklen_t len = sizeof(cred);
@@ -117,8 +122,11 @@ static int write_file(const char *path, const char *text, size_t length) {
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0) return -1;
     ssize_t n = write(fd, text, length);
+    int err = n < 0 ? errno : EIO;
     close(fd);
-    return n == (ssize_t)length ? 0 : -1;
+    if (n == (ssize_t)length) return 0;
+    errno = err;
+    return -1;
 }
 
 /* "0 <id> 1" into /proc/self/<which>_map. */
@@ -185,8 +193,9 @@ int trellis_private_tmpfs_file(const char *options, off_t size, int *stage_out) 
     *stage_out = TRELLIS_TMPFS_FORK;
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return -1;
-    uid_t uid = getuid();
-    gid_t gid = getgid();
+    /* A user namespace's one-line map must name the creator's effective ids. */
+    uid_t uid = geteuid();
+    gid_t gid = getegid();
     pid_t child = fork();
     if (child < 0) {
         int e = errno;

@@ -58,6 +58,15 @@ final class Cluster: Sendable {
         try call("publish") { try await backend.publishObjects(items) }
     }
 
+    /// Best effort: removes what a failed ``publish(_:)`` may have written.
+    func retract(_ objects: [TrellisStore.PersistedObject]) {
+        let ids = objects.map(\.id.rawValue)
+        let backend = self.backend
+        _ = try? call("retract") {
+            for id in ids { try await backend.removeObject(id) }
+        }
+    }
+
     func unpublish(_ d: Deletion) {
         let ids = d.unpublished.map(\.rawValue)
         let names = d.droppedNames

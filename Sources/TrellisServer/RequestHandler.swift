@@ -147,7 +147,16 @@ final class RequestHandler: Sendable {
         case .persist(let id):
             if let cluster { try cluster.sync([id], into: store) }
             let persisted = try store.persist(id)
-            try cluster?.publish(persisted)
+            if let cluster {
+                do {
+                    try cluster.publish(persisted)
+                } catch {
+                    // Not (fully) published: transient again, so that a retry publishes all of it.
+                    store.revertPersist(persisted)
+                    cluster.retract(persisted)
+                    throw error
+                }
+            }
             return .reply(["type": "persist_reply"])
         case .ifPersist(let id):
             if let cluster { try cluster.sync([id], into: store) }

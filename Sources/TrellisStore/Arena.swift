@@ -27,7 +27,7 @@ public final class Arena: Sendable {
         case none
         /// All of them before the daemon serves (vineyardd's `--reserve_memory`).
         case now
-        /// All of them from a background thread at idle CPU priority, bottom-up (the order
+        /// All of them from a background thread at the lowest priority, bottom-up (the order
         /// the allocator hands out fresh memory), while the daemon already serves; a client
         /// that gets ahead of it simply faults its pages in itself. (hugetlb: as `.now`.)
         case background
@@ -148,16 +148,18 @@ public final class Arena: Sendable {
             fallback: fallback)
     }
 
-    /// Gives an arena file its pages from a thread of its own at `SCHED_IDLE` priority, in
-    /// chunks, until done or stopped (the arena went away).
+    /// Gives an arena file its pages from a thread of its own at the lowest priority (nice
+    /// 19), in chunks, until done or stopped (the arena went away). Huge pages go one 2 MiB
+    /// page per throwaway mapping, so that the daemon's address-space lock is never held
+    /// for long by a thread the scheduler may leave waiting (SCHED_IDLE could hold it for
+    /// as long as the machine is busy).
     private final class Reserver: Sendable {
         let stop = Atomic<Bool>(false)
         let done = Atomic<Int>(0)
-        static let chunk = 32 << 20
 
         init(fd: borrowing OwnedFD, length: Int, pages: Pages) throws(SystemError) {
             // The thread's own descriptor: the arena may close its own at any time.
-            let raw = try syscallRetrying("dup") { dup(fd.raw) }
+            let raw = try syscallRetrying("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd.raw, F_DUPFD_CLOEXEC, 0) }
             do {
                 try spawnThread(name: "trellis-reserve") { [self] in self.run(OwnedFD(adopting: raw), length: length, pages: pages) }
             } catch {
@@ -167,21 +169,21 @@ public final class Arena: Sendable {
         }
 
         private func run(_ fd: consuming OwnedFD, length: Int, pages: Pages) {
-                var param = sched_param()
-                _ = pthread_setschedparam(pthread_self(), 5 /* SCHED_IDLE */, &param)
-                var offset = 0
-                while offset < length, !self.stop.load(ordering: .relaxed) {
-                    let n = min(Self.chunk, length - offset)
-                    if pages == .transparentHuge {
-                        // Populate through a throwaway mapping: huge pages allocated and zeroed.
-                        guard (try? MappedRegion(fd: fd.raw, length: n, writable: true, populate: true, offset: offset)) != nil
-                        else { break }
-                    } else {
-                        guard (try? SharedMemoryFile.allocate(fd: fd.raw, offset: offset, length: n)) != nil else { break }
-                    }
-                    offset += n
-                    self.done.store(offset, ordering: .relaxed)
+            lowerCurrentThreadPriority()
+            let chunk = pages == .transparentHuge ? Arena.hugePageSize : 32 << 20
+            var offset = 0
+            while offset < length, !stop.load(ordering: .relaxed) {
+                let n = min(chunk, length - offset)
+                if pages == .transparentHuge {
+                    // Populate through a throwaway mapping: huge pages allocated and zeroed.
+                    guard (try? MappedRegion(fd: fd.raw, length: n, writable: true, populate: true, offset: offset)) != nil
+                    else { break }
+                } else {
+                    guard (try? SharedMemoryFile.allocate(fd: fd.raw, offset: offset, length: n)) != nil else { break }
                 }
+                offset += n
+                done.store(offset, ordering: .relaxed)
+            }
         }
     }
 

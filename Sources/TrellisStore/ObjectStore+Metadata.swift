@@ -275,6 +275,19 @@ extension ObjectStore {
         }
     }
 
+    /// Undoes ``persist(_:)`` for objects whose publication failed: they are transient
+    /// again, so that a retried persist publishes them.
+    public func revertPersist(_ objects: [PersistedObject]) {
+        try? withState { (s) throws(VineyardError) in
+            for o in objects {
+                guard var rec = s.objects[o.id] else { continue }
+                rec.fields["transient"] = .bool(true)
+                s.objects[o.id] = rec
+                invalidate(o.id, &s)
+            }
+        }
+    }
+
     private func markPersistent(_ id: ObjectID, _ s: inout StoreState, _ changed: inout [ObjectID]) {
         guard var rec = s.objects[id] else { return }
         for m in rec.members.values where !m.isBlob { markPersistent(m, &s, &changed) }

@@ -49,17 +49,37 @@ public enum SharedMemoryFile {
     /// needed; the tmpfs exists only through the returned descriptor. Needs
     /// CAP_SYS_ADMIN or unprivileged user namespaces; otherwise throws, naming the step.
     public static func createTransparentHuge(size: Int) throws(SystemError) -> OwnedFD {
+        // `deny` (or a kernel without THP) would silently give 4 KiB pages: say so instead.
+        guard let policy = readSmallFile("/sys/kernel/mm/transparent_hugepage/shmem_enabled") else {
+            throw SystemError("no transparent huge pages in this kernel", errno: ENOTSUP)
+        }
+        if policy.contains("[deny]") {
+            throw SystemError("shmem huge pages denied by /sys/kernel/mm/transparent_hugepage/shmem_enabled", errno: ENOTSUP)
+        }
         // The tmpfs limit: the file plus a little, in KiB (tmpfs rounds to pages anyway).
         let options = "huge=within_size,size=\((size >> 10) + 4096)k,nr_inodes=16,mode=0700"
         var stage: Int32 = 0
         let raw = trellis_private_tmpfs_file(options, off_t(size), &stage)
-        if raw < 0 { throw SystemError("private tmpfs (\(tmpfsStage(stage)))") }
+        if raw < 0 {
+            let code = errno
+            throw SystemError("private tmpfs (\(tmpfsStage(stage)))", errno: code)
+        }
         return OwnedFD(adopting: raw)
+    }
+
+    /// The first 4 KiB of a (proc or sys) file as text, or nil.
+    static func readSmallFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        return n >= 0 ? String(decoding: bytes.prefix(n), as: UTF8.self) : nil
     }
 
     private static func tmpfsStage(_ stage: Int32) -> String {
         switch stage {
-        case Int32(TRELLIS_TMPFS_FORK): "fork"
+        case Int32(TRELLIS_TMPFS_FORK): "socketpair or fork"
         case Int32(TRELLIS_TMPFS_UNSHARE): "unshare"
         case Int32(TRELLIS_TMPFS_IDMAP): "user namespace id map"
         case Int32(TRELLIS_TMPFS_PRIVATE): "private mount propagation"

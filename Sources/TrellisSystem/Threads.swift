@@ -1,6 +1,12 @@
+import CTrellisShim
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// Gives the calling thread the lowest CPU priority (nice 19).
+public func lowerCurrentThreadPriority() {
+    trellis_lower_thread_priority()
+}
 
 /// Starts a detached OS thread running `body`.
 ///

@@ -245,9 +245,42 @@ func etcdBinary() -> String? {
             #expect(out.contains("parent: \(python) \(zygote.directory)/trellis_zygote.py"), "\(out)")
             #expect(isAlive(zygote.process.pid))
         }
-        #expect(!FileManager.default.fileExists(atPath: home.path + "/zygote-\(getpid())"))
+        #expect(!((try? FileManager.default.contentsOfDirectory(atPath: home.path)) ?? []).contains { $0.hasPrefix("zygote-") })
         try await launcher.runtime.down()
         #expect(!isAlive(zygote.process.pid))
+        #expect(!FileManager.default.fileExists(atPath: zygote.directory))
+    }
+
+    /// The real CLI: the zygote `trellis runtime up` starts outlives that command (it serves
+    /// until `runtime down`), only its owner can use its socket, and `runtime down` stops it.
+    @Test func runtimeUpCommandLeavesItsZygoteServing() async throws {
+        let bin = ProcessInfo.processInfo.environment["TRELLIS_BIN"] ?? repoRoot() + "/.build/debug/trellis"
+        let python = repoRoot() + "/.venv/bin/python"
+        guard access(bin, X_OK) == 0, access(python, X_OK) == 0 else { return }
+        let dir = TempDir("trzc")
+        defer { dir.cleanup() }
+        var env = ProcessInfo.processInfo.environment
+        env["TRELLIS_HOME"] = dir.sub("home")
+        env["TRELLIS_PYTHON"] = python
+        env["TRELLIS_PRELOAD"] = "json"
+        func trellis(_ args: String...) async throws -> Int32? {
+            let p = try ChildProcess.spawn(
+                executable: bin, arguments: args, environment: env, workingDirectory: dir.path, stdout: .null, stderr: .null)
+            return await p.wait().code
+        }
+        #expect(try await trellis("runtime", "up", "--size", "64Mi") == 0)
+        let rt = LocalRuntime(directory: TrellisHome(path: dir.sub("home")).runtimeDirectory, trellisBinary: bin)
+        let zygote = try #require(rt.loadState()?.zygote)
+        #expect(zygote.interpreter == python)
+        // The command has exited; the zygote comes up and stays.
+        #expect(await eventually(30) { FileManager.default.fileExists(atPath: zygote.socket) })
+        try await Task.sleep(for: .seconds(1.5))
+        #expect(zygote.isRunning && FileManager.default.fileExists(atPath: zygote.socket))
+        var st = stat()
+        #expect(stat(zygote.socket, &st) == 0 && st.st_mode & 0o777 == 0o600)
+        #expect(rt.status().summary.contains("python zygote: up"))
+        #expect(try await trellis("runtime", "down") == 0)
+        #expect(await eventually(10) { !isAlive(zygote.process.pid) })
         #expect(!FileManager.default.fileExists(atPath: zygote.directory))
     }
 
@@ -271,9 +304,9 @@ func etcdBinary() -> String? {
         var launcher = FlowLauncher(home: home, trellisBinary: "python3", makeDataPlane: { _ in planes })
         launcher.runtime.serveCommand = [dir.sub("fake_daemon.py")]
         launcher.runtime.etcdBinary = "/nonexistent"
-        let zygoteDirectory = home.path + "/zygote-\(getpid())"
+        let zygotePrefix = home.path + "/zygote-\(getpid())-"
         // The first step waits until the launcher's zygote listens, so the second surely uses it.
-        let wait = "for i in $(seq 200); do test -S \(zygoteDirectory)/z.sock && exit 0; sleep 0.05; done; exit 1"
+        let wait = "for i in $(seq 200); do for s in \(zygotePrefix)*/z.sock; do test -S \"$s\" && exit 0; done; sleep 0.05; done; exit 1"
         let spec = FlowSpec(
             steps: [
                 .command("listening", ["sh", "-c", wait]),
@@ -286,9 +319,10 @@ func etcdBinary() -> String? {
         let zygoteLog = (try? String(contentsOfFile: RunStore(home: home).directory(of: "warm") + "/logs/zygote.log", encoding: .utf8)) ?? "none"
         #expect(record.state == .succeeded, "\(record.message ?? ""); zygote log: \(zygoteLog)")
         let out = try RunStore(home: home).logs(run: "warm", step: "forked").stdout
-        #expect(out.contains("parent: \(python) \(zygoteDirectory)/trellis_zygote.py"), "\(out)")
+        #expect(out.contains("parent: \(python) \(zygotePrefix)") && out.contains("/trellis_zygote.py"), "\(out)")
         #expect(FileManager.default.fileExists(atPath: RunStore(home: home).directory(of: "warm") + "/logs/zygote.log"))
-        #expect(!FileManager.default.fileExists(atPath: zygoteDirectory))
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: home.path)) ?? []
+        #expect(!left.contains { $0.hasPrefix("zygote-") }, "\(left)")
         #expect(!FileManager.default.fileExists(atPath: RunStore(home: home).libDirectory(of: "warm") + "/z.sock"))
     }
 }

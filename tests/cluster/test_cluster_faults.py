@@ -271,3 +271,30 @@ def test_migration_whose_publish_fails_leaves_no_copy(private_cluster):
     assert cb.get_meta(copy).instance_id == cb.instance_id
     assert b.memory_usage() >= size
     assert ca.get_meta(copy).instance_id == cb.instance_id  # published
+
+
+def test_persist_whose_publish_fails_can_be_retried(private_cluster):
+    """etcd stops answering during a persist: the client gets an error, the object is not
+    left marked persistent-but-unpublished, and persisting again once etcd is back
+    publishes all of it, so the other instance sees it."""
+    (a,) = private_cluster.start(1, size="256Mi", meta_timeout=2)  # etcd requests time out after 2 s
+    (b,) = private_cluster.start(1, size="256Mi")
+    ca, cb = a.connect(), b.connect()
+    df = pd.DataFrame({"x": np.arange(1000), "y": np.arange(1000) * 2.0})
+    oid = ca.put(df)
+    assert not ca.get_meta(oid).isglobal and ca.get_meta(oid)["transient"]
+    etcd_pid = private_cluster.etcd.pid
+    os.kill(etcd_pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(Exception) as failure:
+            ca.persist(oid)
+        assert time.monotonic() - started < 30
+    finally:
+        os.kill(etcd_pid, signal.SIGCONT)
+    assert "etcd" in str(failure.value) or "meta" in str(failure.value).lower(), str(failure.value)
+    assert ca.get_meta(oid)["transient"], "a failed persist left the object marked persistent"
+
+    ca.persist(oid)
+    assert not ca.get_meta(oid)["transient"]
+    pdt.assert_frame_equal(cb.get(oid, fetch=True), df)

@@ -30,6 +30,10 @@ void trellis_limit_malloc_arenas(int arenas);
 /// Returns free heap pages to the OS (malloc_trim(0)).
 void trellis_malloc_trim(void);
 
+/// Gives the calling thread the lowest CPU priority (nice 19): setpriority needs the
+/// thread id, and glibc's gettid is not visible to Swift.
+void trellis_lower_thread_priority(void);
+
 /// The peer's pid from SO_PEERCRED, or -1.
 int trellis_peer_pid(int socket);
 

@@ -499,7 +499,10 @@ public struct FlowRunner: Sendable {
             let file = p.file.hasPrefix("/") ? p.file : (workdir as NSString).appendingPathComponent(p.file)
             var args = [store.libDirectory(of: runID) + "/" + PythonBootstrap.fileName, "--file", file]
             if let f = p.function { args += ["--function", f] }
-            if let zygote, (p.interpreter ?? options.pythonExecutable) == zygote.interpreter {
+            if let zygote,
+                resolveExecutable(p.interpreter ?? options.pythonExecutable, environment: options.environment)
+                    == zygote.interpreter
+            {
                 // A stub hands the step to a worker forked from the run's warm zygote.
                 let stub = store.libDirectory(of: runID) + "/" + PythonZygote.stubFileName
                 args = ["-S", stub, "--zygote", zygote.socket, "--pid", String(zygote.pid), "--"] + args
@@ -554,7 +557,7 @@ public struct FlowRunner: Sendable {
         guard options.environment["TRELLIS_ZYGOTE"] != "0" else { return nil }
         return spec.steps.lazy.compactMap { step -> String? in
             guard case .python(let p)? = step.action, states[step.name] != .succeeded else { return nil }
-            return p.interpreter ?? options.pythonExecutable
+            return resolveExecutable(p.interpreter ?? options.pythonExecutable, environment: options.environment)
         }.first
     }
 

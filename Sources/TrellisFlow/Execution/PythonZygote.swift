@@ -22,7 +22,9 @@ public enum PythonZygote {
     public static let zygoteFileName = "trellis_zygote.py"
     public static let stubFileName = "trellis_stub.py"
 
-    /// The zygote server: `python trellis_zygote.py --socket PATH`.
+    /// The zygote server: `python trellis_zygote.py --socket PATH [--detached]`. It serves
+    /// while its parent lives, or, `--detached` (a runtime's), until SIGTERM or until its
+    /// socket is removed.
     public static let zygoteSource: String = #"""
         """Trellis flow zygote (written by the runner; do not edit): preloads modules, forks step workers."""
         import atexit
@@ -70,6 +72,9 @@ public enum PythonZygote {
                     os.killpg(0, signal.SIGKILL)
 
                 threading.Thread(target=watch, daemon=True).start()
+                # The run's own bootstrap (its lib is first on PYTHONPATH), not the copy the
+                # zygote preloaded, which may be older when the zygote is a runtime's.
+                sys.modules.pop("trellis_step", None)
                 import trellis_step
                 argv = request["argv"]
                 sys.argv = list(argv)
@@ -96,6 +101,7 @@ public enum PythonZygote {
 
         def main():
             path = sys.argv[sys.argv.index("--socket") + 1]
+            detached = "--detached" in sys.argv
             parent = os.getppid()
             for name in os.environ.get("TRELLIS_PRELOAD", "vineyard,numpy,pandas").split(","):
                 name = name.strip()
@@ -113,8 +119,18 @@ public enum PythonZygote {
             except OSError:
                 pass
             server.bind(tmp)
+            os.chmod(tmp, 0o600)  # it runs whatever a peer sends: its owner only
             server.listen(64)
             os.rename(tmp, path)  # appears only when ready
+            ident = os.stat(path).st_ino
+
+            def serving():
+                if not detached:
+                    return os.getppid() == parent
+                try:
+                    return os.stat(path).st_ino == ident
+                except OSError:
+                    return False
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
             # A worker's exit wakes the loop at once (SIGCHLD through a pipe), so the stub
             # learns its status without polling delay.
@@ -124,7 +140,7 @@ public enum PythonZygote {
             signal.signal(signal.SIGCHLD, lambda *_: None)
             children = {}
             try:
-                while os.getppid() == parent:
+                while serving():
                     ready, _, _ = select.select([server, wake_r], [], [], 0.5)
                     if wake_r in ready:
                         os.read(wake_r, 512)
@@ -289,7 +305,7 @@ public struct WarmZygote: Sendable {
     /// `<directory>/z.sock`, or a short path under `/tmp` when that would not fit a socket
     /// address (108 bytes). Nil when it cannot start: steps then start cold.
     public static func launch(
-        interpreter: String, directory: String, log: String, environment: [String: String]
+        interpreter: String, directory: String, log: String, environment: [String: String], detached: Bool = false
     ) -> WarmZygote? {
         var socket = directory + "/z.sock"
         if socket.utf8.count > 100 {
@@ -307,7 +323,8 @@ public struct WarmZygote: Sendable {
             prependPythonPath(directory, to: &environment)
             unlink(socket)
             let process = try ChildProcess.spawn(
-                executable: interpreter, arguments: [directory + "/" + PythonZygote.zygoteFileName, "--socket", socket],
+                executable: interpreter,
+                arguments: [directory + "/" + PythonZygote.zygoteFileName, "--socket", socket] + (detached ? ["--detached"] : []),
                 environment: environment, workingDirectory: directory, stdout: .file(log), stderr: .file(log),
                 newSession: true)
             return WarmZygote(
@@ -330,4 +347,21 @@ public struct WarmZygote: Sendable {
 /// Puts `directory` first on the environment's `PYTHONPATH`.
 func prependPythonPath(_ directory: String, to env: inout [String: String]) {
     env["PYTHONPATH"] = env["PYTHONPATH"].map { $0.isEmpty ? directory : "\(directory):\($0)" } ?? directory
+}
+
+/// `name` as a path, found on the environment's `PATH` as a spawn would (symlinks kept: a
+/// venv's `python3` is not its base interpreter); `name` itself when not found. Zygotes are
+/// matched to steps by this, so that a step never runs on another interpreter.
+func resolveExecutable(_ name: String, environment: [String: String]) -> String {
+    (try? ChildProcess.resolve(name, environment: environment, workingDirectory: nil)) ?? name
+}
+
+extension ZygoteInfo {
+    /// Its process is alive and still this zygote (not a reused pid).
+    public var isRunning: Bool {
+        guard isAlive(process.pid),
+            let cmdline = FileManager.default.contents(atPath: "/proc/\(process.pid)/cmdline")
+        else { return false }
+        return String(decoding: cmdline, as: UTF8.self).contains(directory + "/" + PythonZygote.zygoteFileName)
+    }
 }

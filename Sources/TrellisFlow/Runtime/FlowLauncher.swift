@@ -93,11 +93,12 @@ public struct FlowLauncher: Sendable {
             return nil
         }
         let status = runtime.status()
-        if status.isUp, let z = status.state?.zygote, z.interpreter == interpreter, isAlive(z.process.pid) {
+        if status.isUp, let z = status.state?.zygote, z.interpreter == interpreter, z.isRunning {
             options.zygote = WarmZygote(attachingTo: z)
             return nil
         }
-        let directory = (home.path as NSString).appendingPathComponent("zygote-\(getpid())")
+        let directory = (home.path as NSString).appendingPathComponent(
+            "zygote-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))")
         let started = WarmZygote.launch(
             interpreter: interpreter, directory: directory, log: directory + "/zygote.log", environment: options.environment)
         options.zygote = started
@@ -110,9 +111,15 @@ public struct FlowLauncher: Sendable {
         zygote.stop()
         let store = RunStore(home: home)
         if let runID, store.exists(runID) {
-            let log = store.directory(of: runID) + "/logs/zygote.log"
-            unlink(log)
-            rename(zygote.logPath, log)
+            // Beside the logs of earlier attempts (resume) or of a zygote the runner started.
+            let logs = store.directory(of: runID) + "/logs/"
+            var name = "zygote.log"
+            var n = 1
+            while FileManager.default.fileExists(atPath: logs + name) {
+                name = "zygote.\(n).log"
+                n += 1
+            }
+            rename(zygote.logPath, logs + name)
         }
         try? FileManager.default.removeItem(atPath: zygote.directory)
     }

@@ -108,7 +108,7 @@ public struct RuntimeStatus: Sendable, Equatable {
             lines.append("  etcd: \(etcdAlive == true ? "up" : "DOWN") pid \(e.process.pid) \(e.endpoint)")
         }
         if let z = s.zygote {
-            lines.append("  python zygote: \(isAlive(z.process.pid) ? "up" : "DOWN") pid \(z.process.pid) \(z.interpreter)")
+            lines.append("  python zygote: \(z.isRunning ? "up" : "DOWN") pid \(z.process.pid) \(z.interpreter)")
         }
         if !s.keptFor.isEmpty { lines.append("  holding intermediates of: \(s.keptFor.joined(separator: ", "))") }
         return lines.joined(separator: "\n")
@@ -229,8 +229,9 @@ public struct LocalRuntime: ReplicaRuntime {
             // The zygote first: its imports overlap etcd's and the replicas' start-up.
             if let interpreter = zygoteInterpreter,
                 let z = WarmZygote.launch(
-                    interpreter: interpreter, directory: directory + "/zygote", log: directory + "/zygote.log",
-                    environment: environment)
+                    interpreter: resolveExecutable(interpreter, environment: environment),
+                    directory: directory + "/zygote", log: directory + "/zygote.log", environment: environment,
+                    detached: true)
             {
                 state.zygote = ZygoteInfo(
                     process: RuntimeProcess(pid: z.pid, log: z.logPath), socket: z.socket, interpreter: interpreter,
@@ -304,6 +305,7 @@ public struct LocalRuntime: ReplicaRuntime {
                 try await waitUntil("replica r\(i)", pid: p.pid, log: p.log) { socketAccepts(r.socket) }
             }
         } catch {
+            if let z = state.zygote, loadState()?.zygote == nil { _ = kill(-z.process.pid, SIGTERM) }  // not recorded yet
             try? await down()
             throw error
         }
@@ -323,9 +325,11 @@ public struct LocalRuntime: ReplicaRuntime {
         }
         for r in s.replicas { unlink(r.socket) }
         if let z = s.zygote {
-            _ = kill(-z.process.pid, SIGTERM)
-            await stop(z.process.pid)
-            unlink(z.socket)
+            if z.isRunning {
+                _ = kill(-z.process.pid, SIGTERM)
+                await stop(z.process.pid)
+            }
+            unlink(z.socket)  // a detached zygote also leaves when its socket goes
             try? FileManager.default.removeItem(atPath: z.directory)
         }
         unlink(statePath)
