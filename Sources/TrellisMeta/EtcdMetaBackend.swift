@@ -59,11 +59,7 @@ struct EtcdKV: MetaKV {
         var bytes = 0
         func flush() async throws {
             guard !batch.isEmpty else { return }
-            do {
-                _ = try await client.txn(compare: [], success: batch)
-            } catch {
-                throw Self.map(error)
-            }
+            try await commit(batch[...])
             batch.removeAll(keepingCapacity: true)
             bytes = 0
         }
@@ -74,6 +70,22 @@ struct EtcdKV: MetaKV {
             bytes += size
         }
         try await flush()
+    }
+
+    /// One transaction; an etcd configured with lower limits (`--max-txn-ops`,
+    /// `--max-request-bytes`) rejects it as too big, and then it goes in halves.
+    private func commit(_ ops: ArraySlice<EtcdOperation>) async throws {
+        do {
+            _ = try await client.txn(compare: [], success: Array(ops))
+        } catch {
+            let text = error.description
+            guard ops.count > 1, text.contains("too many operations") || text.contains("too large") else {
+                throw Self.map(error)
+            }
+            let middle = ops.startIndex + ops.count / 2
+            try await commit(ops[..<middle])
+            try await commit(ops[middle...])
+        }
     }
 
     func delete(_ key: String) async throws -> Bool {

@@ -177,6 +177,20 @@ struct EtcdTests {
         }
     }
 
+    /// An etcd configured with lower transaction limits than the defaults rejects a
+    /// 128-operation batch; publication then goes in smaller transactions and still lands.
+    @Test(.enabled(if: EtcdBinary.available, EtcdBinary.skipMessage))
+    func publishUnderLowerEtcdLimits() async throws {
+        try await withEtcd(extraArguments: ["--max-txn-ops", "10"]) { server in
+            let cluster = EtcdCluster(server: server)
+            let a = cluster.backend()
+            _ = try await registerSample(a, "a")
+            let objects = (1...100).map { (objectID: UInt64($0), metadata: "{\"i\":\($0)}") }
+            try await a.publishObjects(objects)
+            #expect(Set(try await a.objects().map(\.objectID)) == Set(1...100))
+        }
+    }
+
     /// etcd killed and started again on the same data directory and port: the
     /// backend notices, registers again and republishes; watches resume.
     @Test(.enabled(if: EtcdBinary.available, EtcdBinary.skipMessage))

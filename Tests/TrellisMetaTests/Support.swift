@@ -202,13 +202,15 @@ final class EtcdServer: Sendable {
     let peerPort: Int
     private let pid = Mutex<pid_t>(0)
 
+    /// Flags added to every launch (e.g. lower limits).
+    let extraArguments: [String]
     var endpoint: String { "http://127.0.0.1:\(clientPort)" }
     var dataDirectory: String { directory + "/data" }
     var logPath: String { directory + "/etcd.log" }
 
     /// Starts etcd and waits until it answers.
-    static func start() async throws -> EtcdServer {
-        let server = try EtcdServer()
+    static func start(extraArguments: [String] = []) async throws -> EtcdServer {
+        let server = try EtcdServer(extraArguments: extraArguments)
         do {
             try server.launch()
             try await server.waitHealthy()
@@ -219,8 +221,9 @@ final class EtcdServer: Sendable {
         return server
     }
 
-    private init() throws {
+    private init(extraArguments: [String]) throws {
         binary = try #require(EtcdBinary.path, EtcdBinary.skipMessage)
+        self.extraArguments = extraArguments
         var template = Array("/tmp/trellis-etcd-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw SpawnError(description: "mkdtemp: errno \(errno)") }
         directory = String(cString: made)
@@ -239,7 +242,7 @@ final class EtcdServer: Sendable {
             "--listen-client-urls", client, "--advertise-client-urls", client,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", "default=\(peer)",
-        ]
+        ] + extraArguments
         let child = try spawn(argv, logPath: logPath)
         pid.withLock { $0 = child }
     }
@@ -284,8 +287,8 @@ final class EtcdServer: Sendable {
 }
 
 /// Runs `body` with a fresh etcd, stopped afterwards whatever happens.
-func withEtcd<R>(_ body: (EtcdServer) async throws -> R) async throws -> R {
-    let server = try await EtcdServer.start()
+func withEtcd<R>(extraArguments: [String] = [], _ body: (EtcdServer) async throws -> R) async throws -> R {
+    let server = try await EtcdServer.start(extraArguments: extraArguments)
     defer { server.stop() }
     return try await body(server)
 }
