@@ -387,12 +387,10 @@ extension ObjectStore {
     }
 
     private func freeBlob(_ id: ObjectID, _ s: inout StoreState, _ d: inout Deletion, _ offsets: inout [Int]) {
-        guard let b = s.blobs.removeValue(forKey: id) else { return }
-        if b.spilled {
-            s.spilledBytes -= b.size
-            d.spilledBlobs.append(id)
-        } else {
-            offsets.append(b.offset)
+        switch s.removeBlob(id) {
+        case nil: return
+        case .spillFile: d.spilledBlobs.append(id)
+        case .arena(let offset): offsets.append(offset)
         }
         d.freedBlobs.append(id)
         s.parents[id] = nil
@@ -433,10 +431,13 @@ extension ObjectStore {
             d.unpublished = s.objects.filter { !$0.value.isTransient }.map(\.key)
             d.freedBlobs = Array(s.blobs.keys)
             d.droppedNames = Array(s.names.keys)
-            d.spilledBlobs = s.blobs.filter { $0.value.spilled }.map(\.key)
-            for b in s.blobs.values where !b.spilled { s.allocator.free(b.offset) }
-            s.spilledBytes = 0
-            s.blobs = [:]
+            for id in d.freedBlobs {
+                switch s.removeBlob(id) {
+                case .spillFile: d.spilledBlobs.append(id)
+                case .arena(let offset): s.allocator.free(offset)
+                case nil: break
+                }
+            }
             s.objects = [:]
             s.parents = [:]
             s.names = [:]

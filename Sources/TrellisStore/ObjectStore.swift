@@ -181,12 +181,8 @@ public final class ObjectStore: Sendable {
     public func dropBlob(_ id: ObjectID) throws(VineyardError) {
         if id == .emptyBlob { return }
         try state.withLock { (s) throws(VineyardError) in
-            guard let b = s.blobs.removeValue(forKey: id) else { throw VineyardError(.objectNotExists, "delete: id = \(id)") }
-            if b.spilled {
-                s.spilledBytes -= b.size
-            } else {
-                s.allocator.free(b.offset)
-            }
+            guard let released = s.removeBlob(id) else { throw VineyardError(.objectNotExists, "delete: id = \(id)") }
+            if case .arena(let offset) = released { s.allocator.free(offset) }
         }
         spill?.remove(id)
     }

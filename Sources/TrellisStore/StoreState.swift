@@ -57,4 +57,22 @@ struct StoreState: Sendable {
         allocator = Allocator(capacity: capacity)
         ids = ObjectIDGenerator(instance: instance)
     }
+
+    /// Where a removed blob's bytes were: in a spill file (no longer counted; the caller
+    /// removes the file) or at an arena offset (the caller frees or quarantines it).
+    enum ReleasedBlob {
+        case spillFile
+        case arena(offset: Int)
+    }
+
+    /// Takes blob `id` out of the table; nil when there is none. The one place that decides
+    /// between "spilled" and "in the arena" for every way a blob goes away.
+    mutating func removeBlob(_ id: ObjectID) -> ReleasedBlob? {
+        guard let b = blobs.removeValue(forKey: id) else { return nil }
+        if b.spilled {
+            spilledBytes -= b.size
+            return .spillFile
+        }
+        return .arena(offset: b.offset)
+    }
 }
