@@ -191,8 +191,10 @@ public final class Arena: Sendable {
     @inline(__always)
     public func address(_ offset: Int) -> UnsafeMutableRawPointer { mapping.base + offset }
 
-    /// Returns the whole pages inside `[offset, offset+length)` to the OS.
+    /// Returns the whole pages inside `[offset, offset+length)` to the OS. A trim ends a
+    /// background reservation still running: it would fault the pages back in.
     public func trim(offset: Int, length: Int) {
+        reserver?.stop.store(true, ordering: .relaxed)
         let page = pageSize
         let start = (offset + page - 1) / page * page
         let end = (offset + length) / page * page

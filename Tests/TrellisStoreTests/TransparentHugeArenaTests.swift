@@ -128,6 +128,18 @@ struct TransparentHugeArenaTests {
         }
     }
 
+    @Test("a trim ends a background reservation, so trimmed pages are not faulted back in")
+    func trimStopsBackgroundReservation() throws {
+        let arena = try Arena(capacity: 2 << 30, prefault: .background, pages: .transparentHuge)
+        arena.trim(offset: 0, length: arena.capacity)
+        let id = Self.identity(arena)
+        #expect(Self.eventually(20) { Self.openDescriptors(of: id) == 1 })  // the reserving thread ended
+        #expect(arena.reservedBytes < arena.capacity)
+        let settled = Self.allocatedBytes(arena)
+        usleep(200_000)
+        #expect(Self.allocatedBytes(arena) == settled)
+    }
+
     @Test("dropping an arena stops its background reservation: the thread lets go of the file")
     func backgroundReservationStops() throws {
         var arena: Arena? = try Arena(capacity: 2 << 30, prefault: .background, pages: .transparentHuge)
