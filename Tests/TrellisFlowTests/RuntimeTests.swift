@@ -323,6 +323,7 @@ func etcdBinary() -> String? {
         #expect(FileManager.default.fileExists(atPath: RunStore(home: home).directory(of: "warm") + "/logs/zygote.log"))
         let left = (try? FileManager.default.contentsOfDirectory(atPath: home.path)) ?? []
         #expect(!left.contains { $0.hasPrefix("zygote-") }, "\(left)")
+        try? await launcher.runtime.down()  // kept up if the run failed
         #expect(!FileManager.default.fileExists(atPath: RunStore(home: home).libDirectory(of: "warm") + "/z.sock"))
     }
 }
