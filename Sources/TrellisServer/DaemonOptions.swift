@@ -208,7 +208,8 @@ public struct DaemonOptions: Sendable, Equatable {
           --size SIZE               shared memory for blobs, e.g. 4Gi, 512M (binary suffixes; default: physical memory)
           --reserve_memory          pre-fault the whole arena at start (first writes then take no allocation faults)
           --reserve_in_background   with --reserve_memory: serve at once and pre-fault from a background thread at
-                                    idle CPU priority, bottom-up (hugetlb arenas are always reserved at start)
+                                    the lowest priority, bottom-up, until done or the first trim (hugetlb arenas
+                                    are always reserved at start)
           --huge_pages              back the arena with 2 MiB hugetlb pages (needs a pool: /proc/sys/vm/nr_hugepages);
                                     clients then take one page fault per 2 MiB instead of per 4 KiB
           --transparent_huge_pages  (default on) the same without a pool: the arena is a file on a private
