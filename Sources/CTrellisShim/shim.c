@@ -21,28 +21,38 @@ int trellis_punch_hole(int fd, off_t offset, off_t length) {
     return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
 }
 
-ssize_t trellis_send_fd(int socket, int fd, unsigned char byte) {
-    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+/* Sends `length` bytes plus, when fd >= 0, that one fd in one SCM_RIGHTS message
+   (MSG_NOSIGNAL, EINTR retried). Only system calls: usable in a forked child too. */
+static ssize_t send_with_fd(int socket, const void *data, size_t length, int fd) {
+    struct iovec iov = { .iov_base = (void *)data, .iov_len = length };
     union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
     memset(&control, 0, sizeof(control));
     struct msghdr msg = { 0 };
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = control.buf;
-    msg.msg_controllen = sizeof(control.buf);
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    if (fd >= 0) {
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof(control.buf);
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    }
     ssize_t n;
     do { n = sendmsg(socket, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
     return n;
 }
 
-ssize_t trellis_recv_fd(int socket, int *fd_out, unsigned char *byte_out) {
+ssize_t trellis_send_fd(int socket, int fd, unsigned char byte) {
+    return send_with_fd(socket, &byte, 1, fd);
+}
+
+/* Receives up to `length` bytes and at most one fd (MSG_CMSG_CLOEXEC); extra fds and
+   truncated control data are closed and reported as -1 with errno = EPROTO. */
+static ssize_t recv_with_fd(int socket, void *data, size_t length, int *fd_out) {
     *fd_out = -1;
-    struct iovec iov = { .iov_base = byte_out, .iov_len = 1 };
+    struct iovec iov = { .iov_base = data, .iov_len = length };
     union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int) * 4)]; } control;
     struct msghdr msg = { 0 };
     msg.msg_iov = &iov;
@@ -70,6 +80,10 @@ ssize_t trellis_recv_fd(int socket, int *fd_out, unsigned char *byte_out) {
         return -1;
     }
     return n;
+}
+
+ssize_t trellis_recv_fd(int socket, int *fd_out, unsigned char *byte_out) {
+    return recv_with_fd(socket, byte_out, 1, fd_out);
 }
 
 void trellis_lower_thread_priority(void) {
@@ -140,22 +154,7 @@ static int map_self(const char *path, unsigned long long id) {
 
 static void report_and_exit(int channel, unsigned char stage, int err, int fd) {
     int payload[2] = { stage, err };
-    struct iovec iov = { .iov_base = payload, .iov_len = sizeof(payload) };
-    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
-    memset(&control, 0, sizeof(control));
-    struct msghdr msg = { 0 };
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (fd >= 0) {
-        msg.msg_control = control.buf;
-        msg.msg_controllen = sizeof(control.buf);
-        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-        cmsg->cmsg_level = SOL_SOCKET;
-        cmsg->cmsg_type = SCM_RIGHTS;
-        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-    }
-    (void)sendmsg(channel, &msg, MSG_NOSIGNAL);
+    (void)send_with_fd(channel, payload, sizeof(payload), fd);
     _exit(0);
 }
 
@@ -212,23 +211,13 @@ int trellis_private_tmpfs_file(const char *options, off_t size, int *stage_out) 
     close(pair[1]);
     int payload[2] = { TRELLIS_TMPFS_FORK, EPROTO };
     int fd = -1;
-    struct iovec iov = { .iov_base = payload, .iov_len = sizeof(payload) };
-    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
-    struct msghdr msg = { 0 };
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buf;
-    msg.msg_controllen = sizeof(control.buf);
-    ssize_t n;
-    do { n = recvmsg(pair[0], &msg, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+    ssize_t n = recv_with_fd(pair[0], payload, sizeof(payload), &fd);
     int recv_errno = errno;
     close(pair[0]);
     int status;
     while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
-    if (n == (ssize_t)sizeof(payload)) {
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        if (c != NULL && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(c), sizeof(int));
-    } else {
+    if (n != (ssize_t)sizeof(payload)) {
+        payload[0] = TRELLIS_TMPFS_FORK;
         payload[1] = n < 0 ? recv_errno : EPROTO;
     }
     *stage_out = payload[0];

@@ -203,6 +203,23 @@ func etcdBinary() -> String? {
         #expect(launcher.runtime.status().state == nil)
     }
 
+    /// A Python step that prints its parent's command line (a forked worker's parent is its zygote).
+    static let parentStep = """
+        import os
+        def parent():
+            with open("/proc/%d/cmdline" % os.getppid(), "rb") as f:
+                print("parent:", f.read().replace(b"\\0", b" ").decode())
+        """
+
+    /// `listening` (a shell loop `wait`, until the zygote listens), then `forked` (``parentStep``).
+    static func forkedStepFlow(waitingFor wait: String, in directory: String) -> FlowSpec {
+        FlowSpec(
+            steps: [
+                .command("listening", ["sh", "-c", wait]),
+                StepSpec(name: "forked", action: .python(PythonTarget(file: "steps.py", function: "parent")), after: ["listening"]),
+            ], baseDirectory: directory)
+    }
+
     /// A runtime started with a zygote interpreter (`trellis runtime up`) keeps a warm zygote
     /// that every run's Python steps fork from; runs leave it running, `runtime down` stops it.
     @Test func runtimeKeepsAZygoteForItsRuns() async throws {
@@ -211,12 +228,7 @@ func etcdBinary() -> String? {
         let dir = TempDir("trrz")
         defer { dir.cleanup() }
         try fakeDaemon.write(toFile: dir.sub("fake_daemon.py"), atomically: true, encoding: .utf8)
-        try """
-            import os
-            def parent():
-                with open("/proc/%d/cmdline" % os.getppid(), "rb") as f:
-                    print("parent:", f.read().replace(b"\\0", b" ").decode())
-            """.write(toFile: dir.sub("steps.py"), atomically: true, encoding: .utf8)
+        try Self.parentStep.write(toFile: dir.sub("steps.py"), atomically: true, encoding: .utf8)
         let home = TrellisHome(path: dir.sub("home"))
         let planes = DirectoryDataPlane(root: dir.sub("store"), count: 1)
         var env = ProcessInfo.processInfo.environment
@@ -232,11 +244,7 @@ func etcdBinary() -> String? {
         #expect(launcher.runtime.status().summary.contains("python zygote: up pid \(zygote.process.pid)"))
 
         let wait = "for i in $(seq 200); do test -S \(zygote.socket) && exit 0; sleep 0.05; done; exit 1"
-        let spec = FlowSpec(
-            steps: [
-                .command("listening", ["sh", "-c", wait]),
-                StepSpec(name: "forked", action: .python(PythonTarget(file: "steps.py", function: "parent")), after: ["listening"]),
-            ], baseDirectory: dir.path)
+        let spec = Self.forkedStepFlow(waitingFor: wait, in: dir.path)
         for run in ["one", "two"] {
             let record = try await launcher.run(
                 spec: spec, options: FlowRunOptions(runID: run, pythonExecutable: python, environment: env))
@@ -293,12 +301,7 @@ func etcdBinary() -> String? {
         let dir = TempDir("trlz")
         defer { dir.cleanup() }
         try fakeDaemon.write(toFile: dir.sub("fake_daemon.py"), atomically: true, encoding: .utf8)
-        try """
-            import os
-            def parent():
-                with open("/proc/%d/cmdline" % os.getppid(), "rb") as f:
-                    print("parent:", f.read().replace(b"\\0", b" ").decode())
-            """.write(toFile: dir.sub("steps.py"), atomically: true, encoding: .utf8)
+        try Self.parentStep.write(toFile: dir.sub("steps.py"), atomically: true, encoding: .utf8)
         let home = TrellisHome(path: dir.sub("home"))
         let planes = DirectoryDataPlane(root: dir.sub("store"), count: 1)
         var launcher = FlowLauncher(home: home, trellisBinary: "python3", makeDataPlane: { _ in planes })
@@ -307,11 +310,7 @@ func etcdBinary() -> String? {
         let zygotePrefix = home.path + "/zygote-\(getpid())-"
         // The first step waits until the launcher's zygote listens, so the second surely uses it.
         let wait = "for i in $(seq 200); do for s in \(zygotePrefix)*/z.sock; do test -S \"$s\" && exit 0; done; sleep 0.05; done; exit 1"
-        let spec = FlowSpec(
-            steps: [
-                .command("listening", ["sh", "-c", wait]),
-                StepSpec(name: "forked", action: .python(PythonTarget(file: "steps.py", function: "parent")), after: ["listening"]),
-            ], baseDirectory: dir.path)
+        let spec = Self.forkedStepFlow(waitingFor: wait, in: dir.path)
         var env = ProcessInfo.processInfo.environment
         env["TRELLIS_PRELOAD"] = "json"
         let record = try await launcher.run(
