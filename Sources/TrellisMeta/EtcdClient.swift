@@ -252,11 +252,14 @@ public struct EtcdClient: Sendable {
 
     // MARK: KV
 
-    /// Reads `key`, or with `prefix` all keys starting with it, in key order.
-    public func range(_ key: String, prefix: Bool = false, limit: Int64 = 0) async throws(EtcdError) -> EtcdRangeResponse
-    {
+    /// Reads `key`, or with `prefix` all keys starting with it, in key order; `keysOnly`
+    /// leaves the values out (they read as empty).
+    public func range(
+        _ key: String, prefix: Bool = false, limit: Int64 = 0, keysOnly: Bool = false
+    ) async throws(EtcdError) -> EtcdRangeResponse {
         var body = Self.rangeBody(key: key, prefix: prefix)
         if limit > 0 { body["limit"] = .string(String(limit)) }
+        if keysOnly { body["keys_only"] = .bool(true) }
         let reply = try await call("/v3/kv/range", .object(body))
         return EtcdRangeResponse(
             header: Self.header(reply), kvs: try Self.keyValues(reply["kvs"]), count: Self.int64(reply["count"]))

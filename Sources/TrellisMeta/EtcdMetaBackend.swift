@@ -41,6 +41,14 @@ struct EtcdKV: MetaKV {
         }
     }
 
+    func listKeys(prefix: String) async throws -> [(key: String, modRevision: Int64)] {
+        do {
+            return try await client.range(prefix, prefix: true, keysOnly: true).kvs.map { ($0.key, $0.modRevision) }
+        } catch {
+            throw Self.map(error)
+        }
+    }
+
     func put(_ key: String, _ value: String, lease: Int64) async throws {
         do {
             try await client.put(key, value: value, lease: lease)

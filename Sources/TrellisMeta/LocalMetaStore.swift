@@ -133,6 +133,10 @@ extension LocalMetaStore: MetaKV {
         }
     }
 
+    func listKeys(prefix: String) async throws -> [(key: String, modRevision: Int64)] {
+        try await list(prefix: prefix).entries.map { ($0.key, $0.modRevision) }
+    }
+
     func put(_ key: String, _ value: String, lease: Int64) async throws {
         try withState { state in
             if lease != 0 && state.leases[lease] == nil { throw MetaError.leaseLost }

@@ -32,6 +32,14 @@ final class MetaCore<KV: MetaKV>: Sendable {
     }
 
     private let state = Mutex(State())
+
+    /// A published object record as last read, with the revision it had then.
+    private struct CachedObject: Sendable {
+        var modRevision: Int64
+        var object: PersistedObject?
+    }
+    /// Object records by key, for ``objects()``.
+    private let objectCache = Mutex<[String: CachedObject]>([:])
     private let stopSignal: AsyncStream<Void>
     private let stopContinuation: AsyncStream<Void>.Continuation
 
@@ -343,19 +351,51 @@ final class MetaCore<KV: MetaKV>: Sendable {
         return object
     }
 
+    /// Every published object. A record changes only when it is written again (a new
+    /// modification revision), so records are cached by key and revision: a listing reads
+    /// the keys only and fetches just the records it has not seen — one full read when
+    /// most are new (the first listing), single reads for the few new ones after.
     func objects() async throws -> [PersistedObject] {
-        let (entries, _) = try await kv.list(prefix: objectsPrefix)
-        var result: [PersistedObject] = []
-        for entry in entries {
-            guard let id = UInt64(entry.key.dropFirst(objectsPrefix.count), radix: 16),
-                let object = PersistedObject(objectID: id, storedText: entry.value)
-            else {
-                logger.warning("skipping corrupt object record", metadata: ["key": "\(entry.key)"])
-                continue
+        let keys = try await kv.listKeys(prefix: objectsPrefix)
+        let cached = objectCache.withLock { $0 }
+        let missing = keys.filter { cached[$0.key]?.modRevision != $0.modRevision }
+        var fresh: [String: CachedObject] = [:]
+        if missing.count > 8 {
+            let (entries, _) = try await kv.list(prefix: objectsPrefix)
+            for entry in entries { fresh[entry.key] = CachedObject(modRevision: entry.modRevision, object: parseObject(entry)) }
+        } else {
+            for (key, _) in missing {
+                guard let entry = try await kv.get(key).entry else { continue }  // deleted meanwhile
+                fresh[key] = CachedObject(modRevision: entry.modRevision, object: parseObject(entry))
             }
-            result.append(object)
+        }
+        var result: [PersistedObject] = []
+        let current = objectCache.withLock { cache -> [String: CachedObject] in
+            var next: [String: CachedObject] = [:]
+            for (key, revision) in keys {
+                if let f = fresh[key] {
+                    next[key] = f
+                } else if let c = cache[key], c.modRevision == revision {
+                    next[key] = c
+                }
+            }
+            cache = next
+            return next
+        }
+        for (key, _) in keys {
+            if let object = current[key]?.object { result.append(object) }
         }
         return result.sorted { $0.objectID < $1.objectID }
+    }
+
+    private func parseObject(_ entry: KVEntry) -> PersistedObject? {
+        guard let id = UInt64(entry.key.dropFirst(objectsPrefix.count), radix: 16),
+            let object = PersistedObject(objectID: id, storedText: entry.value)
+        else {
+            logger.warning("skipping corrupt object record", metadata: ["key": "\(entry.key)"])
+            return nil
+        }
+        return object
     }
 
     // MARK: Names

@@ -38,6 +38,8 @@ protocol MetaKV: Sendable {
 
     func get(_ key: String) async throws -> (entry: KVEntry?, revision: Int64)
     func list(prefix: String) async throws -> (entries: [KVEntry], revision: Int64)
+    /// The keys under `prefix` with their modification revisions, values left out.
+    func listKeys(prefix: String) async throws -> [(key: String, modRevision: Int64)]
     func put(_ key: String, _ value: String, lease: Int64) async throws
     /// Writes every entry, attached to `lease`, in as few round trips as the store allows
     /// (each batch atomically).

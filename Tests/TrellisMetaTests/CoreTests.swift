@@ -16,6 +16,9 @@ final class EpochKV: MetaKV {
         try await store.list(prefix: prefix)
     }
     func put(_ key: String, _ value: String, lease: Int64) async throws { try await store.put(key, value, lease: lease) }
+    func listKeys(prefix: String) async throws -> [(key: String, modRevision: Int64)] {
+        try await store.listKeys(prefix: prefix)
+    }
     func putAll(_ entries: [(key: String, value: String)], lease: Int64) async throws {
         try await store.putAll(entries, lease: lease)
     }

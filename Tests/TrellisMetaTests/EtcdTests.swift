@@ -177,6 +177,38 @@ struct EtcdTests {
         }
     }
 
+    /// `objects()` caches records by revision and reads only keys when nothing changed: it
+    /// still sees every new, rewritten and removed record, from this instance or another,
+    /// whether few changed (single reads) or many (one full read).
+    @Test(.enabled(if: EtcdBinary.available, EtcdBinary.skipMessage))
+    func objectListingFollowsChanges() async throws {
+        try await withEtcd { server in
+            let cluster = EtcdCluster(server: server)
+            let a = cluster.backend()
+            let b = cluster.backend()
+            let infoA = try await registerSample(a, "a")
+            let infoB = try await registerSample(b, "b")
+            func seen() async throws -> [UInt64: String] {
+                Dictionary(uniqueKeysWithValues: try await b.objects().map { ($0.objectID, $0.metadata) })
+            }
+            try await a.publishObjects((1...20).map { (objectID: UInt64($0), metadata: "{\"v\":1}") })
+            #expect(try await seen().count == 20)  // many new: one full read
+            try await a.publishObject(3, metadata: "{\"v\":2}")  // rewritten
+            try await b.publishObject(21, metadata: "{\"v\":1}")  // new, by the reader itself
+            try await a.removeObject(5)
+            var now = try await seen()
+            #expect(now.count == 20 && now[3] == "{\"v\":2}" && now[21] == "{\"v\":1}" && now[5] == nil)
+            #expect(try await b.objects().first { $0.objectID == 21 }?.owner == infoB.id)
+            #expect(try await b.objects().first { $0.objectID == 3 }?.owner == infoA.id)
+            // Many rewritten at once, and a listing with nothing changed.
+            try await a.publishObjects((1...20).map { (objectID: UInt64($0), metadata: "{\"v\":3}") })
+            now = try await seen()
+            #expect(now.count == 21 && now.filter { $0.value == "{\"v\":3}" }.count == 20)
+            #expect(try await seen() == now)
+            #expect(try await b.objects().map(\.objectID) == (1...21).map(UInt64.init))
+        }
+    }
+
     /// An etcd configured with lower transaction limits than the defaults rejects a
     /// 128-operation batch; publication then goes in smaller transactions and still lands.
     @Test(.enabled(if: EtcdBinary.available, EtcdBinary.skipMessage))
