@@ -233,11 +233,13 @@ func etcdBinary() -> String? {
         let planes = DirectoryDataPlane(root: dir.sub("store"), count: 1)
         var env = ProcessInfo.processInfo.environment
         env["TRELLIS_PRELOAD"] = "json"
+        // Named as users do, "python" on PATH: the runtime and the runs both resolve it.
+        env["PATH"] = repoRoot() + "/.venv/bin:" + (env["PATH"] ?? "/usr/bin:/bin")
         var launcher = FlowLauncher(home: home, trellisBinary: "python3", makeDataPlane: { _ in planes })
         launcher.runtime.serveCommand = [dir.sub("fake_daemon.py")]
         launcher.runtime.etcdBinary = "/nonexistent"
         launcher.runtime.environment = env
-        launcher.runtime.zygoteInterpreter = python
+        launcher.runtime.zygoteInterpreter = "python"
         let state = try await launcher.runtime.up(RuntimeSpec(replicas: 1))
         let zygote = try #require(state.zygote)
         #expect(zygote.interpreter == python && isAlive(zygote.process.pid))
@@ -247,7 +249,7 @@ func etcdBinary() -> String? {
         let spec = Self.forkedStepFlow(waitingFor: wait, in: dir.path)
         for run in ["one", "two"] {
             let record = try await launcher.run(
-                spec: spec, options: FlowRunOptions(runID: run, pythonExecutable: python, environment: env))
+                spec: spec, options: FlowRunOptions(runID: run, pythonExecutable: "python", environment: env))
             #expect(record.state == .succeeded, "\(record.message ?? "")")
             let out = try RunStore(home: home).logs(run: run, step: "forked").stdout
             #expect(out.contains("parent: \(python) \(zygote.directory)/trellis_zygote.py"), "\(out)")

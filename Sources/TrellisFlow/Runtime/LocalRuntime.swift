@@ -234,7 +234,7 @@ public struct LocalRuntime: ReplicaRuntime {
                     detached: true)
             {
                 state.zygote = ZygoteInfo(
-                    process: RuntimeProcess(pid: z.pid, log: z.logPath), socket: z.socket, interpreter: interpreter,
+                    process: RuntimeProcess(pid: z.pid, log: z.logPath), socket: z.socket, interpreter: z.interpreter,
                     directory: z.directory)
                 try saveState(state)
             }
