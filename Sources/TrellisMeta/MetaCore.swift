@@ -324,9 +324,7 @@ final class MetaCore<KV: MetaKV>: Sendable {
     // MARK: Objects
 
     func publishObject(_ objectID: UInt64, metadata: String) async throws {
-        let (instance, lease) = try registration()
-        let record = PersistedObject(objectID: objectID, owner: instance.id, metadata: metadata)
-        try await kv.put(objectKey(objectID), record.storedText, lease: lease)
+        try await publishObjects([(objectID: objectID, metadata: metadata)])
     }
 
     func publishObjects(_ objects: [(objectID: UInt64, metadata: String)]) async throws {

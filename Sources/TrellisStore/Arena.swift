@@ -51,8 +51,6 @@ public final class Arena: Sendable {
     public var reservedBytes: Int { reserver?.done.load(ordering: .relaxed) ?? reservedUpFront }
     private let reservedUpFront: Int
 
-    public var hugePages: Bool { pages == .hugetlb }
-
     /// `map_size` as clients see it: upstream's arenas are 8 bytes longer than the
     /// usable area and clients map `map_size − 8`; keeping that keeps them in bounds.
     public var mapSize: Int { capacity + 8 }

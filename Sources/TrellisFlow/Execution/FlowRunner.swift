@@ -197,11 +197,7 @@ public struct FlowRunner: Sendable {
         // A zygote warmed up by the launcher (while the runtime started) when it fits, else our own.
         let wanted = Self.zygoteInterpreter(spec: record.spec, states: scheduler.states, options: options)
         let warm = options.zygote.flatMap { $0.interpreter == wanted ? $0 : nil }
-        if warm != nil {
-            try? PythonZygote.stubSource.write(
-                toFile: store.libDirectory(of: runID) + "/" + PythonZygote.stubFileName, atomically: true, encoding: .utf8)
-        }
-        let ownZygote = warm == nil ? startZygote(record: record, states: scheduler.states, options: options) : nil
+        let ownZygote = warm == nil ? wanted.flatMap { startZygote(interpreter: $0, runID: runID, options: options) } : nil
         let zygote = warm ?? ownZygote
         defer { ownZygote?.stop() }
         options.observer?(RunEvent(kind: .runStarted, record: record))
@@ -503,8 +499,9 @@ public struct FlowRunner: Sendable {
                 resolveExecutable(p.interpreter ?? options.pythonExecutable, environment: options.environment)
                     == zygote.interpreter
             {
-                // A stub hands the step to a worker forked from the run's warm zygote.
-                let stub = store.libDirectory(of: runID) + "/" + PythonZygote.stubFileName
+                // A stub hands the step to a worker forked from the warm zygote (the stub that
+                // zygote was launched with: they speak one protocol).
+                let stub = zygote.directory + "/" + PythonZygote.stubFileName
                 args = ["-S", stub, "--zygote", zygote.socket, "--pid", String(zygote.pid), "--"] + args
             }
             invocation = (p.interpreter ?? options.pythonExecutable, args)
@@ -561,16 +558,12 @@ public struct FlowRunner: Sendable {
         }.first
     }
 
-    /// Starts the run's zygote in its lib directory, on the interpreter of the first Python
-    /// step still to run; steps on that interpreter use it. Nil when none is wanted or it
-    /// cannot start.
-    private func startZygote(record: RunRecord, states: [String: StepState], options: FlowRunOptions) -> WarmZygote? {
-        guard let interpreter = Self.zygoteInterpreter(spec: record.spec, states: states, options: options) else {
-            return nil
-        }
-        return WarmZygote.launch(
-            interpreter: interpreter, directory: store.libDirectory(of: record.runID),
-            log: store.directory(of: record.runID) + "/logs/zygote.log", environment: options.environment)
+    /// Starts the run's zygote in its lib directory, on `interpreter` (that of the first
+    /// Python step still to run); steps on that interpreter use it. Nil when it cannot start.
+    private func startZygote(interpreter: String, runID: String, options: FlowRunOptions) -> WarmZygote? {
+        WarmZygote.launch(
+            interpreter: interpreter, directory: store.libDirectory(of: runID),
+            log: store.directory(of: runID) + "/logs/zygote.log", environment: options.environment)
     }
 
     func workingDirectory(of spec: StepSpec, baseDirectory: String?) -> String {

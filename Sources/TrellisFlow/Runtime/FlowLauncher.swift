@@ -41,9 +41,10 @@ public struct FlowLauncher: Sendable {
             throw RunStoreError("run '\(id)' already exists; use 'trellis flow resume \(id)' or another --run-id")
         }
         var options = options
-        let warm = zygote(spec: spec, states: [:], options: &options)
+        let status = runtime.status()
+        let warm = zygote(spec: spec, states: [:], runtime: status, options: &options)
         defer { settleZygote(warm, runID: options.runID) }
-        let (state, ephemeral) = try await ensureRuntime(spec.runtime)
+        let (state, ephemeral) = try await ensureRuntime(spec.runtime, status: status)
         let runner = FlowRunner(
             dataPlane: try await makeDataPlane(state.replicas), replicas: state.replicas, store: RunStore(home: home))
         let record: RunRecord
@@ -65,9 +66,10 @@ public struct FlowLauncher: Sendable {
         let previous = try RunStore(home: home).load(runID)
         var options = options
         let states = Dictionary(previous.steps.map { ($0.name, $0.state) }, uniquingKeysWith: { a, _ in a })
-        let warm = zygote(spec: previous.spec, states: states, options: &options)
+        let status = runtime.status()
+        let warm = zygote(spec: previous.spec, states: states, runtime: status, options: &options)
         defer { settleZygote(warm, runID: runID) }
-        let (state, ephemeral) = try await ensureRuntime(previous.spec.runtime)
+        let (state, ephemeral) = try await ensureRuntime(previous.spec.runtime, status: status)
         if ephemeral {
             note("the runtime that held run \(runID)'s intermediates is gone; recomputing them")
         }
@@ -88,11 +90,12 @@ public struct FlowLauncher: Sendable {
     /// vineyard, pandas, pyarrow) overlap the replicas' start-up instead of delaying the first
     /// step. Returns the zygote started here (ours to stop), if any. Nothing when the flow has
     /// no Python step to run or `TRELLIS_ZYGOTE=0`.
-    private func zygote(spec: FlowSpec, states: [String: StepState], options: inout FlowRunOptions) -> WarmZygote? {
+    private func zygote(
+        spec: FlowSpec, states: [String: StepState], runtime status: RuntimeStatus, options: inout FlowRunOptions
+    ) -> WarmZygote? {
         guard let interpreter = FlowRunner.zygoteInterpreter(spec: spec, states: states, options: options) else {
             return nil
         }
-        let status = runtime.status()
         if status.isUp, let z = status.state?.zygote, z.interpreter == interpreter, z.isRunning {
             options.zygote = WarmZygote(attachingTo: z)
             return nil
@@ -124,8 +127,7 @@ public struct FlowLauncher: Sendable {
         try? FileManager.default.removeItem(atPath: zygote.directory)
     }
 
-    private func ensureRuntime(_ spec: RuntimeSpec) async throws -> (RuntimeState, Bool) {
-        let status = runtime.status()
+    private func ensureRuntime(_ spec: RuntimeSpec, status: RuntimeStatus) async throws -> (RuntimeState, Bool) {
         if status.isUp, let state = status.state {
             if state.replicas.count != spec.replicas {
                 note(
