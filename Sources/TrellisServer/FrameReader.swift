@@ -15,6 +15,7 @@ struct FrameReader: ~Copyable {
     private var buffer: UnsafeMutableRawBufferPointer
     private var start = 0
     private var end = 0
+    private var splitYield = SplitFrameYield()
 
     init(raw: Int32, maxMessageSize: Int, capacity: Int = 64 << 10) {
         self.raw = raw
@@ -41,6 +42,7 @@ struct FrameReader: ~Copyable {
             start = 0
             end = have
         }
+        if end > start && end - start < count { yieldForRest() }
         while end - start < count {
             let n = recv(raw, buffer.baseAddress! + end, buffer.count - end, 0)
             if n > 0 {
@@ -53,6 +55,18 @@ struct FrameReader: ~Copyable {
             }
         }
         return true
+    }
+
+    /// Part of a frame is buffered and the rest is on its way: give the CPU to the sender
+    /// (see ``SplitFrameYield``), then take whatever has arrived without waiting.
+    private mutating func yieldForRest() {
+        let t0 = monotonicNanoseconds()
+        guard splitYield.shouldYield(now: t0) else { return }
+        sched_yield()
+        let n = recv(raw, buffer.baseAddress! + end, buffer.count - end, Int32(MSG_DONTWAIT))
+        splitYield.record(gotMore: n > 0, start: t0, end: monotonicNanoseconds())
+        // EOF and errors are seen again, and handled, by the blocking read that follows.
+        if n > 0 { end += n }
     }
 
     /// The next frame's body, valid until the next call.

@@ -3,6 +3,13 @@ import CTrellisShim
 import Glibc
 #endif
 
+/// CLOCK_MONOTONIC in nanoseconds.
+public func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
 /// Gives the calling thread the lowest CPU priority (nice 19).
 public func lowerCurrentThreadPriority() {
     trellis_lower_thread_priority()

@@ -1,6 +1,7 @@
 import ArgumentParser
 import TrellisClient
 import TrellisProtocol
+import TrellisSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -68,16 +69,16 @@ struct BenchClient: ParsableCommand {
         }
         var latencies: [UInt64] = []
         latencies.reserveCapacity(iterations)
-        let start = now()
+        let start = monotonicNanoseconds()
         for _ in 0..<iterations {
-            let t0 = now()
+            let t0 = monotonicNanoseconds()
             let t = try client.putTensor(values)
             let got = try client.get(Tensor<Int64>.self, t.id)
-            latencies.append(now() - t0)
+            latencies.append(monotonicNanoseconds() - t0)
             precondition(got.count == values.count)
             ids.append(t.id)
         }
-        let total = now() - start
+        let total = monotonicNanoseconds() - start
         for chunk in stride(from: 0, to: ids.count, by: 1000) {
             try client.delete(Array(ids[chunk..<min(chunk + 1000, ids.count)]))
         }
@@ -98,13 +99,13 @@ struct BenchClient: ParsableCommand {
         var puts: [UInt64] = []
         var gets: [UInt64] = []
         for _ in 0..<max(1, repeats) {
-            let t0 = now()
+            let t0 = monotonicNanoseconds()
             let t = try client.createTensor(dtype: .uint8, shape: [bytes]) { dst in
                 dst.copyMemory(from: UnsafeRawBufferPointer(source))
             }
-            let t1 = now()
+            let t1 = monotonicNanoseconds()
             let got = try client.get(Tensor<UInt8>.self, t.id)
-            let t2 = now()
+            let t2 = monotonicNanoseconds()
             precondition(got.count == bytes && got[4096 % bytes] == source[4096 % bytes])
             puts.append(t1 - t0)
             gets.append(t2 - t1)
@@ -118,11 +119,5 @@ struct BenchClient: ParsableCommand {
             "put_s": .double(put), "put_gbps": .double(Double(bytes) / put / 1e9),
             "get_us": .double(Double(gets[gets.count / 2]) / 1000),
         ]
-    }
-
-    private func now() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 }
