@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import itertools
 import json
 import math
 import os
@@ -342,6 +343,27 @@ def worker_echo_server(a):
     srv.close()
 
 
+def worker_native_echo_server(a):
+    """bench/echo_server.c, compiled: this process becomes it (same pid, same CPU)."""
+    _pin_self(a)
+    os.execv(a["binary"], [a["binary"], a["path"], str(a["rep"])])
+
+
+def build_native_echo(tmpdir):
+    """Compiles bench/echo_server.c with the first C compiler found; None if none works."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "echo_server.c")
+    out = os.path.join(tmpdir, "echo_server")
+    for cc in ("cc", "gcc", "clang"):
+        if shutil.which(cc) is None:
+            continue
+        r = subprocess.run([cc, "-O2", "-o", out, src], capture_output=True, text=True)
+        if r.returncode == 0:
+            return out
+        log(f"anchors: {cc} could not build {src}: {r.stderr.strip()[:300]}")
+    log("anchors: no C compiler; the native echo anchor is left out")
+    return None
+
+
 def worker_echo_client(a):
     _pin_self(a)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -572,6 +594,7 @@ WORKERS = {
     "trivial": worker_trivial,
     "echo_server": worker_echo_server,
     "echo_client": worker_echo_client,
+    "native_echo_server": worker_native_echo_server,
     "large": worker_large,
     "df_writer": worker_df_writer,
     "df_reader": worker_df_reader,
@@ -999,9 +1022,14 @@ class Bench:
 
     def _run_anchors(self):
         log("anchors: UNIX socket echo")
-        for key, cpu in (("echo", None), ("echo_cpu", self.o.pin_cpu)):
+        native = build_native_echo(self.tmp)
+        servers = [("echo", "echo_server", {}), ("native_echo", "native_echo_server", {"binary": native})]
+        for (base, kind, extra), (suffix, cpu) in itertools.product(servers, (("", None), ("_cpu", self.o.pin_cpu))):
+            if kind == "native_echo_server" and native is None:
+                continue
+            key = base + suffix
             path = os.path.join(self.tmp, key + ".sock")
-            srv = Worker("echo_server", {"path": path, "rep": EXISTS_REP_BODY, "cpu": cpu}, self.tmp)
+            srv = Worker(kind, {"path": path, "rep": EXISTS_REP_BODY, "cpu": cpu, **extra}, self.tmp)
             ok = False
             try:
                 srv.wait_ready()
@@ -1202,13 +1230,14 @@ def render(bench: Bench, info: dict, cmdline: str, note: str = "") -> str:
 
     a = bench.anchors
     anchor_lines = ["| anchor (no daemon) | value |", "|---|---:|"]
-    for key, suffix in (("echo", ""), ("echo_cpu", ", one CPU¹")):
-        if key in a:
-            e = a[key]
-            anchor_lines += [
-                f"| UNIX socket round trip, Python echo server, {EXISTS_REQ_BODY + 8} B / {EXISTS_REP_BODY + 8} B{suffix} (µs) | {e['wall_us']:.1f} |",
-                f"| echo server CPU / request{suffix} (µs) | {e['daemon_cpu_us']:.1f} |",
-            ]
+    for base, server in (("echo", "Python echo server"), ("native_echo", "C echo server (bench/echo_server.c)")):
+        for key, suffix in ((base, ""), (base + "_cpu", ", one CPU¹")):
+            if key in a:
+                e = a[key]
+                anchor_lines += [
+                    f"| UNIX socket round trip, {server}, {EXISTS_REQ_BODY + 8} B / {EXISTS_REP_BODY + 8} B{suffix} (µs) | {e['wall_us']:.1f} |",
+                    f"| {server}: CPU / request{suffix} (µs) | {e['daemon_cpu_us']:.1f} |",
+                ]
     if "memcpy" in a:
         m = a["memcpy"]
         gb = m["nbytes"] / 1e9
