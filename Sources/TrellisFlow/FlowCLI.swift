@@ -157,8 +157,8 @@ public enum FlowCLI {
         _ spec: RuntimeSpec, home: TrellisHome = .fromEnvironment(), trellisBinary: String = currentExecutable()
     ) async -> Int32 {
         var rt = LocalRuntime(directory: home.runtimeDirectory, trellisBinary: trellisBinary)
-        if rt.environment["TRELLIS_ZYGOTE"] != "0" {
-            rt.zygoteInterpreter = rt.environment["TRELLIS_PYTHON"].flatMap { $0.isEmpty ? nil : $0 } ?? "python3"
+        if PythonZygote.isEnabled(environment: rt.environment) {
+            rt.zygoteInterpreter = FlowRunOptions.defaultPython(environment: rt.environment)
         }
         do {
             _ = try await rt.up(spec)

@@ -125,7 +125,7 @@ public final class VineyardPythonDataPlane: DataPlane, @unchecked Sendable {
     private let queue = DispatchQueue(label: "trellis.flow.vineyard-python-data-plane")
 
     /// Starts the helper with `python` (which must import `vineyard`).
-    public init(python: String = ProcessInfo.processInfo.environment["TRELLIS_PYTHON"] ?? "python3") throws {
+    public init(python: String = FlowRunOptions.defaultPython(environment: ProcessInfo.processInfo.environment)) throws {
         let inPipe = Pipe()
         let outPipe = Pipe()
         let path = try ChildProcess.resolve(python, environment: ProcessInfo.processInfo.environment, workingDirectory: nil)

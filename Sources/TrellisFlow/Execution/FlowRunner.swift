@@ -50,7 +50,13 @@ public struct FlowRunOptions: Sendable {
     /// when its interpreter is the Python steps', and stopped by whoever started it.
     public var zygote: WarmZygote?
 
-    /// Creates options; the interpreter defaults to `$TRELLIS_PYTHON`, else `python3`.
+    /// The interpreter of Python steps that name none: `$TRELLIS_PYTHON` when set and not
+    /// empty, else `python3`. Runtimes start their zygote on it, so that runs match it.
+    public static func defaultPython(environment: [String: String]) -> String {
+        environment["TRELLIS_PYTHON"].flatMap { $0.isEmpty ? nil : $0 } ?? "python3"
+    }
+
+    /// Creates options; the interpreter defaults to ``defaultPython(environment:)``.
     public init(
         runID: String? = nil, keepObjects: Bool = false, maxParallel: Int? = nil, pythonExecutable: String? = nil,
         killGrace: Double = 3, environment: [String: String] = ProcessInfo.processInfo.environment,
@@ -59,7 +65,7 @@ public struct FlowRunOptions: Sendable {
         self.runID = runID
         self.keepObjects = keepObjects
         self.maxParallel = maxParallel
-        self.pythonExecutable = pythonExecutable ?? environment["TRELLIS_PYTHON"] ?? "python3"
+        self.pythonExecutable = pythonExecutable ?? Self.defaultPython(environment: environment)
         self.killGrace = killGrace
         self.environment = environment
         self.observer = observer
@@ -551,7 +557,7 @@ public struct FlowRunner: Sendable {
     /// The interpreter of the first Python step still to run, when a zygote would serve it
     /// (and `TRELLIS_ZYGOTE` is not `0`).
     static func zygoteInterpreter(spec: FlowSpec, states: [String: StepState], options: FlowRunOptions) -> String? {
-        guard options.environment["TRELLIS_ZYGOTE"] != "0" else { return nil }
+        guard PythonZygote.isEnabled(environment: options.environment) else { return nil }
         return spec.steps.lazy.compactMap { step -> String? in
             guard case .python(let p)? = step.action, states[step.name] != .succeeded else { return nil }
             return resolveExecutable(p.interpreter ?? options.pythonExecutable, environment: options.environment)

@@ -22,6 +22,11 @@ public enum PythonZygote {
     public static let zygoteFileName = "trellis_zygote.py"
     public static let stubFileName = "trellis_stub.py"
 
+    /// Zygotes are on unless `TRELLIS_ZYGOTE` is `0`.
+    public static func isEnabled(environment: [String: String]) -> Bool {
+        environment["TRELLIS_ZYGOTE"] != "0"
+    }
+
     /// The zygote server: `python trellis_zygote.py --socket PATH [--detached]`. It serves
     /// while its parent lives, or, `--detached` (a runtime's), until SIGTERM or until its
     /// socket is removed.
