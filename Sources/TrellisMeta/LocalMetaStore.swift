@@ -138,10 +138,7 @@ extension LocalMetaStore: MetaKV {
     }
 
     func put(_ key: String, _ value: String, lease: Int64) async throws {
-        try withState { state in
-            if lease != 0 && state.leases[lease] == nil { throw MetaError.leaseLost }
-            Self.apply(&state, [.put(key: key, value: value)], lease: lease)
-        }
+        try await putAll([(key: key, value: value)], lease: lease)
     }
 
     func putAll(_ entries: [(key: String, value: String)], lease: Int64) async throws {

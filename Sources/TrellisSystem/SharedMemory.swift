@@ -69,11 +69,11 @@ public enum SharedMemoryFile {
 
     /// The first 4 KiB of a (proc or sys) file as text, or nil.
     static func readSmallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        let raw = open(path, O_RDONLY | O_CLOEXEC)
+        guard raw >= 0 else { return nil }
+        let fd = OwnedFD(adopting: raw)
         var bytes = [UInt8](repeating: 0, count: 4096)
-        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        let n = bytes.withUnsafeMutableBytes { read(fd.raw, $0.baseAddress, $0.count) }
         return n >= 0 ? String(decoding: bytes.prefix(n), as: UTF8.self) : nil
     }
 
