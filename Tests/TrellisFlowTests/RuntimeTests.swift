@@ -157,17 +157,24 @@ func etcdBinary() -> String? {
 }
 
 @Suite struct LauncherTests {
-    /// `flow run` with no runtime up starts an ephemeral one, stops it after success, keeps it
-    /// after a failure (for resume), and a successful resume stops it.
-    @Test func ephemeralRuntimeLifecycle() async throws {
-        let dir = TempDir("trla")
-        defer { dir.cleanup() }
+    /// A launcher with its home in `dir/home`, whose runtime runs ``fakeDaemon`` replicas (no
+    /// etcd) and whose data plane is directories under `dir/store`.
+    static func fakeLauncher(in dir: TempDir) throws -> FlowLauncher {
         try fakeDaemon.write(toFile: dir.sub("fake_daemon.py"), atomically: true, encoding: .utf8)
         let home = TrellisHome(path: dir.sub("home"))
         let planes = DirectoryDataPlane(root: dir.sub("store"), count: 1)
         var launcher = FlowLauncher(home: home, trellisBinary: "python3", makeDataPlane: { _ in planes })
         launcher.runtime.serveCommand = [dir.sub("fake_daemon.py")]
         launcher.runtime.etcdBinary = "/nonexistent"
+        return launcher
+    }
+
+    /// `flow run` with no runtime up starts an ephemeral one, stops it after success, keeps it
+    /// after a failure (for resume), and a successful resume stops it.
+    @Test func ephemeralRuntimeLifecycle() async throws {
+        let dir = TempDir("trla")
+        defer { dir.cleanup() }
+        let launcher = try Self.fakeLauncher(in: dir)
         // The fake data plane addresses replicas by directory, not by the daemons' sockets.
         let ok = FlowSpec(steps: [.command("a", ["true"])])
         var r = try await launcher.run(spec: ok, options: FlowRunOptions(runID: "ok"))
@@ -227,17 +234,13 @@ func etcdBinary() -> String? {
         guard access(python, X_OK) == 0 else { return }
         let dir = TempDir("trrz")
         defer { dir.cleanup() }
-        try fakeDaemon.write(toFile: dir.sub("fake_daemon.py"), atomically: true, encoding: .utf8)
         try Self.parentStep.write(toFile: dir.sub("steps.py"), atomically: true, encoding: .utf8)
-        let home = TrellisHome(path: dir.sub("home"))
-        let planes = DirectoryDataPlane(root: dir.sub("store"), count: 1)
+        var launcher = try Self.fakeLauncher(in: dir)
+        let home = launcher.home
         var env = ProcessInfo.processInfo.environment
         env["TRELLIS_PRELOAD"] = "json"
         // Named as users do, "python" on PATH: the runtime and the runs both resolve it.
         env["PATH"] = repoRoot() + "/.venv/bin:" + (env["PATH"] ?? "/usr/bin:/bin")
-        var launcher = FlowLauncher(home: home, trellisBinary: "python3", makeDataPlane: { _ in planes })
-        launcher.runtime.serveCommand = [dir.sub("fake_daemon.py")]
-        launcher.runtime.etcdBinary = "/nonexistent"
         launcher.runtime.environment = env
         launcher.runtime.zygoteInterpreter = "python"
         let state = try await launcher.runtime.up(RuntimeSpec(replicas: 1))
@@ -302,13 +305,9 @@ func etcdBinary() -> String? {
         guard access(python, X_OK) == 0 else { return }
         let dir = TempDir("trlz")
         defer { dir.cleanup() }
-        try fakeDaemon.write(toFile: dir.sub("fake_daemon.py"), atomically: true, encoding: .utf8)
         try Self.parentStep.write(toFile: dir.sub("steps.py"), atomically: true, encoding: .utf8)
-        let home = TrellisHome(path: dir.sub("home"))
-        let planes = DirectoryDataPlane(root: dir.sub("store"), count: 1)
-        var launcher = FlowLauncher(home: home, trellisBinary: "python3", makeDataPlane: { _ in planes })
-        launcher.runtime.serveCommand = [dir.sub("fake_daemon.py")]
-        launcher.runtime.etcdBinary = "/nonexistent"
+        let launcher = try Self.fakeLauncher(in: dir)
+        let home = launcher.home
         let zygotePrefix = home.path + "/zygote-\(getpid())-"
         // The first step waits until the launcher's zygote listens, so the second surely uses it.
         let wait = "for i in $(seq 200); do for s in \(zygotePrefix)*/z.sock; do test -S \"$s\" && exit 0; done; sleep 0.05; done; exit 1"
