@@ -610,18 +610,18 @@ class BenchError(RuntimeError):
 
 
 class Worker:
-    """A child process running this file with --_worker KIND."""
+    """A child process running `script` (default: this file) with --_worker KIND."""
 
     live: list = []
     counter = 0
 
-    def __init__(self, kind: str, args: dict, tmpdir: str, timeout: float = 900):
+    def __init__(self, kind: str, args: dict, tmpdir: str, timeout: float = 900, script: str = __file__):
         self.kind, self.timeout = kind, timeout
         Worker.counter += 1
         self.errpath = os.path.join(tmpdir, f"w{Worker.counter}-{kind}.err")
         self.err = open(self.errpath, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--_worker", kind, json.dumps(args)],
+            [sys.executable, os.path.abspath(script), "--_worker", kind, json.dumps(args)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.err,
@@ -694,9 +694,9 @@ class Worker:
             Worker.live.remove(self)
 
 
-def run_together(kind, args_list, tmpdir):
+def run_together(kind, args_list, tmpdir, script=__file__):
     """Start workers, wait until all are READY, release them at once, collect results."""
-    ws = [Worker(kind, a, tmpdir) for a in args_list]
+    ws = [Worker(kind, a, tmpdir, script=script) for a in args_list]
     ok = False
     try:
         for w in ws:
@@ -711,8 +711,8 @@ def run_together(kind, args_list, tmpdir):
             w.finish() if ok else w.kill()
 
 
-def run_one(kind, args, tmpdir):
-    return run_together(kind, [args], tmpdir)[0]
+def run_one(kind, args, tmpdir, script=__file__):
+    return run_together(kind, [args], tmpdir, script)[0]
 
 
 class Daemon:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,10 +44,13 @@ from daemon_bench import (  # noqa: E402
     BenchError,
     Daemon,
     _make_df,
+    _ready_then_wait_go,
+    _result,
     find_trellis,
     find_vineyardd,
     median,
     proc_cpu_ns,
+    run_one,
 )
 
 # Extension calls that are one request to the daemon each (see the module docstring).
@@ -56,7 +58,7 @@ REQUEST_CALLS = ("create_blob", "seal", "create_metadata", "persist", "put_name"
 COPY_CALLS = ("copy",)
 
 
-def worker(a: dict) -> dict:
+def worker_put(a: dict) -> None:
     import cProfile
     import pstats
 
@@ -66,6 +68,7 @@ def worker(a: dict) -> dict:
     nbytes = int(sum(df[c].to_numpy().nbytes for c in df.columns))
     client = vineyard.connect(a["sock"])
     client.delete(client.put(df, persist=True), deep=True)  # warm: mapping, imports, arena
+    _ready_then_wait_go()
 
     times, daemon_ms = [], []
     for _ in range(a["rounds"]):
@@ -98,42 +101,30 @@ def worker(a: dict) -> dict:
             entry = calls.setdefault(short, {"calls": 0, "s": 0.0})
             entry["calls"] += ncalls
             entry["s"] += tottime
-    return {
+    _result({
         "nbytes": nbytes,
         "put_s": median(times),
         "put_all_s": times,
         "daemon_cpu_ms": median(daemon_ms),
         "profiled_s": profiled_s,
         "calls": calls,
-    }
+    })
 
 
-def worker_memcpy(a: dict) -> dict:
+def worker_memcpy(a: dict) -> None:
     import numpy as np
 
     df = _make_df(a["rows"], a["cols"], a["seed"])
     columns = [df[c].to_numpy() for c in df.columns]
     dst = [np.ones_like(col) for col in columns]  # touched: no page faults in the copy
+    _ready_then_wait_go()
     times = []
     for _ in range(a["rounds"]):
         t0 = time.perf_counter()
         for d, s in zip(dst, columns):
             np.copyto(d, s)
         times.append(time.perf_counter() - t0)
-    return {"copy_s": median(times), "nbytes": int(sum(c.nbytes for c in columns))}
-
-
-def run_worker(kind: str, args: dict) -> dict:
-    proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--_worker", kind, json.dumps(args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise BenchError(f"{kind} worker failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    _result({"copy_s": median(times), "nbytes": int(sum(c.nbytes for c in columns))})
 
 
 def fmt_ms(s: float) -> str:
@@ -182,8 +173,7 @@ def table(results: dict, anchor: dict, labels: list) -> str:
 def main() -> int:
     if len(sys.argv) >= 3 and sys.argv[1] == "--_worker":
         kind, args = sys.argv[2], json.loads(sys.argv[3])
-        out = worker(args) if kind == "put" else worker_memcpy(args)
-        print("RESULT " + json.dumps(out), flush=True)
+        {"put": worker_put, "memcpy": worker_memcpy}[kind](args)
         return 0
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -211,13 +201,15 @@ def main() -> int:
             print(f"[put_breakdown] {label}: {' '.join(argv)}", file=sys.stderr, flush=True)
             daemon.start()
             try:
-                results[label] = run_worker(
+                results[label] = run_one(
                     "put",
                     {"sock": sock, "pid": daemon.pid, "rows": o.rows, "cols": o.cols, "seed": 7, "rounds": o.rounds},
+                    tmp,
+                    script=__file__,
                 )
             finally:
                 daemon.stop()
-        anchor = run_worker("memcpy", {"rows": o.rows, "cols": o.cols, "seed": 7, "rounds": o.rounds})
+        anchor = run_one("memcpy", {"rows": o.rows, "cols": o.cols, "seed": 7, "rounds": o.rounds}, tmp, script=__file__)
 
     m = machine_info()
     print(f"Machine: {m}")
