@@ -4,18 +4,26 @@ public struct Replica: Codable, Sendable, Equatable, Hashable {
     public var index: Int
     /// Its IPC socket (what a step gets as `VINEYARD_IPC_SOCKET`).
     public var socket: String
-    /// Its RPC port on 127.0.0.1, if it listens for RPC.
+    /// Its RPC port, if it listens for RPC.
     public var rpcPort: Int?
+    /// The address its RPC listens on (`nil`: 127.0.0.1); a node's own address on
+    /// network-namespace nodes and Kubernetes.
+    public var host: String?
+    /// The node it runs on (`MY_NODE_NAME`, published in the cluster metadata); `nil` for
+    /// replicas of a local runtime, which all share this machine.
+    public var node: String?
 
     /// Creates a replica description.
-    public init(index: Int, socket: String, rpcPort: Int? = nil) {
+    public init(index: Int, socket: String, rpcPort: Int? = nil, host: String? = nil, node: String? = nil) {
         self.index = index
         self.socket = socket
         self.rpcPort = rpcPort
+        self.host = host
+        self.node = node
     }
 
-    /// `127.0.0.1:<port>` when it has an RPC port (`VINEYARD_RPC_ENDPOINT`).
-    public var rpcEndpoint: String? { rpcPort.map { "127.0.0.1:\($0)" } }
+    /// `<host>:<port>` when it has an RPC port (`VINEYARD_RPC_ENDPOINT`).
+    public var rpcEndpoint: String? { rpcPort.map { "\(host ?? "127.0.0.1"):\($0)" } }
 }
 
 /// What the flow runner needs from the object store, by object *store* name
