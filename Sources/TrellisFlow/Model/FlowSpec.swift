@@ -2,7 +2,7 @@
 /// the object store.
 ///
 /// The same value comes from three front doors: a YAML file (``FlowSpec/load(yaml:baseDirectory:)``),
-/// Swift code (build the value directly), and the `trellis_flow` Python module (which writes
+/// Swift code (build the value directly), and the `trellis.flow` Python module (which writes
 /// the YAML form). Dependencies are inferred from ``StepSpec/inputs`` and ``StepSpec/outputs``
 /// (a step waits for the producer of each of its inputs); ``StepSpec/after`` adds ordering
 /// that no object expresses. Call ``FlowSpec/validate()`` before running anything.

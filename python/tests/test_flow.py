@@ -1,11 +1,11 @@
-"""Unit tests of the Python front door (no Trellis needed): python3 -m unittest discover."""
+"""Unit tests of trellis.flow (no Trellis needed): pytest python/tests, or python3 -m unittest discover -s python/tests -p test_flow.py."""
 
 import json
 import os
 import tempfile
 import unittest
 
-from trellis_flow import Flow, Runtime, infer_names
+from trellis.flow import Flow, Runtime, infer_names
 
 
 def produce():

@@ -1,15 +1,44 @@
-"""The Python front door: builds the same flow model as the YAML file and the Swift API."""
+"""Trellis flows from Python, in the seed's chaining style.
+
+    from trellis.flow import Flow, Runtime
+
+    def preprocess():
+        import vineyard
+        ...
+        vineyard.put(X_train, name="x_train", persist=True)
+
+    def train():
+        import vineyard
+        x = vineyard.get(name="x_train", fetch=True)
+        ...
+
+    run = Flow(runtime=Runtime(replicas=2, size="30Gi")) \\
+        .process(preprocess).process(train) \\
+        .run(run_id="linear-regression")
+    run.wait()
+
+Each function becomes a step: its source is written to a file and run by the Trellis
+runner (never pasted into a shell), so imports go inside the function, as in the seed.
+The objects a step reads and writes are found in its source (string-literal ``name=`` of
+``put``/``get`` calls) so placement can put a step next to its inputs; pass ``inputs=`` /
+``outputs=`` to ``process`` to state them yourself. This builds the same flow model as the
+YAML file and the Swift API, and runs it with ``trellis flow run``.
+"""
+
+from __future__ import annotations
 
 import ast
 import inspect
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import textwrap
 import time
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from ._binary import find_trellis
 
 __all__ = ["Flow", "FlowFailed", "Run", "Runtime", "infer_names"]
 
@@ -19,7 +48,7 @@ _STEP_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123
 class FlowFailed(RuntimeError):
     """The run failed or was cancelled; ``record`` is the run record (a dict)."""
 
-    def __init__(self, message, record=None):
+    def __init__(self, message: str, record: Optional[Dict[str, Any]] = None) -> None:
         super().__init__(message)
         self.record = record
 
@@ -32,7 +61,8 @@ class Runtime:
     (the pool must hold ``replicas * size``; see /proc/sys/vm/nr_hugepages).
     """
 
-    def __init__(self, replicas=1, size="1Gi", medium="memory", spill_dir=None, huge_pages=False):
+    def __init__(self, replicas: int = 1, size: str = "1Gi", medium: str = "memory",
+                 spill_dir: Optional[str] = None, huge_pages: bool = False) -> None:
         if medium not in ("memory", "spill"):
             raise ValueError("medium must be 'memory' or 'spill'")
         if medium == "spill" and not spill_dir:
@@ -43,8 +73,8 @@ class Runtime:
         self.spill_dir = spill_dir
         self.huge_pages = bool(huge_pages)
 
-    def to_dict(self):
-        d = {"replicas": self.replicas, "size": self.size, "medium": self.medium}
+    def to_dict(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {"replicas": self.replicas, "size": self.size, "medium": self.medium}
         if self.huge_pages:
             d["huge_pages"] = True
         if self.spill_dir:
@@ -52,16 +82,17 @@ class Runtime:
         return d
 
 
-def infer_names(source):
+def infer_names(source: str) -> Tuple[List[str], List[str]]:
     """Object names a function's source reads and writes: ``(inputs, outputs)``.
 
     Counts string-literal names only: ``*.put(..., name="x")`` and ``*.put_name(obj, "x")``
     write ``x``; ``*.get(name="x")`` and ``*.get_name("x")`` read it.
     """
     tree = ast.parse(textwrap.dedent(source))
-    inputs, outputs = [], []
+    inputs: List[str] = []
+    outputs: List[str] = []
 
-    def literal(node):
+    def literal(node: ast.AST) -> Optional[str]:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             return node.value
         return None
@@ -87,8 +118,9 @@ def infer_names(source):
         elif fname == "get_name" and node.args and literal(node.args[0]):
             inputs.append(literal(node.args[0]))
 
-    def unique(names):
-        seen, out = set(), []
+    def unique(names: List[str]) -> List[str]:
+        seen: set = set()
+        out: List[str] = []
         for n in names:
             if n not in seen:
                 seen.add(n)
@@ -101,9 +133,12 @@ def infer_names(source):
 
 
 class _Step:
-    def __init__(self, name, function=None, command=None, file=None, inputs=None, outputs=None,
-                 after=None, env=None, retries=0, retry_delay=None, timeout=None, chained_after=None,
-                 interpreter=None):
+    def __init__(self, name: str, function: Optional[Callable[[], Any]] = None,
+                 command: Optional[List[str]] = None, file: Optional[str] = None,
+                 inputs: Optional[Sequence[str]] = None, outputs: Optional[Sequence[str]] = None,
+                 after: Optional[Sequence[str]] = None, env: Optional[Dict[str, str]] = None,
+                 retries: int = 0, retry_delay: Optional[float] = None, timeout: Optional[float] = None,
+                 chained_after: Optional[str] = None, interpreter: Optional[str] = None) -> None:
         self.name = name
         self.function = function
         self.command = command
@@ -117,7 +152,9 @@ class _Step:
         self.retry_delay = retry_delay
         self.timeout = timeout
         self.interpreter = interpreter
-        self.inferred_inputs, self.inferred_outputs = [], []
+        self.inferred_inputs: List[str] = []
+        self.inferred_outputs: List[str] = []
+        self.source: Optional[str]
         if function is not None:
             self.source = textwrap.dedent(inspect.getsource(function))
             self.inferred_inputs, self.inferred_outputs = infer_names(self.source)
@@ -125,7 +162,7 @@ class _Step:
             self.source = None
 
     @property
-    def outputs(self):
+    def outputs(self) -> List[str]:
         return list(self.declared_outputs) if self.declared_outputs is not None else self.inferred_outputs
 
 
@@ -133,14 +170,19 @@ class Flow:
     """A flow built by chaining ``process`` calls (each step runs after the previous one,
     like the seed's ``runAfter``, and next to its inputs)."""
 
-    def __init__(self, runtime=None, name="flow", max_parallel=None):
+    def __init__(self, runtime: Optional[Runtime] = None, name: str = "flow",
+                 max_parallel: Optional[int] = None) -> None:
         self.runtime = runtime or Runtime()
         self.name = name
         self.max_parallel = max_parallel
-        self.steps = []
+        self.steps: List[_Step] = []
 
-    def process(self, function=None, *, name=None, command=None, file=None, inputs=None, outputs=None,
-                after=None, env=None, retries=0, retry_delay=None, timeout=None, interpreter=None):
+    def process(self, function: Optional[Callable[[], Any]] = None, *, name: Optional[str] = None,
+                command: Optional[Sequence[str]] = None, file: Optional[str] = None,
+                inputs: Optional[Sequence[str]] = None, outputs: Optional[Sequence[str]] = None,
+                after: Optional[Sequence[str]] = None, env: Optional[Dict[str, str]] = None,
+                retries: int = 0, retry_delay: Optional[float] = None, timeout: Optional[float] = None,
+                interpreter: Optional[str] = None) -> "Flow":
         """Adds a step and returns the flow (for chaining).
 
         ``function``: a plain module-level function with no arguments (imports inside it); or
@@ -170,20 +212,21 @@ class Flow:
             retry_delay=retry_delay, timeout=timeout, chained_after=chained, interpreter=interpreter))
         return self
 
-    def to_dict(self, source_dir, base_dir=None):
+    def to_dict(self, source_dir: str, base_dir: Optional[str] = None) -> Dict[str, Any]:
         """The flow in the YAML front door's shape; function sources are written to
         ``source_dir/<step>.py``."""
         os.makedirs(source_dir, exist_ok=True)
-        produced = set()
+        produced: set = set()
         for s in self.steps:
             produced.update(s.outputs)
         steps = []
         for s in self.steps:
-            d = {"name": s.name}
+            d: Dict[str, Any] = {"name": s.name}
             if s.function is not None:
+                assert s.source is not None
                 path = os.path.join(os.path.abspath(source_dir), s.name + ".py")
                 with open(path, "w") as f:
-                    f.write("# step %r of flow %r, generated by trellis_flow from %s\n\n"
+                    f.write("# step %r of flow %r, generated by trellis.flow from %s\n\n"
                             % (s.name, self.name, inspect.getsourcefile(s.function)))
                     f.write(s.source)
                 d["python"] = {"file": path, "function": s.function.__name__,
@@ -213,13 +256,13 @@ class Flow:
             if s.timeout is not None:
                 d["timeout"] = float(s.timeout)
             steps.append(d)
-        out = {"name": self.name, "runtime": self.runtime.to_dict(), "steps": steps}
+        out: Dict[str, Any] = {"name": self.name, "runtime": self.runtime.to_dict(), "steps": steps}
         if self.max_parallel:
             out["max_parallel"] = self.max_parallel
         out["base_dir"] = os.path.abspath(base_dir or os.getcwd())
         return out
 
-    def save(self, directory, base_dir=None):
+    def save(self, directory: str, base_dir: Optional[str] = None) -> str:
         """Writes ``directory/flow.yaml`` (JSON, which is YAML) and the step sources; returns
         the file's path."""
         spec = self.to_dict(directory, base_dir=base_dir)
@@ -229,49 +272,63 @@ class Flow:
             f.write("\n")
         return path
 
-    def run(self, run_id=None, keep=False, trellis=None, home=None, quiet=False):
+    def run(self, run_id: Optional[str] = None, keep: bool = False, trellis: Optional[str] = None,
+            home: Optional[str] = None, quiet: bool = False, log: Optional[str] = None,
+            env: Optional[Dict[str, str]] = None, extra_args: Sequence[str] = ()) -> "Run":
         """Starts ``trellis flow run`` on the flow and returns a :class:`Run` (call ``wait()``).
 
         ``trellis``: the binary (default ``$TRELLIS_BIN``, else ``trellis`` in ``PATH``).
         ``home``: Trellis's state directory (default ``$TRELLIS_HOME`` or ``~/.trellis``).
+        ``log``: a file for the runner's own output (progress, the final status) instead of
+        this process's stdout/stderr. ``env``: the runner's (and so the steps') environment.
         """
+        binary = find_trellis(trellis)
         home = home or _home()
         run_id = run_id or _run_id(self.name)
         directory = os.path.join(home, "flows", run_id)
         path = self.save(directory)
-        binary = trellis or os.environ.get("TRELLIS_BIN") or shutil.which("trellis")
-        if not binary:
-            raise FileNotFoundError("no trellis binary: set TRELLIS_BIN or put trellis in PATH")
-        argv = [binary, "flow", "run", path, "--run-id", run_id]
+        argv = [binary, "flow", "run", path, "--run-id", run_id] + list(extra_args)
         if keep:
             argv.append("--keep")
-        env = dict(os.environ, TRELLIS_HOME=home)
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL if quiet else None)
+        run_env = dict(os.environ if env is None else env, TRELLIS_HOME=home)
+        out: Union[int, IO[bytes], None] = subprocess.DEVNULL if quiet else None
+        err: Union[int, IO[bytes], None] = None
+        log_file: Optional[IO[bytes]] = None
+        if log is not None:
+            log_file = open(log, "ab")
+            out = err = log_file
+        try:
+            proc = subprocess.Popen(argv, env=run_env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        finally:
+            if log_file is not None:
+                log_file.close()
         return Run(run_id, home, proc)
 
 
 class Run:
     """A started run."""
 
-    def __init__(self, run_id, home=None, process=None):
+    def __init__(self, run_id: str, home: Optional[str] = None,
+                 process: Optional["subprocess.Popen[bytes]"] = None) -> None:
         self.run_id = run_id
         self.home = home or _home()
         self.process = process
-        self.record = None
+        self.record: Optional[Dict[str, Any]] = None
 
     @property
-    def record_path(self):
+    def record_path(self) -> str:
         return os.path.join(self.home, "runs", self.run_id, "record.json")
 
-    def status(self):
+    def status(self) -> Optional[Dict[str, Any]]:
         """The run record as it is now (a dict), or ``None`` before it exists."""
         try:
             with open(self.record_path) as f:
-                return json.load(f)
+                record: Dict[str, Any] = json.load(f)
+                return record
         except (OSError, ValueError):
             return None
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: Optional[float] = None) -> Dict[str, Any]:
         """Waits for the run; returns the final record; raises :class:`FlowFailed` naming the
         failed step and its log if the run did not succeed."""
         if self.process is not None:
@@ -293,19 +350,20 @@ class Run:
                              self.record)
         return self.record
 
-    def step(self, name):
+    def step(self, name: str) -> Optional[Dict[str, Any]]:
         """The record of one step (after :meth:`wait` or :meth:`status`)."""
         record = self.record or self.status() or {}
         for s in record.get("steps", []):
             if s["name"] == name:
-                return s
+                step: Dict[str, Any] = s
+                return step
         return None
 
 
-def _home():
+def _home() -> str:
     return os.environ.get("TRELLIS_HOME") or os.path.join(os.path.expanduser("~"), ".trellis")
 
 
-def _run_id(name):
+def _run_id(name: str) -> str:
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "flow"
     return "%s-%s-%04x" % (safe, time.strftime("%Y%m%d-%H%M%S", time.gmtime()), random.getrandbits(16))

@@ -1,0 +1,5 @@
+"""``fluid.utils``: :mod:`trellis.fluid.utils.processor`."""
+
+from . import processor
+
+__all__ = ["processor"]
