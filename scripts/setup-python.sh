@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
 # Creates .venv with the pinned Python peer (the upstream vineyard 0.24.2 client and
-# daemon, and the numpy/pandas/pyarrow versions its extension was built for).
-# Idempotent: a venv whose pins already match is left alone.
+# daemon, and the numpy/pandas/pyarrow versions its extension was built for), what the
+# Fluid tutorial's notebook imports, and the project's own `trellis` package (python/).
+# Idempotent: a venv whose stamp matches requirements.txt and python/ is left alone; a
+# change to either re-installs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${TRELLIS_VENV:-$ROOT/.venv}
 REQ=$ROOT/scripts/requirements.txt
 STAMP=$VENV/.trellis-requirements
-if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && cmp -s "$REQ" "$STAMP"; then
+stamp() {
+  {
+    sha256sum <"$REQ"
+    cd "$ROOT" && find python -type f \( -name '*.py' -o -name '*.toml' -o -name '*.typed' -o -name '*.md' \) \
+      -not -path '*/__pycache__/*' -not -path 'python/build/*' -not -path 'python/tests/*' -print0 \
+      | LC_ALL=C sort -z | xargs -0 sha256sum
+  } | sha256sum | cut -d' ' -f1
+}
+WANT=$(stamp)
+if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   exit 0
 fi
-python3 -m venv "$VENV"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ"
-cp "$REQ" "$STAMP"
+# The trellis package (trellis.flow, trellis.fluid, the deprecated trellis_flow name).
+"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$ROOT/python"
+rm -rf "$ROOT/python/build"
+echo "$WANT" >"$STAMP"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine and runs every test: Swift Testing suites, then the Python
-# integration tests with the upstream vineyard client against a real `trellis serve`.
+# integration tests with the upstream vineyard client against a real `trellis serve`, the
+# seed tutorial's notebook on trellis.fluid (tests/tutorial), and the trellis package's tests.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -14,9 +15,14 @@ swift test --skip-build --no-parallel 2>&1 | grep -E "✘|recorded an issue|Test
 SWIFT_STATUS=${PIPESTATUS[0]}
 PY_STATUS=0
 if [ -d tests ]; then
+  # tests/tutorial runs the seed tutorial's notebook (read from ../shared/seed) on trellis.fluid.
   "$ROOT/.venv/bin/python" -m pytest tests -q -p no:cacheprovider
   PY_STATUS=$?
   [ $PY_STATUS -eq 5 ] && PY_STATUS=0  # no Python tests collected
 fi
+# The trellis package's own tests (python/tests), against the copy setup installed in .venv.
+"$ROOT/.venv/bin/python" -m pytest python/tests -q -p no:cacheprovider
+PKG_STATUS=$?
+[ $PY_STATUS -eq 0 ] && PY_STATUS=$PKG_STATUS
 echo "swift test exit $SWIFT_STATUS, pytest exit $PY_STATUS"
 [ $SWIFT_STATUS -eq 0 ] && [ $PY_STATUS -eq 0 ]

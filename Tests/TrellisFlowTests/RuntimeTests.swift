@@ -54,6 +54,29 @@ func etcdBinary() -> String? {
         #expect(a.map { Array($0.suffix(2)) } == ["--huge_pages", "--reserve_memory"])
     }
 
+    /// Replicas reserve their arenas only when together they take at most half of the
+    /// available memory; a runtime asking for more than the machine has still starts.
+    @Test func reservationOnlyWhenTheArenasFit() async throws {
+        let gib = 1 << 30
+        #expect(LocalRuntime.reservesMemory(replicas: 2, bytes: 2 * gib, available: 22 * gib))
+        #expect(LocalRuntime.reservesMemory(replicas: 2, bytes: 2 * gib, available: 8 * gib))
+        #expect(!LocalRuntime.reservesMemory(replicas: 2, bytes: 30 * gib, available: 22 * gib))
+        #expect(!LocalRuntime.reservesMemory(replicas: 3, bytes: Int.max / 2, available: 22 * gib))
+        #expect(LocalRuntime.reservesMemory(replicas: 1, bytes: 64 << 20, available: nil))
+
+        let dir = TempDir("trrsv")
+        defer { dir.cleanup() }
+        let rt = try runtime(dir, etcd: "/nonexistent/etcd")
+        let small = try await rt.up(RuntimeSpec(replicas: 1, size: "64Mi"))
+        let smallArgs = try? args(small.replicas[0])
+        try await rt.down()
+        #expect(smallArgs?.last == "--reserve_memory")
+        let huge = try await rt.up(RuntimeSpec(replicas: 1, size: "64Ti"))
+        let hugeArgs = try? args(huge.replicas[0])
+        try await rt.down()
+        #expect(hugeArgs != nil && !(hugeArgs ?? []).contains("--reserve_memory"))
+    }
+
     @Test func oneReplicaNeedsNothingExternal() async throws {
         let dir = TempDir("trrt")
         defer { dir.cleanup() }

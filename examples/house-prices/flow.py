@@ -13,9 +13,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))  # trellis_flow from this checkout
 
-from trellis_flow import Flow, FlowFailed, Runtime  # noqa: E402
+from trellis.flow import Flow, FlowFailed, Runtime  # noqa: E402  (pip install ./python; scripts/setup.sh does)
 
 import report  # noqa: E402
 from pipeline import generate, preprocess, test, train  # noqa: E402

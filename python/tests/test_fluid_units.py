@@ -163,6 +163,12 @@ def test_namespace_flags():
     assert _step.namespace_flags(1000)[:3] == ["--user", "--map-root-user", "--mount"]
 
 
+def test_own_replica_first():
+    assert _step.own_replica_first(["a:1", "b:2", "c:3"], "1") == ["b:2", "a:1", "c:3"]
+    assert _step.own_replica_first(["a:1"], None) == ["a:1"]
+    assert _step.own_replica_first(["a:1"], "7") == ["a:1"]
+
+
 def test_ancestors():
     assert _step.ancestors({"/data", "/var/run", "/a/b/c"}) == {"/var", "/a", "/a/b"}
 

@@ -221,6 +221,7 @@ public struct LocalRuntime: ReplicaRuntime {
         guard spec.replicas >= 1 else { throw RuntimeError("a runtime needs at least one replica") }
         guard let bytes = spec.sizeInBytes else { throw RuntimeError("runtime size '\(spec.size)' is not a size") }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let reserve = Self.reservesMemory(replicas: spec.replicas, bytes: bytes, available: availableMemory())
         let id = "rt-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
         var state = RuntimeState(
             id: id, spec: spec, replicas: [], processes: [], etcd: nil, ephemeral: ephemeral, startedAt: Date(),
@@ -286,7 +287,13 @@ public struct LocalRuntime: ReplicaRuntime {
                 // 1–5 s on a VM: reserving in the background (--reserve_in_background) while
                 // the first steps run doubled their handoff and wall time in the house-prices
                 // benchmark, the reservation and the steps' own faults contending.
-                args += spec.hugePages ? ["--huge_pages", "--reserve_memory"] : ["--reserve_memory"]
+                // Only when the arenas fit: a notebook asking for 2 × 30 GiB on a laptop gets
+                // arenas that fill on demand instead of an out-of-memory kill at start.
+                if spec.hugePages {
+                    args += ["--huge_pages", "--reserve_memory"]
+                } else if reserve {
+                    args += ["--reserve_memory"]
+                }
                 if spec.medium == .spill, let dir = spec.spillDirectory {
                     let d = (dir as NSString).appendingPathComponent("r\(i)")
                     try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
@@ -310,6 +317,15 @@ public struct LocalRuntime: ReplicaRuntime {
             throw error
         }
         return state
+    }
+
+    /// Whether replicas reserve (pre-fault) their arenas: when all of them together take at
+    /// most half of the memory available (`MemAvailable`; unknown counts as fitting), so that
+    /// the steps keep room. Otherwise each arena is still `size` bytes, filled on demand.
+    public static func reservesMemory(replicas: Int, bytes: Int, available: Int?) -> Bool {
+        guard let available else { return true }
+        let (total, overflow) = bytes.multipliedReportingOverflow(by: max(replicas, 1))
+        return !overflow && total <= available / 2
     }
 
     /// Stops the replicas (SIGTERM, SIGKILL after 5 s), then etcd, and removes sockets, etcd data
@@ -370,6 +386,16 @@ public struct LocalRuntime: ReplicaRuntime {
 }
 
 /// Whether `pid` is a live (non-zombie) process. Reaps it when it is our exited child.
+/// `MemAvailable` of /proc/meminfo in bytes, if readable.
+func availableMemory() -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+        let fields = line.split(separator: " ")
+        if fields.count >= 2, let kib = Int(fields[1]) { return kib * 1024 }
+    }
+    return nil
+}
+
 func isAlive(_ pid: Int32) -> Bool {
     var status: Int32 = 0
     if waitpid(pid, &status, WNOHANG) == pid { return false }

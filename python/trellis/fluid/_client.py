@@ -541,6 +541,7 @@ class FlowHandle:
                     logger.info("%s %s completed", constants.DATA_PROCESS_KIND, name)
                     break
                 if state in ("failed", "upstream-failed", "cancelled"):
+                    self._settle()
                     raise RuntimeError("failed to wait data operation %s: %s" % (name, self._failure(name, s or {})))
                 if not self.running and state != "running":
                     # The runner is gone and the step never finished: read the final word.
@@ -558,6 +559,15 @@ class FlowHandle:
         self.record = record
         if record.get("state") != "succeeded":
             raise RuntimeError("data flow %s: %s" % (self.run_id, record.get("message") or record.get("state")))
+
+    def _settle(self, timeout: float = 120) -> None:
+        """After a failed step the run is over: let the runner write its final record."""
+        if self.run.process is not None:
+            try:
+                self.run.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.record = self.run.status() or self.record
 
     def _failure(self, name: str, s: Dict[str, Any]) -> str:
         record = self.record or {}

@@ -76,6 +76,18 @@ def vineyard_config(socket_name, rpc_endpoints):
     return "\n".join(lines) + "\n"
 
 
+def own_replica_first(endpoints, replica):
+    """The replicas' RPC endpoints with the step's own first (the client's RPC connection
+    goes to the first that answers)."""
+    try:
+        i = int(replica)
+    except (TypeError, ValueError):
+        return list(endpoints)
+    if not 0 <= i < len(endpoints):
+        return list(endpoints)
+    return [endpoints[i]] + [e for j, e in enumerate(endpoints) if j != i]
+
+
 def depth(path):
     return len([p for p in path.split("/") if p])
 
@@ -189,7 +201,8 @@ def prepare_dataset(spec, environ):
         os.symlink(socket, link)
     tmp = os.path.join(directory, ".vineyard-config.yaml.tmp")
     with open(tmp, "w") as f:
-        f.write(vineyard_config("vineyard.sock", spec.get("rpc_endpoints") or []))
+        f.write(vineyard_config("vineyard.sock", own_replica_first(spec.get("rpc_endpoints") or [],
+                                                                   environ.get("TRELLIS_REPLICA"))))
     os.replace(tmp, os.path.join(directory, "vineyard-config.yaml"))
     os.makedirs(mount["source"], exist_ok=True)
     return mount
