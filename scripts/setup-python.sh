@@ -25,5 +25,5 @@ fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ"
 # The trellis package (trellis.flow, trellis.fluid, the deprecated trellis_flow name).
 "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$ROOT/python"
-rm -rf "$ROOT/python/build"
+rm -rf "$ROOT/python/build" "$ROOT"/python/*.egg-info
 echo "$WANT" >"$STAMP"
