@@ -113,10 +113,14 @@ def infer_names(source: str) -> Tuple[List[str], List[str]]:
             outputs.append(name)
         elif fname == "get" and name:
             inputs.append(name)
-        elif fname == "put_name" and len(node.args) >= 2 and literal(node.args[1]):
-            outputs.append(literal(node.args[1]))
-        elif fname == "get_name" and node.args and literal(node.args[0]):
-            inputs.append(literal(node.args[0]))
+        elif fname == "put_name" and len(node.args) >= 2:
+            put = literal(node.args[1])
+            if put:
+                outputs.append(put)
+        elif fname == "get_name" and node.args:
+            got = literal(node.args[0])
+            if got:
+                inputs.append(got)
 
     def unique(names: List[str]) -> List[str]:
         seen: set = set()

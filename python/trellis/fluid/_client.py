@@ -447,7 +447,10 @@ class FluidDataFlow:
         names = [op.name or "%s-step%d" % (run_id, i + 1) for i, op in enumerate(self.ops)]
         if len(set(names)) != len(names):
             raise ValueError("two steps of the flow are named alike: %s" % ", ".join(names))
-        steps: List[FunctionStep] = [op.processor.trellis_step for op in self.ops]
+        steps: List[FunctionStep] = []
+        for op in self.ops:
+            assert isinstance(op.processor.trellis_step, FunctionStep)
+            steps.append(op.processor.trellis_step)
         # Resolve every volume before anything starts: a missing claim directory is an error now.
         resolved = []
         for step_name, op, fs in zip(names, self.ops, steps):
