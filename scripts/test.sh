@@ -20,7 +20,7 @@ if [ -d tests ]; then
   PY_STATUS=$?
   [ $PY_STATUS -eq 5 ] && PY_STATUS=0  # no Python tests collected
 fi
-# The trellis package's own tests (python/tests), against the copy setup installed in .venv.
+# The trellis package's own tests (python/tests, on the source tree).
 "$ROOT/.venv/bin/python" -m pytest python/tests -q -p no:cacheprovider
 PKG_STATUS=$?
 [ $PY_STATUS -eq 0 ] && PY_STATUS=$PKG_STATUS

@@ -2,8 +2,12 @@
 
 import os
 import subprocess
+import sys
 
 import pytest
+
+# The tests test this source tree (tests/tutorial runs the copy installed in the venv).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,8 @@ class ClientConfig:
     ``kube_config_file``, ``kube_context``, ``kube_client_configuration``.
 
     ``target`` picks where flows run: ``"local"`` (replicas and steps on this machine) or
-    ``"kubernetes"`` (the cluster, through Trellis's Kubernetes launcher). Default:
+    ``"kubernetes"`` (the cluster, through Trellis's Kubernetes launcher; not runnable yet:
+    :class:`FluidClient` says which part is missing). Default:
     ``$TRELLIS_TARGET``, else ``"kubernetes"`` when a kubeconfig or context is given, else
     ``"local"`` — so a notebook's ``ClientConfig()`` runs locally and the same notebook runs on a
     cluster with ``TRELLIS_TARGET=kubernetes``. ``home`` is the Trellis home (default
@@ -111,12 +112,21 @@ class FluidClient:
             self._check_kubernetes()
 
     def _check_kubernetes(self) -> None:
+        """The Kubernetes target needs the binary's launcher (``flow run --on kubernetes``)
+        and a flow model that carries what pods need (the processors' volumes and images).
+        The model does not carry those yet, so this says which part is missing instead of
+        starting a flow that could not mount its volumes."""
         proc = subprocess.run([self.trellis, "flow", "run", "--help"], capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=60)
-        if "--target" not in proc.stdout + proc.stderr:
+        if "--on" not in proc.stdout + proc.stderr:
             raise RuntimeError(
                 "ClientConfig selects the Kubernetes target, but %s has no Kubernetes launcher (`trellis flow run "
-                "--target`); use a trellis binary built with it, or run locally (TRELLIS_TARGET=local)" % self.trellis)
+                "--on kubernetes`); use a trellis binary built with it, or run locally (TRELLIS_TARGET=local)"
+                % self.trellis)
+        raise RuntimeError(
+            "ClientConfig selects the Kubernetes target and %s has the launcher, but trellis.fluid cannot hand it a "
+            "flow yet: the flow model carries no pod volumes or images for the processors; run locally "
+            "(TRELLIS_TARGET=local)" % self.trellis)
 
     # The on-disk state ------------------------------------------------------------------
 
@@ -487,9 +497,8 @@ class FluidDataFlow:
                 inputs=[n for n in fs.inputs if n in produced], outputs=fs.outputs,
                 after=[previous] if previous else [], env=fs.env or None)
             previous = step_name
-        extra = ["--target", KUBERNETES] if config.target == KUBERNETES else []
         run = trellis_flow.run(run_id=run_id, trellis=ds.fluid_client.trellis, home=ds.home,
-                               log=os.path.join(flows_dir, "runner.log"), env=_env_for(ds.home), extra_args=extra)
+                               log=os.path.join(flows_dir, "runner.log"), env=_env_for(ds.home))
         handle = FlowHandle(run_id, names, run, ds)
         _RUNS.setdefault(ds.home, []).append(handle)
         return handle
