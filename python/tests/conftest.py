@@ -1,8 +1,10 @@
 """Shared fixtures of the trellis package tests."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -22,10 +24,10 @@ def trellis_bin():
 
 
 @pytest.fixture
-def trellis_home(tmp_path, monkeypatch):
-    """A private Trellis home; any runtime left in it is stopped at the end."""
-    home = str(tmp_path / "h")
-    os.makedirs(home)
+def trellis_home(monkeypatch):
+    """A private Trellis home (short: replica sockets live under it, and UNIX socket paths
+    stop at 107 bytes); any runtime left in it is stopped, and it is removed, at the end."""
+    home = tempfile.mkdtemp(prefix="trellis-py-", dir="/tmp")
     monkeypatch.setenv("TRELLIS_HOME", home)
     monkeypatch.delenv("TRELLIS_VOLUMES", raising=False)
     monkeypatch.delenv("TRELLIS_TARGET", raising=False)
@@ -38,3 +40,4 @@ def trellis_home(tmp_path, monkeypatch):
             if binary and os.path.exists(os.path.join(ds_home, "runtime")):
                 subprocess.run([binary, "runtime", "down"], env=dict(os.environ, TRELLIS_HOME=ds_home),
                                capture_output=True, timeout=120)
+    shutil.rmtree(home, ignore_errors=True)

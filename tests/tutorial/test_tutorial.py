@@ -17,8 +17,10 @@ replica in the run record, and the runtime gone after ``clean_up``.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -113,7 +115,8 @@ def alive(pid):
 @pytest.mark.timeout(900)
 def test_tutorial_notebook_runs_on_trellis(tmp_path):
     binary = trellis_bin()
-    home = str(tmp_path / "home")
+    # A short home: the replicas' sockets live under it (UNIX socket paths stop at 107 bytes).
+    home = tempfile.mkdtemp(prefix="trellis-tut-", dir="/tmp")
     cells, facts = prepared_cells(home)
     os.makedirs(facts["pvc_dir"])
     paths = []
@@ -174,6 +177,7 @@ def test_tutorial_notebook_runs_on_trellis(tmp_path):
         assert json.loads(status.stdout)["up"] is False
     finally:
         stop_leftovers(binary, home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def stop_leftovers(binary, home):
