@@ -43,6 +43,10 @@ def get_greeting():
 
 
 def explode():
+    import os
+    with open("/scratch/note", "w") as f:  # an emptyDir volume: writable, the step's own
+        f.write("x")
+    assert os.path.exists("/out")
     raise ValueError("boom from the step")
 
 
@@ -153,13 +157,18 @@ def test_flow_volumes_config_and_bad_use(trellis_bin, trellis_home, caplog):
         ds.process(processor=processor(get_greeting), dataset_mountpath="/var/run").run(run_id="ok-1")
 
     # A step that raises: the run fails naming the step, its log and what it said.
-    bad = ds.process(processor=processor(explode), dataset_mountpath="/var/run").run(run_id="bad-1")
+    scratch = processor_utils.make_processor_from_func(
+        explode, volumes=[volume("results"), {"name": "scratch", "emptyDir": {}}],
+        volume_mounts=[out_mount(), {"name": "scratch", "mountPath": "/scratch"}])
+    bad = ds.process(processor=scratch, dataset_mountpath="/var/run").run(run_id="bad-1")
     with pytest.raises(RuntimeError) as e:
         bad.wait()
     message = str(e.value)
     assert "bad-1-step1" in message and "boom from the step" in message and "log: " in message
     assert os.path.isfile(message.split("log: ", 1)[1].split("\n", 1)[0])
     assert bad.get_current_status()[0]["bad-1-step1"]["phase"] == "Failed"
+    with open(os.path.join(ds.home, "flows", "bad-1", "emptydir-bad-1-step1", "scratch", "note")) as f:
+        assert f.read() == "x"
 
     pids = [p["pid"] for p in state["processes"]]
     ds.clean_up(wait=True)

@@ -452,7 +452,8 @@ class FluidDataFlow:
         volume_map = _volumes.parse_volume_map(os.environ.get("TRELLIS_VOLUMES"))
         status = ds.runtime_status()
         state = status.get("state") or {}
-        rpc = ["127.0.0.1:%d" % r["rpcPort"] for r in state.get("replicas", []) if r.get("rpcPort")]
+        replicas = sorted(state.get("replicas", []), key=lambda r: r.get("index", 0))
+        rpc = ["127.0.0.1:%d" % r["rpcPort"] for r in replicas] if all(r.get("rpcPort") for r in replicas) else []
         runtime_spec = (state.get("spec") or ds.obj.get("runtime") or {})
         names = [op.name or "%s-step%d" % (run_id, i + 1) for i, op in enumerate(self.ops)]
         if len(set(names)) != len(names):
@@ -468,8 +469,9 @@ class FluidDataFlow:
                 resolved.append(_volumes.resolve_mounts(fs.mounts, config.home, volume_map,
                                                         os.path.join(flows_dir, "emptydir-" + step_name)))
             except _volumes.VolumeError as e:
+                shutil.rmtree(flows_dir, ignore_errors=True)  # emptyDir directories made so far
                 raise RuntimeError("step %s (%s): %s" % (step_name, fs.function_name, e)) from None
-        os.makedirs(flows_dir)
+        os.makedirs(flows_dir, exist_ok=True)
         launcher = os.path.join(flows_dir, _LAUNCHER)
         with open(_step.__file__) as src, open(launcher, "w") as dst:
             dst.write(src.read())
