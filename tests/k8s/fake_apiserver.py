@@ -10,7 +10,7 @@ What it does with what the launcher sends:
   has no room for this step (`no_room`: step name -> node) leaves the pod Pending with
   PodScheduled=False reason=Unschedulable; preferred affinity takes the node if it has room,
   else the first other node; no affinity round-robins. A scheduled pod of a step runs to the
-  exit code `exit_codes[step][attempt-1]` (default 0) unless the step is in `hang`; on exit 0
+  exit code `exit_codes[step][n-1]` for its n-th pod that runs (default 0) unless the step is in `hang`; on exit 0
   it publishes the step's outputs (TRELLIS_OUTPUTS, prefixed by TRELLIS_NAME_PREFIX) in the
   real etcd the test started, as the daemon on that node would: a name, and an object whose
   blob lives on that node's instance (`sizes[output]` bytes, default 1000). A cleanup Job
@@ -96,7 +96,8 @@ class FakeCluster:
         self.token = token
         self.namespace = namespace
         self.lock = threading.Lock()
-        self.exit_codes = {}  # step -> [code per attempt]
+        self.exit_codes = {}  # step -> [exit code of its 1st, 2nd, ... pod that runs]
+        self.runs = {}
         self.hang = set()
         self.no_room = {}  # step -> node that has no room for it
         self.sizes = {}
@@ -162,7 +163,9 @@ class FakeCluster:
             rec["logtext"] = "step %s running on %s\n" % (step, chosen)
             return rec
         else:
-            attempt = int(env.get("TRELLIS_ATTEMPT", "1"))
+            # The n-th pod of this step that runs (resubmissions after Unschedulable do not count;
+            # TRELLIS_ATTEMPT restarts at 1 on resume).
+            attempt = self.runs[step] = self.runs.get(step, 0) + 1
             codes = self.exit_codes.get(step, [])
             code = codes[attempt - 1] if attempt - 1 < len(codes) else (codes[-1] if codes else 0)
             if code == 0:
