@@ -123,9 +123,10 @@ private func tempDir() -> String {
         #expect(c.token == "tok")
         #expect(c.insecureSkipTLSVerify)
         #expect(c.namespace == "ns2")
-        let k = try KubeConfig.connection(yaml: Self.kubeconfig, context: "keyless", readFile: Self.reader(["/x/certs/ca.crt": "C"]), )
-            .namespace
-        #expect(k == "default")
+        let k = try KubeConfig.connection(yaml: Self.kubeconfig, context: "keyless", readFile: Self.reader(["./certs/ca.crt": "C"]))
+        #expect(k.namespace == "default")
+        #expect(k.token == "abc")
+        #expect(k.certificateAuthorityPEM == "C")
     }
 
     @Test func pluginsAndUnknownNamesAreClearErrors() {
@@ -409,7 +410,7 @@ private func tempDir() -> String {
 
 /// A tiny in-memory API server: Jobs → one pod each, whose fate a script decides.
 final class ScriptedCluster: Sendable {
-    enum Fate: Sendable { case unschedulableIfRequired, exit(Int), hang }
+    enum Fate: Sendable { case unschedulableIfRequired, exit(Int), hang, evicted }
     final class State: Sendable {
         let s = Mutex<(jobs: [String: KubeValue], deleted: [String], polls: Int)>(([:], [], 0))
         func withLock<T>(_ body: (inout (jobs: [String: KubeValue], deleted: [String], polls: Int)) -> T) -> T {
@@ -444,7 +445,10 @@ final class ScriptedCluster: Sendable {
         }
         if r.method == "GET", r.path.hasSuffix("/pods"), let sel = r.queryValue("labelSelector") {
             let name = String(sel.dropFirst("job-name=".count))
-            guard let job = state.withLock({ s -> KubeValue? in s.polls += 1; return s.jobs[name] }) else {
+            guard let (job, polls) = state.withLock({ s -> (KubeValue, Int)? in
+                s.polls += 1
+                return s.jobs[name].map { ($0, s.polls) }
+            }) else {
                 return RecordingTransport.json(["items": []])
             }
             let required = job[path: "spec", "template", "spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"] != nil
@@ -456,8 +460,19 @@ final class ScriptedCluster: Sendable {
             case .exit(let code):
                 status = ["phase": code == 0 ? "Succeeded" : "Failed", "containerStatuses": [["name": "step", "state": ["terminated": ["exitCode": .int(code)]]]]]
             case .hang: status = ["phase": "Running"]
+            case .evicted:
+                if polls > 1 { return RecordingTransport.json(["items": []]) }
+                status = ["phase": "Running"]
             }
             return RecordingTransport.json(["items": [["metadata": ["name": .string(name + "-pod")], "spec": ["nodeName": "node-a"], "status": status]]])
+        }
+        if r.method == "GET", r.path.contains("/jobs/") {
+            let name = String(r.path.split(separator: "/").last!)
+            guard var job = state.withLock({ $0.jobs[name] }) else {
+                return RecordingTransport.json(["kind": "Status", "reason": "NotFound", "code": 404], status: 404)
+            }
+            job.set("status", ["conditions": [["type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "pod evicted"]]])
+            return RecordingTransport.json(job)
         }
         if r.path.hasSuffix("/log") { return KubeResponse(status: 200, body: Data("hello from \(r.path)\n".utf8)) }
         if r.path.hasSuffix("/events") {
@@ -544,6 +559,21 @@ final class ScriptedCluster: Sendable {
         let deletes = cluster.transport.sent.filter { $0.method == "DELETE" }
         #expect(deletes.count == 1)
         #expect(try KubeValue.parse(json: Data(deletes[0].body!.utf8))["propagationPolicy"] == "Background")
+    }
+
+    @Test func aVanishedPodEndsTheAttemptWithTheJobsReason() async throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cluster = ScriptedCluster { _ in .evicted }
+        let exit = try await cluster.executor().run(launch(step: trainStep, dir: dir))
+        #expect(!exit.status.succeeded)
+        #expect(exit.message?.contains("BackoffLimitExceeded") == true)
+    }
+
+    @Test func resumeInvocationsGetTheirOwnJobNames() {
+        let a = KubeNaming.jobName(runID: "r", step: "s", attempt: 1)
+        #expect(KubeNaming.jobName(runID: "r", step: "s", attempt: 1, invocation: 1) != a)
+        #expect(KubeNaming.jobName(runID: "r", step: "s", attempt: 1, invocation: 1) != KubeNaming.jobName(runID: "r", step: "s", attempt: 1, invocation: 2))
     }
 
     @Test func noNodeMeansNoAffinity() async throws {

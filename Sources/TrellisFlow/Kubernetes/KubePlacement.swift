@@ -95,9 +95,11 @@ public enum KubeNaming {
     /// The Job of one attempt: `<run>-<step>-<hash>-<attempt>[p]`, a DNS-1123 label of at most
     /// 63 characters (so its pods' `job-name` label fits too). The hash of the full run id and
     /// step name keeps names distinct when the readable parts are cut; `p` marks the
-    /// resubmission with preferred affinity.
-    public static func jobName(runID: String, step: String, attempt: Int, fallback: Bool = false) -> String {
-        let tail = "-\(hash(runID, step))-\(attempt)\(fallback ? "p" : "")"
+    /// resubmission with preferred affinity; `invocation` (a resume's number) keeps a resume's
+    /// Jobs apart from the first run's.
+    public static func jobName(runID: String, step: String, attempt: Int, fallback: Bool = false, invocation: Int = 0) -> String {
+        let h = invocation == 0 ? hash(runID, step) : hash(runID, step, String(invocation))
+        let tail = "-\(h)-\(attempt)\(fallback ? "p" : "")"
         let room = 63 - tail.count
         let run = dnsFragment(runID, limit: max(1, room * 2 / 3))
         let stepPart = dnsFragment(step, limit: max(0, room - run.count - 1))

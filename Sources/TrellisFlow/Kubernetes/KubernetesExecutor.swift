@@ -28,6 +28,9 @@ public struct KubernetesExecutor: StepExecutor {
     public var unschedulableGrace: Double
     /// Resubmit with preferred affinity when Unschedulable (else the attempt fails).
     public var fallbackToPreferred: Bool
+    /// Which invocation of the run this is (0 for `flow run`, n for its n-th resume): part of
+    /// the Job names, since attempt numbers start at 1 again on resume.
+    public var invocation: Int = 0
 
     public init(
         client: KubeClient, jobFactory: @escaping @Sendable (StepLaunch, NodeAffinity) -> KubeValue,
@@ -46,7 +49,10 @@ public struct KubernetesExecutor: StepExecutor {
         var job = jobFactory(launch, affinity)
         job.set(
             path: ["metadata", "name"],
-            .string(KubeNaming.jobName(runID: launch.runID, step: launch.step.name, attempt: launch.attempt, fallback: fallback)))
+            .string(
+                KubeNaming.jobName(
+                    runID: launch.runID, step: launch.step.name, attempt: launch.attempt, fallback: fallback,
+                    invocation: invocation)))
         return job
     }
 
@@ -86,7 +92,14 @@ public struct KubernetesExecutor: StepExecutor {
                 note("cannot read the pods of Job \(job): \(error) (retrying)")
                 continue
             }
-            guard let pod = pods.first else { continue }
+            guard let pod = pods.first else {
+                // The pod is gone (evicted, node lost, deleted by someone else): the Job says why.
+                if lastPod != nil, let gone = await jobEnded(job) {
+                    note(gone)
+                    return StepExit(status: ExitStatus(code: nil, signal: nil), seconds: elapsed(), message: gone)
+                }
+                continue
+            }
             let podName = pod[path: "metadata", "name"]?.string
             lastPod = podName ?? lastPod
             let condition = PodCondition.of(pod: pod, container: KubeStepObjects.container)
@@ -132,6 +145,23 @@ public struct KubernetesExecutor: StepExecutor {
                 note("pod \(podName ?? "?") on node \(node ?? "?") ended: \(status)")
                 return StepExit(status: status, seconds: elapsed(), message: message)
             }
+        }
+    }
+
+    /// Why a Job whose pod disappeared will not finish, or nil while it still may.
+    private func jobEnded(_ job: String) async -> String? {
+        do {
+            let body = try await client.call(
+                KubeRequests.get(apiVersion: "batch/v1", kind: "Job", name: job, namespace: client.namespace))
+            for c in body[path: "status", "conditions"]?.array ?? []
+            where c["type"]?.string == "Failed" && c["status"]?.string == "True" {
+                return "Job \(job) failed: \(c["reason"]?.string ?? "?") \(c["message"]?.string ?? "")"
+            }
+            return nil
+        } catch let e as KubeAPIError where e.status == 404 {
+            return "Job \(job) was deleted while its step ran"
+        } catch {
+            return nil
         }
     }
 

@@ -123,7 +123,7 @@ public struct KubernetesLauncher: Sendable {
     public func resume(runID: String, options runOptions: FlowRunOptions) async throws -> RunRecord {
         let store = RunStore(home: home)
         let previous = try store.load(runID)
-        let runner = try await prepare(spec: previous.spec, runID: runID)
+        let runner = try await prepare(spec: previous.spec, runID: runID, invocation: previous.resumes + 1)
         let record: RunRecord
         do {
             record = try await runner.resume(runID: runID, options: runOptions)
@@ -154,7 +154,7 @@ public struct KubernetesLauncher: Sendable {
     }
 
     /// Applies the static parts, finds the daemons and builds the runner.
-    func prepare(spec: FlowSpec, runID: String) async throws -> FlowRunner {
+    func prepare(spec: FlowSpec, runID: String, invocation: Int = 0) async throws -> FlowRunner {
         let settings = settings(for: spec)
         let client = self.client
         var objects = options.applyRuntime ? KubeStepObjects.staticObjects(spec: spec, settings: settings) : []
@@ -196,11 +196,12 @@ public struct KubernetesLauncher: Sendable {
             etcd: etcd, instances: Dictionary(uniqueKeysWithValues: instances.enumerated().map { ($0.offset, $0.element.id) }),
             cleaner: KubeObjectCleaner(client: client, settings: settings, pollInterval: poll))
         let builder = jobBuilder
-        let executor = KubernetesExecutor(
+        var executor = KubernetesExecutor(
             client: client,
             jobFactory: { launch, affinity in
                 builder?(launch, affinity, settings) ?? KubeStepObjects.job(for: launch, affinity: affinity, settings: settings)
             }, pollInterval: poll)
+        executor.invocation = invocation
         return FlowRunner(dataPlane: plane, replicas: replicas, store: RunStore(home: home), executor: executor)
     }
 
