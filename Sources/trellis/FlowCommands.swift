@@ -13,7 +13,7 @@ struct FlowCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flow",
         abstract: "Run pipelines whose steps hand data to each other through Trellis.",
-        subcommands: [Run.self, Resume.self, Status.self, Logs.self, List.self, Validate.self])
+        subcommands: [Run.self, Resume.self, Status.self, Logs.self, List.self, Validate.self, Render.self])
 
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Run a flow file (starts a runtime when none is up).")

@@ -208,7 +208,7 @@ def openssl(*args, cwd):
 def test_tls_with_a_client_certificate(etcd):
     import base64
 
-    from conftest import Env
+    from k8s_launch import Env
 
     d = __import__("tempfile").mkdtemp(prefix="k8stls", dir="/tmp")
     try:

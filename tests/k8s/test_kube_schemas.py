@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import HERE
+from k8s_launch import HERE
 
 pytestmark = pytest.mark.timeout(600)
 
