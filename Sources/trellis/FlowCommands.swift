@@ -150,6 +150,8 @@ struct KubernetesFlags: ParsableArguments {
     @Option(name: .customLong("etcd-prefix"), help: "The daemons' --etcd_prefix.") var etcdPrefix = "/vineyard"
     @Flag(name: .customLong("no-runtime"), help: "Do not apply the Dataset and VineyardRuntime (they exist already).")
     var noRuntime = false
+    @Option(name: .customLong("worker-image"), help: "Trellis image of the VineyardRuntime's workers (default trellis:latest).")
+    var workerImage: String?
 
     /// The Kubernetes options, or nil for a local run.
     func options() throws -> KubernetesOptions? {
@@ -162,7 +164,8 @@ struct KubernetesFlags: ParsableArguments {
         case "kubernetes"?, "k8s"?:
             return KubernetesOptions(
                 kubeconfig: kubeconfig, context: context, namespace: namespace, image: image, dataset: dataset,
-                etcdService: etcdService, etcdEndpoint: etcdEndpoint, etcdPrefix: etcdPrefix, applyRuntime: !noRuntime)
+                etcdService: etcdService, etcdEndpoint: etcdEndpoint, etcdPrefix: etcdPrefix, applyRuntime: !noRuntime,
+                workerImage: workerImage)
         case let other?:
             throw ValidationError("--on must be local or kubernetes, not '\(other)'")
         }

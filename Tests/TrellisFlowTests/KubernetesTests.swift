@@ -380,6 +380,43 @@ private func tempDir() -> String {
             == KubeNaming.jobName(runID: l.runID, step: "train", attempt: 1, fallback: true))
     }
 
+    @Test func renderedStepJobAdaptedForTheLauncher() throws {
+        let spec = try FlowSpec.load(
+            yaml: """
+                name: hp
+                steps:
+                  - {name: train, python: {file: pipeline.py, function: train}, inputs: [x_train, y_train], outputs: [model], retries: 2, timeout: 60}
+                """, baseDirectory: "/flows")
+        var l = launch(step: spec.steps[0], attempt: 2)
+        l.runID = "hp-1"
+        let settings = KubeRunSettings(image: "reg/step:1", dataset: "hp")
+        for (a, kind) in [(NodeAffinity.required(node: "node-b"), "required"), (.preferred(node: "node-b"), "preferred")] {
+            let job = try KubeLaunchObjects.job(flow: spec, launch: l, affinity: a, namespace: "ns", settings: settings)
+            #expect(job[path: "spec", "backoffLimit"] == 0)  // the runner retries, not the Job
+            let pod = job[path: "spec", "template", "spec"]!
+            #expect(pod["activeDeadlineSeconds"] == nil)
+            #expect(pod["restartPolicy"] == "Never")
+            let na = pod[path: "affinity", "nodeAffinity"]!
+            if kind == "required" {
+                let fields = na["requiredDuringSchedulingIgnoredDuringExecution"]?["nodeSelectorTerms"]?.array?.first?["matchFields"]
+                #expect(fields == KubeAffinity.nodeNameTerm("node-b")["matchFields"])
+                #expect(na["preferredDuringSchedulingIgnoredDuringExecution"] == nil)
+            } else {
+                #expect(
+                    na["preferredDuringSchedulingIgnoredDuringExecution"]?.array?.first?["preference"] == KubeAffinity.nodeNameTerm("node-b"))
+            }
+            let env = pod["containers"]!.array![0]["env"]!.array!
+            func value(_ k: String) -> String? { env.first { $0["name"]?.string == k }?["value"]?.string }
+            #expect(value("TRELLIS_ATTEMPT") == "2")
+            #expect(value("TRELLIS_REPLICA") == "1")
+            #expect(value("TRELLIS_FETCH") == "1")
+            #expect(value("TRELLIS_STEP") == "train")
+            #expect(env.contains { $0["name"] == "MY_NODE_NAME" })
+            #expect(job[path: "spec", "template", "metadata", "labels", "trellis.io/run"] == "hp-1")
+            #expect(pod["volumes"]!.array!.contains { $0[path: "persistentVolumeClaim", "claimName"] == "hp" })
+        }
+    }
+
     @Test func codeConfigMapAndCleanupJob() throws {
         let spec = try FlowSpec.load(
             yaml: """

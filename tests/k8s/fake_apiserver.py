@@ -122,9 +122,10 @@ class FakeCluster:
     @staticmethod
     def affinity_of(job):
         na = job["spec"]["template"]["spec"].get("affinity", {}).get("nodeAffinity", {})
-        req = na.get("requiredDuringSchedulingIgnoredDuringExecution")
-        if req:
-            return "required", req["nodeSelectorTerms"][0]["matchFields"][0]["values"][0]
+        req = na.get("requiredDuringSchedulingIgnoredDuringExecution", {})
+        for term in req.get("nodeSelectorTerms", []):
+            for mf in term.get("matchFields", []):  # (a matchExpressions term, e.g. Fluid's worker label, always holds here)
+                return "required", mf["values"][0]
         pref = na.get("preferredDuringSchedulingIgnoredDuringExecution")
         if pref:
             return "preferred", pref[0]["preference"]["matchFields"][0]["values"][0]

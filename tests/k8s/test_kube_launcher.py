@@ -84,7 +84,15 @@ def test_placement_fallback_logs_and_cleanup(kube):
     kinds = sorted(o["kind"] for o in kube.cluster.applied)
     assert kinds == ["ConfigMap", "Dataset", "VineyardRuntime"]
     assert "trellis.io/run=place-1" in kube.cluster.deleted_collections
-    assert len(kube.cluster.deleted_configmaps) == 1
+    code = [o for o in kube.cluster.applied if o["kind"] == "ConfigMap"][0]
+    assert code["metadata"]["name"] == "place-code"
+    assert code["data"]["steps.py"] if "steps.py" in code["data"] else any("def a()" in v for v in code["data"].values())
+    c_body = [b for b in kube.cluster.created if kube.cluster.env_of(b).get("TRELLIS_STEP") == "c"][1]
+    pod = c_body["spec"]["template"]["spec"]
+    assert c_body["spec"]["backoffLimit"] == 0 and "activeDeadlineSeconds" not in pod
+    env = kube.cluster.env_of(c_body)
+    assert env["TRELLIS_FETCH"] == "1" and env["VINEYARD_IPC_SOCKET"] == "/var/run/vineyard-worker.sock"
+    assert {"name": "fluid-dataset-vol", "persistentVolumeClaim": {"claimName": "place"}} in pod["volumes"]
     assert kube.run_names("place-1") == []
     cleaned = {n for _, names in kube.cluster.cleanups for n in names}
     assert {"place-1/x", "place-1/y", "place-1/z"} <= cleaned

@@ -20,8 +20,14 @@ public struct KubernetesOptions: Codable, Sendable, Equatable {
     public var etcdEndpoint: String?
     /// The daemons' `--etcd_prefix`.
     public var etcdPrefix: String
-    /// Apply the Dataset and VineyardRuntime (the run's code ConfigMap is always applied).
+    /// Apply the Dataset and VineyardRuntime (the code ConfigMap is always applied).
     public var applyRuntime: Bool
+    /// `--worker-image`: the Trellis image of the VineyardRuntime's workers (default: the
+    /// renderer's, `trellis:latest`).
+    public var workerImage: String?
+    /// Build the objects with the renderer's builders (``KubeLaunchObjects``); `false` uses
+    /// the launcher's own minimal ones (``KubeStepObjects``, a per-run code ConfigMap).
+    public var rendered: Bool = true
     /// Seconds to wait for at least one daemon to register.
     public var registrationTimeout: Double
     /// Status polling: first and largest pause (seconds).
@@ -31,8 +37,10 @@ public struct KubernetesOptions: Codable, Sendable, Equatable {
     public init(
         kubeconfig: String? = nil, context: String? = nil, namespace: String? = nil, image: String? = nil,
         dataset: String? = nil, etcdService: String? = nil, etcdEndpoint: String? = nil, etcdPrefix: String = "/vineyard",
-        applyRuntime: Bool = true, registrationTimeout: Double = 300, pollFirst: Double = 0.25, pollMax: Double = 2
+        applyRuntime: Bool = true, workerImage: String? = nil, registrationTimeout: Double = 300, pollFirst: Double = 0.25,
+        pollMax: Double = 2
     ) {
+        self.workerImage = workerImage
         self.kubeconfig = kubeconfig
         self.context = context
         self.namespace = namespace
@@ -58,9 +66,9 @@ public struct KubernetesOptions: Codable, Sendable, Equatable {
 /// attempts and ``EtcdMetadataDataPlane`` answering where objects are.
 ///
 /// Per invocation: apply the static parts (Dataset + VineyardRuntime unless disabled, and the
-/// run's code ConfigMap) with server-side apply; wait until daemons are registered in the
+/// code ConfigMap, built by the renderer's builders) with server-side apply; wait until daemons are registered in the
 /// cluster metadata and take one replica per daemon (with its node); run; then delete the
-/// run's Jobs (by label) and its code ConfigMap. The Jobs' logs are in the run's log files
+/// run's Jobs (by label). The Jobs' logs are in the run's log files
 /// already, so `flow logs` works after the cleanup.
 public struct KubernetesLauncher: Sendable {
     public var home: TrellisHome
@@ -157,9 +165,22 @@ public struct KubernetesLauncher: Sendable {
     func prepare(spec: FlowSpec, runID: String, invocation: Int = 0) async throws -> FlowRunner {
         let settings = settings(for: spec)
         let client = self.client
-        var objects = options.applyRuntime ? KubeStepObjects.staticObjects(spec: spec, settings: settings) : []
-        objects.append(
-            try KubeStepObjects.codeConfigMap(runID: runID, spec: spec) { try String(contentsOfFile: $0, encoding: .utf8) })
+        var objects: [KubeValue]
+        if options.rendered {
+            // Every step's Job must build (the factory below cannot throw): fail before anything runs.
+            for step in spec.steps {
+                _ = try KubeRender.stepJob(
+                    flow: spec, step: step, runID: runID, namespace: connection.namespace, image: settings.image,
+                    data: .fluidDataset(settings.dataset))
+            }
+            objects = try KubeLaunchObjects.staticObjects(
+                flow: spec, namespace: connection.namespace, settings: settings,
+                workerImage: options.workerImage ?? KubeRenderOptions().image, runtime: options.applyRuntime)
+        } else {
+            objects = options.applyRuntime ? KubeStepObjects.staticObjects(spec: spec, settings: settings) : []
+            objects.append(
+                try KubeStepObjects.codeConfigMap(runID: runID, spec: spec) { try String(contentsOfFile: $0, encoding: .utf8) })
+        }
         for object in objects {
             do {
                 try await client.apply(object)
@@ -196,10 +217,21 @@ public struct KubernetesLauncher: Sendable {
             etcd: etcd, instances: Dictionary(uniqueKeysWithValues: instances.enumerated().map { ($0.offset, $0.element.id) }),
             cleaner: KubeObjectCleaner(client: client, settings: settings, pollInterval: poll))
         let builder = jobBuilder
+        let rendered = options.rendered
+        let namespace = connection.namespace
         var executor = KubernetesExecutor(
             client: client,
             jobFactory: { launch, affinity in
-                builder?(launch, affinity, settings) ?? KubeStepObjects.job(for: launch, affinity: affinity, settings: settings)
+                if let builder { return builder(launch, affinity, settings) }
+                if rendered {
+                    do {
+                        return try KubeLaunchObjects.job(
+                            flow: spec, launch: launch, affinity: affinity, namespace: namespace, settings: settings)
+                    } catch {
+                        // Not reached: every step's Job was built once above.
+                    }
+                }
+                return KubeStepObjects.job(for: launch, affinity: affinity, settings: settings)
             }, pollInterval: poll)
         executor.invocation = invocation
         return FlowRunner(dataPlane: plane, replicas: replicas, store: RunStore(home: home), executor: executor)
@@ -210,11 +242,15 @@ public struct KubernetesLauncher: Sendable {
     func cleanup(runID: String) async {
         let client = self.client
         let note = self.note
+        let perRunCode = !options.rendered
         await Task {
             do {
                 try await client.deleteAll(apiVersion: "batch/v1", kind: "Job", labelSelector: KubeNaming.runSelector(runID))
-                try await client.delete(
-                    apiVersion: "v1", kind: "ConfigMap", name: KubeNaming.runObjectName(runID: runID, suffix: "code"))
+                // The renderer's code ConfigMap is the flow's (a static part); the minimal one is the run's.
+                if perRunCode {
+                    try await client.delete(
+                        apiVersion: "v1", kind: "ConfigMap", name: KubeNaming.runObjectName(runID: runID, suffix: "code"))
+                }
             } catch {
                 note("cannot delete the Jobs of run \(runID): \(error)")
             }
