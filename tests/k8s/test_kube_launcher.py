@@ -256,3 +256,18 @@ steps:
             env.close()
     finally:
         __import__("shutil").rmtree(d, ignore_errors=True)
+
+
+def test_direct_etcd_endpoint(kube, etcd):
+    """In the cluster the metadata is reachable directly: --etcd-endpoint skips the API
+    server's service proxy."""
+    kube.cluster.sizes = {"x": 3000}
+    flow = kube.flow(CHAIN_FLOW)
+    args = ["--on", "kubernetes", "--kubeconfig", kube.kubeconfig, "--etcd-endpoint", etcd.endpoint]
+    out = kube.trellis("flow", "run", flow, "--run-id", "direct-1", *args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not any("/proxy/" in m[1] for m in kube.cluster.log)
+    jobs = kube.cluster.step_jobs()
+    assert [j[0] for j in jobs] == ["a", "b", "c"]
+    # b reads x where a left it; c reads y where b left it.
+    assert jobs[1][1:3] == ("required", jobs[0][3]) and jobs[2][1:3] == ("required", jobs[1][3])
