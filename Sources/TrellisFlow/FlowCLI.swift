@@ -69,6 +69,55 @@ public enum FlowCLI {
         }
     }
 
+    /// `trellis flow run FILE --on kubernetes …` (and `flow resume RUN` of such a run, with
+    /// `runID` set and `file` nil): the run's steps as Jobs in the cluster, see
+    /// ``KubernetesLauncher``.
+    public static func kubernetes(
+        file: String?, resume runID: String?, newRunID: String? = nil, keep: Bool, maxParallel: Int? = nil,
+        options: KubernetesOptions?, home: TrellisHome = .fromEnvironment(),
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) async -> Int32 {
+        var loaded: FlowSpec?
+        if let file {
+            do {
+                let s = try FlowSpec.load(file: file)
+                try s.validate()
+                loaded = s
+            } catch {
+                printErr("trellis flow run: \(error)")
+                return 2
+            }
+        }
+        let spec = loaded
+        guard let kube = options ?? runID.flatMap({ KubernetesLauncher.savedOptions(runID: $0, home: home) }) else {
+            printErr("trellis: no Kubernetes settings for this run; pass --on kubernetes and its options")
+            return 2
+        }
+        let transport: HTTPKubeTransport
+        var etcdTransport: HTTPKubeTransport?
+        let connection: KubeConnection
+        do {
+            connection = try KubeConfig.load(
+                kubeconfig: kube.kubeconfig, context: kube.context, namespace: kube.namespace, environment: environment)
+            transport = try HTTPKubeTransport(connection: connection)
+            if let e = kube.etcdEndpoint { etcdTransport = try HTTPKubeTransport(baseURL: e) }
+        } catch {
+            printErr("trellis: \(error)")
+            return 2
+        }
+        let launcher = KubernetesLauncher(
+            home: home, options: kube, connection: connection, transport: transport, etcdTransport: etcdTransport,
+            note: { printErr("trellis: \($0)") })
+        let status = await drive { observer in
+            let o = FlowRunOptions(runID: newRunID, keepObjects: keep, maxParallel: maxParallel, observer: observer)
+            if let spec { return try await launcher.run(spec: spec, options: o) }
+            return try await launcher.resume(runID: runID ?? "", options: o)
+        }
+        await transport.shutdown()
+        await etcdTransport?.shutdown()
+        return status
+    }
+
     private static func drive(_ body: @escaping @Sendable (@escaping @Sendable (RunEvent) -> Void) async throws -> RunRecord)
         async -> Int32
     {

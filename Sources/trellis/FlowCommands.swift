@@ -13,7 +13,7 @@ struct FlowCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flow",
         abstract: "Run pipelines whose steps hand data to each other through Trellis.",
-        subcommands: [Run.self, Resume.self, Status.self, Logs.self, List.self, Validate.self])
+        subcommands: [Run.self, Resume.self, Status.self, Logs.self, List.self, Validate.self, Render.self])
 
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Run a flow file (starts a runtime when none is up).")
@@ -21,8 +21,15 @@ struct FlowCommand: AsyncParsableCommand {
         @Option(name: .customLong("run-id"), help: "Run id (default: generated).") var runID: String?
         @Flag(help: "Keep the run's objects after success.") var keep = false
         @Option(name: .customLong("max-parallel"), help: "At most this many steps at once.") var maxParallel: Int?
+        @OptionGroup var target: KubernetesFlags
 
         func run() async throws {
+            if let kube = try target.options() {
+                let status = await FlowCLI.kubernetes(
+                    file: file, resume: nil, newRunID: runID, keep: keep, maxParallel: maxParallel, options: kube)
+                if status != 0 { throw ExitCode(status) }
+                return
+            }
             let status = await FlowCLI.run(
                 file: file, runID: runID, keep: keep, maxParallel: maxParallel, makeDataPlane: FlowDataPlane.make)
             if status != 0 { throw ExitCode(status) }
@@ -34,8 +41,16 @@ struct FlowCommand: AsyncParsableCommand {
         @Argument(help: "The run id.") var runID: String
         @Flag(help: "Keep the run's objects after success.") var keep = false
         @Option(name: .customLong("max-parallel")) var maxParallel: Int?
+        @OptionGroup var target: KubernetesFlags
 
         func run() async throws {
+            let kube = try target.options()
+            if kube != nil || KubernetesLauncher.savedOptions(runID: runID, home: .fromEnvironment()) != nil {
+                let status = await FlowCLI.kubernetes(
+                    file: nil, resume: runID, keep: keep, maxParallel: maxParallel, options: kube)
+                if status != 0 { throw ExitCode(status) }
+                return
+            }
             let status = await FlowCLI.resume(runID: runID, keep: keep, maxParallel: maxParallel, makeDataPlane: FlowDataPlane.make)
             if status != 0 { throw ExitCode(status) }
         }
@@ -115,6 +130,44 @@ struct RuntimeCommand: AsyncParsableCommand {
         func run() throws {
             let s = FlowCLI.runtimeStatus(json: json)
             if s != 0 { throw ExitCode(s) }
+        }
+    }
+}
+
+/// `--on kubernetes` and its settings (`flow run`, `flow resume`).
+struct KubernetesFlags: ParsableArguments {
+    @Option(name: .customLong("on"), help: "Where steps run: local (default) or kubernetes.") var on: String?
+    @Option(help: "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster credentials).")
+    var kubeconfig: String?
+    @Option(help: "kubeconfig context (default: its current-context).") var context: String?
+    @Option(help: "Namespace (default: the context's, else default).") var namespace: String?
+    @Option(help: "Image of the step containers (default python:3.10).") var image: String?
+    @Option(help: "Fluid Dataset/VineyardRuntime name (default: the flow's name).") var dataset: String?
+    @Option(name: .customLong("etcd-service"), help: "Cluster metadata through the API server's service proxy, NAME:PORT (default <dataset>-master:2379).")
+    var etcdService: String?
+    @Option(name: .customLong("etcd-endpoint"), help: "Cluster metadata directly (in the cluster), e.g. http://vineyard-master:2379.")
+    var etcdEndpoint: String?
+    @Option(name: .customLong("etcd-prefix"), help: "The daemons' --etcd_prefix.") var etcdPrefix = "/vineyard"
+    @Flag(name: .customLong("no-runtime"), help: "Do not apply the Dataset and VineyardRuntime (they exist already).")
+    var noRuntime = false
+    @Option(name: .customLong("worker-image"), help: "Trellis image of the VineyardRuntime's workers (default trellis:latest).")
+    var workerImage: String?
+
+    /// The Kubernetes options, or nil for a local run.
+    func options() throws -> KubernetesOptions? {
+        switch on {
+        case nil, "local"?:
+            if kubeconfig != nil || context != nil || namespace != nil || image != nil || etcdService != nil || etcdEndpoint != nil {
+                throw ValidationError("--kubeconfig, --context, --namespace, --image and --etcd-* need --on kubernetes")
+            }
+            return nil
+        case "kubernetes"?, "k8s"?:
+            return KubernetesOptions(
+                kubeconfig: kubeconfig, context: context, namespace: namespace, image: image, dataset: dataset,
+                etcdService: etcdService, etcdEndpoint: etcdEndpoint, etcdPrefix: etcdPrefix, applyRuntime: !noRuntime,
+                workerImage: workerImage)
+        case let other?:
+            throw ValidationError("--on must be local or kubernetes, not '\(other)'")
         }
     }
 }

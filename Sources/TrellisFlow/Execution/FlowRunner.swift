@@ -90,11 +90,15 @@ public struct FlowRunner: Sendable {
     /// Where records and logs go.
     public let store: RunStore
 
+    /// Runs each attempt instead of a local process when set (e.g. ``KubernetesExecutor``).
+    public let executor: (any StepExecutor)?
+
     /// Creates a runner over a runtime's replicas.
-    public init(dataPlane: any DataPlane, replicas: [Replica], store: RunStore = RunStore()) {
+    public init(dataPlane: any DataPlane, replicas: [Replica], store: RunStore = RunStore(), executor: (any StepExecutor)? = nil) {
         self.dataPlane = dataPlane
         self.replicas = replicas.sorted { $0.index < $1.index }
         self.store = store
+        self.executor = executor
     }
 
     /// Validates and runs a flow to the end. Returns the final record (also on disk); a failed
@@ -201,7 +205,7 @@ public struct FlowRunner: Sendable {
         }
         save(record)
         // A zygote warmed up by the launcher (while the runtime started) when it fits, else our own.
-        let wanted = Self.zygoteInterpreter(spec: record.spec, states: scheduler.states, options: options)
+        let wanted = executor == nil ? Self.zygoteInterpreter(spec: record.spec, states: scheduler.states, options: options) : nil
         let warm = options.zygote.flatMap { $0.interpreter == wanted ? $0 : nil }
         let ownZygote = warm == nil ? wanted.flatMap { startZygote(interpreter: $0, runID: runID, options: options) } : nil
         let zygote = warm ?? ownZygote
@@ -536,6 +540,22 @@ public struct FlowRunner: Sendable {
         appendLine(
             "--- trellis: attempt \(launch.attempt) on replica \(replica.index) at \(Date().formatted(Date.ISO8601FormatStyle())) ---",
             to: err)
+        if let executor {
+            let launch = StepLaunch(
+                runID: runID, step: spec, attempt: launch.attempt, replica: replica,
+                command: [invocation.executable] + invocation.arguments, environment: env, workingDirectory: workdir,
+                stdoutPath: out, stderrPath: err, timeout: spec.timeout, killGrace: options.killGrace)
+            do {
+                let exit = try await executor.run(launch)
+                result.exit = SupervisedExit(
+                    status: exit.status, timedOut: exit.timedOut, cancelled: exit.cancelled, seconds: exit.seconds)
+                if let m = exit.message { appendLine("trellis: \(m)", to: err) }
+            } catch {
+                result.error = "cannot start: \(error)"
+                appendLine("trellis: \(result.error!)", to: err)
+            }
+            return result
+        }
         let child: ChildProcess
         do {
             child = try ChildProcess.spawn(

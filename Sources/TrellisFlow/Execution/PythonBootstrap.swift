@@ -26,7 +26,8 @@ public enum PythonBootstrap {
         get_name, drop_name, list_names on vineyard.Client, which put(name=...) and
         get(name=...) use) see the name "x" as "<run>/x", so steps written for vineyard run
         unchanged and runs never collide. Seconds spent in Client.put / Client.get are
-        appended to $TRELLIS_METRICS as one JSON line at exit.
+        appended to $TRELLIS_METRICS as one JSON line at exit. With TRELLIS_FETCH=1 (steps
+        on Kubernetes) Client.get defaults to fetch=True: a remote input is migrated here.
         """
         import atexit
         import importlib.util
@@ -124,6 +125,17 @@ public enum PythonBootstrap {
 
             Client.put_name, Client.get_name = _put_name, _get_name
             Client.drop_name, Client.list_names = _drop_name, _list_names
+            if os.environ.get("TRELLIS_FETCH") == "1":
+                # Kubernetes: the launcher cannot copy inputs between nodes; the step's own get
+                # migrates a remote object into this node's daemon.
+                plain_get = Client.get
+
+                def _get(self, *args, **kwargs):
+                    if len(args) < 4:
+                        kwargs.setdefault("fetch", True)
+                    return plain_get(self, *args, **kwargs)
+
+                Client.get = _get
             Client.put = _timed("put", Client.put)
             Client.get = _timed("get", Client.get)
             atexit.register(_write_metrics)
