@@ -229,6 +229,9 @@ final class RequestHandler: Sendable {
                     "fragmentation": .double(st.fragmentation), "objects": .number(st.objects),
                     "blobs": .number(st.blobs), "names": .number(st.names), "spilled_bytes": .number(st.spilledBytes),
                     "pages": .string(store.arena.pages.rawValue),
+                    // as in cluster_meta (upstream's names): a launcher maps instance_id → node
+                    "hostname": .string(config.hostname), "nodename": .string(config.nodename),
+                    "rpc_endpoint": .string(config.rpcEndpoint),
                 ],
             ])
         case .debug:

@@ -39,7 +39,14 @@ enum Serve {
         for (k, v) in ProcessEnvironment.all() { env[k] = v }
 
         let socket = options.resolvedSocketPath(environment: env)
-        makeParentDirectory(of: socket)
+        // Before the (possibly long) wait for etcd: a path that is not ours to replace ends it at once.
+        do {
+            try makeParentDirectory(of: socket)
+            _ = try Listener.checkSocketPath(socket)
+        } catch {
+            printError("trellis serve: \(error)\n")
+            return 1
+        }
         let size = options.size ?? physicalMemory()
 
         // Cluster metadata first: the instance id it allocates goes into every object id.
@@ -47,9 +54,11 @@ enum Serve {
         var instanceID: UInt64 = 0
         if options.meta == "etcd" {
             let timeout = Duration.milliseconds(Int64(options.metaTimeout * 1000))
+            // Fluid renders a comma list when etcd has several members: use the first that answers.
+            let endpoint = await firstAnsweringEndpoint(options.etcdEndpoint, within: timeout, logger: logger)
             let backend = EtcdMetaBackend(
                 configuration: .init(
-                    endpoint: options.etcdEndpoint, prefix: options.etcdPrefix,
+                    endpoint: endpoint, prefix: options.etcdPrefix,
                     leaseTTL: .seconds(max(1, options.leaseTTL)), timeout: timeout),
                 logger: Logger(label: "trellis.meta"))
             do {
@@ -66,12 +75,13 @@ enum Serve {
         config.deployment = options.deployment
         // The advertised RPC host: MY_HOST_NAME, else loopback when RPC binds loopback (so
         // peers reach it whatever the host name resolves to), else the host name.
-        let loopbackBind = options.rpcHost == "127.0.0.1" || options.rpcHost == "localhost"
-        config.hostname = env["MY_HOST_NAME"] ?? (loopbackBind ? "127.0.0.1" : hostName())
-        config.nodename = env["MY_NODE_NAME"] ?? hostName()
+        let rpcBind = options.resolvedRPCBindHost(environment: env)
+        let loopbackBind = rpcBind == "127.0.0.1" || rpcBind == "localhost"
+        config.hostname = nonEmpty(env["MY_HOST_NAME"]) ?? (loopbackBind ? "127.0.0.1" : hostName())
+        config.nodename = nonEmpty(env["MY_NODE_NAME"]) ?? hostName()
         if options.rpc {
             config.rpcPort = options.rpcPort
-            config.rpcHost = options.rpcHost
+            config.rpcHost = rpcBind
         }
         if !options.ignored.isEmpty {
             logger.debug("accepted for compatibility, no effect", metadata: ["flags": "\(options.ignored.joined(separator: ","))"])
@@ -157,14 +167,45 @@ enum Serve {
         return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    static func makeParentDirectory(of path: String) {
+    /// `list` is one endpoint or a comma-separated list. With several, each is asked for
+    /// its status in turn until one answers or `within` passes; returns that one (or the
+    /// first, whose connect then reports the failure). No failover after start.
+    static func firstAnsweringEndpoint(_ list: String, within: Duration, logger: Logger) async -> String {
+        let endpoints = list.split(separator: ",").map { String($0.filter { !$0.isWhitespace }) }.filter { !$0.isEmpty }
+        guard endpoints.count > 1 else { return endpoints.first ?? list }
+        let clock = ContinuousClock()
+        let deadline = clock.now + within
+        while clock.now < deadline {
+            for e in endpoints {
+                let client = EtcdClient(endpoint: e, requestTimeout: .seconds(2), logger: logger)
+                if (try? await client.status()) != nil {
+                    logger.info("using etcd endpoint", metadata: ["endpoint": "\(e)", "of": "\(endpoints.count)"])
+                    return e
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+        return endpoints[0]
+    }
+
+    static func nonEmpty(_ s: String?) -> String? {
+        guard let s, !s.isEmpty else { return nil }
+        return s
+    }
+
+    /// Creates the socket's missing parent directories (0755, like `mkdir -p`).
+    static func makeParentDirectory(of path: String) throws(SystemError) {
         var parts = path.split(separator: "/", omittingEmptySubsequences: false).dropLast()
         var current = path.hasPrefix("/") ? "" : "."
         while !parts.isEmpty {
             let p = parts.removeFirst()
             if p.isEmpty { continue }
             current += "/" + p
-            mkdir(current, 0o755)
+            if mkdir(current, 0o755) != 0, errno != EEXIST { throw SystemError("mkdir(\(current))") }
+        }
+        var st = stat()
+        if current != "." && current != "", stat(current, &st) != 0 || st.st_mode & S_IFMT != S_IFDIR {
+            throw SystemError("\(current) is not a directory (the socket's parent)", errno: ENOTDIR)
         }
     }
 }
