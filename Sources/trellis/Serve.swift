@@ -38,6 +38,10 @@ enum Serve {
         var env: [String: String] = [:]
         for (k, v) in ProcessEnvironment.all() { env[k] = v }
 
+        if let file = options.htpasswd {
+            printError("trellis serve: --htpasswd \(file): Trellis does not implement authentication yet; refusing to start rather than accept every client (remove the flag, and protect the socket and RPC port instead)\n")
+            return 2
+        }
         let socket = options.resolvedSocketPath(environment: env)
         // Before the (possibly long) wait for etcd: a path that is not ours to replace ends it at once.
         do {
