@@ -83,6 +83,14 @@ public final class ObjectStore: Sendable {
     /// Allocates unsealed blobs for `connection` (all or none). With a spill directory, a
     /// full arena first spills idle blobs (least recently used first) to make room.
     public func createBlobs(sizes: [Int], connection: ConnectionID) throws(VineyardError) -> [Payload] {
+        // A request no arena could hold fails now (before spilling every idle blob for nothing,
+        // and before any size arithmetic could overflow).
+        let capacity = arena.capacity
+        if let tooLarge = sizes.first(where: { $0 < 0 || $0 > capacity }) {
+            throw VineyardError(
+                .notEnoughMemory,
+                "Failed to allocate memory of size \(tooLarge): larger than the whole arena (\(capacity) bytes)")
+        }
         guard let spill else { return try createBlobsOnce(sizes: sizes, connection: connection) }
         var attempts = 0
         while true {

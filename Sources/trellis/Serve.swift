@@ -158,6 +158,7 @@ enum Serve {
             logger.error("service group failed", metadata: ["error": "\(error)"])
         }
         daemon.stop(listeners)
+        store.spill?.removeAll()
         return 0
     }
 

@@ -170,6 +170,14 @@ struct StoreTests {
         #expect(await waited == t)
         #expect(store.wait(cancelled: { true }) { s.getName("never") } == nil)
     }
+
+    @Test("a blob larger than the arena, or of a hostile size, is NotEnoughMemory, not a trap")
+    func oversizedBlob() throws {
+        for size in [store.arena.capacity + 1, 1 << 62, Int.max, -1] {
+            #expect(throws: VineyardError.self) { try store.createBlob(size: size, connection: 3) }
+        }
+        #expect(store.status().memoryUsage == 0)
+    }
 }
 
 /// A monotonically ticking fake clock.
