@@ -42,6 +42,10 @@ public final class ObjectStore: Sendable {
     public let spill: SpillDirectory?
     /// Serialises spilling and reloading (file I/O runs outside the state lock).
     let spillGate = Mutex<Void>(())
+    /// Parked requests woken so far (each wake-up of one waiter counts once); for tests.
+    let wakeUps = Atomic<Int>(0)
+    /// Parked requests woken so far.
+    public var wakeUpCount: Int { wakeUps.load(ordering: .relaxed) }
 
     /// - Parameters:
     ///   - capacity: bytes of blob memory (`--size`).
@@ -148,7 +152,9 @@ public final class ObjectStore: Sendable {
             s.tick &+= 1
             b.lastUse = s.tick
             s.blobs[id] = b
+            s.waiters.touch(.object(id))
         }
+        wakeTouched()
     }
 
     /// Payloads of the requested blobs in request order; unknown ids are skipped, an
@@ -279,6 +285,8 @@ public final class ObjectStore: Sendable {
     }
 
     func wake(_ waiters: [Waiter]) {
+        if waiters.isEmpty { return }
+        wakeUps.add(waiters.count, ordering: .relaxed)
         for w in waiters { w.wake() }
     }
 
