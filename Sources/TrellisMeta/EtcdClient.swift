@@ -233,17 +233,39 @@ public struct EtcdClient: Sendable {
     /// watch holds one (HTTP/1.1 through the gateway). Never shut down.
     public static let sharedWatchHTTPClient: HTTPClient = makeHTTPClient(connectionsPerHost: 1 << 20)
 
-    /// Creates a client for `endpoint` (e.g. `http://127.0.0.1:2379`). Nothing is
+    /// The URL requests are sent to: `host:port` gains `http://`; a UNIX-socket endpoint,
+    /// `unix:///path/to/socket` (or `unix:path`), becomes AsyncHTTPClient's
+    /// `http+unix://<percent-encoded path>`; trailing slashes go.
+    public static func normalizedEndpoint(_ text: String) -> String {
+        var endpoint = text
+        if endpoint.hasPrefix("unix:") {
+            var path = String(endpoint.dropFirst("unix:".count))
+            if path.hasPrefix("//") { path.removeFirst(2) }
+            let unreserved = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~".utf8)
+            var encoded = ""
+            for byte in path.utf8 {
+                if unreserved.contains(byte) {
+                    encoded.unicodeScalars.append(Unicode.Scalar(byte))
+                } else {
+                    let hex = String(byte, radix: 16, uppercase: true)
+                    encoded += "%" + (hex.count == 1 ? "0" + hex : hex)
+                }
+            }
+            return "http+unix://" + encoded
+        }
+        while endpoint.hasSuffix("/") { endpoint.removeLast() }
+        if !endpoint.contains("://") { endpoint = "http://" + endpoint }
+        return endpoint
+    }
+
+    /// Creates a client for `endpoint` (e.g. `http://127.0.0.1:2379`, `unix:///run/etcd.sock`). Nothing is
     /// sent until the first request. Passed HTTP clients stay owned by the caller;
     /// `watchHTTPClient` needs no read timeout and room for one connection per watch.
     public init(
         endpoint: String, requestTimeout: Duration = .seconds(5), httpClient: HTTPClient = EtcdClient.sharedHTTPClient,
         watchHTTPClient: HTTPClient = EtcdClient.sharedWatchHTTPClient, logger: Logger
     ) {
-        var endpoint = endpoint
-        while endpoint.hasSuffix("/") { endpoint.removeLast() }
-        if !endpoint.contains("://") { endpoint = "http://" + endpoint }
-        self.endpoint = endpoint
+        self.endpoint = Self.normalizedEndpoint(endpoint)
         self.requestTimeout = requestTimeout
         self.httpClient = httpClient
         self.watchHTTPClient = watchHTTPClient
@@ -366,6 +388,9 @@ public struct EtcdClient: Sendable {
         var request = HTTPClientRequest(url: endpoint + path)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
+        // Over a UNIX socket AsyncHTTPClient sends no Host header, and etcd (Go's HTTP
+        // server) drops an HTTP/1.1 request without one.
+        if endpoint.hasPrefix("http+unix://") { request.headers.add(name: "Host", value: "localhost") }
         request.body = .bytes(body)
         do {
             if let deadline {
