@@ -60,7 +60,7 @@ struct FluidWorkerTests {
 
     @Test("a regular file, a directory or a symlink at the socket path is refused and left intact")
     func notASocket() throws {
-        let dir = try TempDir()
+        let dir = try SocketTestDirectory()
         let file = dir.path + "/file.sock"
         let fd = open(file, O_CREAT | O_WRONLY, 0o644)
         #expect(fd >= 0)
@@ -84,7 +84,7 @@ struct FluidWorkerTests {
 
     @Test("a stale socket is replaced, a live one refused; the socket is mode 0777; close removes only its own file")
     func staleAndLive() throws {
-        let dir = try TempDir()
+        let dir = try SocketTestDirectory()
         let path = dir.path + "/w.sock"
         // A stale socket: bound, never listened on, its owner gone.
         let raw = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
@@ -113,7 +113,7 @@ struct FluidWorkerTests {
 }
 
 /// A private directory under /tmp, removed with its contents.
-final class TempDir {
+final class SocketTestDirectory {
     let path: String
     init() throws {
         var template = Array("/tmp/trfXXXXXX".utf8CString)
