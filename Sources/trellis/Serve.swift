@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 import TrellisMeta
 import ServiceLifecycle
 import TrellisServer
@@ -35,6 +36,10 @@ enum Serve {
             return h
         }
         let logger = Logger(label: "trellis.daemon")
+        // Trap SIGTERM/SIGINT before anything is created: one that arrives while starting
+        // (waiting for etcd, reserving memory, right after the socket appears) must stop the
+        // daemon cleanly (exit 0, socket removed), not kill it with the default action.
+        let shutdown = await ShutdownSignals()
         var env: [String: String] = [:]
         for (k, v) in ProcessEnvironment.all() { env[k] = v }
 
@@ -66,8 +71,14 @@ enum Serve {
                     leaseTTL: .seconds(max(1, options.leaseTTL)), timeout: timeout),
                 logger: Logger(label: "trellis.meta"))
             do {
-                try await backend.connect()
-                instanceID = try await backend.allocateInstanceID()
+                guard let id = try await shutdown.unlessRequested({
+                    try await backend.connect()
+                    return try await backend.allocateInstanceID()
+                }) else {
+                    logger.info("stopped while waiting for etcd")
+                    return 0
+                }
+                instanceID = id
             } catch {
                 printError("trellis serve: etcd at \(options.etcdEndpoint) is not usable: \(error)\n")
                 return 1
@@ -150,8 +161,8 @@ enum Serve {
         let group = ServiceGroup(
             configuration: .init(
                 services: services,
-                gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
+        await shutdown.attach(group)
         do {
             try await group.run()
         } catch {
@@ -211,6 +222,57 @@ enum Serve {
         var st = stat()
         if current != "." && current != "", stat(current, &st) != 0 || st.st_mode & S_IFMT != S_IFDIR {
             throw SystemError("\(current) is not a directory (the socket's parent)", errno: ENOTDIR)
+        }
+    }
+}
+
+/// SIGTERM/SIGINT, trapped from the daemon's first moment: a signal before the service
+/// group exists is remembered (and ends a pending etcd wait); once the group is attached,
+/// a signal (or a remembered one) triggers its graceful shutdown.
+final class ShutdownSignals: Sendable {
+    private struct State {
+        var requested = false
+        var group: ServiceGroup?
+    }
+    private let state = Mutex(State())
+    private let signals: UnixSignalsSequence
+
+    init() async {
+        signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        let signals = self.signals
+        Task { [self] in
+            for await _ in signals {
+                let group = state.withLock { s -> ServiceGroup? in
+                    s.requested = true
+                    return s.group
+                }
+                await group?.triggerGracefulShutdown()
+            }
+        }
+    }
+
+    var requested: Bool { state.withLock { $0.requested } }
+
+    /// From now on signals shut `group` down; one that came earlier does so at once.
+    func attach(_ group: ServiceGroup) async {
+        let early = state.withLock { s -> Bool in
+            s.group = group
+            return s.requested
+        }
+        if early { await group.triggerGracefulShutdown() }
+    }
+
+    /// Runs `body` unless a shutdown is requested first (then it is cancelled: nil).
+    func unlessRequested<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T? {
+        try await withThrowingTaskGroup(of: T?.self) { tasks in
+            tasks.addTask { try await body() }
+            tasks.addTask { [self] in
+                while !requested { try await Task.sleep(for: .milliseconds(100)) }
+                return nil
+            }
+            let first = try await tasks.next()!
+            tasks.cancelAll()
+            return first
         }
     }
 }

@@ -166,3 +166,26 @@ def test_waits_for_etcd_up_to_meta_timeout(tmp_path):
     finally:
         w.cleanup()
         etcd.cleanup()
+
+
+def test_sigterm_while_waiting_for_etcd_exits_zero():
+    etcd = cluster_lib.Etcd(cluster_lib.find_etcd())  # never started: the worker keeps waiting
+    w = fluid_lib.Worker(etcd.endpoint)
+    try:
+        w.spawn()
+        time.sleep(1)
+        assert w.process.alive(), w.process.log_tail()
+        assert w.stop() == 0, w.process.log_tail()  # not killed by the signal, not after --meta_timeout
+        assert not os.path.lexists(w.socket)
+    finally:
+        w.cleanup()
+        etcd.cleanup()
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_sigterm_right_after_the_socket_appears_exits_zero(worker, attempt):
+    worker.spawn()
+    cluster_lib.wait_until(lambda: os.path.lexists(worker.socket) or not worker.process.alive(), 90,
+                           interval=0.001, what="socket")
+    assert worker.stop() == 0, worker.process.log_tail()
+    assert not os.path.lexists(worker.socket)
