@@ -233,17 +233,39 @@ public struct EtcdClient: Sendable {
     /// watch holds one (HTTP/1.1 through the gateway). Never shut down.
     public static let sharedWatchHTTPClient: HTTPClient = makeHTTPClient(connectionsPerHost: 1 << 20)
 
-    /// Creates a client for `endpoint` (e.g. `http://127.0.0.1:2379`). Nothing is
+    /// The URL requests are sent to: `host:port` gains `http://`; a UNIX-socket endpoint,
+    /// `unix:///path/to/socket` (or `unix:path`), becomes AsyncHTTPClient's
+    /// `http+unix://<percent-encoded path>`; trailing slashes go.
+    public static func normalizedEndpoint(_ text: String) -> String {
+        var endpoint = text
+        if endpoint.hasPrefix("unix:") {
+            var path = String(endpoint.dropFirst("unix:".count))
+            if path.hasPrefix("//") { path.removeFirst(2) }
+            let unreserved = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~".utf8)
+            var encoded = ""
+            for byte in path.utf8 {
+                if unreserved.contains(byte) {
+                    encoded.unicodeScalars.append(Unicode.Scalar(byte))
+                } else {
+                    let hex = String(byte, radix: 16, uppercase: true)
+                    encoded += "%" + (hex.count == 1 ? "0" + hex : hex)
+                }
+            }
+            return "http+unix://" + encoded
+        }
+        while endpoint.hasSuffix("/") { endpoint.removeLast() }
+        if !endpoint.contains("://") { endpoint = "http://" + endpoint }
+        return endpoint
+    }
+
+    /// Creates a client for `endpoint` (e.g. `http://127.0.0.1:2379`, `unix:///run/etcd.sock`). Nothing is
     /// sent until the first request. Passed HTTP clients stay owned by the caller;
     /// `watchHTTPClient` needs no read timeout and room for one connection per watch.
     public init(
         endpoint: String, requestTimeout: Duration = .seconds(5), httpClient: HTTPClient = EtcdClient.sharedHTTPClient,
         watchHTTPClient: HTTPClient = EtcdClient.sharedWatchHTTPClient, logger: Logger
     ) {
-        var endpoint = endpoint
-        while endpoint.hasSuffix("/") { endpoint.removeLast() }
-        if !endpoint.contains("://") { endpoint = "http://" + endpoint }
-        self.endpoint = endpoint
+        self.endpoint = Self.normalizedEndpoint(endpoint)
         self.requestTimeout = requestTimeout
         self.httpClient = httpClient
         self.watchHTTPClient = watchHTTPClient
@@ -366,6 +388,9 @@ public struct EtcdClient: Sendable {
         var request = HTTPClientRequest(url: endpoint + path)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
+        // Over a UNIX socket AsyncHTTPClient sends no Host header, and etcd (Go's HTTP
+        // server) drops an HTTP/1.1 request without one.
+        if endpoint.hasPrefix("http+unix://") { request.headers.add(name: "Host", value: "localhost") }
         request.body = .bytes(body)
         do {
             if let deadline {
@@ -565,6 +590,9 @@ public struct EtcdWatch: AsyncSequence, Sendable {
                     try handle(message)
                     continue
                 }
+                if scanner.overflows > 0 {
+                    throw EtcdError.malformedResponse("watch message larger than \(scanner.limit) bytes")
+                }
                 if body == nil {
                     // The head must come within the request timeout; the stream itself has none.
                     let response = try await client.post(
@@ -618,6 +646,12 @@ public struct EtcdWatch: AsyncSequence, Sendable {
 
 /// Splits a byte stream of concatenated JSON objects (the gateway's streaming
 /// format, newline-delimited or not) into whole messages.
+///
+/// Robust to any byte sequence: between messages only `{` or `[` starts one (stray
+/// closers, quotes and other bytes are dropped), and a message that grows beyond
+/// `limit` bytes is dropped with everything buffered, the scanner starting afresh
+/// (``overflows`` counts these), so the buffer never holds more than `limit` bytes
+/// plus the last appended chunk and the scanner always resynchronises.
 struct JSONStreamScanner {
     private var buffer: [UInt8] = []
     private var start = 0
@@ -625,6 +659,17 @@ struct JSONStreamScanner {
     private var depth = 0
     private var inString = false
     private var escaped = false
+    /// Largest message kept, in bytes.
+    let limit: Int
+    /// Messages dropped for exceeding `limit`.
+    private(set) var overflows = 0
+
+    init(limit: Int = 64 << 20) {
+        self.limit = max(2, limit)
+    }
+
+    /// Bytes held (consumed bytes are released on the next append).
+    var bufferedBytes: Int { buffer.count }
 
     mutating func append(_ bytes: some Sequence<UInt8>) {
         if start > 0 {
@@ -635,11 +680,35 @@ struct JSONStreamScanner {
         buffer.append(contentsOf: bytes)
     }
 
-    /// The next complete top-level JSON object, if the buffer holds one.
+    private mutating func reset() {
+        buffer.removeAll(keepingCapacity: false)
+        start = 0
+        position = 0
+        depth = 0
+        inString = false
+        escaped = false
+    }
+
+    /// The next complete top-level JSON object or array, if the buffer holds one.
     mutating func nextMessage() -> [UInt8]? {
         while position < buffer.count {
+            if depth > 0 && position - start >= limit {
+                overflows += 1
+                reset()
+                return nil
+            }
             let byte = buffer[position]
             position += 1
+            if depth == 0 {
+                // Between messages: only an opening bracket matters.
+                if byte == UInt8(ascii: "{") || byte == UInt8(ascii: "[") {
+                    start = position - 1
+                    depth = 1
+                } else {
+                    start = position
+                }
+                continue
+            }
             if inString {
                 if escaped {
                     escaped = false
@@ -654,7 +723,6 @@ struct JSONStreamScanner {
             case UInt8(ascii: "\""):
                 inString = true
             case UInt8(ascii: "{"), UInt8(ascii: "["):
-                if depth == 0 { start = position - 1 }
                 depth += 1
             case UInt8(ascii: "}"), UInt8(ascii: "]"):
                 depth -= 1
@@ -669,8 +737,14 @@ struct JSONStreamScanner {
                     return message
                 }
             default:
-                if depth == 0 { start = position }  // skip whitespace between messages
+                break
             }
+        }
+        if depth == 0 {
+            // Nothing of a message is pending: drop what was scanned.
+            buffer.removeAll(keepingCapacity: buffer.count <= 64 << 10)
+            start = 0
+            position = 0
         }
         return nil
     }

@@ -50,9 +50,11 @@ public struct Payload: Sendable, Equatable {
         self.init(
             objectID: ObjectID(try r.uint("object_id")),
             storeFD: Int32(truncatingIfNeeded: try r.int("store_fd")),
-            dataOffset: Int(try r.uint("data_offset")),
-            dataSize: Int(try r.uint("data_size")),
-            mapSize: Int(try r.uint("map_size")),
+            // Sizes come from a peer: negative ones are refused, ones beyond Int saturate
+            // (every consumer bounds them by its arena), neither traps.
+            dataOffset: try r.size("data_offset"),
+            dataSize: try r.size("data_size"),
+            mapSize: try r.size("map_size"),
             pointer: try r.optionalUInt("pointer") ?? 0,
             isSealed: try r.optionalBool("is_sealed") ?? false,
             isOwner: try r.optionalBool("is_owner") ?? true)

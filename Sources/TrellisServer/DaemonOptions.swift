@@ -20,6 +20,15 @@ public struct DaemonOptions: Sendable, Equatable {
     public var rpc: Bool = true
     public var rpcPort: Int = 9600
     public var rpcHost: String = "127.0.0.1"
+    /// Whether `--rpc_host` was given; without it the bind address follows `MY_HOST_NAME`
+    /// when that is an IP literal (see ``resolvedRPCBindHost(environment:)``).
+    public var rpcHostGiven: Bool = false
+    /// Whether `--meta` was given; without it an explicit `--etcd_endpoint` selects etcd
+    /// (vineyardd's default backend), so Fluid's worker command line forms a cluster.
+    public var metaGiven: Bool = false
+    /// `--htpasswd FILE`: Trellis has no authentication yet, so the daemon refuses to
+    /// start rather than accept every client while the operator believes otherwise.
+    public var htpasswd: String?
     public var reserveMemory: Bool = false
     /// With `reserveMemory`: serve at once and reserve from a background thread at idle
     /// priority (Trellis's own flag).
@@ -52,7 +61,7 @@ public struct DaemonOptions: Sendable, Equatable {
     /// Flags that take a value and are accepted but have no effect in Trellis.
     static let ignoredValued: Set<String> = [
         "allocator", "etcd_cmd", "etcd_data_dir", "rdma_endpoint", "spill_lower_rate", "spill_upper_rate",
-        "stream_threshold", "htpasswd", "redis_endpoint", "redis_prefix", "metrics_path",
+        "stream_threshold", "redis_endpoint", "redis_prefix", "metrics_path",
         // glog
         "v", "stderrthreshold", "minloglevel", "log_dir", "vmodule", "log_link", "logbuflevel", "logbufsecs",
         "max_log_size", "flagfile", "fromenv", "tryfromenv",
@@ -101,6 +110,9 @@ public struct DaemonOptions: Sendable, Equatable {
                 case "version": o.version = value
                 default: if value { o.ignored.append(boolName) }
                 }
+                // vineyard's operator writes `--sync_crds true` (a separate word, which
+                // gflags leaves as a positional argument and vineyardd ignores).
+                if inline == nil, i < args.count, ["true", "false"].contains(args[i].lowercased()) { i += 1 }
                 continue
             }
             func value() throws(ParseError) -> String {
@@ -118,7 +130,11 @@ public struct DaemonOptions: Sendable, Equatable {
                 let m = try value()
                 guard m == "local" || m == "etcd" else { throw fail("--meta must be 'local' or 'etcd', got '\(m)'") }
                 o.meta = m
-            case "etcd_endpoint": o.etcdEndpoint = try value()
+                o.metaGiven = true
+            case "etcd_endpoint":
+                o.etcdEndpoint = try value()
+                if !o.metaGiven { o.meta = "etcd" }
+            case "htpasswd": o.htpasswd = try value()
             case "etcd_prefix": o.etcdPrefix = try value()
             case "meta_timeout":
                 let t = try value()
@@ -132,7 +148,9 @@ public struct DaemonOptions: Sendable, Equatable {
                 let p = try value()
                 guard let n = Int(p), (0...65535).contains(n) else { throw fail("--rpc_socket_port must be a port number, got '\(p)'") }
                 o.rpcPort = n
-            case "rpc_host", "rpc_socket_host": o.rpcHost = try value()
+            case "rpc_host", "rpc_socket_host":
+                o.rpcHost = try value()
+                o.rpcHostGiven = true
             case "deployment": o.deployment = try value()
             case "log_level":
                 let l = try value().lowercased()
@@ -190,6 +208,23 @@ public struct DaemonOptions: Sendable, Equatable {
         return Int(bytes)
     }
 
+    /// The RPC bind address: `--rpc_host` when given; otherwise `MY_HOST_NAME` when it is
+    /// an IPv4 literal (Fluid sets it to the pod IP, which kubelet's liveness probe dials,
+    /// and passes no `--rpc_host`); otherwise 127.0.0.1.
+    public func resolvedRPCBindHost(environment: [String: String]) -> String {
+        if rpcHostGiven { return rpcHost }
+        if let h = environment["MY_HOST_NAME"], Self.isIPv4Literal(h) { return h }
+        return rpcHost
+    }
+
+    static func isIPv4Literal(_ text: String) -> Bool {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else { return false }
+        return parts.allSatisfy { p in
+            !p.isEmpty && p.count <= 3 && p.allSatisfy(\.isASCII) && p.allSatisfy(\.isNumber) && Int(p).map { $0 <= 255 } == true
+        }
+    }
+
     /// The socket path to use: `--socket`, else `$VINEYARD_IPC_SOCKET`, else
     /// `/var/run/vineyard.sock` where that directory is writable, else
     /// `$HOME/.local/vineyard/vineyard.sock`.
@@ -215,18 +250,20 @@ public struct DaemonOptions: Sendable, Equatable {
           --transparent_huge_pages  (default on) the same without a pool: the arena is a file on a private
                                     tmpfs with huge=within_size (needs CAP_SYS_ADMIN or user namespaces;
                                     otherwise 4 KiB pages, with the reason in the log); off: --notransparent_huge_pages
-          --meta local|etcd         metadata backend (default local)
-          --etcd_endpoint URL       etcd endpoint for --meta etcd (default http://127.0.0.1:2379)
+          --meta local|etcd         metadata backend (default local; etcd when --etcd_endpoint is given)
+          --etcd_endpoint URL       etcd endpoint (default http://127.0.0.1:2379); given without --meta, selects etcd
           --etcd_prefix PREFIX      key prefix; daemons sharing it form one cluster (default vineyard)
           --meta_timeout SECONDS    how long to wait for the metadata backend (default 60)
           --lease_ttl SECONDS       a dead instance leaves cluster_meta within this time (default 10)
           --rpc / --norpc           serve RPC clients over TCP (default on)
           --rpc_socket_port PORT    RPC port (default 9600)
-          --rpc_host HOST           RPC bind address (default 127.0.0.1; a cluster sets 0.0.0.0 explicitly)
+          --rpc_host HOST           RPC bind address (default: $MY_HOST_NAME when it is an IPv4 address, else
+                                    127.0.0.1; a cluster without MY_HOST_NAME sets 0.0.0.0 explicitly)
           --deployment NAME         reported by instance_status (default local)
           --max-message-size SIZE   largest request accepted (default 64Mi)
           --spill_path DIR          when the arena is full, move idle blobs (least recently used first)
                                     to files here; they are read back when a client asks for them
+          --htpasswd FILE           refused: Trellis has no authentication yet (the daemon will not start)
           --log-level LEVEL         trace, debug, info, notice, warning, error, critical (default info)
         Accepted and ignored: glog flags (-v, --logtostderr, …), --allocator, --compression, --spill_lower_rate/--spill_upper_rate
         (Trellis spills on demand, when an allocation does not fit), --stream_threshold.

@@ -128,7 +128,9 @@ final class Migrator: Sendable {
     /// Pulls blobs from another daemon's RPC endpoint into fresh local blobs, sealed.
     private func fetch(_ ids: [ObjectID], from endpoint: String) throws(VineyardError) -> [ObjectID: (id: ObjectID, size: Int)] {
         guard !ids.isEmpty else { return [:] }
-        guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]) else {
+        guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]),
+            (1...65535).contains(port)
+        else {
             throw VineyardError(.invalid, "invalid rpc endpoint '\(endpoint)'")
         }
         let host = String(endpoint[..<colon])
@@ -150,8 +152,15 @@ final class Migrator: Sendable {
                 throw VineyardError(.objectNotExists, "the owner no longer has every blob of the object")
             }
             var out: [ObjectID: (id: ObjectID, size: Int)] = [:]
+            let asked = Set(ids)
             for pj in payloads {
                 let p = try Payload(json: pj)
+                guard asked.contains(p.objectID), out[p.objectID] == nil else {
+                    throw VineyardError(.invalid, "the owner answered with blob \(p.objectID), which was not asked for")
+                }
+                guard p.dataSize <= store.arena.capacity else {
+                    throw VineyardError(.notEnoughMemory, "the owner announced blob \(p.objectID) of \(p.dataSize) bytes, more than this whole arena (\(store.arena.capacity))")
+                }
                 let mine = try store.createBlob(size: p.dataSize, connection: Self.connection)
                 if mine.objectID != .emptyBlob { created.append(mine.objectID) }
                 if p.dataSize > 0 {
@@ -181,8 +190,11 @@ final class Migrator: Sendable {
                 try StreamSocket.readExact(sock.raw, into: h.baseAddress!, count: 8)
             }
             guard ok else { throw SystemError("recv", errno: ECONNRESET) }
-            let n = Int(Frame.length(fromHeader: header))
-            guard n <= Frame.defaultMaxMessageSize else { throw SystemError("reply too large", errno: EMSGSIZE) }
+            let announced = Frame.length(fromHeader: header)
+            guard announced <= UInt64(Frame.defaultMaxMessageSize) else {
+                throw VineyardError(.ioError, "the owner announced a reply of \(announced) bytes (limit \(Frame.defaultMaxMessageSize))")
+            }
+            let n = Int(announced)
             var body = [UInt8](repeating: 0, count: n)
             var failure: SystemError?
             body.withUnsafeMutableBytes { b in

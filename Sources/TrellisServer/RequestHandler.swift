@@ -121,7 +121,7 @@ final class RequestHandler: Sendable {
         case .getData(let ids, let syncRemote, let wait):
             if let cluster, syncRemote { try cluster.sync(ids, into: store) }
             if wait {
-                _ = withDeferred { store.wait(cancelled: cancelled) { store.allExist(ids) ? true : nil } }
+                _ = withDeferred { store.wait(for: ids.map { .object($0) }, cancelled: cancelled) { store.allExist(ids) ? true : nil } }
             }
             return .reply(["type": "get_data_reply", "content": store.getData(ids)])
         case .listData(let pattern, let regex, let limit):
@@ -187,7 +187,7 @@ final class RequestHandler: Sendable {
             } else {
                 found = store.getName(name)
                 if found == nil && wait {
-                    found = withDeferred { store.wait(cancelled: cancelled) { store.getName(name) } }
+                    found = withDeferred { store.wait(for: [.name(name)], cancelled: cancelled) { store.getName(name) } }
                 }
             }
             guard let id = found else { throw VineyardError(.objectNotExists, "failed to find name: \(name)") }
@@ -229,6 +229,9 @@ final class RequestHandler: Sendable {
                     "fragmentation": .double(st.fragmentation), "objects": .number(st.objects),
                     "blobs": .number(st.blobs), "names": .number(st.names), "spilled_bytes": .number(st.spilledBytes),
                     "pages": .string(store.arena.pages.rawValue),
+                    // as in cluster_meta (upstream's names): a launcher maps instance_id → node
+                    "hostname": .string(config.hostname), "nodename": .string(config.nodename),
+                    "rpc_endpoint": .string(config.rpcEndpoint),
                 ],
             ])
         case .debug:

@@ -37,7 +37,7 @@ extension ObjectStore {
             }
             return try insert(tree, into: &s, now: now)
         }
-        wakeAll()
+        wakeTouched()
         return created
     }
 
@@ -109,6 +109,7 @@ extension ObjectStore {
         if fields["global"] == nil { fields["global"] = .bool(false) }
         if fields["nbytes"] == nil { fields["nbytes"] = .int(0) }
         s.objects[id] = ObjectRecord(fields: fields, members: members, blobInstances: blobInstances)
+        s.waiters.touch(.object(id))
         for m in members.values where m != .emptyBlob {
             s.parents[m, default: []].insert(id)
         }
@@ -126,7 +127,7 @@ extension ObjectStore {
     /// ids), keeping its id, signature and members; members are imported too.
     public func importRemote(_ id: ObjectID, tree: JSON) {
         _ = try? withState { (s) throws(VineyardError) in importTree(id, tree, &s) }
-        wakeAll()
+        wakeTouched()
     }
 
     private func importTree(_ id: ObjectID, _ tree: JSON, _ s: inout StoreState) {
@@ -149,8 +150,12 @@ extension ObjectStore {
         var rec = ObjectRecord(fields: fields, members: members, blobInstances: blobInstances)
         rec.imported = true
         s.objects[id] = rec
+        s.waiters.touch(.object(id))
         for m in members.values where m != .emptyBlob { s.parents[m, default: []].insert(id) }
-        if let name = fields["__name"]?.stringValue, s.names[name] == nil { s.names[name] = id }
+        if let name = fields["__name"]?.stringValue, s.names[name] == nil {
+            s.names[name] = id
+            s.waiters.touch(.name(name))
+        }
     }
 
     /// The instance an object lives on, whether it is global, and whether it was imported
@@ -466,11 +471,12 @@ extension ObjectStore {
                 invalidate(old, &s)
             }
             s.names[name] = id
+            s.waiters.touch(.name(name))
             rec.fields["__name"] = .string(name)
             s.objects[id] = rec
             invalidate(id, &s)
         }
-        wakeAll()
+        wakeTouched()
     }
 
     public func getName(_ name: String) -> ObjectID? {
@@ -521,18 +527,15 @@ extension ObjectStore {
     // MARK: - Waiting
 
     /// Blocks the calling thread until `ready()` returns a value or `cancelled()` says
-    /// to give up (checked at least every `pollMilliseconds`). Woken on every create
-    /// and name change.
+    /// to give up (checked at least every `pollMilliseconds`). Woken only by writes to
+    /// `keys` (a name bound, an object created or imported, a blob sealed), so a write
+    /// costs one wake-up per waiter that cares, not one per parked request.
     public func wait<T>(
-        pollMilliseconds: Int = 200, cancelled: () -> Bool, ready: () -> T?
+        for keys: [WaitKey], pollMilliseconds: Int = 200, cancelled: () -> Bool, ready: () -> T?
     ) -> T? {
         let waiter = Waiter()
-        let key = (try? withState { (s) throws(VineyardError) -> UInt64 in
-            s.nextWaiter += 1
-            s.waiters[s.nextWaiter] = waiter
-            return s.nextWaiter
-        }) ?? 0
-        defer { _ = try? withState { (s) throws(VineyardError) in s.waiters[key] = nil } }
+        let token = (try? withState { (s) throws(VineyardError) -> UInt64 in s.waiters.add(waiter, for: keys) }) ?? 0
+        defer { _ = try? withState { (s) throws(VineyardError) in s.waiters.remove(token, for: keys) } }
         while true {
             if let v = ready() { return v }
             if cancelled() { return nil }
@@ -540,8 +543,12 @@ extension ObjectStore {
         }
     }
 
-    func wakeAll() {
-        let ws = (try? withState { (s) throws(VineyardError) -> [Waiter] in Array(s.waiters.values) }) ?? []
+    /// Parked waiters (for tests and status).
+    public var parkedWaiters: Int { (try? withState { (s) throws(VineyardError) -> Int in s.waiters.count }) ?? 0 }
+
+    /// Wakes the waiters of the keys written since the last call (outside the lock).
+    func wakeTouched() {
+        let ws = (try? withState { (s) throws(VineyardError) -> [Waiter] in s.waiters.takeWoken() }) ?? []
         wake(ws)
     }
 }

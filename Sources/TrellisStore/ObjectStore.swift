@@ -42,6 +42,10 @@ public final class ObjectStore: Sendable {
     public let spill: SpillDirectory?
     /// Serialises spilling and reloading (file I/O runs outside the state lock).
     let spillGate = Mutex<Void>(())
+    /// Parked requests woken so far (each wake-up of one waiter counts once); for tests.
+    let wakeUps = Atomic<Int>(0)
+    /// Parked requests woken so far.
+    public var wakeUpCount: Int { wakeUps.load(ordering: .relaxed) }
 
     /// - Parameters:
     ///   - capacity: bytes of blob memory (`--size`).
@@ -83,6 +87,14 @@ public final class ObjectStore: Sendable {
     /// Allocates unsealed blobs for `connection` (all or none). With a spill directory, a
     /// full arena first spills idle blobs (least recently used first) to make room.
     public func createBlobs(sizes: [Int], connection: ConnectionID) throws(VineyardError) -> [Payload] {
+        // A request no arena could hold fails now (before spilling every idle blob for nothing,
+        // and before any size arithmetic could overflow).
+        let capacity = arena.capacity
+        if let tooLarge = sizes.first(where: { $0 < 0 || $0 > capacity }) {
+            throw VineyardError(
+                .notEnoughMemory,
+                "Failed to allocate memory of size \(tooLarge): larger than the whole arena (\(capacity) bytes)")
+        }
         guard let spill else { return try createBlobsOnce(sizes: sizes, connection: connection) }
         var attempts = 0
         while true {
@@ -140,7 +152,9 @@ public final class ObjectStore: Sendable {
             s.tick &+= 1
             b.lastUse = s.tick
             s.blobs[id] = b
+            s.waiters.touch(.object(id))
         }
+        wakeTouched()
     }
 
     /// Payloads of the requested blobs in request order; unknown ids are skipped, an
@@ -271,6 +285,8 @@ public final class ObjectStore: Sendable {
     }
 
     func wake(_ waiters: [Waiter]) {
+        if waiters.isEmpty { return }
+        wakeUps.add(waiters.count, ordering: .relaxed)
         for w in waiters { w.wake() }
     }
 

@@ -6,37 +6,93 @@ import TrellisSystem
 import Glibc
 #endif
 
-/// Where blobs go when the arena is full (`--spill_path`): one file per blob, named by id.
+/// Where blobs go when the arena is full (`--spill_path`): one file per blob.
 ///
 /// Only sealed blobs that no connection uses are spilled; a spilled blob is read back
 /// into the arena the next time a client asks for it, so clients always map arena
 /// memory and never see a spilled blob.
-public struct SpillDirectory: Sendable {
+///
+/// The daemon often runs as root and the directory may be shared, so: a directory it
+/// creates is 0700; an existing one is refused when it is a symbolic link, owned by
+/// another user, or writable by group or others; files are opened relative to the
+/// directory's descriptor with `O_NOFOLLOW` (and `O_EXCL` when written), under names
+/// carrying a random per-daemon token, so nobody can predict or pre-plant them; spill
+/// files (this and earlier daemons') are removed at start and by ``removeAll()`` at stop.
+public final class SpillDirectory: Sendable {
     public let path: String
+    private let directory: OwnedFD
+    /// 128 random bits in hex, fixed for this daemon.
+    private let token: String
+    /// Every spill file's name starts with this (what start and stop clean up).
+    public static let filePrefix = "trellis-spill-"
 
-    /// Creates the directory if needed.
+    /// Opens (or creates, 0700) the directory, checks who may write it, and removes
+    /// spill files left by an earlier daemon.
     public init(path: String) throws(SystemError) {
         self.path = path
         if mkdir(path, 0o700) != 0 && errno != EEXIST { throw SystemError("mkdir \(path)") }
-        var st = stat()
-        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
-            throw SystemError("spill path \(path) is not a directory", errno: ENOTDIR)
+        let raw = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if raw < 0 {
+            let e = errno
+            if e == ELOOP || e == ENOTDIR {
+                var st = stat()
+                let isLink = lstat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFLNK
+                throw SystemError("spill path \(path) is \(isLink ? "a symbolic link" : "not a directory"); refusing it", errno: e)
+            }
+            throw SystemError("open spill directory \(path)", errno: e)
         }
+        let dir = OwnedFD(adopting: raw)
+        var st = stat()
+        if fstat(dir.raw, &st) != 0 { throw SystemError("fstat \(path)") }
+        if let problem = Self.unsafeOwnership(owner: st.st_uid, mode: st.st_mode, me: geteuid()) {
+            throw SystemError("spill directory \(path) \(problem); refusing it (use a directory only this user can write, e.g. mode 0700)", errno: EPERM)
+        }
+        directory = dir
+        var rng = SystemRandomNumberGenerator()
+        let hi = rng.next() as UInt64, lo = rng.next() as UInt64
+        token = Self.hex(hi) + Self.hex(lo)
+        _ = removeAll()
     }
 
-    func file(_ id: ObjectID) -> String { path + "/" + id.description }
+    /// Why a directory with this owner and mode must not hold a root daemon's files, or nil.
+    public static func unsafeOwnership(owner: uid_t, mode: mode_t, me: uid_t) -> String? {
+        if owner != me { return "is owned by uid \(owner), not by this daemon's uid \(me)" }
+        if mode & 0o022 != 0 { return "is writable by group or others (mode \(String(mode & 0o7777, radix: 8)))" }
+        return nil
+    }
+
+    static func hex(_ v: UInt64) -> String {
+        let h = String(v, radix: 16)
+        return String(repeating: "0", count: 16 - h.count) + h
+    }
+
+    /// The file name of a blob's spill file (unpredictable without this daemon's token).
+    public func fileName(_ id: ObjectID) -> String { Self.filePrefix + token + "-" + Self.hex(id.rawValue) }
+
+    func file(_ id: ObjectID) -> String { path + "/" + fileName(id) }
 
     private func openFile(_ id: ObjectID, _ flags: Int32) throws(SystemError) -> OwnedFD {
-        let path = file(id)
-        return OwnedFD(adopting: try syscallRetrying("open \(path)") { open(path, flags | O_CLOEXEC, 0o600) })
+        let name = fileName(id)
+        let dir = directory.raw
+        return OwnedFD(adopting: try syscallRetrying("open \(path)/\(name)") { openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC, 0o600) })
     }
 
-    /// Writes `count` bytes at `source` to the blob's file (replacing it).
+    /// Writes `count` bytes at `source` to a new file for the blob (a leftover file of
+    /// the same name is removed first, never written through).
     func write(_ id: ObjectID, from source: UnsafeRawPointer, count: Int) throws(SystemError) {
-        let fd = try openFile(id, O_WRONLY | O_CREAT | O_TRUNC)
+        let fd = try createFile(id)
         var done = 0
         while done < count {
             done += try syscallRetrying("write \(file(id))") { pwrite(fd.raw, source + done, count - done, off_t(done)) }
+        }
+    }
+
+    private func createFile(_ id: ObjectID) throws(SystemError) -> OwnedFD {
+        do {
+            return try openFile(id, O_WRONLY | O_CREAT | O_EXCL)
+        } catch where error.errno == EEXIST {
+            remove(id)
+            return try openFile(id, O_WRONLY | O_CREAT | O_EXCL)
         }
     }
 
@@ -51,7 +107,28 @@ public struct SpillDirectory: Sendable {
         }
     }
 
-    func remove(_ id: ObjectID) { unlink(file(id)) }
+    func remove(_ id: ObjectID) { unlinkat(directory.raw, fileName(id), 0) }
+
+    /// Removes every spill file in the directory (this daemon's and earlier ones');
+    /// returns how many. Called at start and when the daemon stops.
+    @discardableResult
+    public func removeAll() -> Int {
+        let copy = dup(directory.raw)
+        guard copy >= 0, let d = fdopendir(copy) else {
+            if copy >= 0 { close(copy) }
+            return 0
+        }
+        defer { closedir(d) }
+        rewinddir(d)  // the duplicate shares the offset an earlier listing left at the end
+        var names: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name.hasPrefix(Self.filePrefix) { names.append(name) }
+        }
+        var removed = 0
+        for n in names where unlinkat(directory.raw, n, 0) == 0 { removed += 1 }
+        return removed
+    }
 }
 
 extension ObjectStore {
@@ -76,7 +153,8 @@ extension ObjectStore {
             var picked: [(ObjectID, Int, Int)] = []
             var freed = 0
             // Twice the request: freed blocks need not be adjacent; the caller retries if short.
-            for (id, b) in idle where freed < 2 * bytes {
+            let target = bytes > Int.max / 2 ? Int.max : 2 * bytes
+            for (id, b) in idle where freed < target {
                 picked.append((id, b.offset, b.size))
                 freed += b.size
             }

@@ -46,8 +46,7 @@ struct StoreState: Sendable {
     /// Expanded trees of objects, dropped when the object or a member changes.
     var treeCache: [ObjectID: JSON] = [:]
     /// Waiters for names / objects to appear, resumed outside the lock.
-    var waiters: [UInt64: Waiter] = [:]
-    var nextWaiter: UInt64 = 0
+    var waiters = WaiterTable()
     /// Bumped on every seal and fetch; orders blobs for spilling.
     var tick: UInt64 = 0
     /// Bytes of blobs currently in the spill directory.

@@ -146,24 +146,69 @@ public final class Listener: Sendable {
     public let unixPath: String?
     public let port: Int
 
-    private init(raw: Int32, unixPath: String?, port: Int) {
+    /// Device and inode of the socket file this listener bound, so `close` removes only
+    /// its own file (not one a successor bound after a preStop hook removed ours).
+    private let identity: (device: UInt64, inode: UInt64)?
+
+    private init(raw: Int32, unixPath: String?, port: Int, identity: (UInt64, UInt64)? = nil) {
         self.raw = raw
         self.unixPath = unixPath
         self.port = port
+        self.identity = identity.map { (device: $0.0, inode: $0.1) }
     }
 
-    /// Binds a UNIX socket at `path` (mode 0777), replacing a stale socket file but
-    /// refusing when another process is accepting on it.
+    /// What is at a path where a UNIX socket is to be bound.
+    public enum SocketPathState: Equatable, Sendable {
+        case absent
+        /// A socket file nobody accepts on (left by a daemon that died): safe to replace.
+        case staleSocket
+        /// A socket some process accepts on.
+        case liveSocket
+        /// Something that is not a socket (a regular file, a directory, a symlink, …): never removed.
+        case notASocket(kind: String)
+    }
+
+    /// Inspects `path` without following a final symlink.
+    public static func inspectSocketPath(_ path: String) -> SocketPathState {
+        var st = stat()
+        if lstat(path, &st) != 0 { return .absent }
+        let kind = st.st_mode & S_IFMT
+        guard kind == S_IFSOCK else {
+            let name: String
+            switch kind {
+            case S_IFREG: name = "a regular file"
+            case S_IFDIR: name = "a directory"
+            case S_IFLNK: name = "a symbolic link"
+            case S_IFIFO: name = "a FIFO"
+            case S_IFCHR, S_IFBLK: name = "a device"
+            default: name = "not a socket"
+            }
+            return .notASocket(kind: name)
+        }
+        if let probe = try? StreamSocket.connect(unixPath: path) {
+            _ = probe
+            return .liveSocket
+        }
+        return .staleSocket
+    }
+
+    /// Refuses a path that holds anything but a stale socket; returns whether a stale socket is there.
+    public static func checkSocketPath(_ path: String) throws(SystemError) -> Bool {
+        switch inspectSocketPath(path) {
+        case .absent: return false
+        case .staleSocket: return true
+        case .liveSocket: throw SystemError("socket \(path) is in use by another process", errno: EADDRINUSE)
+        case .notASocket(let kind):
+            throw SystemError("\(path) is \(kind), not a socket; refusing to replace it (remove it or choose another --socket)", errno: EEXIST)
+        }
+    }
+
+    /// Binds a UNIX socket at `path` (mode 0777, so clients of any user can connect, as
+    /// vineyardd does), replacing a stale socket file but refusing when another process
+    /// is accepting on it or when the path holds anything that is not a socket.
     public static func unix(path: String, backlog: Int32 = 1024) throws(SystemError) -> Listener {
         var addr = try SocketAddress.unix(path)
-        // A socket file someone still answers on belongs to a live daemon.
-        if access(path, F_OK) == 0 {
-            if let probe = try? StreamSocket.connect(unixPath: path) {
-                _ = probe
-                throw SystemError("socket \(path) is in use by another process", errno: EADDRINUSE)
-            }
-            unlink(path)
-        }
+        if try checkSocketPath(path) { unlink(path) }
         let raw = try syscallRetrying("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         let rc = withUnsafePointer(to: &addr) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(raw, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
@@ -173,13 +218,21 @@ public final class Listener: Sendable {
             Glibc.close(raw)
             throw e
         }
-        chmod(path, 0o777)
-        if Glibc.listen(raw, backlog) != 0 {
-            let e = SystemError("listen")
+        if chmod(path, 0o777) != 0 {
+            let e = SystemError("chmod(\(path), 0777)")
+            unlink(path)
             Glibc.close(raw)
             throw e
         }
-        return Listener(raw: raw, unixPath: path, port: 0)
+        var st = stat()
+        _ = lstat(path, &st)
+        if Glibc.listen(raw, backlog) != 0 {
+            let e = SystemError("listen")
+            unlink(path)
+            Glibc.close(raw)
+            throw e
+        }
+        return Listener(raw: raw, unixPath: path, port: 0, identity: (UInt64(st.st_dev), UInt64(st.st_ino)))
     }
 
     /// Binds TCP on `host:port` (port 0 picks one) with SO_REUSEADDR.
@@ -233,7 +286,14 @@ public final class Listener: Sendable {
     /// Stops accepting: wakes a blocked `accept` and removes a UNIX socket file.
     public func close() {
         _ = Glibc.shutdown(raw, Int32(SHUT_RDWR))
-        if let path = unixPath { unlink(path) }
+        if let path = unixPath, let identity {
+            var st = stat()
+            if lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK, UInt64(st.st_dev) == identity.device,
+                UInt64(st.st_ino) == identity.inode
+            {
+                unlink(path)
+            }
+        }
     }
 
     deinit {

@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 import TrellisMeta
 import ServiceLifecycle
 import TrellisServer
@@ -35,11 +36,26 @@ enum Serve {
             return h
         }
         let logger = Logger(label: "trellis.daemon")
+        // Trap SIGTERM/SIGINT before anything is created: one that arrives while starting
+        // (waiting for etcd, reserving memory, right after the socket appears) must stop the
+        // daemon cleanly (exit 0, socket removed), not kill it with the default action.
+        let shutdown = await ShutdownSignals()
         var env: [String: String] = [:]
         for (k, v) in ProcessEnvironment.all() { env[k] = v }
 
+        if let file = options.htpasswd {
+            printError("trellis serve: --htpasswd \(file): Trellis does not implement authentication yet; refusing to start rather than accept every client (remove the flag, and protect the socket and RPC port instead)\n")
+            return 2
+        }
         let socket = options.resolvedSocketPath(environment: env)
-        makeParentDirectory(of: socket)
+        // Before the (possibly long) wait for etcd: a path that is not ours to replace ends it at once.
+        do {
+            try makeParentDirectory(of: socket)
+            _ = try Listener.checkSocketPath(socket)
+        } catch {
+            printError("trellis serve: \(error)\n")
+            return 1
+        }
         let size = options.size ?? physicalMemory()
 
         // Cluster metadata first: the instance id it allocates goes into every object id.
@@ -47,14 +63,22 @@ enum Serve {
         var instanceID: UInt64 = 0
         if options.meta == "etcd" {
             let timeout = Duration.milliseconds(Int64(options.metaTimeout * 1000))
+            // Fluid renders a comma list when etcd has several members: use the first that answers.
+            let endpoint = await firstAnsweringEndpoint(options.etcdEndpoint, within: timeout, logger: logger)
             let backend = EtcdMetaBackend(
                 configuration: .init(
-                    endpoint: options.etcdEndpoint, prefix: options.etcdPrefix,
+                    endpoint: endpoint, prefix: options.etcdPrefix,
                     leaseTTL: .seconds(max(1, options.leaseTTL)), timeout: timeout),
                 logger: Logger(label: "trellis.meta"))
             do {
-                try await backend.connect()
-                instanceID = try await backend.allocateInstanceID()
+                guard let id = try await shutdown.unlessRequested({
+                    try await backend.connect()
+                    return try await backend.allocateInstanceID()
+                }) else {
+                    logger.info("stopped while waiting for etcd")
+                    return 0
+                }
+                instanceID = id
             } catch {
                 printError("trellis serve: etcd at \(options.etcdEndpoint) is not usable: \(error)\n")
                 return 1
@@ -66,12 +90,13 @@ enum Serve {
         config.deployment = options.deployment
         // The advertised RPC host: MY_HOST_NAME, else loopback when RPC binds loopback (so
         // peers reach it whatever the host name resolves to), else the host name.
-        let loopbackBind = options.rpcHost == "127.0.0.1" || options.rpcHost == "localhost"
-        config.hostname = env["MY_HOST_NAME"] ?? (loopbackBind ? "127.0.0.1" : hostName())
-        config.nodename = env["MY_NODE_NAME"] ?? hostName()
+        let rpcBind = options.resolvedRPCBindHost(environment: env)
+        let loopbackBind = rpcBind == "127.0.0.1" || rpcBind == "localhost"
+        config.hostname = nonEmpty(env["MY_HOST_NAME"]) ?? (loopbackBind ? "127.0.0.1" : hostName())
+        config.nodename = nonEmpty(env["MY_NODE_NAME"]) ?? hostName()
         if options.rpc {
             config.rpcPort = options.rpcPort
-            config.rpcHost = options.rpcHost
+            config.rpcHost = rpcBind
         }
         if !options.ignored.isEmpty {
             logger.debug("accepted for compatibility, no effect", metadata: ["flags": "\(options.ignored.joined(separator: ","))"])
@@ -136,14 +161,15 @@ enum Serve {
         let group = ServiceGroup(
             configuration: .init(
                 services: services,
-                gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
+        await shutdown.attach(group)
         do {
             try await group.run()
         } catch {
             logger.error("service group failed", metadata: ["error": "\(error)"])
         }
         daemon.stop(listeners)
+        store.spill?.removeAll()
         return 0
     }
 
@@ -157,14 +183,96 @@ enum Serve {
         return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    static func makeParentDirectory(of path: String) {
+    /// `list` is one endpoint or a comma-separated list. With several, each is asked for
+    /// its status in turn until one answers or `within` passes; returns that one (or the
+    /// first, whose connect then reports the failure). No failover after start.
+    static func firstAnsweringEndpoint(_ list: String, within: Duration, logger: Logger) async -> String {
+        let endpoints = list.split(separator: ",").map { String($0.filter { !$0.isWhitespace }) }.filter { !$0.isEmpty }
+        guard endpoints.count > 1 else { return endpoints.first ?? list }
+        let clock = ContinuousClock()
+        let deadline = clock.now + within
+        while clock.now < deadline {
+            for e in endpoints {
+                let client = EtcdClient(endpoint: e, requestTimeout: .seconds(2), logger: logger)
+                if (try? await client.status()) != nil {
+                    logger.info("using etcd endpoint", metadata: ["endpoint": "\(e)", "of": "\(endpoints.count)"])
+                    return e
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+        return endpoints[0]
+    }
+
+    static func nonEmpty(_ s: String?) -> String? {
+        guard let s, !s.isEmpty else { return nil }
+        return s
+    }
+
+    /// Creates the socket's missing parent directories (0755, like `mkdir -p`).
+    static func makeParentDirectory(of path: String) throws(SystemError) {
         var parts = path.split(separator: "/", omittingEmptySubsequences: false).dropLast()
         var current = path.hasPrefix("/") ? "" : "."
         while !parts.isEmpty {
             let p = parts.removeFirst()
             if p.isEmpty { continue }
             current += "/" + p
-            mkdir(current, 0o755)
+            if mkdir(current, 0o755) != 0, errno != EEXIST { throw SystemError("mkdir(\(current))") }
+        }
+        var st = stat()
+        if current != "." && current != "", stat(current, &st) != 0 || st.st_mode & S_IFMT != S_IFDIR {
+            throw SystemError("\(current) is not a directory (the socket's parent)", errno: ENOTDIR)
+        }
+    }
+}
+
+/// SIGTERM/SIGINT, trapped from the daemon's first moment: a signal before the service
+/// group exists is remembered (and ends a pending etcd wait); once the group is attached,
+/// a signal (or a remembered one) triggers its graceful shutdown.
+final class ShutdownSignals: Sendable {
+    private struct State {
+        var requested = false
+        var group: ServiceGroup?
+    }
+    private let state = Mutex(State())
+    private let signals: UnixSignalsSequence
+
+    init() async {
+        signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        let signals = self.signals
+        Task { [self] in
+            for await _ in signals {
+                let group = state.withLock { s -> ServiceGroup? in
+                    s.requested = true
+                    return s.group
+                }
+                await group?.triggerGracefulShutdown()
+            }
+        }
+    }
+
+    var requested: Bool { state.withLock { $0.requested } }
+
+    /// From now on signals shut `group` down; one that came earlier does so at once.
+    func attach(_ group: ServiceGroup) async {
+        let early = state.withLock { s -> Bool in
+            s.group = group
+            return s.requested
+        }
+        if early { await group.triggerGracefulShutdown() }
+    }
+
+    /// Runs `body` unless a shutdown is requested first (then it is cancelled: nil).
+    func unlessRequested<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T? {
+        try await withThrowingTaskGroup(of: T?.self) { tasks in
+            tasks.addTask { try await body() }
+            tasks.addTask { [self] in
+                while !requested { try await Task.sleep(for: .milliseconds(100)) }
+                return nil
+            }
+            let first = try await tasks.next()!
+            tasks.cancelAll()
+            return first
         }
     }
 }

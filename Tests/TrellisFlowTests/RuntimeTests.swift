@@ -115,13 +115,18 @@ func etcdBinary() -> String? {
             Issue.record("no etcd in a 2-replica runtime")
             return
         }
-        #expect(tcpAccepts(port: e.clientPort))
+        // The private etcd listens only on UNIX sockets that only the runtime's user can write.
+        let clientSocket = try #require(e.clientSocket)
+        #expect(socketAccepts(clientSocket))
+        #expect(e.clientPort == 0 && e.peerPort == 0)
+        var st = stat()
+        #expect(lstat(clientSocket, &st) == 0 && st.st_mode & 0o022 == 0)
         #expect(state.ephemeral)
         #expect(Set(state.replicas.map(\.rpcPort)).count == 2)
         for r in state.replicas {
             let a = try args(r)
             #expect(a.contains("--meta") && a[a.firstIndex(of: "--meta")! + 1] == "etcd")
-            #expect(a[a.firstIndex(of: "--etcd_endpoint")! + 1] == "http://127.0.0.1:\(e.clientPort)")
+            #expect(a[a.firstIndex(of: "--etcd_endpoint")! + 1] == "unix://" + clientSocket)
             #expect(a[a.firstIndex(of: "--etcd_prefix")! + 1] == state.id)
             #expect(a[a.firstIndex(of: "--spill_path")! + 1] == dir.sub("spill") + "/r\(r.index)")
         }

@@ -325,11 +325,91 @@ struct PiecesTests {
         #expect(scanner.nextMessage() == nil)
     }
 
+    @Test("a stray closer, quote or junk between messages is skipped; later messages still come")
+    func streamScannerStrayBytes() {
+        var scanner = JSONStreamScanner()
+        scanner.append(Array("}]}\"\n{\"a\":1}".utf8))
+        #expect(scanner.nextMessage() == Array(#"{"a":1}"#.utf8))
+        scanner.append(Array("]x]\u{0}{\"b\":\"}\"}".utf8))
+        #expect(scanner.nextMessage() == Array(#"{"b":"}"}"#.utf8))
+        #expect(scanner.nextMessage() == nil)
+        #expect(scanner.bufferedBytes == 0)
+        // Junk alone is not kept.
+        scanner.append([UInt8](repeating: UInt8(ascii: "}"), count: 10_000))
+        #expect(scanner.nextMessage() == nil)
+        #expect(scanner.bufferedBytes == 0)
+    }
+
+    @Test("an unterminated message is dropped at the limit; the scanner resynchronises")
+    func streamScannerBounded() {
+        var scanner = JSONStreamScanner(limit: 1024)
+        scanner.append(Array("{\"never\": \"closed".utf8))
+        for _ in 0..<100 {
+            scanner.append([UInt8](repeating: UInt8(ascii: "x"), count: 100))
+            #expect(scanner.nextMessage() == nil)
+            #expect(scanner.bufferedBytes <= 1024 + 100)
+        }
+        #expect(scanner.overflows >= 1)
+        scanner.append(Array("\"}{\"ok\":true}".utf8))  // the tail of the dropped one, then a good one
+        var got: [[UInt8]] = []
+        while let m = scanner.nextMessage() { got.append(m) }
+        #expect(got.last == Array(#"{"ok":true}"#.utf8))
+    }
+
+    @Test("property: any byte sequence keeps the scanner bounded and well-formed, and it recovers")
+    func streamScannerProperty() {
+        var rng = SplitMix64(seed: 0x7e11_15)
+        let limit = 512
+        let alphabet = Array("{}[]\"\\ :,ab0\n".utf8) + [0, 0xFF]
+        let good = Array(#"{"result":{"events":[{"kv":{"key":"a"}}]}}"#.utf8)
+        for _ in 0..<300 {
+            var scanner = JSONStreamScanner(limit: limit)
+            let length = Int(rng.next() % 4096)
+            let bytes = (0..<length).map { _ in
+                rng.next() % 4 == 0 ? UInt8(truncatingIfNeeded: rng.next()) : alphabet[Int(rng.next() % UInt64(alphabet.count))]
+            }
+            var i = 0
+            while i < bytes.count {
+                let n = min(bytes.count - i, 1 + Int(rng.next() % 200))
+                scanner.append(bytes[i..<(i + n)])
+                i += n
+                while let m = scanner.nextMessage() {
+                    // Every message is a bracketed span of at most `limit` bytes.
+                    #expect(m.count <= limit)
+                    #expect(m.first == UInt8(ascii: "{") || m.first == UInt8(ascii: "["))
+                    #expect(m.last == UInt8(ascii: "}") || m.last == UInt8(ascii: "]"))
+                }
+                #expect(scanner.bufferedBytes <= limit + 200)
+            }
+            // Whatever came before, `limit` + 1 bytes of filler (closing or overflowing any open
+            // message) and a good message get through.
+            scanner.append([UInt8](repeating: UInt8(ascii: " "), count: limit + 1))
+            while scanner.nextMessage() != nil {}
+            scanner.append(Array("\"]}".utf8) + good)
+            var last: [UInt8]? = nil
+            while let m = scanner.nextMessage() { last = m }
+            #expect(last == good)
+        }
+    }
+
     @Test func storedRecordsRoundTrip() {
         let info = sampleInfo(3, "x")
         #expect(InstanceInfo(storedText: info.storedText) == info)
         let object = PersistedObject(objectID: UInt64.max, owner: 2, metadata: #"{"k":"v\"q"}"#)
         #expect(PersistedObject(objectID: UInt64.max, storedText: object.storedText) == object)
         #expect(InstanceInfo(storedText: "garbage") == nil)
+    }
+}
+
+/// A small deterministic generator for property tests.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE5_E4B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -43,4 +43,17 @@ struct RequestTests {
             if let message { #expect(e.message == message) }
         }
     }
+
+    @Test("a peer's payload with hostile sizes is refused or saturated, never a trap")
+    func hostilePayloadNumbers() throws {
+        func payload(_ size: String) throws -> Payload {
+            try Payload(json: try JSONParser.parse(
+                #"{"object_id":1,"store_fd":-1,"data_offset":0,"map_size":0,"data_size":"# + size + "}"))
+        }
+        #expect(throws: VineyardError.self) { try payload("-1") }
+        #expect(try payload("18446744073709551615").dataSize == Int.max)
+        #expect(try payload("9223372036854775808").dataSize == Int.max)
+        #expect(try payload("4611686018427387904").dataSize == 1 << 62)
+        #expect(throws: VineyardError.self) { try payload("1.5") }
+    }
 }

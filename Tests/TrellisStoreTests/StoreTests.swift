@@ -164,11 +164,38 @@ struct StoreTests {
         let t = try store.createData(tensor(b)).id
         _ = try store.persist(t)
         let s = store
-        async let waited: ObjectID? = Task.detached { s.wait(cancelled: { false }) { s.getName("later") } }.value
+        async let waited: ObjectID? = Task.detached { s.wait(for: [.name("later")], cancelled: { false }) { s.getName("later") } }.value
         try await Task.sleep(for: .milliseconds(50))
         try store.putName("later", for: t)
         #expect(await waited == t)
-        #expect(store.wait(cancelled: { true }) { s.getName("never") } == nil)
+        #expect(store.wait(for: [.name("never")], cancelled: { true }) { s.getName("never") } == nil)
+    }
+
+    @Test("a blob larger than the arena, or of a hostile size, is NotEnoughMemory, not a trap")
+    func oversizedBlob() throws {
+        for size in [store.arena.capacity + 1, 1 << 62, Int.max, -1] {
+            #expect(throws: VineyardError.self) { try store.createBlob(size: size, connection: 3) }
+        }
+        #expect(store.status().memoryUsage == 0)
+    }
+
+    @Test("a write wakes only the waiters of what it wrote")
+    func keyedWaiters() async throws {
+        let b = try sealedBlob()
+        let t = try store.createData(tensor(b)).id
+        _ = try store.persist(t)
+        let s = store
+        // Parked with a poll interval far beyond the test, so only a wake-up ends the wait.
+        let waited = Task.detached { s.wait(for: [.name("mine")], pollMilliseconds: 600_000, cancelled: { false }) { s.getName("mine") } }
+        while store.parkedWaiters < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        let before = store.wakeUpCount
+        try store.putName("other", for: t)
+        _ = try store.createData(tensor(b))
+        #expect(store.wakeUpCount == before)  // writes elsewhere wake nobody
+        try store.putName("mine", for: t)
+        #expect(store.wakeUpCount == before + 1)
+        #expect(await waited.value == t)
+        #expect(store.parkedWaiters == 0)
     }
 }
 

@@ -89,7 +89,7 @@ public final class ChildProcess: Sendable {
         posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)
         func redirect(_ fd: Int32, _ o: Output) {
             switch o {
-            case .file(let p): posix_spawn_file_actions_addopen(&fa, fd, p, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            case .file(let p): posix_spawn_file_actions_addopen(&fa, fd, p, O_WRONLY | O_CREAT | O_APPEND, RunPermissions.current.file)
             case .null: posix_spawn_file_actions_addopen(&fa, fd, "/dev/null", O_WRONLY, 0)
             }
         }

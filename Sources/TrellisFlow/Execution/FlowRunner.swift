@@ -197,7 +197,7 @@ public struct FlowRunner: Sendable {
         let runID = record.runID
         let baseDirectory = record.spec.baseDirectory
         let specs = Dictionary(record.spec.steps.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        try FileManager.default.createDirectory(atPath: store.libDirectory(of: runID), withIntermediateDirectories: true)
+        try RunPermissions.current.makeDirectory(store.libDirectory(of: runID))
         try PythonBootstrap.source.write(
             toFile: store.libDirectory(of: runID) + "/" + PythonBootstrap.fileName, atomically: true, encoding: .utf8)
         for (step, state) in scheduler.states where state == .succeeded {
@@ -620,7 +620,7 @@ public struct FlowRunner: Sendable {
 }
 
 func appendLine(_ line: String, to path: String) {
-    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, RunPermissions.current.file)
     guard fd >= 0 else { return }
     defer { close(fd) }
     let bytes = Array((line + "\n").utf8)

@@ -27,6 +27,45 @@ public struct TrellisHome: Sendable, Equatable {
     public var runtimeDirectory: String { (path as NSString).appendingPathComponent("runtime") }
 }
 
+/// Who may read run records, step logs and runtime state: `TRELLIS_RUN_PERMISSIONS` =
+/// `private` (default: directories 0700, files 0600, since logs and records can hold
+/// data and secrets a step printed), `group` (0750/0640) or `world` (0755/0644).
+public struct RunPermissions: Sendable, Equatable {
+    /// Mode of run directories.
+    public var directory: mode_t
+    /// Mode of records and logs.
+    public var file: mode_t
+
+    /// Owner only.
+    public static let `private` = RunPermissions(directory: 0o700, file: 0o600)
+    /// Owner, and the owner's group may read.
+    public static let group = RunPermissions(directory: 0o750, file: 0o640)
+    /// Everybody may read.
+    public static let world = RunPermissions(directory: 0o755, file: 0o644)
+
+    /// The setting named `value` (`private`, `group`, `world`; empty or nil: `private`); nil if unknown.
+    public static func named(_ value: String?) -> RunPermissions? {
+        switch value?.lowercased() ?? "" {
+        case "", "private": return .private
+        case "group": return .group
+        case "world": return .world
+        default: return nil
+        }
+    }
+
+    /// This process's setting (an unknown value falls back to `private`, the safe side).
+    public static let current: RunPermissions =
+        named(ProcessInfo.processInfo.environment["TRELLIS_RUN_PERMISSIONS"]) ?? .private
+
+    /// Creates `path` and its missing parents, giving the directories this creates and
+    /// `path` itself this setting's mode.
+    public func makeDirectory(_ path: String) throws {
+        try FileManager.default.createDirectory(
+            atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: Int(directory)])
+        if chmod(path, directory) != 0 { throw RunStoreError("cannot set the mode of \(path): \(errnoText(errno))") }
+    }
+}
+
 /// An error about stored runs.
 public struct RunStoreError: Error, CustomStringConvertible, Sendable, Equatable {
     /// What went wrong.
@@ -101,8 +140,10 @@ public struct RunStore: Sendable {
         if exists(runID) {
             throw RunStoreError("run '\(runID)' already exists; use 'trellis flow resume \(runID)' or another --run-id")
         }
-        try FileManager.default.createDirectory(atPath: directory(of: runID) + "/logs", withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: libDirectory(of: runID), withIntermediateDirectories: true)
+        let permissions = RunPermissions.current
+        try permissions.makeDirectory(directory(of: runID))
+        try permissions.makeDirectory(directory(of: runID) + "/logs")
+        try permissions.makeDirectory(libDirectory(of: runID))
     }
 
     /// Writes the record atomically (temp file + rename).
@@ -110,7 +151,7 @@ public struct RunStore: Sendable {
         let data = try RunRecord.encoder().encode(record)
         let path = recordPath(of: record.runID)
         let tmp = path + ".tmp.\(getpid())"
-        guard FileManager.default.createFile(atPath: tmp, contents: data) else {
+        guard FileManager.default.createFile(atPath: tmp, contents: data, attributes: [.posixPermissions: Int(RunPermissions.current.file)]) else {
             throw RunStoreError("cannot write \(tmp)")
         }
         guard rename(tmp, path) == 0 else { throw RunStoreError("cannot rename \(tmp): \(errnoText(errno))") }

@@ -47,8 +47,11 @@ public struct EtcdInfo: Codable, Sendable, Equatable {
     public var peerPort: Int
     /// Data directory (removed by `down`).
     public var dataDirectory: String
-    /// `http://127.0.0.1:<clientPort>`.
-    public var endpoint: String { "http://127.0.0.1:\(clientPort)" }
+    /// The client UNIX socket (the runtime's etcd listens on no TCP port: only its owner,
+    /// who can write the socket file, reaches it); nil in state written before it did.
+    public var clientSocket: String? = nil
+    /// `unix://<clientSocket>`, or `http://127.0.0.1:<clientPort>` for an older state.
+    public var endpoint: String { clientSocket.map { "unix://" + $0 } ?? "http://127.0.0.1:\(clientPort)" }
 }
 
 /// What `runtime up` wrote to `<runtime dir>/state.json`.
@@ -220,7 +223,7 @@ public struct LocalRuntime: ReplicaRuntime {
         }
         guard spec.replicas >= 1 else { throw RuntimeError("a runtime needs at least one replica") }
         guard let bytes = spec.sizeInBytes else { throw RuntimeError("runtime size '\(spec.size)' is not a size") }
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try RunPermissions.current.makeDirectory(directory)
         let reserve = Self.reservesMemory(replicas: spec.replicas, bytes: bytes, available: availableMemory())
         let id = "rt-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
         var state = RuntimeState(
@@ -245,8 +248,13 @@ public struct LocalRuntime: ReplicaRuntime {
                         "\(spec.replicas) replicas share metadata through etcd, and no etcd binary was found "
                             + "(install Debian's etcd-server, e.g. scripts/setup-etcd.sh, or set TRELLIS_ETCD)")
                 }
-                let client = try freePort()
-                let peer = try freePort()
+                // Client and peer listeners are UNIX sockets in the runtime directory (etcd
+                // wants host:port, taken as a path relative to its working directory), so no
+                // other user of the machine can read or write the replicas' metadata.
+                let clientName = "etcd-client.sock:0", peerName = "etcd-peer.sock:0"
+                let clientSocket = directory + "/" + clientName
+                unlink(clientSocket)
+                unlink(directory + "/" + peerName)
                 let data = directory + "/etcd-data"
                 try? FileManager.default.removeItem(atPath: data)
                 let log = directory + "/etcd.log"
@@ -254,20 +262,20 @@ public struct LocalRuntime: ReplicaRuntime {
                     executable: etcd,
                     arguments: [
                         "--name", "trellis", "--data-dir", data,
-                        "--listen-client-urls", "http://127.0.0.1:\(client)",
-                        "--advertise-client-urls", "http://127.0.0.1:\(client)",
-                        "--listen-peer-urls", "http://127.0.0.1:\(peer)",
-                        "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
-                        "--initial-cluster", "trellis=http://127.0.0.1:\(peer)",
+                        "--listen-client-urls", "unix://\(clientName)",
+                        "--advertise-client-urls", "unix://\(clientName)",
+                        "--listen-peer-urls", "unix://\(peerName)",
+                        "--initial-advertise-peer-urls", "unix://\(peerName)",
+                        "--initial-cluster", "trellis=unix://\(peerName)",
                         "--initial-cluster-state", "new",
                     ],
                     environment: environment, workingDirectory: directory, stdout: .file(log), stderr: .file(log),
                     newSession: true)
                 state.etcd = EtcdInfo(
-                    process: RuntimeProcess(pid: p.pid, log: log), clientPort: client, peerPort: peer,
-                    dataDirectory: data)
+                    process: RuntimeProcess(pid: p.pid, log: log), clientPort: 0, peerPort: 0,
+                    dataDirectory: data, clientSocket: clientSocket)
                 try saveState(state)
-                try await waitUntil("etcd on 127.0.0.1:\(client)", pid: p.pid, log: log) { tcpAccepts(port: client) }
+                try await waitUntil("etcd on \(clientSocket)", pid: p.pid, log: log) { socketAccepts(clientSocket) }
             }
             for i in 0..<spec.replicas {
                 let socket = directory + "/r\(i).sock"
@@ -338,6 +346,10 @@ public struct LocalRuntime: ReplicaRuntime {
             _ = kill(-e.process.pid, SIGTERM)
             await stop(e.process.pid)
             try? FileManager.default.removeItem(atPath: e.dataDirectory)
+            if let c = e.clientSocket {
+                unlink(c)
+                unlink((c as NSString).deletingLastPathComponent + "/etcd-peer.sock:0")
+            }
         }
         for r in s.replicas { unlink(r.socket) }
         if let z = s.zygote {
