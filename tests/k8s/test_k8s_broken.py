@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from conftest import FLOWS
+from k8s_render import FLOWS
 from k8s_checks import validate_docs, schema_errors
 
 _CACHE = {}

@@ -3,7 +3,7 @@ renderer must update the example (re-render with the commands in its README)."""
 
 import pytest
 
-from conftest import FLOWS, run_render
+from k8s_render import FLOWS, run_render
 from k8s_checks import REPO
 
 EXAMPLE = REPO / "examples" / "house-prices" / "k8s"

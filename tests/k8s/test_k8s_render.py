@@ -4,7 +4,7 @@ say what the flow says (dependencies, ordering, placement, names, images, env)."
 import pytest
 import yaml
 
-from conftest import FLOWS
+from k8s_render import FLOWS
 from k8s_checks import validate_docs
 
 VARIANTS = {
@@ -212,7 +212,7 @@ def test_single_step_objects_validate(render, target, kind, placement):
 
 
 def test_render_errors_are_clear(tmp_path):
-    from conftest import run_render
+    from k8s_render import run_render
 
     flow = tmp_path / "flow.yaml"
     flow.write_text("name: f\nsteps:\n  - {name: a, python: {file: missing.py, function: f}}\n")

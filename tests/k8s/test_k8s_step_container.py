@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import render_docs
+from k8s_render import render_docs
 
 PROBE = r'''
 import json, os
