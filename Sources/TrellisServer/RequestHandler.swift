@@ -91,7 +91,7 @@ final class RequestHandler: Sendable {
             reply["compress"] = false
             return .reply(.object(reply), sendArenaFD: send)
         case .dropBuffer(let id):
-            try store.dropBlob(id)
+            try store.dropBlob(id, connection: conn.id)
             return .reply(["type": "drop_buffer_reply"])
         case .shrinkBuffer(let id, let size):
             try store.shrinkBlob(id, size: size)
@@ -135,7 +135,7 @@ final class RequestHandler: Sendable {
             try cluster?.sync([id], into: store)
             return .reply(["type": "exists_reply", "exists": .bool(store.exists(id))])
         case .delData(let d):
-            let result = store.delete(d.ids, force: d.force, deep: d.deep, memoryTrim: d.memoryTrim)
+            let result = store.delete(d.ids, force: d.force, deep: d.deep, memoryTrim: d.memoryTrim, connection: conn.id)
             cluster?.unpublish(result)
             if d.wantsFeedback {
                 return .reply([
@@ -168,7 +168,7 @@ final class RequestHandler: Sendable {
             try store.label(id, keys: keys, values: values)
             return .reply(["type": "label_reply"])
         case .clear:
-            let cleared = store.clear()
+            let cleared = store.clear(connection: conn.id)
             cluster?.unpublish(cleared)
             return .reply(["type": "clear_reply"])
         case .memoryTrim:
@@ -228,6 +228,7 @@ final class RequestHandler: Sendable {
                     "free_bytes": .number(st.freeBytes), "largest_free_block": .number(st.largestFreeBlock),
                     "fragmentation": .double(st.fragmentation), "objects": .number(st.objects),
                     "blobs": .number(st.blobs), "names": .number(st.names), "spilled_bytes": .number(st.spilledBytes),
+                    "retired_bytes": .number(st.retiredBytes),
                     "pages": .string(store.arena.pages.rawValue),
                 ],
             ])
