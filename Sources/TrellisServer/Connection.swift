@@ -24,12 +24,29 @@ struct ConnectionLoop {
         self.handler = handler
         self.maxMessageSize = maxMessageSize
         self.state = ConnectionState(id: id, isRPC: isRPC)
+        if !isRPC {
+            let pid = trellis_peer_pid(raw)
+            if pid > 0 { state.peer = pid }
+        }
         var l = logger
         l[metadataKey: "connection.id"] = "\(id)"
         self.logger = l
     }
 
     mutating func run() {
+        if let peer = state.peer {
+            guard handler.admitConnection(peer) else {
+                // Answer the first request with the reason, then close.
+                let limit = handler.config.clientLimits.connections
+                logger.warning("client over its connection limit", metadata: ["peer.pid": "\(peer)", "limit": "\(limit)"])
+                var reader = FrameReader(raw: raw, maxMessageSize: maxMessageSize)
+                if case .frame? = try? reader.next() {
+                    _ = try? send(VineyardError(.invalid, "too many connections from this client (pid \(peer)): the limit is \(limit)").reply)
+                }
+                return
+            }
+        }
+        defer { if let peer = state.peer { handler.releaseConnection(peer) } }
         var reader = FrameReader(raw: raw, maxMessageSize: maxMessageSize)
         do {
             while true {
