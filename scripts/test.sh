@@ -18,5 +18,12 @@ if [ -d tests ]; then
   PY_STATUS=$?
   [ $PY_STATUS -eq 5 ] && PY_STATUS=0  # no Python tests collected
 fi
-echo "swift test exit $SWIFT_STATUS, pytest exit $PY_STATUS"
-[ $SWIFT_STATUS -eq 0 ] && [ $PY_STATUS -eq 0 ]
+# libFuzzer harnesses (frame reader, JSON parser, request handling): 20 s each, after a
+# build of their own (.build-fuzz); bounded as a whole. TRELLIS_SKIP_FUZZ=1 skips them.
+FUZZ_STATUS=0
+if [ "${TRELLIS_SKIP_FUZZ:-0}" != "1" ]; then
+  timeout 2700 bash "$ROOT/scripts/fuzz.sh" 20
+  FUZZ_STATUS=$?
+fi
+echo "swift test exit $SWIFT_STATUS, pytest exit $PY_STATUS, fuzz exit $FUZZ_STATUS"
+[ $SWIFT_STATUS -eq 0 ] && [ $PY_STATUS -eq 0 ] && [ $FUZZ_STATUS -eq 0 ]
