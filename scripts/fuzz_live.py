@@ -342,6 +342,8 @@ def main():
     finally:
         if failed:
             print(d.log_tail(), flush=True)
+        if os.environ.get("FUZZ_LIVE_KEEP"):
+            time.sleep(float(os.environ["FUZZ_LIVE_KEEP"]))
         d.cleanup()
     return 1 if failed else 0
 

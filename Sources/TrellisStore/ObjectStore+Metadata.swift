@@ -498,10 +498,15 @@ extension ObjectStore {
                 case .retired, nil: break
                 }
             }
+            // Fresh tables, not emptied ones: removing keeps a dictionary's capacity, and a
+            // store that once held 100,000s of entries would keep megabytes of empty slots.
+            s.blobs = [:]
             s.objects = [:]
             s.parents = [:]
             s.names = [:]
             s.treeCache = [:]
+            if s.retired.isEmpty { s.retired = [:] }
+            s.allocator.releaseSpareCapacity()
             return d
         }) ?? Deletion()
         if let spill { for id in d.spilledBlobs { spill.remove(id) } }
