@@ -23,8 +23,10 @@ FLAGS=(-c release --scratch-path "$SCRATCH" -Xswiftc -sanitize=fuzzer -Xswiftc -
        -Xswiftc -enable-testing -Xswiftc -use-ld=lld)
 status=0
 for h in $HARNESSES; do
-  if ! swift build "${FLAGS[@]}" --product "$h" 2>&1 | grep -E "error|Compiling Fuzz|Build complete" | tail -5; then
-    echo "fuzz: building $h failed"; status=1; continue
+  mkdir -p "$SCRATCH"
+  if ! swift build "${FLAGS[@]}" --product "$h" > "$SCRATCH/build-$h.log" 2>&1; then
+    grep -E "error" "$SCRATCH/build-$h.log" | head -10
+    echo "fuzz: building $h failed (log: $SCRATCH/build-$h.log)"; status=1; continue
   fi
   bin=$(swift build "${FLAGS[@]}" --show-bin-path)/$h
   [ -x "$bin" ] || { echo "fuzz: $bin was not built"; status=1; continue; }
