@@ -85,3 +85,21 @@ let package = Package(
             swiftSettings: strict),
     ]
 )
+
+// libFuzzer harnesses (Fuzz/), only when scripts/fuzz.sh asks for them (TRELLIS_FUZZ=1, with
+// its own --scratch-path .build-fuzz and -sanitize=fuzzer -D TRELLIS_FUZZING), so ordinary
+// builds neither compile them nor need the fuzzer runtime. Built without the fuzzer they
+// are crash reproducers: `FuzzJSON FILE…` replays inputs.
+if Context.environment["TRELLIS_FUZZ"] == "1" {
+    let fuzzed: [(String, [Target.Dependency])] = [
+        ("FuzzJSON", ["TrellisProtocol"]),
+        ("FuzzFrame", ["TrellisProtocol", "TrellisServer"]),
+        ("FuzzRequest", ["TrellisProtocol", "TrellisStore", "TrellisServer"]),
+    ]
+    package.targets.append(.target(name: "CFuzzDriver", path: "Fuzz/CFuzzDriver"))
+    for (name, dependencies) in fuzzed {
+        package.targets.append(
+            .executableTarget(
+                name: name, dependencies: dependencies + ["CFuzzDriver"], path: "Fuzz/\(name)", swiftSettings: strict))
+    }
+}

@@ -24,5 +24,12 @@ fi
 "$ROOT/.venv/bin/python" -m pytest python/tests -q -p no:cacheprovider
 PKG_STATUS=$?
 [ $PY_STATUS -eq 0 ] && PY_STATUS=$PKG_STATUS
-echo "swift test exit $SWIFT_STATUS, pytest exit $PY_STATUS"
-[ $SWIFT_STATUS -eq 0 ] && [ $PY_STATUS -eq 0 ]
+# libFuzzer harnesses (frame reader, JSON parser, request handling): 20 s each, after a
+# build of their own (.build-fuzz); bounded as a whole. TRELLIS_SKIP_FUZZ=1 skips them.
+FUZZ_STATUS=0
+if [ "${TRELLIS_SKIP_FUZZ:-0}" != "1" ]; then
+  timeout 2700 bash "$ROOT/scripts/fuzz.sh" 20
+  FUZZ_STATUS=$?
+fi
+echo "swift test exit $SWIFT_STATUS, pytest exit $PY_STATUS, fuzz exit $FUZZ_STATUS"
+[ $SWIFT_STATUS -eq 0 ] && [ $PY_STATUS -eq 0 ] && [ $FUZZ_STATUS -eq 0 ]

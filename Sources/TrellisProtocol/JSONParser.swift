@@ -11,19 +11,26 @@ public struct JSONParseError: Error, Sendable, Equatable, CustomStringConvertibl
 
 /// A strict RFC 8259 parser over UTF-8 bytes that keeps integers exact (see ``JSON``).
 ///
-/// Nesting is limited (default 512 levels) so hostile input cannot exhaust the stack.
+/// Nesting is limited (default ``defaultMaxDepth`` levels) so hostile input cannot exhaust
+/// the stack: the daemon parses on connection threads with 512 KiB stacks, and a debug
+/// build used to die on 300 levels (parsing and freeing the value both recurse).
 public struct JSONParser {
-    public static func parse(_ bytes: [UInt8], maxDepth: Int = 512) throws(JSONParseError) -> JSON {
+    /// The deepest nesting of arrays and objects accepted by default. Vineyard's metadata
+    /// trees are at most ``ObjectStore/maxMetadataDepth`` (64) objects deep; replies wrap
+    /// them in a few more levels.
+    public static let defaultMaxDepth = 128
+
+    public static func parse(_ bytes: [UInt8], maxDepth: Int = defaultMaxDepth) throws(JSONParseError) -> JSON {
         try bytes.withUnsafeBufferPointer { (buf) throws(JSONParseError) -> JSON in
             try parse(buf, maxDepth: maxDepth)
         }
     }
 
-    public static func parse(_ text: String, maxDepth: Int = 512) throws(JSONParseError) -> JSON {
+    public static func parse(_ text: String, maxDepth: Int = defaultMaxDepth) throws(JSONParseError) -> JSON {
         try parse(Array(text.utf8), maxDepth: maxDepth)
     }
 
-    public static func parse(_ buffer: UnsafeBufferPointer<UInt8>, maxDepth: Int = 512) throws(JSONParseError) -> JSON {
+    public static func parse(_ buffer: UnsafeBufferPointer<UInt8>, maxDepth: Int = defaultMaxDepth) throws(JSONParseError) -> JSON {
         var p = JSONParser(buffer: buffer, maxDepth: maxDepth)
         p.skipSpace()
         let value = try p.parseValue(depth: 0)

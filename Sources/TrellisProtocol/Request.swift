@@ -70,6 +70,12 @@ public enum Request: Sendable, Equatable {
     }
 
     /// Decodes a request body (already parsed JSON).
+    /// The most blobs one `create_buffers`/`get_buffers` request (IPC or RPC) may name.
+    /// Each blob costs a payload of ~300 bytes, twice, in the reply: without a bound a
+    /// 0.2 MiB request of zero sizes (or repeated ids) asked for a 30 MiB reply. 16,384
+    /// blobs keep the reply near 10 MiB; a larger batch is refused (Invalid) and can be split.
+    public static let maxBlobsPerRequest = 16_384
+
     public static func decode(_ message: JSON) throws(VineyardError) -> Request {
         let type = try type(of: message)
         let r = FieldReader(message, command: type)
@@ -106,11 +112,11 @@ public enum Request: Sendable, Equatable {
             return .createRemoteBuffers(sizes: try sizes(r), compress: try r.bool("compress", default: false))
         case "get_remote_buffers_request":
             return .getRemoteBuffers(
-                ids: try r.numberedIDs().map(ObjectID.init(rawValue:)), unsafe: try r.bool("unsafe", default: false),
+                ids: try batch(r.numberedIDs(), type).map(ObjectID.init(rawValue:)), unsafe: try r.bool("unsafe", default: false),
                 compress: try r.bool("compress", default: false))
         case "seal_request": return .seal(try id("object_id"))
         case "get_buffers_request":
-            return .getBuffers(ids: try r.numberedIDs().map(ObjectID.init(rawValue:)), unsafe: try r.bool("unsafe", default: false))
+            return .getBuffers(ids: try batch(r.numberedIDs(), type).map(ObjectID.init(rawValue:)), unsafe: try r.bool("unsafe", default: false))
         case "drop_buffer_request": return .dropBuffer(try id("id"))
         case "shrink_buffer_request": return .shrinkBuffer(try id("id"), size: try r.size("size"))
         case "increase_reference_count_request": return .increaseReferenceCount(try ids("ids"))
@@ -177,8 +183,16 @@ public enum Request: Sendable, Equatable {
         }
     }
 
+    private static func batch<T>(_ items: [T], _ type: String) throws(VineyardError) -> [T] {
+        guard items.count <= maxBlobsPerRequest else {
+            throw VineyardError(
+                .invalid, "Invalid message: '\(type)' names \(items.count) blobs, more than the limit of \(maxBlobsPerRequest) per request")
+        }
+        return items
+    }
+
     private static func sizes(_ r: FieldReader) throws(VineyardError) -> [Int] {
-        let raw = try r.uintArray("sizes")
+        let raw = try batch(r.uintArray("sizes"), r.command)
         if let n = try r.optionalUInt("num"), n != UInt64(raw.count) {
             throw VineyardError(.invalid, "Invalid message: 'num' (\(n)) does not match \(raw.count) sizes")
         }

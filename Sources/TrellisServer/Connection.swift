@@ -1,3 +1,4 @@
+import CTrellisShim
 import Logging
 import TrellisProtocol
 import TrellisStore
@@ -15,18 +16,37 @@ struct ConnectionLoop {
     let maxMessageSize: Int
     let logger: Logger
     var state: ConnectionState
+    /// The last reply was large: free heap goes back to the OS once the request is done.
+    var largeReply = false
 
     init(raw: Int32, id: ConnectionID, isRPC: Bool, handler: RequestHandler, maxMessageSize: Int, logger: Logger) {
         self.raw = raw
         self.handler = handler
         self.maxMessageSize = maxMessageSize
         self.state = ConnectionState(id: id, isRPC: isRPC)
+        if !isRPC {
+            let pid = trellis_peer_pid(raw)
+            if pid > 0 { state.peer = pid }
+        }
         var l = logger
         l[metadataKey: "connection.id"] = "\(id)"
         self.logger = l
     }
 
     mutating func run() {
+        if let peer = state.peer {
+            guard handler.admitConnection(peer) else {
+                // Answer the first request with the reason, then close.
+                let limit = handler.config.clientLimits.connections
+                logger.warning("client over its connection limit", metadata: ["peer.pid": "\(peer)", "limit": "\(limit)"])
+                var reader = FrameReader(raw: raw, maxMessageSize: maxMessageSize)
+                if case .frame? = try? reader.next() {
+                    _ = try? send(VineyardError(.invalid, "too many connections from this client (pid \(peer)): the limit is \(limit)").reply)
+                }
+                return
+            }
+        }
+        defer { if let peer = state.peer { handler.releaseConnection(peer) } }
         var reader = FrameReader(raw: raw, maxMessageSize: maxMessageSize)
         do {
             while true {
@@ -39,7 +59,16 @@ struct ConnectionLoop {
                     try send(VineyardError(.invalid, "message of \(length) bytes exceeds the limit of \(maxMessageSize) bytes").reply)
                     return
                 case .frame(let body):
+                    let large = body.count >= Self.largeFrame
                     if try !process(body, &reader) { return }
+                    // A large request or reply grew the reader's buffer and this thread's
+                    // heap: once it is answered, hand the memory back, so that an idle
+                    // connection keeps none of it.
+                    if large || largeReply {
+                        largeReply = false
+                        reader.shrinkIfIdle()
+                        trellis_malloc_trim()
+                    }
                 }
             }
         } catch {
@@ -70,16 +99,19 @@ struct ConnectionLoop {
         }
         switch outcome {
         case .reply(let reply, let sendFD):
-            try send(reply)
-            if sendFD { try StreamSocket.sendFD(raw, handler.store.arena.fd.raw) }
+            if try send(reply) {
+                if sendFD { try StreamSocket.sendFD(raw, handler.store.arena.fd.raw) }
+            } else if sendFD {
+                state.arenaFDSent = false  // the refused reply did not carry the descriptor
+            }
         case .replyWithBlobBytes(let reply, let ranges):
-            try send(reply)
+            guard try send(reply) else { return true }
             for r in ranges where r.size > 0 {
                 let bytes = UnsafeRawBufferPointer(start: handler.store.arena.address(r.offset), count: r.size)
                 try StreamSocket.writeAll(raw, bytes)
             }
         case .receiveBlobBytes(let reply, let blobs, let ranges):
-            try send(reply)
+            guard try send(reply) else { return false }  // the client would send bytes nobody reads
             for r in ranges where r.size > 0 {
                 try reader.readRaw(into: handler.store.arena.address(r.offset), count: r.size)
             }
@@ -93,8 +125,27 @@ struct ConnectionLoop {
         return true
     }
 
-    private func send(_ reply: JSON) throws(SystemError) {
-        try StreamSocket.writeAll(raw, Frame.encode(reply))
+    /// Frames at least this large are followed by returning free heap to the OS.
+    static let largeFrame = 1 << 20
+
+    /// Sends `reply`, or — when it is larger than the message limit, which binds replies
+    /// as it binds requests — an Invalid error instead; false when it was refused.
+    @discardableResult
+    private mutating func send(_ reply: JSON) throws(SystemError) -> Bool {
+        let frame = Frame.encode(reply)
+        let length = frame.count - Frame.headerSize
+        guard length <= maxMessageSize else {
+            logger.warning("oversized reply refused", metadata: ["frame.length": "\(length)", "frame.limit": "\(maxMessageSize)"])
+            let error = VineyardError(
+                .invalid,
+                "the reply of \(length) bytes exceeds the message limit of \(maxMessageSize) bytes: ask for less (a smaller limit, fewer ids)")
+            largeReply = true
+            try StreamSocket.writeAll(raw, Frame.encode(error.reply))
+            return false
+        }
+        if length >= Self.largeFrame { largeReply = true }
+        try StreamSocket.writeAll(raw, frame)
+        return true
     }
 
     /// True once the peer has hung up (EOF or error); pending request bytes do not count.

@@ -12,6 +12,9 @@ struct FrameReader: ~Copyable {
 
     let raw: Int32
     let maxMessageSize: Int
+    /// The buffer's usual size; a larger frame grows it, and it shrinks back to this once
+    /// that frame is consumed, so an idle connection never keeps a large frame's memory.
+    let initialCapacity: Int
     private var buffer: UnsafeMutableRawBufferPointer
     private var start = 0
     private var end = 0
@@ -20,7 +23,22 @@ struct FrameReader: ~Copyable {
     init(raw: Int32, maxMessageSize: Int, capacity: Int = 64 << 10) {
         self.raw = raw
         self.maxMessageSize = maxMessageSize
+        self.initialCapacity = capacity
         buffer = .allocate(byteCount: capacity, alignment: 8)
+    }
+
+    /// Bytes the buffer holds now.
+    var capacity: Int { buffer.count }
+
+    /// Gives a grown buffer back once everything in it is consumed; true when it did.
+    @discardableResult
+    mutating func shrinkIfIdle() -> Bool {
+        guard start == end, buffer.count > initialCapacity else { return false }
+        start = 0
+        end = 0
+        buffer.deallocate()
+        buffer = .allocate(byteCount: initialCapacity, alignment: 8)
+        return true
     }
 
     deinit { buffer.deallocate() }
@@ -74,6 +92,7 @@ struct FrameReader: ~Copyable {
         if start == end {
             start = 0
             end = 0
+            shrinkIfIdle()
         }
         guard try fill(Frame.headerSize) else { return .end }
         let length = Frame.length(fromHeader: (buffer.baseAddress! + start).loadUnaligned(as: UInt64.self))

@@ -8,6 +8,8 @@ import TrellisSystem
 struct ConnectionState {
     let id: ConnectionID
     let isRPC: Bool
+    /// The client process (SO_PEERCRED pid) of a UNIX-socket connection; nil over RPC.
+    var peer: Int32? = nil
     var registered = false
     /// Whether this connection already received the arena's descriptor.
     var arenaFDSent = false
@@ -26,6 +28,8 @@ final class RequestHandler: Sendable {
     let store: ObjectStore
     let config: ServerConfig
     let counters: Mutex<ServerCounters>
+    /// Connections and parked waits per client process, against `config.clientLimits`.
+    let clients = Mutex(ClientUsage())
     let hostID: UInt64
     let startTimestamp: UInt64
     /// Cluster metadata (`--meta etcd`); nil for a single instance.
@@ -91,7 +95,7 @@ final class RequestHandler: Sendable {
             reply["compress"] = false
             return .reply(.object(reply), sendArenaFD: send)
         case .dropBuffer(let id):
-            try store.dropBlob(id)
+            try store.dropBlob(id, connection: conn.id)
             return .reply(["type": "drop_buffer_reply"])
         case .shrinkBuffer(let id, let size):
             try store.shrinkBlob(id, size: size)
@@ -121,7 +125,7 @@ final class RequestHandler: Sendable {
         case .getData(let ids, let syncRemote, let wait):
             if let cluster, syncRemote { try cluster.sync(ids, into: store) }
             if wait {
-                _ = withDeferred { store.wait(for: ids.map { .object($0) }, cancelled: cancelled) { store.allExist(ids) ? true : nil } }
+                _ = try withDeferred(conn) { store.wait(for: ids.map { .object($0) }, cancelled: cancelled) { store.allExist(ids) ? true : nil } }
             }
             return .reply(["type": "get_data_reply", "content": store.getData(ids)])
         case .listData(let pattern, let regex, let limit):
@@ -135,7 +139,7 @@ final class RequestHandler: Sendable {
             try cluster?.sync([id], into: store)
             return .reply(["type": "exists_reply", "exists": .bool(store.exists(id))])
         case .delData(let d):
-            let result = store.delete(d.ids, force: d.force, deep: d.deep, memoryTrim: d.memoryTrim)
+            let result = store.delete(d.ids, force: d.force, deep: d.deep, memoryTrim: d.memoryTrim, connection: conn.id)
             cluster?.unpublish(result)
             if d.wantsFeedback {
                 return .reply([
@@ -168,7 +172,7 @@ final class RequestHandler: Sendable {
             try store.label(id, keys: keys, values: values)
             return .reply(["type": "label_reply"])
         case .clear:
-            let cleared = store.clear()
+            let cleared = store.clear(connection: conn.id)
             cluster?.unpublish(cleared)
             return .reply(["type": "clear_reply"])
         case .memoryTrim:
@@ -183,11 +187,11 @@ final class RequestHandler: Sendable {
             var found: ObjectID?
             if let cluster {
                 found = try cluster.objectID(forName: name)
-                if found == nil && wait { found = withDeferred { cluster.waitForName(name, cancelled: cancelled) } }
+                if found == nil && wait { found = try withDeferred(conn) { cluster.waitForName(name, cancelled: cancelled) } }
             } else {
                 found = store.getName(name)
                 if found == nil && wait {
-                    found = withDeferred { store.wait(for: [.name(name)], cancelled: cancelled) { store.getName(name) } }
+                    found = try withDeferred(conn) { store.wait(for: [.name(name)], cancelled: cancelled) { store.getName(name) } }
                 }
             }
             guard let id = found else { throw VineyardError(.objectNotExists, "failed to find name: \(name)") }
@@ -228,6 +232,7 @@ final class RequestHandler: Sendable {
                     "free_bytes": .number(st.freeBytes), "largest_free_block": .number(st.largestFreeBlock),
                     "fragmentation": .double(st.fragmentation), "objects": .number(st.objects),
                     "blobs": .number(st.blobs), "names": .number(st.names), "spilled_bytes": .number(st.spilledBytes),
+                    "retired_bytes": .number(st.retiredBytes),
                     "pages": .string(store.arena.pages.rawValue),
                     // as in cluster_meta (upstream's names): a launcher maps instance_id → node
                     "hostname": .string(config.hostname), "nodename": .string(config.nodename),
@@ -309,11 +314,29 @@ final class RequestHandler: Sendable {
         if conn.isRPC { throw VineyardError(.invalid, "\(type) needs an IPC connection (it passes a file descriptor)") }
     }
 
-    private func withDeferred<T>(_ body: () -> T) -> T {
+    /// Parks a request (a wait); refused when its client already has as many parked as
+    /// `clientLimits.waits` allows.
+    private func withDeferred<T>(_ conn: ConnectionState, _ body: () -> T) throws(VineyardError) -> T {
+        if let peer = conn.peer {
+            let limits = config.clientLimits
+            guard clients.withLock({ $0.admitWait(peer, limits: limits) }) else {
+                throw VineyardError(
+                    .invalid, "too many waiting requests from this client (pid \(peer)): the limit is \(limits.waits)")
+            }
+        }
+        defer { if let peer = conn.peer { clients.withLock { $0.releaseWait(peer) } } }
         counters.withLock { $0.deferredRequests += 1 }
         defer { counters.withLock { $0.deferredRequests -= 1 } }
         return body()
     }
+
+    /// Counts a new connection of `peer`; false when its client is at `clientLimits.connections`.
+    func admitConnection(_ peer: Int32) -> Bool {
+        let limits = config.clientLimits
+        return clients.withLock { $0.admitConnection(peer, limits: limits) }
+    }
+
+    func releaseConnection(_ peer: Int32) { clients.withLock { $0.releaseConnection(peer) } }
 
     private func created(_ c: CreatedObject, type: String) -> JSON {
         ["type": .string(type), "id": .number(c.id.rawValue), "signature": .number(c.signature),

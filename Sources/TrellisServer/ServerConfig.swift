@@ -15,6 +15,8 @@ public struct ServerConfig: Sendable {
     /// Reported by `instance_status` (`--deployment`).
     public var deployment: String = "local"
     public var version: String = "0.24.2"
+    /// Connections and parked waits one client process may hold (see ``ClientLimits``).
+    public var clientLimits = ClientLimits()
 
     public init(socketPath: String) {
         self.socketPath = socketPath

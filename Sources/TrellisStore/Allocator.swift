@@ -147,6 +147,26 @@ public struct Allocator: Sendable {
         return block
     }
 
+    /// Gives back the spare capacity of the bookkeeping tables (removing entries keeps a
+    /// dictionary's capacity: after 100,000s of blocks they would hold megabytes of empty
+    /// slots). Called when the store is cleared.
+    public mutating func releaseSpareCapacity() {
+        func shrink<K: Hashable, V>(_ d: inout [K: V]) {
+            guard d.capacity > 256, d.count < d.capacity / 4 else { return }
+            var fresh = [K: V](minimumCapacity: d.count)
+            for (k, v) in d { fresh[k] = v }
+            d = fresh
+        }
+        shrink(&freeByStart)
+        shrink(&freeByEnd)
+        shrink(&allocated)
+        for i in bins.indices where bins[i].capacity > 256 && bins[i].count < bins[i].capacity / 4 {
+            var fresh = Set<Int>(minimumCapacity: bins[i].count)
+            fresh.formUnion(bins[i])
+            bins[i] = fresh
+        }
+    }
+
     /// Takes every free block out of circulation (for trimming the whole arena).
     public mutating func quarantineAllFree() -> [(start: Int, size: Int)] {
         let blocks = freeBlocks

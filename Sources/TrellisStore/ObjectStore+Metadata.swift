@@ -25,6 +25,15 @@ public struct Deletion: Sendable, Equatable {
 extension ObjectStore {
     static let blobTypename = "vineyard::Blob"
 
+    /// The deepest metadata tree the store accepts (levels of objects, blobs not counted).
+    /// Trees are walked recursively (expanding for `get_data`, persisting, deep deletes,
+    /// the JSON encoder and parser), so a client must not be able to chain objects without
+    /// bound: `create_data` of a deeper tree — nested in one request or built from
+    /// existing members — is refused with MetaTreeInvalid. Vineyard's own types nest a
+    /// handful of levels; the limit keeps the expanded tree well inside the JSON parser's
+    /// nesting limit (``JSONParser/defaultMaxDepth``).
+    public static let maxMetadataDepth = 64
+
     // MARK: - Create
 
     /// Validates and stores a metadata tree (members that are new nested trees are
@@ -35,10 +44,33 @@ extension ObjectStore {
             guard case .object(let tree) = content else {
                 throw VineyardError(.metaTreeInvalid, "No 'typename' field in incoming metadata")
             }
+            // Checked before anything is inserted, so a refused tree leaves nothing behind.
+            let depth = try Self.depth(of: tree, nesting: 1, in: s)
+            if depth > Self.maxMetadataDepth {
+                throw VineyardError(
+                    .metaTreeInvalid, "metadata tree is \(depth) levels deep, more than the limit of \(Self.maxMetadataDepth)")
+            }
             return try insert(tree, into: &s, now: now)
         }
         wakeTouched()
         return created
+    }
+
+    /// The depth an incoming tree would have (see ``ObjectRecord/depth``); stops descending
+    /// nested trees past the limit (the answer is then only known to be too deep).
+    static func depth(of tree: [String: JSON], nesting: Int, in s: StoreState) throws(VineyardError) -> Int {
+        if nesting > maxMetadataDepth { return nesting }
+        var deepest = 0
+        for (_, value) in tree {
+            guard case .object(let m) = value else { continue }
+            if let text = m["id"]?.stringValue, let mid = ObjectID(string: text) {
+                if !mid.isBlob, let rec = s.objects[mid] { deepest = max(deepest, rec.depth) }
+            } else if m["id"] == nil {
+                deepest = max(deepest, try depth(of: m, nesting: nesting + 1, in: s))
+            }
+            if deepest >= maxMetadataDepth { break }
+        }
+        return 1 + deepest
     }
 
     private func insert(_ tree: [String: JSON], into s: inout StoreState, now: UInt64) throws(VineyardError) -> CreatedObject {
@@ -56,6 +88,7 @@ extension ObjectStore {
         var members: [String: ObjectID] = [:]
         var blobInstances: [ObjectID: UInt64] = [:]
         var memberInstances: [UInt64] = []
+        var depth = 1
         for (key, value) in tree {
             guard case .object(let m) = value else {
                 if key != "id" { fields[key] = value }
@@ -82,11 +115,13 @@ extension ObjectStore {
                     }
                     members[key] = mid
                     memberInstances.append(rec.instanceID)
+                    depth = max(depth, rec.depth + 1)
                 }
             } else {
                 let nested = try insert(m, into: &s, now: now)
                 members[key] = nested.id
                 memberInstances.append(nested.instanceID)
+                depth = max(depth, (s.objects[nested.id]?.depth ?? 0) + 1)
             }
         }
         var instance = declaredInstance
@@ -108,7 +143,9 @@ extension ObjectStore {
         if fields["transient"] == nil { fields["transient"] = .bool(true) }
         if fields["global"] == nil { fields["global"] = .bool(false) }
         if fields["nbytes"] == nil { fields["nbytes"] = .int(0) }
-        s.objects[id] = ObjectRecord(fields: fields, members: members, blobInstances: blobInstances)
+        var record = ObjectRecord(fields: fields, members: members, blobInstances: blobInstances)
+        record.depth = depth
+        s.objects[id] = record
         s.waiters.touch(.object(id))
         for m in members.values where m != .emptyBlob {
             s.parents[m, default: []].insert(id)
@@ -130,8 +167,10 @@ extension ObjectStore {
         wakeTouched()
     }
 
-    private func importTree(_ id: ObjectID, _ tree: JSON, _ s: inout StoreState) {
-        guard s.objects[id] == nil, case .object(let o) = tree else { return }
+    private func importTree(_ id: ObjectID, _ tree: JSON, _ s: inout StoreState, nesting: Int = 1) {
+        // Another instance publishes only trees within the limit; anything deeper is not imported.
+        guard nesting <= Self.maxMetadataDepth, s.objects[id] == nil, case .object(let o) = tree else { return }
+        var depth = 1
         var fields: [String: JSON] = [:]
         var members: [String: ObjectID] = [:]
         var blobInstances: [ObjectID: UInt64] = [:]
@@ -144,11 +183,14 @@ extension ObjectStore {
             if mid.isBlob || m["typename"]?.stringValue == Self.blobTypename {
                 blobInstances[mid] = m["instance_id"]?.uint64Value ?? 0
             } else {
-                importTree(mid, value, &s)
+                importTree(mid, value, &s, nesting: nesting + 1)
+                depth = max(depth, (s.objects[mid]?.depth ?? 0) + 1)
             }
         }
+        if depth > Self.maxMetadataDepth { return }
         var rec = ObjectRecord(fields: fields, members: members, blobInstances: blobInstances)
         rec.imported = true
+        rec.depth = depth
         s.objects[id] = rec
         s.waiters.touch(.object(id))
         for m in members.values where m != .emptyBlob { s.parents[m, default: []].insert(id) }
@@ -240,25 +282,33 @@ extension ObjectStore {
     /// already here are listed too, so that the listing is the cluster's view as
     /// upstream's synced meta tree gives it.
     public func listData(pattern: String, regex: Bool, limit: Int, remote: [(ObjectID, JSON)] = []) -> JSON {
+        // Matching runs outside the store's lock (a slow pattern must not stall other
+        // clients): copy the typenames under it, match, then expand the matches under it.
         let matcher = PatternMatcher(pattern: pattern, regex: regex)
         let blobsMatch = PatternMatcher(pattern: pattern, regex: false).matches(Self.blobTypename)
+        let (typenames, blobIDs) = (try? withState { (s) throws(VineyardError) -> ([(ObjectID, String)], [ObjectID]) in
+            (s.objects.map { ($0.key, $0.value.typename) }, blobsMatch ? s.blobs.compactMap { $0.value.sealed ? $0.key : nil } : [])
+        }) ?? ([], [])
+        var matched: [ObjectID] = []
+        for (id, typename) in typenames.sorted(by: { $0.0 < $1.0 }) {
+            if matched.count >= limit { break }
+            if matcher.matches(typename) { matched.append(id) }
+        }
+        let remoteMatches = remote.filter { (_, tree) in
+            if case .string(let typename)? = tree["typename"] { return matcher.matches(typename) }
+            return false
+        }
         let content: [String: JSON] = (try? withState { (s) throws(VineyardError) -> [String: JSON] in
             var out: [String: JSON] = [:]
-            for id in s.objects.keys.sorted() {
+            for id in matched {
+                if let t = expand(id, &s) { out[id.description] = t }
+            }
+            for id in blobIDs.sorted() {
                 if out.count >= limit { break }
-                if matcher.matches(s.objects[id]!.typename), let t = expand(id, &s) { out[id.description] = t }
+                if let b = s.blobs[id], b.sealed { out[id.description] = Self.blobStub(id, instance: instanceID, length: b.size) }
             }
-            if blobsMatch {
-                for id in s.blobs.keys.sorted() {
-                    if out.count >= limit { break }
-                    let b = s.blobs[id]!
-                    if b.sealed { out[id.description] = Self.blobStub(id, instance: instanceID, length: b.size) }
-                }
-            }
-            for (id, tree) in remote where out.count < limit && s.objects[id] == nil {
-                if case .string(let typename)? = tree["typename"], matcher.matches(typename) {
-                    out[id.description] = tree
-                }
+            for (id, tree) in remoteMatches where out.count < limit && s.objects[id] == nil {
+                out[id.description] = tree
             }
             return out
         }) ?? [:]
@@ -356,8 +406,13 @@ extension ObjectStore {
     /// `del_data` with upstream's dependency semantics: a referenced object stays
     /// unless `force` (which deletes its referrers too); blob members go with the last
     /// object that references them; other members go too with `deep` once unreferenced.
+    ///
+    /// A deleted blob's memory is reused (or trimmed) only once no connection other than
+    /// `connection` (the one deleting) uses it; until then it stays allocated as retired.
     @discardableResult
-    public func delete(_ ids: [ObjectID], force: Bool, deep: Bool, memoryTrim: Bool) -> Deletion {
+    public func delete(
+        _ ids: [ObjectID], force: Bool, deep: Bool, memoryTrim: Bool, connection: ConnectionID? = nil
+    ) -> Deletion {
         var quarantined: [(start: Int, size: Int)] = []
         let result = (try? withState { (s) throws(VineyardError) -> Deletion in
             var d = Deletion()
@@ -369,12 +424,12 @@ extension ObjectStore {
                 let referrers = s.parents[id] ?? []
                 if !referrers.isEmpty {
                     guard force else { continue }
-                    for p in referrers { deleteObject(p, deep: deep, upwards: true, &s, &d, &freedOffsets) }
+                    for p in referrers { deleteObject(p, deep: deep, upwards: true, &s, &d, &freedOffsets, connection) }
                 }
                 if id.isBlob {
-                    freeBlob(id, &s, &d, &freedOffsets)
+                    freeBlob(id, &s, &d, &freedOffsets, connection)
                 } else {
-                    deleteObject(id, deep: deep, upwards: false, &s, &d, &freedOffsets)
+                    deleteObject(id, deep: deep, upwards: false, &s, &d, &freedOffsets, connection)
                 }
             }
             for off in freedOffsets {
@@ -391,21 +446,25 @@ extension ObjectStore {
         return result
     }
 
-    private func freeBlob(_ id: ObjectID, _ s: inout StoreState, _ d: inout Deletion, _ offsets: inout [Int]) {
-        switch s.removeBlob(id) {
+    private func freeBlob(
+        _ id: ObjectID, _ s: inout StoreState, _ d: inout Deletion, _ offsets: inout [Int], _ deleter: ConnectionID?
+    ) {
+        switch s.removeBlob(id, by: deleter) {
         case nil: return
         case .spillFile: d.spilledBlobs.append(id)
         case .arena(let offset): offsets.append(offset)
+        case .retired: break
         }
         d.freedBlobs.append(id)
         s.parents[id] = nil
     }
 
     private func deleteObject(
-        _ id: ObjectID, deep: Bool, upwards: Bool, _ s: inout StoreState, _ d: inout Deletion, _ offsets: inout [Int]
+        _ id: ObjectID, deep: Bool, upwards: Bool, _ s: inout StoreState, _ d: inout Deletion, _ offsets: inout [Int],
+        _ deleter: ConnectionID?
     ) {
         if upwards, let referrers = s.parents[id] {
-            for p in referrers { deleteObject(p, deep: deep, upwards: true, &s, &d, &offsets) }
+            for p in referrers { deleteObject(p, deep: deep, upwards: true, &s, &d, &offsets, deleter) }
         }
         invalidate(id, &s)
         guard let rec = s.objects.removeValue(forKey: id) else { return }
@@ -421,15 +480,16 @@ extension ObjectStore {
             guard s.parents[m]?.isEmpty ?? true else { continue }
             s.parents[m] = nil
             if m.isBlob {
-                freeBlob(m, &s, &d, &offsets)
+                freeBlob(m, &s, &d, &offsets, deleter)
             } else if deep {
-                deleteObject(m, deep: deep, upwards: false, &s, &d, &offsets)
+                deleteObject(m, deep: deep, upwards: false, &s, &d, &offsets, deleter)
             }
         }
     }
 
-    /// Deletes every object and blob and returns all free pages to the OS. Names are dropped too.
-    public func clear() -> Deletion {
+    /// Deletes every object and blob and returns all free pages to the OS. Names are dropped
+    /// too. Blobs other connections still use stay allocated (retired) until they let go.
+    public func clear(connection: ConnectionID? = nil) -> Deletion {
         let d = (try? withState { (s) throws(VineyardError) -> Deletion in
             var d = Deletion()
             d.deletedObjects = Array(s.objects.keys)
@@ -437,16 +497,21 @@ extension ObjectStore {
             d.freedBlobs = Array(s.blobs.keys)
             d.droppedNames = Array(s.names.keys)
             for id in d.freedBlobs {
-                switch s.removeBlob(id) {
+                switch s.removeBlob(id, by: connection) {
                 case .spillFile: d.spilledBlobs.append(id)
                 case .arena(let offset): s.allocator.free(offset)
-                case nil: break
+                case .retired, nil: break
                 }
             }
+            // Fresh tables, not emptied ones: removing keeps a dictionary's capacity, and a
+            // store that once held 100,000s of entries would keep megabytes of empty slots.
+            s.blobs = [:]
             s.objects = [:]
             s.parents = [:]
             s.names = [:]
             s.treeCache = [:]
+            if s.retired.isEmpty { s.retired = [:] }
+            s.allocator.releaseSpareCapacity()
             return d
         }) ?? Deletion()
         if let spill { for id in d.spilledBlobs { spill.remove(id) } }
@@ -553,24 +618,19 @@ extension ObjectStore {
     }
 }
 
-/// Glob (`fnmatch`) or whole-string regex matching for list commands.
-struct PatternMatcher {
-    let pattern: String
-    let regex: Regex<AnyRegexOutput>?
-    let isRegex: Bool
+/// Glob (`fnmatch` syntax) or whole-string regex matching for list commands, without
+/// backtracking (see ``Pattern``); an invalid or unsupported pattern matches nothing.
+struct PatternMatcher: Sendable {
+    let compiled: Pattern?
+    let matchesEverything: Bool
 
     init(pattern: String, regex: Bool) {
-        self.pattern = pattern
-        self.isRegex = regex
-        self.regex = regex ? (try? Regex(pattern)) : nil
+        matchesEverything = !regex && pattern == "*"
+        compiled = matchesEverything ? nil : Pattern(pattern, regex: regex)
     }
 
     func matches(_ text: String) -> Bool {
-        if isRegex {
-            guard let r = regex else { return false }  // an invalid regex matches nothing
-            return (try? r.wholeMatch(in: text)) != nil
-        }
-        if pattern == "*" { return true }
-        return fnmatch(pattern, text, 0) == 0
+        if matchesEverything { return true }
+        return compiled?.matches(text) ?? false
     }
 }

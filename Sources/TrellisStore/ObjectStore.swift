@@ -19,6 +19,9 @@ public struct StoreStatus: Sendable, Equatable {
     public var names: Int
     /// Bytes of blobs written to the spill directory (out of the arena).
     public var spilledBytes: Int = 0
+    /// Bytes of deleted blobs still used by other connections (counted in `memoryUsage`
+    /// until the last of them releases them or disconnects).
+    public var retiredBytes: Int = 0
 }
 
 /// An object that became persistent (for the cluster metadata to publish).
@@ -191,11 +194,12 @@ public final class ObjectStore: Sendable {
         }
     }
 
-    /// Deletes one blob outright (BlobBuilder.abort), ignoring references.
-    public func dropBlob(_ id: ObjectID) throws(VineyardError) {
+    /// Deletes one blob outright (BlobBuilder.abort), ignoring references; its memory is
+    /// reused once no other connection uses it.
+    public func dropBlob(_ id: ObjectID, connection: ConnectionID? = nil) throws(VineyardError) {
         if id == .emptyBlob { return }
         try state.withLock { (s) throws(VineyardError) in
-            guard let released = s.removeBlob(id) else { throw VineyardError(.objectNotExists, "delete: id = \(id)") }
+            guard let released = s.removeBlob(id, by: connection) else { throw VineyardError(.objectNotExists, "delete: id = \(id)") }
             if case .arena(let offset) = released { s.allocator.free(offset) }
         }
         spill?.remove(id)
@@ -212,10 +216,16 @@ public final class ObjectStore: Sendable {
         }
     }
 
-    /// Drops `connection`'s use of blobs.
+    /// Drops `connection`'s use of blobs (of deleted ones too: the last use frees their memory).
     public func release(_ ids: [ObjectID], connection: ConnectionID) {
         state.withLock { s in
-            for id in ids { s.blobs[id]?.users.remove(connection) }
+            for id in ids {
+                if s.blobs[id] != nil {
+                    s.blobs[id]!.users.remove(connection)
+                } else {
+                    s.releaseRetired(id, by: connection)
+                }
+            }
         }
     }
 
@@ -249,6 +259,9 @@ public final class ObjectStore: Sendable {
                     s.blobs[id]!.users.remove(connection)
                 }
             }
+            for (id, r) in s.retired where r.users.contains(connection) {
+                s.releaseRetired(id, by: connection)
+            }
             return reclaimed
         }
     }
@@ -269,7 +282,7 @@ public final class ObjectStore: Sendable {
                 instanceID: instanceID, memoryUsage: s.allocator.allocatedBytes, memoryLimit: s.allocator.capacity,
                 freeBytes: s.allocator.freeBytes, largestFreeBlock: s.allocator.largestFreeBlock,
                 fragmentation: s.allocator.fragmentation, objects: s.objects.count, blobs: s.blobs.count,
-                names: s.names.count, spilledBytes: s.spilledBytes)
+                names: s.names.count, spilledBytes: s.spilledBytes, retiredBytes: s.retiredBytes)
         }
     }
 

@@ -27,6 +27,10 @@ struct ObjectRecord: Sendable {
     var blobInstances: [ObjectID: UInt64]
     /// Imported from the cluster's metadata (another instance's persisted object).
     var imported = false
+    /// Levels of the tree below and including this object (1 + its deepest non-blob
+    /// member; blobs count 0). Bounded by ``ObjectStore/maxMetadataDepth`` so that every
+    /// walk over a tree (get, persist, delete, encoding the reply) has a fixed recursion depth.
+    var depth = 1
 
     var isTransient: Bool { fields["transient"]?.boolValue ?? true }
     var typename: String { fields["typename"]?.stringValue ?? "" }
@@ -51,6 +55,11 @@ struct StoreState: Sendable {
     var tick: UInt64 = 0
     /// Bytes of blobs currently in the spill directory.
     var spilledBytes = 0
+    /// Deleted blobs whose memory other connections still use (they fetched or sealed it
+    /// and have not released it): the memory is freed only when the last of them releases
+    /// it or disconnects, so no reader ever sees its bytes reused by another blob.
+    var retired: [ObjectID: RetiredBlob] = [:]
+    var retiredBytes = 0
 
     init(capacity: Int, instance: UInt64) {
         allocator = Allocator(capacity: capacity)
@@ -62,16 +71,48 @@ struct StoreState: Sendable {
     enum ReleasedBlob {
         case spillFile
         case arena(offset: Int)
+        /// Other connections still use its memory: kept in ``retired`` until they let go.
+        case retired
     }
 
     /// Takes blob `id` out of the table; nil when there is none. The one place that decides
-    /// between "spilled" and "in the arena" for every way a blob goes away.
-    mutating func removeBlob(_ id: ObjectID) -> ReleasedBlob? {
+    /// between "spilled", "in the arena" and "still used by others" for every way a blob
+    /// goes away. `by` is the connection deleting it: its own use does not keep the memory.
+    mutating func removeBlob(_ id: ObjectID, by deleter: ConnectionID? = nil) -> ReleasedBlob? {
         guard let b = blobs.removeValue(forKey: id) else { return nil }
         if b.spilled {
             spilledBytes -= b.size
             return .spillFile
         }
+        var others = b.users
+        if let deleter { others.remove(deleter) }
+        if !others.isEmpty {
+            retired[id] = RetiredBlob(offset: b.offset, size: b.size, users: others)
+            retiredBytes += b.size
+            return .retired
+        }
         return .arena(offset: b.offset)
     }
+
+    /// `connection` no longer uses retired blob `id` (released it or left); its memory is
+    /// freed when nobody does. True when it was freed.
+    @discardableResult
+    mutating func releaseRetired(_ id: ObjectID, by connection: ConnectionID) -> Bool {
+        guard var r = retired[id], r.users.remove(connection) != nil else { return false }
+        guard r.users.isEmpty else {
+            retired[id] = r
+            return false
+        }
+        retired[id] = nil
+        retiredBytes -= r.size
+        allocator.free(r.offset)
+        return true
+    }
+}
+
+/// A deleted blob whose memory is still used by other connections.
+struct RetiredBlob: Sendable {
+    var offset: Int
+    var size: Int
+    var users: Set<ConnectionID>
 }

@@ -321,7 +321,7 @@ func etcdBinary() -> String? {
         #expect(stat(zygote.socket, &st) == 0 && st.st_mode & 0o777 == 0o600)
         #expect(rt.status().summary.contains("python zygote: up"))
         #expect(try await trellis("runtime", "down") == 0)
-        #expect(await eventually(10) { !isAlive(zygote.process.pid) })
+        #expect(await eventually(60) { !isAlive(zygote.process.pid) })
         #expect(!FileManager.default.fileExists(atPath: zygote.directory))
     }
 

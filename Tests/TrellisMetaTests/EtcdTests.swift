@@ -33,7 +33,8 @@ struct EtcdTests {
         #expect(endpoint.contains("127.0.0.1:\(port)"))
         #expect(timeout == .seconds(1))
         #expect(!reason.isEmpty)
-        #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(3), "failed after \(elapsed)")
+        // It waited out the timeout; the upper bound only catches a hang (a busy machine is slow).
+        #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(60), "failed after \(elapsed)")
         #expect(error?.description.contains("unreachable within") == true)
     }
 
@@ -94,7 +95,7 @@ struct EtcdTests {
             // Watch a prefix from a past revision: replays, then streams.
             let start = try await client.put("/w/1", value: "a").revision
             try await client.delete("/w/1")
-            let events = try await withTimeout(.seconds(10), "watch events") {
+            let events = try await withTimeout(.seconds(60), "watch events") {
                 var seen: [EtcdEvent] = []
                 for try await event in client.watch("/w/", prefix: true, fromRevision: start, prevKV: true) {
                     seen.append(event)
@@ -135,19 +136,19 @@ struct EtcdTests {
             #expect(try await openWatchers(server) == 0)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for i in 0..<3 { group.addTask { _ = try await a.waitForName("w\(i)") } }
-                try await eventually(.seconds(10), "3 watchers") { try await openWatchers(server) == 3 }
+                try await eventually(.seconds(60), "3 watchers") { try await openWatchers(server) == 3 }
                 for i in 0..<3 { try await a.putName("w\(i)", objectID: 1) }
                 try await group.waitForAll()
             }
-            try await eventually(.seconds(10), "released waits to close their watches") {
+            try await eventually(.seconds(60), "released waits to close their watches") {
                 try await openWatchers(server) == 0
             }
             await withTaskGroup(of: Void.self) { group in
                 for i in 0..<3 { group.addTask { _ = try? await a.waitForName("never\(i)") } }
-                try? await eventually(.seconds(10), "3 more watchers") { try await openWatchers(server) == 3 }
+                try? await eventually(.seconds(60), "3 more watchers") { try await openWatchers(server) == 3 }
                 group.cancelAll()
             }
-            try await eventually(.seconds(10), "cancelled waits to close their watches") {
+            try await eventually(.seconds(60), "cancelled waits to close their watches") {
                 try await openWatchers(server) == 0
             }
         }
@@ -239,7 +240,7 @@ struct EtcdTests {
             let infoB = try await registerSample(b, "b")
             try await a.publishObject(1, metadata: "{}")
             try await withRunning([a, b]) {
-                async let late = withTimeout(.seconds(30), "waitForName across restart") {
+                async let late = withTimeout(.seconds(60), "waitForName across restart") {
                     try await b.waitForName("late")
                 }
                 try await Task.sleep(for: .milliseconds(300))
@@ -247,7 +248,7 @@ struct EtcdTests {
                 try await Task.sleep(for: .milliseconds(1500))
                 try server.launch()
                 try await server.waitHealthy()
-                try await eventually(.seconds(15), "republish after restart") {
+                try await eventually(.seconds(60), "republish after restart") {
                     guard calls.count >= 1 else { return false }
                     return try await b.object(1)?.metadata == "{\"republished\":true}"
                 }
@@ -281,7 +282,7 @@ struct EtcdTests {
                 try server.wipeData()
                 try server.launch()
                 try await server.waitHealthy()
-                try await eventually(.seconds(15), "both instances re-registered and A republished") {
+                try await eventually(.seconds(60), "both instances re-registered and A republished") {
                     guard callsA.count >= 1, callsB.count >= 1 else { return false }
                     guard try await b.instances() == [infoA, infoB] else { return false }
                     return try await b.objectID(forName: "a-name") == 10

@@ -18,12 +18,16 @@ final class TestDaemon: @unchecked Sendable {
     let config: ServerConfig
     let directory: String
 
-    init(capacity: Int = 64 << 20, rpc: Bool = false, maxMessageSize: Int = Frame.defaultMaxMessageSize) throws {
+    init(
+        capacity: Int = 64 << 20, rpc: Bool = false, maxMessageSize: Int = Frame.defaultMaxMessageSize,
+        clientLimits: ClientLimits = ClientLimits()
+    ) throws {
         var template = Array("/tmp/trsXXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SystemError("mkdtemp") }
         directory = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var cfg = ServerConfig(socketPath: directory + "/d.sock")
         cfg.maxMessageSize = maxMessageSize
+        cfg.clientLimits = clientLimits
         if rpc { cfg.rpcPort = 0 }
         store = try ObjectStore(capacity: capacity)
         let bound = try Daemon.bind(cfg)

@@ -56,8 +56,11 @@ struct ServerTests {
             #expect(d.store.status().memoryUsage == 5 * 4096)
             try c.sendRaw(withUnsafeBytes(of: UInt64(100).littleEndian) { Array($0) } + Array("{\"type\"".utf8))
         }  // closed here, mid-frame
+        // The daemon notices the close when its connection thread runs: on a busy machine
+        // that can take a while, so wait up to a generous bound.
+        let deadline = ContinuousClock.now + .seconds(60)
         var usage = d.store.status().memoryUsage
-        for _ in 0..<100 where usage != 0 {
+        while usage != 0 && ContinuousClock.now < deadline {
             usleep(10_000)
             usage = d.store.status().memoryUsage
         }
@@ -99,7 +102,8 @@ struct ServerTests {
         try writer.call(["type": "persist_request", "id": id])
         // The waiter's request is parked once its connection thread has read it.
         var parked = 0
-        for _ in 0..<250 where parked != 1 {
+        let parkDeadline = ContinuousClock.now + .seconds(60)
+        while parked != 1 && ContinuousClock.now < parkDeadline {
             parked = try writer.call(["type": "instance_status_request"])["meta"]?["deferred_requests"]?.intValue ?? -1
             if parked != 1 { try await Task.sleep(for: .milliseconds(20)) }
         }
@@ -112,8 +116,10 @@ struct ServerTests {
             try gone.register()
             try gone.send(["type": "get_name_request", "name": "never", "wait": true])
         }
+        // The daemon checks a parked waiter's socket periodically: allow a generous bound.
         var deferred = 1
-        for _ in 0..<50 where deferred != 0 {
+        let goneDeadline = ContinuousClock.now + .seconds(60)
+        while deferred != 0 && ContinuousClock.now < goneDeadline {
             try await Task.sleep(for: .milliseconds(20))
             deferred = try writer.call(["type": "instance_status_request"])["meta"]?["deferred_requests"]?.intValue ?? -1
         }

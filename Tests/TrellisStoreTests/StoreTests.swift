@@ -105,7 +105,7 @@ struct StoreTests {
     func deleteSemantics() throws {
         let b1 = try sealedBlob()
         let t1 = try store.createData(tensor(b1)).id
-        store.delete([t1], force: false, deep: false, memoryTrim: false)
+        store.delete([t1], force: false, deep: false, memoryTrim: false, connection: 1)  // the blob's sealer
         #expect(!store.exists(t1) && !store.exists(b1))
 
         let e1 = try store.createData(["typename": "vineyard::Scalar<int>", "instance_id": 0, "value_": 1]).id

@@ -109,6 +109,13 @@ class Daemon:
         if self.uid is not None:
             os.chown(self.dir, self.uid, self.uid)
             preexec = _as_user(self.uid)
+            # The checkout may sit under a directory other users cannot enter (a fresh clone
+            # under a 0700 home): give the unprivileged daemon its own copy of the binary, in
+            # the directory it owns. (Its libraries come from the toolchain, via RUNPATH.)
+            copy = os.path.join(self.dir, os.path.basename(argv[0]))
+            shutil.copy2(argv[0], copy)
+            os.chmod(copy, 0o755)
+            argv = [copy] + argv[1:]
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

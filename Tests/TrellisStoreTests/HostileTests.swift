@@ -1,0 +1,104 @@
+import Testing
+import TrellisProtocol
+@testable import TrellisStore
+
+/// What a hostile client must not be able to do to the store (issue 13).
+@Suite("Object store: hostile clients")
+struct HostileStoreTests {
+    let store: ObjectStore
+
+    init() throws {
+        let clock = ClockBox()
+        store = try ObjectStore(capacity: 16 << 20, clock: { clock.tick() })
+    }
+
+    func node(_ level: Int, next: ObjectID?) -> JSON {
+        var o: [String: JSON] = ["typename": "hostile::Chain", "instance_id": 0, "level": .number(UInt64(level))]
+        if let next { o["next"] = ["id": .string(next.description)] }
+        return .object(o)
+    }
+
+    @Test("a chain of objects cannot grow past the metadata depth limit; get, persist and deep delete of the deepest work")
+    func chainDepthIsBounded() throws {
+        var ids: [ObjectID] = []
+        var refusal: VineyardError?
+        for level in 0..<1000 {
+            do {
+                ids.append(try store.createData(node(level, next: ids.last)).id)
+            } catch {
+                refusal = error
+                break
+            }
+        }
+        #expect(ids.count == ObjectStore.maxMetadataDepth)
+        #expect(refusal?.code == .metaTreeInvalid)
+        #expect(refusal?.message.contains("deep") == true)
+        let top = try #require(ids.last)
+        var tree = try #require(store.getData([top])[top.description])
+        var depth = 1
+        while let next = tree["next"] {
+            tree = next
+            depth += 1
+        }
+        #expect(depth == ObjectStore.maxMetadataDepth)
+        #expect(try store.persist(top).count == ids.count)
+        let gone = store.delete([top], force: false, deep: true, memoryTrim: false)
+        #expect(gone.deletedObjects.count == ids.count)
+        #expect(store.status().objects == 0)
+    }
+
+    @Test("a tree nested deeper than the limit in one request is refused and leaves nothing behind")
+    func nestedDepthIsBounded() throws {
+        func nested(_ levels: Int) -> JSON {
+            var t: JSON = ["typename": "hostile::Leaf", "instance_id": 0]
+            for _ in 1..<levels { t = ["typename": "hostile::Nest", "instance_id": 0, "inner": t] }
+            return t
+        }
+        #expect(throws: VineyardError.self) { try store.createData(nested(ObjectStore.maxMetadataDepth + 1)) }
+        #expect(throws: VineyardError.self) { try store.createData(nested(5000)) }
+        #expect(store.status().objects == 0)
+        let ok = try store.createData(nested(ObjectStore.maxMetadataDepth))
+        #expect(store.status().objects == ObjectStore.maxMetadataDepth)
+        // Built on the deepest accepted tree, one more level is refused.
+        #expect(throws: VineyardError.self) { try store.createData(node(0, next: ok.id)) }
+    }
+
+    @Test("memory another connection still uses is not reused after a delete, and is freed when it lets go")
+    func deletedMemoryStaysWhileUsed() throws {
+        let writer: ConnectionID = 1, reader: ConnectionID = 2
+        let blob = try store.createBlob(size: 4096, connection: writer)
+        try store.seal(blob.objectID, connection: writer)
+        let seen = try store.getBlobs([blob.objectID], unsafe: false, connection: reader)
+        #expect(seen.first?.dataOffset == blob.dataOffset)
+        store.delete([blob.objectID], force: false, deep: false, memoryTrim: true, connection: writer)
+        #expect(!store.exists(blob.objectID))
+        // A new blob of the same size does not get the reader's memory.
+        let next = try store.createBlob(size: 4096, connection: writer)
+        #expect(next.dataOffset != blob.dataOffset)
+        #expect(store.status().retiredBytes == 4096)
+        #expect(store.status().memoryUsage == 8192)
+        // The reader lets go (release, or by leaving): the memory is free again.
+        store.release([blob.objectID], connection: reader)
+        #expect(store.status().retiredBytes == 0)
+        #expect(store.status().memoryUsage == 4096)
+        try store.dropBlob(next.objectID, connection: writer)
+        #expect(store.status().memoryUsage == 0)
+    }
+
+    @Test("the deleting connection's own use does not keep memory; a departed reader frees it")
+    func deleterAndDisconnect() throws {
+        let a = try store.createBlob(size: 64, connection: 1)
+        try store.seal(a.objectID, connection: 1)
+        store.delete([a.objectID], force: false, deep: false, memoryTrim: false, connection: 1)
+        #expect(store.status().memoryUsage == 0)
+
+        let b = try store.createBlob(size: 64, connection: 1)
+        try store.seal(b.objectID, connection: 1)
+        _ = try store.getBlobs([b.objectID], unsafe: false, connection: 3)
+        _ = store.clear(connection: 1)
+        #expect(store.status().memoryUsage == 64)
+        store.disconnect(3)
+        #expect(store.status().memoryUsage == 0)
+        #expect(store.status().retiredBytes == 0)
+    }
+}
