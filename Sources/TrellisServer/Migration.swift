@@ -76,7 +76,7 @@ final class Migrator: Sendable {
             created = try store.createData(tree)
             persisted = try store.persist(created.id)
         } catch {
-            store.delete(local.values.map(\.id), force: true, deep: true, memoryTrim: false)
+            store.delete(local.values.map(\.id), force: true, deep: true, memoryTrim: false, connection: Self.connection)
             throw error
         }
         do {
@@ -84,7 +84,7 @@ final class Migrator: Sendable {
         } catch {
             // Not shared with the cluster: drop the copy (and whatever part of it got
             // published) rather than keep an unrecorded one that a retry would duplicate.
-            cluster.unpublish(store.delete([created.id], force: true, deep: true, memoryTrim: false))
+            cluster.unpublish(store.delete([created.id], force: true, deep: true, memoryTrim: false, connection: Self.connection))
             throw error
         }
         return created.id
@@ -172,12 +172,16 @@ final class Migrator: Sendable {
                         throw VineyardError(.ioError, "the transfer broke off: \(error)")
                     }
                     try store.seal(mine.objectID, connection: Self.connection)
+                    // Sealing records the sealer as a user; the migration is not one once the
+                    // bytes are in (a use it kept would pin the blob against spilling and keep
+                    // its memory retired forever after a delete).
+                    store.release([mine.objectID], connection: Self.connection)
                 }
                 out[p.objectID] = (mine.objectID, p.dataSize)
             }
             return out
         } catch {
-            for b in created { try? store.dropBlob(b) }
+            for b in created { try? store.dropBlob(b, connection: Self.connection) }
             throw error
         }
     }

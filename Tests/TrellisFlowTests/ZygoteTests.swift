@@ -51,9 +51,10 @@ import Glibc
                 raise SystemExit(7)
 
             def slow():
-                with open(os.environ["PID_FILE"], "w") as f:
+                with open(os.environ["PID_FILE"] + ".tmp", "w") as f:
                     f.write(str(os.getpid()))
-                time.sleep(30)
+                os.replace(os.environ["PID_FILE"] + ".tmp", os.environ["PID_FILE"])
+                time.sleep(120)
             """.write(toFile: dir.sub("steps.py"), atomically: true, encoding: .utf8)
         var spec = FlowSpec(name: "z", steps: [
             step("first", "wait_for_zygote"),
@@ -68,15 +69,17 @@ import Glibc
         let failed = try #require(record.step("fails"))
         #expect(failed.state == .failed && failed.exitCode == 7)
 
-        // A timeout ends the forked worker too (it lives in a session of its own).
+        // A timeout ends the forked worker too (it lives in a session of its own). The limit
+        // leaves a busy machine ample time to fork the worker and let it write its pid.
         let pidFile = dir.sub("slow.pid")
-        spec = FlowSpec(name: "z", steps: [step("first", "wait_for_zygote"), step("slow", "slow", timeout: 1, after: ["first"])],
+        spec = FlowSpec(name: "z", steps: [step("first", "wait_for_zygote"), step("slow", "slow", timeout: 10, after: ["first"])],
                         baseDirectory: dir.path)
         var opts = options("z2")
         opts.environment["PID_FILE"] = pidFile
         let timed = try await runner.run(spec: spec, options: opts)
         #expect(timed.step("slow")?.timedOut == true)
-        let worker = try #require(Int32(readFile(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let written = readFile(pidFile).trimmingCharacters(in: .whitespacesAndNewlines)
+        let worker = try #require(Int32(written), "the worker did not write its pid within the step's 10 s: '\(written)'")
         #expect(await eventually { !processAlive(worker) })
     }
 

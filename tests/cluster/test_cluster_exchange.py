@@ -271,3 +271,20 @@ def test_global_tensor_spans_instances(cluster):
     # The partitions stay: a shallow delete leaves members.
     np.testing.assert_array_equal(cb.get(tb), np.arange(4, 8))
     assert ca.exists(ta)
+
+
+def test_deleting_a_migrated_copy_gives_its_memory_back(abc):
+    """The migration does not keep a use of the blobs it copied in: once the copy is
+    deleted its memory is free again (a use left behind kept it allocated, retired, for
+    the daemon's lifetime)."""
+    _, (_, ca), (b, cb), _ = abc
+    arr = np.arange(1 << 20, dtype=np.int64)  # 8 MiB
+    oid = ca.put(arr, persist=True)
+    baseline = b.memory_usage()
+    copy = cb.migrate(oid)
+    assert copy != oid
+    assert b.memory_usage() >= baseline + arr.nbytes
+    cb.delete(copy)
+    assert b.memory_usage() == baseline
+    assert b.status().get("retired_bytes", 0) == 0
+    ca.delete(oid)
