@@ -71,6 +71,35 @@ import Testing
         #expect(throws: FlowSpecError.self) { _ = try FlowSpec.load(yaml: "stepz: []\n") }
     }
 
+    @Test func stepPodAdditionsLoadRoundTripAndValidate() throws {
+        let yaml = """
+            steps:
+              - name: a
+                command: ls
+                kubernetes:
+                  image: python:3.11
+                  packages: [numpy]
+                  volumes: [{name: data, persistentVolumeClaim: {claimName: pvc, readOnly: true}}]
+                  volume_mounts: [{name: data, mountPath: /data}]
+            """
+        let spec = try FlowSpec.load(yaml: yaml)
+        let pod = try #require(spec.steps[0].kubernetes)
+        #expect(pod.image == "python:3.11" && pod.packages == ["numpy"])
+        #expect(pod.volumes == [["name": "data", "persistentVolumeClaim": ["claimName": "pvc", "readOnly": true]]])
+        #expect(pod.volumeMounts == [["mountPath": "/data", "name": "data"]])  // keys sorted
+        #expect(try FlowSpec.load(yaml: try spec.yaml()) == spec)
+        #expect(spec.issues().isEmpty)
+
+        var broken = spec
+        broken.steps[0].kubernetes?.volumes.append(["name": "trellis-code", "emptyDir": [:]])
+        broken.steps[0].kubernetes?.volumeMounts.append(["name": "ghost", "mountPath": "/trellis"])
+        let kinds = broken.issues().map(\.kind)
+        #expect(kinds == [.invalidKubernetes, .invalidKubernetes, .invalidKubernetes])
+        #expect(throws: FlowSpecError.self) {
+            _ = try FlowSpec.load(yaml: "steps:\n  - {name: a, command: ls, kubernetes: {volume: []}}\n")
+        }
+    }
+
     @Test func twoActionsNameTheStep() {
         #expect {
             _ = try FlowSpec.load(yaml: "steps:\n  - {name: both, command: ls, python: {file: a.py}}\n")

@@ -108,6 +108,7 @@ class FakeCluster:
         self.deleted_jobs = []
         self.deleted_collections = []
         self.deleted_configmaps = []
+        self.deleted_custom = []  # (plural, name) of Fluid objects deleted
         self.cleanups = []  # (node, [names]) of cleanup Jobs that ran
         self.next_object = 0x100
         self.rr = 0
@@ -254,6 +255,15 @@ class FakeCluster:
                              if r["body"]["metadata"].get("labels", {}).get(key) == value]:
                     del self.jobs[name]
                 return 200, {"kind": "JobList", "items": []}
+            fluid = "/apis/data.fluid.io/v1alpha1" + ns
+            if method == "DELETE" and path.startswith(fluid):
+                plural, _, name = path[len(fluid):].partition("/")
+                known = any(o.get("kind", "").lower() + "s" == plural and o["metadata"]["name"] == name
+                            for o in self.applied)
+                self.deleted_custom.append((plural, name))
+                if not known:
+                    return 404, {"kind": "Status", "code": 404, "reason": "NotFound", "message": "no %s %s" % (plural, name)}
+                return 200, {"kind": "Status", "status": "Success"}
             if method == "DELETE" and path.startswith("/api/v1" + ns + "configmaps/"):
                 self.deleted_configmaps.append(path.rsplit("/", 1)[1])
                 return 200, {"kind": "Status", "status": "Success"}

@@ -31,12 +31,12 @@ NAMESPACE = "flows"
 class Env:
     """One fake cluster and what a test needs to run `trellis flow … --on kubernetes` on it."""
 
-    def __init__(self, etcd, tls=None, token="secret-token"):
+    def __init__(self, etcd, tls=None, token="secret-token", namespace=NAMESPACE):
         self.dir = tempfile.mkdtemp(prefix="k8s", dir="/tmp")
         self.meta = fake_apiserver.Etcd(etcd.endpoint)
         for node, instance in NODES.items():
             self.meta.register(instance, node)
-        self.cluster = fake_apiserver.FakeCluster(self.meta, NODES, token=token, namespace=NAMESPACE)
+        self.cluster = fake_apiserver.FakeCluster(self.meta, NODES, token=token, namespace=namespace)
         self.server = fake_apiserver.FakeAPIServer(self.cluster, tls=tls).start()
         self.home = os.path.join(self.dir, "home")
         self.kubeconfig = os.path.join(self.dir, "kubeconfig")
@@ -48,7 +48,7 @@ class Env:
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
             "clusters": [{"name": "fake", "cluster": cluster}],
             "users": [{"name": "me", "user": user}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me", "namespace": NAMESPACE}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me", "namespace": self.cluster.namespace}}],
         }
         with open(self.kubeconfig, "w") as f:
             json.dump(config, f)  # JSON is YAML

@@ -231,3 +231,77 @@ def test_render_errors_are_clear(tmp_path):
     outside.write_text("name: f\nsteps:\n  - {name: a, python: {file: ../x.py}}\n")
     p = run_render(outside, "fluid", check=False)
     assert p.returncode == 2 and "outside the flow's directory" in p.stderr
+
+
+POD_FLOW = """
+name: pods
+steps:
+  - name: prep
+    python: {file: steps.py, function: a}
+    outputs: [x]
+    kubernetes:
+      image: python:3.11-slim
+      packages: [numpy, "pandas<2.2"]
+      pip_index_url: https://pypi.example/simple
+      volumes:
+        - {name: data, persistentVolumeClaim: {claimName: pvc-oss}}
+        - {name: scratch, emptyDir: {}}
+      volume_mounts:
+        - {name: data, mountPath: /data}
+        - {name: scratch, mountPath: /scratch, readOnly: false}
+  - {name: use, python: {file: steps.py, function: a}, inputs: [x]}
+"""
+
+
+@pytest.mark.parametrize("target", ["fluid", "argo"])
+def test_step_pod_additions_render_and_validate(render, tmp_path, target):
+    """A step's `kubernetes:` image, packages and volumes reach its pod (DataProcess, Job or
+    Argo template) and the documents still pass the real schemas; other steps are unchanged."""
+    (tmp_path / "steps.py").write_text("def a():\n    pass\n")
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(POD_FLOW)
+    docs = render(flow, target)
+    assert validate_docs(docs) == []
+    if target == "fluid":
+        pods = {d["metadata"]["name"]: d["spec"]["processor"]["job"]["podSpec"] for d in _by_kind(docs, "DataProcess")}
+        volumes_of = lambda name: pods[name]["volumes"]  # noqa: E731
+        container_of = lambda name: pods[name]["containers"][0]  # noqa: E731
+        prep = [n for n in pods if "prep" in n][0]
+        use = [n for n in pods if "use" in n][0]
+    else:
+        (wf,) = _by_kind(docs, "Workflow")
+        templates = {t["name"]: t for t in wf["spec"]["templates"]}
+        volumes_of = lambda name: templates[name].get("volumes", [])  # noqa: E731
+        container_of = lambda name: templates[name]["container"]  # noqa: E731
+        prep, use = "step-prep", "step-use"
+    c = container_of(prep)
+    assert c["image"] == "python:3.11-slim"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["TRELLIS_PIP_INSTALL"] == "numpy\npandas<2.2"
+    assert env["TRELLIS_PIP_INDEX_URL"] == "https://pypi.example/simple"
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "pvc-oss"}} in volumes_of(prep)
+    assert {"name": "data", "mountPath": "/data"} in c["volumeMounts"]
+    assert {"name": "scratch", "mountPath": "/scratch", "readOnly": False} in c["volumeMounts"]
+    other = container_of(use)
+    assert "TRELLIS_PIP_INSTALL" not in {e["name"] for e in other["env"]}
+    assert not any(m["name"] in ("data", "scratch") for m in other["volumeMounts"])
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("volumes: [{name: vineyard, emptyDir: {}}]", "Trellis's own"),
+    ("volumes: [{emptyDir: {}}]", "needs a name"),
+    ("volume_mounts: [{name: nowhere, mountPath: /x}]", "names no volume"),
+    ("volumes: [{name: d, emptyDir: {}}]\n      volume_mounts: [{name: d, mountPath: /var/run}]", "mounted already"),
+    ("volumes: [{name: d, emptyDir: {}}]\n      volume_mounts: [{name: d, mountPath: rel}]", "not absolute"),
+    ("imagee: x", "imagee"),
+])
+def test_step_pod_additions_that_cannot_make_a_pod_are_refused(tmp_path, bad, message):
+    from k8s_render import run_render
+
+    (tmp_path / "steps.py").write_text("def a():\n    pass\n")
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("name: f\nsteps:\n  - name: a\n    python: {file: steps.py, function: a}\n"
+                    "    kubernetes:\n      %s\n" % bad)
+    p = run_render(flow, "argo", check=False)
+    assert p.returncode != 0 and message in p.stderr, p.stderr
+    assert p.stdout == ""

@@ -28,6 +28,8 @@ public enum PythonBootstrap {
         unchanged and runs never collide. Seconds spent in Client.put / Client.get are
         appended to $TRELLIS_METRICS as one JSON line at exit. With TRELLIS_FETCH=1 (steps
         on Kubernetes) Client.get defaults to fetch=True: a remote input is migrated here.
+        TRELLIS_PIP_INSTALL (requirements, one per line; a step's kubernetes.packages) are pip
+        installed first, from TRELLIS_PIP_INDEX_URL when set.
         """
         import atexit
         import importlib.util
@@ -35,6 +37,7 @@ public enum PythonBootstrap {
         import os
         import re
         import runpy
+        import subprocess
         import sys
         import time
 
@@ -142,6 +145,22 @@ public enum PythonBootstrap {
             return True
 
 
+        def _pip_install():
+            """Installs the step's packages (a pod's image need not carry them); exits with
+            pip's status when it fails."""
+            wanted = [r.strip() for r in os.environ.get("TRELLIS_PIP_INSTALL", "").splitlines() if r.strip()]
+            if not wanted:
+                return
+            argv = [sys.executable, "-m", "pip", "install", "--quiet", "--no-input", "--disable-pip-version-check"]
+            if os.environ.get("TRELLIS_PIP_INDEX_URL"):
+                argv += ["--index-url", os.environ["TRELLIS_PIP_INDEX_URL"]]
+            done = subprocess.run(argv + ["--"] + wanted, stdin=subprocess.DEVNULL)
+            if done.returncode != 0:
+                sys.stderr.write("trellis: pip could not install %s (exit %d)\n" % (", ".join(wanted), done.returncode))
+                sys.exit(done.returncode)
+            importlib.invalidate_caches()
+
+
         def _load(path):
             path = os.path.abspath(path)
             sys.path.insert(0, os.path.dirname(path))
@@ -153,6 +172,7 @@ public enum PythonBootstrap {
 
 
         def main(argv):
+            _pip_install()
             if len(argv) >= 2 and argv[0] == "--file":
                 path, function = argv[1], None
                 if len(argv) >= 4 and argv[2] == "--function":

@@ -201,6 +201,13 @@ extension KubeRender {
         // Both are IntOrString, which Argo's schema.json types as a string.
         if let timeout = step.timeout { t.set("activeDeadlineSeconds", .string(String(max(1, Int(timeout.rounded(.up)))))) }
         if step.retries > 0 { t.set("retryStrategy", ["limit": .string(String(step.retries))]) }
+        if let additions = step.kubernetes {
+            // An Argo template carries its container and its own volumes.
+            var pod: KubeValue = ["containers": [container]]
+            additions.apply(to: &pod)
+            container = pod["containers"]?.array?.first ?? container
+            if let volumes = pod["volumes"] { t.set("volumes", volumes) }
+        }
         t.set("container", container)
         return t
     }

@@ -407,6 +407,7 @@ public enum KubeRender {
         if let t = step.timeout { pod.set("activeDeadlineSeconds", .int(max(1, Int(t.rounded(.up))))) }
         pod.set("containers", [container])
         pod.set("volumes", .array(volumes))
+        step.kubernetes?.apply(to: &pod)
         return pod
     }
 

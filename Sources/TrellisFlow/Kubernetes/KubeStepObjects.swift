@@ -182,6 +182,7 @@ public enum KubeStepObjects {
             ],
         ]
         if let a = affinity.podAffinity { podSpec.set("affinity", a) }
+        launch.step.kubernetes?.apply(to: &podSpec)
         return [
             "apiVersion": "batch/v1", "kind": "Job",
             "metadata": [

@@ -209,3 +209,65 @@ extension KubeValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
     /// Keys in the order written.
     public init(dictionaryLiteral elements: (String, KubeValue)...) { self = .object(elements) }
 }
+
+// MARK: - Codable
+
+/// Part of a flow file (a step's `kubernetes.volumes`): decoded from YAML or JSON as written.
+/// A decoder hands mappings over without their order, so object keys come back sorted — the
+/// same value renders the same manifest every time.
+extension KubeValue: Codable {
+    public init(from decoder: any Decoder) throws {
+        if let keyed = try? decoder.container(keyedBy: AnyKey.self) {
+            var pairs: [(String, KubeValue)] = []
+            for key in keyed.allKeys.sorted(by: { $0.stringValue < $1.stringValue }) {
+                pairs.append((key.stringValue, try keyed.decode(KubeValue.self, forKey: key)))
+            }
+            self = .object(pairs)
+            return
+        }
+        if var list = try? decoder.unkeyedContainer() {
+            var items: [KubeValue] = []
+            while !list.isAtEnd { items.append(try list.decode(KubeValue.self)) }
+            self = .array(items)
+            return
+        }
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let i = try? c.decode(Int.self) {
+            self = .int(i)
+        } else if let d = try? c.decode(Double.self) {
+            self = .double(d)
+        } else {
+            self = .string(try c.decode(String.self))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        switch self {
+        case .object(let pairs):
+            var c = encoder.container(keyedBy: AnyKey.self)
+            for (k, v) in pairs { try c.encode(v, forKey: AnyKey(stringValue: k)) }
+        case .array(let items):
+            var c = encoder.unkeyedContainer()
+            for v in items { try c.encode(v) }
+        case .string(let s):
+            var c = encoder.singleValueContainer()
+            try c.encode(s)
+        case .int(let i):
+            var c = encoder.singleValueContainer()
+            try c.encode(i)
+        case .double(let d):
+            var c = encoder.singleValueContainer()
+            try c.encode(d)
+        case .bool(let b):
+            var c = encoder.singleValueContainer()
+            try c.encode(b)
+        case .null:
+            var c = encoder.singleValueContainer()
+            try c.encodeNil()
+        }
+    }
+}

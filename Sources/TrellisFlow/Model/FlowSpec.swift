@@ -156,12 +156,14 @@ public struct StepSpec: Codable, Sendable, Equatable {
     public var timeout: Double?
     /// Working directory, relative to the flow's base directory; default: the base directory.
     public var workdir: String?
+    /// What the step's pod adds on Kubernetes (image, packages, volumes); local runs ignore it.
+    public var kubernetes: StepPod?
 
     /// Creates a step.
     public init(
         name: String, action: StepAction?, env: [String: String] = [:], inputs: [String] = [],
         outputs: [String] = [], after: [String] = [], retries: Int = 0, retryDelay: Double = 1,
-        timeout: Double? = nil, workdir: String? = nil
+        timeout: Double? = nil, workdir: String? = nil, kubernetes: StepPod? = nil
     ) {
         self.name = name
         self.action = action
@@ -173,6 +175,7 @@ public struct StepSpec: Codable, Sendable, Equatable {
         self.retryDelay = retryDelay
         self.timeout = timeout
         self.workdir = workdir
+        self.kubernetes = kubernetes
     }
 
     /// Convenience: a step running a command line (argument vector, no shell).
@@ -187,7 +190,7 @@ public struct StepSpec: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case name, command, python, swift, env, inputs, outputs, after, retries, timeout, workdir
+        case name, command, python, swift, env, inputs, outputs, after, retries, timeout, workdir, kubernetes
         case retryDelay = "retry_delay"
     }
 
@@ -241,6 +244,7 @@ public struct StepSpec: Codable, Sendable, Equatable {
         retryDelay = try seconds(.retryDelay) ?? 1
         timeout = try seconds(.timeout)
         workdir = try c.decodeIfPresent(String.self, forKey: .workdir)
+        kubernetes = try c.decodeIfPresent(StepPod.self, forKey: .kubernetes)
     }
 
     /// Encodes the step in the YAML front door's shape (empty fields left out).
@@ -261,6 +265,7 @@ public struct StepSpec: Codable, Sendable, Equatable {
         if retryDelay != 1 { try c.encode(retryDelay, forKey: .retryDelay) }
         try c.encodeIfPresent(timeout, forKey: .timeout)
         try c.encodeIfPresent(workdir, forKey: .workdir)
+        try c.encodeIfPresent(kubernetes, forKey: .kubernetes)
     }
 }
 

@@ -32,6 +32,8 @@ public struct FlowIssue: Sendable, Equatable, CustomStringConvertible {
         case invalidRuntime
         /// `max_parallel` below 1.
         case invalidParallelism
+        /// A step's `kubernetes` additions cannot make a pod (unnamed or clashing volumes, …).
+        case invalidKubernetes
     }
 
     /// The kind of problem.
@@ -122,6 +124,10 @@ extension FlowSpec {
             }
             if let t = step.timeout, !(t > 0) {
                 out.append(FlowIssue(.invalidTimeout, step: name, "step '\(name)': timeout must be positive, got \(t)"))
+            }
+            if let pod = step.kubernetes {
+                let taken: Set<String> = [KubeRender.Paths.codeMount, KubeRender.Paths.datasetMountPath, KubeRender.Paths.daemonSocketDirectory]
+                for p in pod.problems(step: name, mountPaths: taken) { out.append(FlowIssue(.invalidKubernetes, step: name, p)) }
             }
             for o in step.outputs {
                 if !FlowSpec.isValidObjectName(o) {

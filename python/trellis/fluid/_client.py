@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,8 +71,9 @@ class ClientConfig:
     ``kube_config_file``, ``kube_context``, ``kube_client_configuration``.
 
     ``target`` picks where flows run: ``"local"`` (replicas and steps on this machine) or
-    ``"kubernetes"`` (the cluster, through Trellis's Kubernetes launcher; not runnable yet:
-    :class:`FluidClient` says which part is missing). Default:
+    ``"kubernetes"`` (the cluster, through ``trellis flow run --on kubernetes``: each step a
+    Job on the node holding its inputs, its processor's image, packages and volumes in its
+    pod, the Dataset and VineyardRuntime applied by the launcher). Default:
     ``$TRELLIS_TARGET``, else ``"kubernetes"`` when a kubeconfig or context is given, else
     ``"local"`` — so a notebook's ``ClientConfig()`` runs locally and the same notebook runs on a
     cluster with ``TRELLIS_TARGET=kubernetes``. ``home`` is the Trellis home (default
@@ -112,10 +114,8 @@ class FluidClient:
             self._check_kubernetes()
 
     def _check_kubernetes(self) -> None:
-        """The Kubernetes target needs the binary's launcher (``flow run --on kubernetes``)
-        and a flow model that carries what pods need (the processors' volumes and images).
-        The model does not carry those yet, so this says which part is missing instead of
-        starting a flow that could not mount its volumes."""
+        """The Kubernetes target runs flows through the binary's launcher (``trellis flow run
+        --on kubernetes``): a binary without it is an error now, not at the first run."""
         proc = subprocess.run([self.trellis, "flow", "run", "--help"], capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=60)
         if "--on" not in proc.stdout + proc.stderr:
@@ -123,10 +123,17 @@ class FluidClient:
                 "ClientConfig selects the Kubernetes target, but %s has no Kubernetes launcher (`trellis flow run "
                 "--on kubernetes`); use a trellis binary built with it, or run locally (TRELLIS_TARGET=local)"
                 % self.trellis)
-        raise RuntimeError(
-            "ClientConfig selects the Kubernetes target and %s has the launcher, but trellis.fluid cannot hand it a "
-            "flow yet: the flow model carries no pod volumes or images for the processors; run locally "
-            "(TRELLIS_TARGET=local)" % self.trellis)
+
+    def _kube_args(self) -> List[str]:
+        """``trellis flow run`` options that send a run to the configured cluster, then any
+        given in ``$TRELLIS_FLOW_RUN_ARGS`` (e.g. ``--etcd-service``, ``--worker-image``)."""
+        c = self.config
+        args = ["--on", "kubernetes", "--namespace", c.namespace]
+        if c.kube_config_file:
+            args += ["--kubeconfig", c.kube_config_file]
+        if c.kube_context:
+            args += ["--context", c.kube_context]
+        return args + shlex.split(os.environ.get("TRELLIS_FLOW_RUN_ARGS", ""))
 
     # The on-disk state ------------------------------------------------------------------
 
@@ -257,10 +264,18 @@ class FluidDataset:
             raise RuntimeError("binding dataset %s to its runtime failed: %s" % (self.name, _tail(log_path)))
 
     @property
+    def on_kubernetes(self) -> bool:
+        return self.fluid_client.config.target == KUBERNETES
+
+    @property
     def bound(self) -> bool:
-        """Whether the dataset's runtime is up (Fluid's phase ``Bound``)."""
+        """Whether the dataset's runtime is up (Fluid's phase ``Bound``). On Kubernetes:
+        whether a runtime was bound (the launcher applies it with the first run)."""
         self._wait_binding()
-        return self._current() is not None and bool(self.runtime_status().get("up"))
+        current = self._current()
+        if self.on_kubernetes:
+            return current is not None and current.get("runtime") is not None
+        return current is not None and bool(self.runtime_status().get("up"))
 
     def bind_runtime(self, runtime_type: Optional[str] = None, replicas: int = 2, cache_capacity_GiB: float = 10,
                      cache_medium: str = "MEM", wait: bool = True, **kwargs: Any) -> None:
@@ -287,6 +302,18 @@ class FluidDataset:
         if obj is None:
             raise RuntimeError("Dataset %s has a different UID, the dataset may already been cleaned up" % self.name)
         self._wait_binding()
+        if self.on_kubernetes:
+            if obj.get("runtime") is not None:
+                raise RuntimeError('%s "%s/%s" already exists: the dataset is bound (clean_up() first)'
+                                   % (kind, self.namespace, self.name))
+            # The launcher applies the VineyardRuntime (and the Dataset) with the first run.
+            obj["runtime"] = {"kind": kind, "replicas": replicas, "size": ("%g" % cache_capacity_GiB) + "Gi",
+                              "medium": cache_medium, "target": KUBERNETES}
+            self.fluid_client._save(obj)
+            self.obj = obj
+            logger.debug('%s "%s/%s" bound on Kubernetes (namespace %s)', kind, self.namespace, self.name,
+                         self.fluid_client.config.namespace)
+            return
         if self.runtime_status().get("up"):
             raise RuntimeError('%s "%s/%s" already exists: the dataset is bound (clean_up() first)'
                                % (kind, self.namespace, self.name))
@@ -324,6 +351,11 @@ class FluidDataset:
                 running.append(run_id)
         return running
 
+    def _delete_cluster_runtime(self) -> None:
+        if (self.obj.get("runtime") or {}).get("target") == KUBERNETES:
+            for kind in _delete_cluster_objects(self.fluid_client.config, self.name):
+                logger.debug('%s "%s/%s" deleted', kind, self.fluid_client.config.namespace, self.name)
+
     def clean_up(self, wait: bool = True) -> None:
         """Stops the dataset's runtime (its memory, with every run's objects, is freed) and
         deletes the dataset. Refused (``RuntimeError``) while a run of the dataset is in
@@ -339,6 +371,12 @@ class FluidDataset:
         if running:
             raise RuntimeError("cannot clean up dataset %s/%s: run(s) %s in progress; wait() for them (or stop them) "
                                "first" % (self.namespace, self.name, ", ".join(running)))
+        if self.on_kubernetes:
+            self._delete_cluster_runtime()
+            _RUNS.pop(self.home, None)
+            shutil.rmtree(self.home, ignore_errors=True)
+            logger.debug('Dataset "%s/%s" deleted', self.namespace, self.name)
+            return
         status = self.runtime_status()
         if status.get("state") is not None:
             proc = self.fluid_client._run_trellis(["runtime", "down"], self.home)
@@ -350,6 +388,35 @@ class FluidDataset:
         _RUNS.pop(self.home, None)
         shutil.rmtree(self.home, ignore_errors=True)
         logger.debug('Dataset "%s/%s" deleted', self.namespace, self.name)
+
+
+def _delete_cluster_objects(config: ClientConfig, name: str) -> List[str]:
+    """Deletes the VineyardRuntime and the Dataset ``name`` the launcher applied (absent ones
+    are fine); returns the kinds deleted."""
+    try:
+        from kubernetes import client as kclient, config as kconfig  # type: ignore[import-not-found]
+        from kubernetes.client.rest import ApiException  # type: ignore[import-not-found]
+    except ImportError:
+        raise RuntimeError("cleaning up on Kubernetes needs the kubernetes package (pip install kubernetes)") from None
+    if config.kube_client_configuration is not None:
+        api_client = kclient.ApiClient(config.kube_client_configuration)
+    else:
+        try:
+            api_client = kconfig.new_client_from_config(config_file=config.kube_config_file, context=config.kube_context)
+        except Exception:
+            kconfig.load_incluster_config()
+            api_client = kclient.ApiClient()
+    api = kclient.CustomObjectsApi(api_client)
+    deleted = []
+    for plural, kind in (("vineyardruntimes", "VineyardRuntime"), ("datasets", "Dataset")):
+        try:
+            api.delete_namespaced_custom_object("data.fluid.io", "v1alpha1", config.namespace, plural, name)
+            deleted.append(kind)
+        except ApiException as e:
+            if e.status != 404:
+                raise RuntimeError("deleting %s %s/%s failed: %s %s" % (kind, config.namespace, name, e.status,
+                                                                         e.reason)) from None
+    return deleted
 
 
 def _alive(pid: Any) -> bool:
@@ -449,6 +516,8 @@ class FluidDataFlow:
             raise RuntimeError("failed to run data flow %s: a run with this run_id already exists for dataset %s "
                                "(use another run_id, or clean_up the dataset)" % (run_id, self.dataset_name))
         config = ds.fluid_client.config
+        if ds.on_kubernetes:
+            return self._run_on_kubernetes(run_id, flows_dir)
         volume_map = _volumes.parse_volume_map(os.environ.get("TRELLIS_VOLUMES"))
         status = ds.runtime_status()
         state = status.get("state") or {}
@@ -505,6 +574,53 @@ class FluidDataFlow:
         _RUNS.setdefault(ds.home, []).append(handle)
         return handle
 
+
+    def _step_names(self, run_id: str) -> List[str]:
+        names = [op.name or "%s-step%d" % (run_id, i + 1) for i, op in enumerate(self.ops)]
+        if len(set(names)) != len(names):
+            raise ValueError("two steps of the flow are named alike: %s" % ", ".join(names))
+        return names
+
+    def _run_on_kubernetes(self, run_id: str, flows_dir: str) -> "FlowHandle":
+        """The same flow model, launched with ``trellis flow run --on kubernetes``: each
+        processor a Python step (its function's file shipped in the run's ConfigMap) whose pod
+        gets the processor's image, ``packages_to_install`` and volumes; the dataset at
+        ``/var/run``, where Fluid's fuse puts the worker's socket."""
+        ds = self.dataset
+        names = self._step_names(run_id)
+        for op in self.ops:
+            if op.mount_path != _KUBE_DATASET_MOUNT:
+                raise ValueError("on Kubernetes the dataset is mounted at %s (where Fluid's fuse links the worker's "
+                                 "socket); dataset_mountpath %s is not supported there" % (_KUBE_DATASET_MOUNT,
+                                                                                            op.mount_path))
+        runtime = (ds._current() or ds.obj).get("runtime") or {}
+        os.makedirs(flows_dir, exist_ok=True)
+        trellis_flow = _flow.Flow(
+            runtime=_flow.Runtime(replicas=int(runtime.get("replicas", 1)), size=str(runtime.get("size", "1Gi"))),
+            name=self.dataset_name)
+        steps = [op.processor.trellis_step for op in self.ops]
+        produced = set(n for fs in steps for n in fs.outputs)
+        previous: Optional[str] = None
+        for step_name, fs in zip(names, steps):
+            assert isinstance(fs, FunctionStep)
+            function_file = os.path.join(flows_dir, step_name + ".py")
+            with open(function_file, "w") as f:
+                f.write(fs.file_text)
+                f.write("\n\nif __name__ == \"__main__\":\n    %s()\n" % fs.entry)
+            trellis_flow.process(
+                file=function_file, name=step_name, interpreter="python3",
+                inputs=[n for n in fs.inputs if n in produced], outputs=fs.outputs,
+                after=[previous] if previous else [], env=fs.env or None, kubernetes=fs.kubernetes())
+            previous = step_name
+        run = trellis_flow.run(run_id=run_id, trellis=ds.fluid_client.trellis, home=ds.home,
+                               log=os.path.join(flows_dir, "runner.log"), env=_env_for(ds.home),
+                               extra_args=ds.fluid_client._kube_args(), base_dir=flows_dir)
+        handle = FlowHandle(run_id, names, run, ds)
+        _RUNS.setdefault(ds.home, []).append(handle)
+        return handle
+
+
+_KUBE_DATASET_MOUNT = "/var/run"
 
 _PHASES = {"pending": "Pending", "running": "Executing", "succeeded": "Complete", "failed": "Failed",
            "upstream-failed": "Failed", "cancelled": "Failed"}

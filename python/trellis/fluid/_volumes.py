@@ -148,3 +148,28 @@ def resolve_mounts(mounts: Sequence[Mapping[str, Any]], home: str, volume_map: M
         out.append({"source": os.path.realpath(source), "target": m["mount_path"],
                     "read_only": bool(m["read_only"]), "volume": m["volume"]})
     return out
+
+
+def pod_objects(items: Optional[Sequence[Any]]) -> List[Dict[str, Any]]:
+    """``volumes`` or ``volume_mounts`` as a pod spec writes them (camelCase dicts):
+    ``kubernetes.client.models`` objects through the client's own serializer; dicts with
+    snake_case keys (as the models' ``to_dict()`` gives) camel-cased, recursively."""
+    out: List[Dict[str, Any]] = []
+    for item in items or []:
+        if isinstance(item, dict):
+            out.append(_camel_keys(item))
+            continue
+        try:
+            from kubernetes.client import ApiClient  # type: ignore[import-not-found]
+        except ImportError:
+            raise VolumeError("%r is not a dict and the kubernetes package is not installed" % (item,)) from None
+        out.append(ApiClient().sanitize_for_serialization(item))
+    return out
+
+
+def _camel_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_camel(k) if isinstance(k, str) else k: _camel_keys(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_camel_keys(v) for v in value]
+    return value

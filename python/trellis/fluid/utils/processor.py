@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import inspect
 import logging
+import os
 import sys
 import textwrap
 import warnings
@@ -39,6 +40,25 @@ class FunctionStep:
     env: Dict[str, str] = field(default_factory=dict)
     debug: bool = False
     interpreter: str = sys.executable
+    # What the step's pod gets on a Kubernetes target (see StepPod in the flow model).
+    image: str = "python:3.10"
+    packages: List[str] = field(default_factory=list)
+    pip_index_url: Optional[str] = None
+    pod_volumes: List[Dict[str, Any]] = field(default_factory=list)
+    pod_volume_mounts: List[Dict[str, Any]] = field(default_factory=list)
+
+    def kubernetes(self) -> Dict[str, Any]:
+        """The step's ``kubernetes:`` additions in the flow model's shape."""
+        out: Dict[str, Any] = {"image": self.image}
+        if self.packages:
+            out["packages"] = list(self.packages)
+            if self.pip_index_url:
+                out["pip_index_url"] = self.pip_index_url
+        if self.pod_volumes:
+            out["volumes"] = self.pod_volumes
+        if self.pod_volume_mounts:
+            out["volume_mounts"] = self.pod_volume_mounts
+        return out
 
 
 def _function_source(func: Callable[..., Any]) -> str:
@@ -90,6 +110,11 @@ def _params_call(func: Callable[..., Any], name: str, params: Optional[Dict[str,
     return "\n\ndef %s():\n    return %s(**%s)\n" % (ENTRY, name, literal)
 
 
+def _kubernetes_target() -> bool:
+    """Whether ``$TRELLIS_TARGET`` sends steps to a cluster (ClientConfig's default target)."""
+    return os.environ.get("TRELLIS_TARGET", "").lower() in ("kubernetes", "k8s", "cluster")
+
+
 def _env(env: Optional[Sequence[Any]]) -> Dict[str, str]:
     out: Dict[str, str] = {}
     for e in env or []:
@@ -136,9 +161,10 @@ def make_processor_from_func(process_func: Callable[..., Any], process_func_para
     wrapper = _params_call(process_func, name, process_func_params)
     mounts = _volumes.describe_volumes(kwargs.get("volumes"), kwargs.get("volume_mounts"))
     env = _env(kwargs.get("env"))
-    if packages_to_install is not None:
-        if isinstance(packages_to_install, str):
-            raise ValueError("packages_to_install must be a list of requirements, not a string")
+    if isinstance(packages_to_install, str):
+        raise ValueError("packages_to_install must be a list of requirements, not a string")
+    # On a Kubernetes target the step's pod installs them; only a local step needs them here.
+    if packages_to_install is not None and not _kubernetes_target():
         reqs = [_packages.parse_requirement(r) for r in packages_to_install]
         versions_by_key = _packages.installed_versions([r.name for r in reqs], sys.executable)
         errors, warns = _packages.check_requirements(
@@ -159,5 +185,8 @@ def make_processor_from_func(process_func: Callable[..., Any], process_func_para
         volume_mounts=kwargs.get("volume_mounts"), resources=kwargs.get("resources"),
         restart_policy=kwargs.get("restart_policy"))
     step = FunctionStep(function_name=name, entry=ENTRY if wrapper else name, file_text=file_text, inputs=inputs,
-                        outputs=outputs, mounts=mounts, env=env, debug=bool(debug_mode))
+                        outputs=outputs, mounts=mounts, env=env, debug=bool(debug_mode), image=base_image,
+                        packages=[str(p) for p in packages_to_install or []], pip_index_url=pip_index_url,
+                        pod_volumes=_volumes.pod_objects(kwargs.get("volumes")),
+                        pod_volume_mounts=_volumes.pod_objects(kwargs.get("volume_mounts")))
     return models.Processor(script=script, trellis_step=step)
