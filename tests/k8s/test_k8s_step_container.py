@@ -95,3 +95,31 @@ def test_rendered_container_runs_the_step(tmp_path, target_step):
     else:
         assert got == {"argv0": str(root / "code" / "sub" / "script.py"), "cwd": str(root / "code" / "sub"),
                        "name": "__main__"}
+
+
+@pytest.mark.parametrize("package, works", [("pytest", True), ("trellis-no-such-package-0", False)])
+def test_step_packages_are_pip_installed_before_the_step(tmp_path, package, works):
+    """A step's kubernetes.packages are installed by the bootstrap before the step's code
+    runs (the pod's image need not carry them): one already there is fine without reaching
+    the index; one that cannot be installed fails the step with pip's status, named."""
+    flow_dir = tmp_path / "flow"
+    flow_dir.mkdir()
+    (flow_dir / "probe.py").write_text(PROBE)
+    (flow_dir / "flow.yaml").write_text(yaml.safe_dump({
+        "name": "pip-flow",
+        "steps": [{"name": "probe", "python": {"file": "probe.py", "function": "probe"},
+                   "kubernetes": {"packages": [package], "pip_index_url": "http://127.0.0.1:9/simple"}}],
+    }))
+    docs = render_docs(flow_dir / "flow.yaml", "fluid", "--run-id", "run-8")
+    cmd, cwd, env = _materialize(docs, "probe", tmp_path / "mnt")
+    cmd[0] = sys.executable
+    out = tmp_path / "out.json"
+    full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env, "PROBE_OUT": str(out),
+                "PIP_RETRIES": "0", "PIP_TIMEOUT": "5"}
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=180)
+    if works:
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(out.read_text())["env"]["TRELLIS_PIP_INSTALL"] == package
+    else:
+        assert proc.returncode != 0 and not out.exists()
+        assert "pip could not install %s" % package in proc.stderr, proc.stderr
