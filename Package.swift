@@ -95,6 +95,7 @@ if Context.environment["TRELLIS_FUZZ"] == "1" {
         ("FuzzJSON", ["TrellisProtocol"]),
         ("FuzzFrame", ["TrellisProtocol", "TrellisServer"]),
         ("FuzzRequest", ["TrellisProtocol", "TrellisStore", "TrellisServer"]),
+        ("FuzzWatch", ["TrellisMeta"]),
     ]
     package.targets.append(.target(name: "CFuzzDriver", path: "Fuzz/CFuzzDriver"))
     for (name, dependencies) in fuzzed {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer harnesses (Fuzz/: FuzzJSON, FuzzFrame, FuzzRequest) with
+# Builds the libFuzzer harnesses (Fuzz/: FuzzJSON, FuzzFrame, FuzzRequest, FuzzWatch) with
 # -sanitize=fuzzer in their own scratch path and runs each for a bounded time.
 #
 #   scripts/fuzz.sh                 # CI: 20 s per harness
@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 SECONDS_EACH=${1:-20}
 shift || true
-HARNESSES=${*:-FuzzJSON FuzzFrame FuzzRequest}
+HARNESSES=${*:-FuzzJSON FuzzFrame FuzzRequest FuzzWatch}
 SCRATCH=$ROOT/.build-fuzz
 export TRELLIS_FUZZ=1
 
