@@ -4,7 +4,7 @@ transcripts: every message as JSON text (FuzzJSON), each connection's client byt
 frames (FuzzFrame), each connection's requests as newline-separated JSON (FuzzRequest),
 and the client side of every connection (Fuzz/corpus/live.jsonl, for scripts/fuzz_live.py).
 
-Usage: scripts/fuzz_seeds.py [TRANSCRIPT_DIR]  (default: ../shared/protocol/captured)
+Usage: scripts/fuzz_seeds.py [TRANSCRIPT_DIR]  (default: Tests/Fixtures/captured)
 """
 import hashlib
 import json
@@ -13,7 +13,7 @@ import struct
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SRC = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "..", "shared", "protocol", "captured")
+SRC = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "Tests", "Fixtures", "captured")
 OUT = os.path.join(ROOT, "Fuzz", "corpus")
 
 

@@ -8,11 +8,21 @@ import Glibc
 /// used as test vectors for the codec.
 public enum Transcripts {
     public static var directory: String {
-        // <repo>/Sources/TrellisTestSupport/Transcripts.swift → <repo>/../shared/protocol/captured
+        // <repo>/Sources/TrellisTestSupport/Transcripts.swift → <repo>/Tests/Fixtures/captured
+        // (copies of ../shared/protocol/captured, kept in the repository so that no suite
+        // depends on what lies beside the checkout; TranscriptTests checks they are equal).
+        repository + "/Tests/Fixtures/captured"
+    }
+
+    /// The repository's root.
+    public static var repository: String {
         var parts = #filePath.split(separator: "/", omittingEmptySubsequences: false)
         parts.removeLast(3)
-        return parts.joined(separator: "/") + "/../shared/protocol/captured"
+        return parts.joined(separator: "/")
     }
+
+    /// The shared originals, when ../shared is beside the repository.
+    public static var sharedDirectory: String { repository + "/../shared/protocol/captured" }
 
     public static var available: Bool { access(directory + "/numpy_int64.jsonl", R_OK) == 0 }
 

@@ -3,9 +3,9 @@ import TrellisProtocol
 
 @testable import TrellisClient
 
-/// The messages of a captured transcript (../shared/protocol/captured/NAME.jsonl), in order.
+/// The messages of a captured transcript (Tests/Fixtures/captured/NAME.jsonl), in order.
 func capturedMessages(_ name: String) throws -> [(dir: String, msg: JSON)] {
-    let path = Paths.repository + "/../shared/protocol/captured/\(name).jsonl"
+    let path = Paths.repository + "/Tests/Fixtures/captured/\(name).jsonl"
     let text = try #require(readTextFile(path), "missing transcript \(path)")
     var out: [(dir: String, msg: JSON)] = []
     for line in text.split(separator: "\n") {

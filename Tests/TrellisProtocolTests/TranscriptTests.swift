@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import TrellisProtocol
 import TrellisTestSupport
@@ -6,8 +7,22 @@ import TrellisTestSupport
 import Glibc
 #endif
 
-@Suite("Captured transcripts as codec vectors", .enabled(if: Transcripts.available, "../shared/protocol/captured is not beside the repository"))
+@Suite("Captured transcripts as codec vectors")
 struct TranscriptTests {
+    @Test("the repository's copies are the shared transcripts, all of them")
+    func fixturesAreTheSharedCopies() throws {
+        #expect(Transcripts.files().count >= 20, "Tests/Fixtures/captured is missing transcripts")
+        guard access(Transcripts.sharedDirectory + "/numpy_int64.jsonl", R_OK) == 0 else { return }  // no ../shared here
+        let shared = FileManager.default.enumerator(atPath: Transcripts.sharedDirectory)?
+            .compactMap { $0 as? String }.filter { $0.hasSuffix(".jsonl") }.sorted() ?? []
+        #expect(shared == Transcripts.files())
+        for f in shared {
+            let a = FileManager.default.contents(atPath: Transcripts.sharedDirectory + "/" + f)
+            let b = FileManager.default.contents(atPath: Transcripts.directory + "/" + f)
+            #expect(a != nil && a == b, "\(f) differs from ../shared/protocol/captured")
+        }
+    }
+
     @Test("every captured frame re-encodes to exactly its captured length", arguments: Transcripts.files())
     func reencode(file: String) throws {
         var checked = 0
