@@ -203,9 +203,11 @@ public enum FlowCLI {
 
     /// `trellis runtime up [--replicas N] [--size S] [--medium memory|spill] [--spill-dir D]`.
     public static func runtimeUp(
-        _ spec: RuntimeSpec, home: TrellisHome = .fromEnvironment(), trellisBinary: String = currentExecutable()
+        _ spec: RuntimeSpec, home: TrellisHome = .fromEnvironment(), trellisBinary: String = currentExecutable(),
+        networkNamespaces: Bool = false
     ) async -> Int32 {
         var rt = LocalRuntime(directory: home.runtimeDirectory, trellisBinary: trellisBinary)
+        rt.networkNamespaces = networkNamespaces
         if PythonZygote.isEnabled(environment: rt.environment) {
             rt.zygoteInterpreter = FlowRunOptions.defaultPython(environment: rt.environment)
         }

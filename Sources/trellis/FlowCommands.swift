@@ -108,10 +108,13 @@ struct RuntimeCommand: AsyncParsableCommand {
         @Option(name: .customLong("spill-dir")) var spillDir: String?
         @Flag(name: .customLong("huge-pages"), help: "Arenas from the hugetlb pool, pre-faulted (the pool must hold replicas × size).")
         var hugePages = false
+        @Flag(help: "Each replica a node: a network namespace with its own address on a private bridge, its daemon bound there, etcd on the bridge (root).")
+        var netns = false
         func run() async throws {
             guard let m = Medium(rawValue: medium) else { throw ValidationError("--medium must be memory or spill") }
             let s = await FlowCLI.runtimeUp(
-                RuntimeSpec(replicas: replicas, size: size, medium: m, spillDirectory: spillDir, hugePages: hugePages))
+                RuntimeSpec(replicas: replicas, size: size, medium: m, spillDirectory: spillDir, hugePages: hugePages),
+                networkNamespaces: netns)
             if s != 0 { throw ExitCode(s) }
         }
     }

@@ -275,6 +275,16 @@ private func tempDir() -> String {
         #expect(MetadataResidency.bytes(ofTree: tree, on: 2) == 30)
         #expect(MetadataResidency.bytes(ofTree: tree, on: 3) == 0)
         #expect(MetadataResidency.bytes(ofTree: "nope", on: 1) == nil)
+        // As daemons publish trees (vineyardd's way): blob members with length 0, the size in
+        // the object holding them.
+        let published = """
+            {"typename":"vineyard::DataFrame","nbytes":900,
+             "__values_-0":{"typename":"vineyard::Tensor<double>","nbytes":800,"buffer_":{"id":"o8003","typename":"vineyard::Blob","instance_id":4,"length":0,"nbytes":0}},
+             "__values_-1":{"typename":"vineyard::Tensor<int64>","nbytes":100,"buffer_":{"id":"o8004","typename":"vineyard::Blob","instance_id":5,"length":0,"nbytes":0}},
+             "empty_":{"typename":"vineyard::Tensor<int64>","nbytes":0,"buffer_":{"id":"o8000000000000000","typename":"vineyard::Blob","instance_id":4,"length":0,"nbytes":0}}}
+            """
+        #expect(MetadataResidency.bytes(ofTree: published, on: 4) == 800)
+        #expect(MetadataResidency.bytes(ofTree: published, on: 5) == 100)
         #expect(MetadataResidency.objectKey(0x1f, prefix: "/vineyard") == "/vineyard/objects/000000000000001f")
         let inst = MetadataInstance(json: #"{"instance_id":7,"hostname":"10.0.0.5","nodename":"node-c","rpc_endpoint":"10.0.0.5:9600"}"#)
         #expect(inst == MetadataInstance(id: 7, nodename: "node-c", hostname: "10.0.0.5", rpcEndpoint: "10.0.0.5:9600"))

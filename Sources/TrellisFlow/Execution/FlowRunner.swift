@@ -549,6 +549,7 @@ public struct FlowRunner: Sendable {
                 let exit = try await executor.run(launch)
                 result.exit = SupervisedExit(
                     status: exit.status, timedOut: exit.timedOut, cancelled: exit.cancelled, seconds: exit.seconds)
+                result.metrics = readMetrics(at: metricsPath)  // written where the runner's files are shared
                 if let m = exit.message { appendLine("trellis: \(m)", to: err) }
             } catch {
                 result.error = "cannot start: \(error)"

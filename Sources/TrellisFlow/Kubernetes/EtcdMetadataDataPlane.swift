@@ -113,14 +113,36 @@ public enum MetadataResidency {
 
     static func collect(_ o: [String: Any], into blobs: inout [String: (UInt64?, Int)]) {
         if o["typename"] as? String == "vineyard::Blob" {
-            let id = o["id"] as? String ?? "\(blobs.count)"
-            let size = (o["nbytes"] as? NSNumber)?.intValue ?? (o["length"] as? NSNumber)?.intValue ?? 0
-            blobs[id] = ((o["instance_id"] as? NSNumber)?.uint64Value, size)
+            blobs[o["id"] as? String ?? "\(blobs.count)"] = ((o["instance_id"] as? NSNumber)?.uint64Value, blobSize(o))
             return
         }
+        // vineyardd publishes blob members with length and nbytes 0 (so does Trellis, which
+        // follows it): then the object holding them tells their size by its own `nbytes`.
+        var unsized: [(id: String, instance: UInt64?)] = []
         for (_, v) in o {
-            if let m = v as? [String: Any] { collect(m, into: &blobs) }
+            guard let m = v as? [String: Any] else { continue }
+            if m["typename"] as? String == "vineyard::Blob" {
+                let id = m["id"] as? String ?? "\(blobs.count)"
+                let instance = (m["instance_id"] as? NSNumber)?.uint64Value
+                let size = blobSize(m)
+                if size > 0 || m["id"] as? String == "o8000000000000000" {
+                    blobs[id] = (instance, size)
+                } else if blobs[id] == nil {
+                    unsized.append((id, instance))
+                }
+            } else {
+                collect(m, into: &blobs)
+            }
         }
+        guard !unsized.isEmpty else { return }
+        let total = max(0, (o["nbytes"] as? NSNumber)?.intValue ?? 0)
+        for (k, b) in unsized.enumerated() {
+            blobs[b.id] = (b.instance, total / unsized.count + (k == 0 ? total % unsized.count : 0))
+        }
+    }
+
+    private static func blobSize(_ o: [String: Any]) -> Int {
+        (o["nbytes"] as? NSNumber)?.intValue ?? (o["length"] as? NSNumber)?.intValue ?? 0
     }
 
     /// The object key of an id: `<prefix>/objects/<16 hex digits>`.

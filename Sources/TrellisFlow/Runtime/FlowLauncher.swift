@@ -45,13 +45,21 @@ public struct FlowLauncher: Sendable {
         let warm = zygote(spec: spec, states: [:], runtime: status, options: &options)
         defer { settleZygote(warm, runID: options.runID) }
         let (state, ephemeral) = try await ensureRuntime(spec.runtime, status: status)
-        let runner = FlowRunner(
-            dataPlane: try await makeDataPlane(state.replicas), replicas: state.replicas, store: RunStore(home: home))
+        let runner: FlowRunner
+        let transport: HTTPKubeTransport?
+        do {
+            (runner, transport) = try await makeRunner(state)
+        } catch {
+            if ephemeral { try? await runtime.down() }
+            throw error
+        }
         let record: RunRecord
         do {
             record = try await runner.run(spec: spec, options: options)
             options.runID = record.runID
+            await transport?.shutdown()
         } catch {
+            await transport?.shutdown()
             if ephemeral { try? await runtime.down() }
             throw error
         }
@@ -73,12 +81,13 @@ public struct FlowLauncher: Sendable {
         if ephemeral {
             note("the runtime that held run \(runID)'s intermediates is gone; recomputing them")
         }
-        let runner = FlowRunner(
-            dataPlane: try await makeDataPlane(state.replicas), replicas: state.replicas, store: RunStore(home: home))
+        let (runner, transport) = try await makeRunner(state)
         let record: RunRecord
         do {
             record = try await runner.resume(runID: runID, options: options)
+            await transport?.shutdown()
         } catch {
+            await transport?.shutdown()
             if ephemeral { try? await runtime.down() }
             throw error
         }
@@ -93,6 +102,8 @@ public struct FlowLauncher: Sendable {
     private func zygote(
         spec: FlowSpec, states: [String: StepState], runtime status: RuntimeStatus, options: inout FlowRunOptions
     ) -> WarmZygote? {
+        // Steps on namespace nodes start inside their namespace, not from a zygote on the host.
+        if status.state?.netns != nil { return nil }
         guard let interpreter = FlowRunner.zygoteInterpreter(spec: spec, states: states, options: options) else {
             return nil
         }
@@ -125,6 +136,34 @@ public struct FlowLauncher: Sendable {
             rename(zygote.logPath, logs + name)
         }
         try? FileManager.default.removeItem(atPath: zygote.directory)
+    }
+
+    /// The runner for a runtime: local replicas through `makeDataPlane` and the runner's own
+    /// processes; network-namespace nodes through ``NodesDataPlane`` (placement from the
+    /// cluster metadata, as on Kubernetes) and a ``ProcessExecutor`` that runs each step in
+    /// its node's namespace.
+    /// The transport returned is the metadata reader's (nodes only): shut it down after the run.
+    private func makeRunner(_ state: RuntimeState) async throws -> (FlowRunner, HTTPKubeTransport?) {
+        let store = RunStore(home: home)
+        guard let network = state.netns else {
+            return (FlowRunner(dataPlane: try await makeDataPlane(state.replicas), replicas: state.replicas, store: store), nil)
+        }
+        guard let ip = NetnsNetwork.findIP(environment: runtime.environment) else {
+            throw RuntimeError("the runtime's nodes are network namespaces and no ip command is found")
+        }
+        // etcd's gateway on the bridge (the host is on it), read as the Kubernetes launcher reads it.
+        let transport = try HTTPKubeTransport(baseURL: "http://\(network.gateway):2379", timeoutSeconds: 10)
+        do {
+            let etcd = EtcdGateway(transport: transport, keyPrefix: state.id)  // the daemons' --etcd_prefix
+            let plane = try await NodesDataPlane.connect(replicas: state.replicas, etcd: etcd)
+            let runner = FlowRunner(
+                dataPlane: plane, replicas: state.replicas, store: store,
+                executor: ProcessExecutor.networkNamespaces(network, ip: ip))
+            return (runner, transport)
+        } catch {
+            await transport.shutdown()
+            throw error
+        }
     }
 
     private func ensureRuntime(_ spec: RuntimeSpec, status: RuntimeStatus) async throws -> (RuntimeState, Bool) {

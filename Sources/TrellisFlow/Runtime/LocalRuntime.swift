@@ -78,6 +78,9 @@ public struct RuntimeState: Codable, Sendable, Equatable {
     public var trellisBinary: String
     /// The warm Python zygote runs' steps fork from, when the runtime keeps one.
     public var zygote: ZygoteInfo?
+    /// The virtual network of a runtime whose replicas are network-namespace nodes
+    /// (`runtime up --netns`); nil for replicas on this machine's loopback.
+    public var netns: NetnsNetwork?
 }
 
 /// ``RuntimeState`` plus liveness.
@@ -101,11 +104,13 @@ public struct RuntimeStatus: Sendable, Equatable {
             "runtime \(s.id): \(isUp ? "up" : "degraded")\(s.ephemeral ? " (started for a run)" : ""), "
                 + "\(s.replicas.count) replica(s) of \(s.spec.size), medium \(s.spec.medium.rawValue)"
         ]
+        if let n = s.netns { lines.append("  network: bridge \(n.bridge) \(n.subnet).0/24, gateway \(n.gateway)") }
         for (i, r) in s.replicas.enumerated() {
             let alive = i < replicasAlive.count && replicasAlive[i]
+            let node = s.netns.map { " node \(r.node ?? "?") netns \($0.nodes[i].namespace) address \(r.host ?? "?")" } ?? ""
             lines.append(
-                "  r\(r.index): \(alive ? "up" : "DOWN") pid \(s.processes[i].pid) socket \(r.socket)"
-                    + (r.rpcPort.map { " rpc 127.0.0.1:\($0)" } ?? ""))
+                "  r\(r.index): \(alive ? "up" : "DOWN")\(node) pid \(s.processes[i].pid) socket \(r.socket)"
+                    + (r.rpcEndpoint.map { " rpc \($0)" } ?? ""))
         }
         if let e = s.etcd {
             lines.append("  etcd: \(etcdAlive == true ? "up" : "DOWN") pid \(e.process.pid) \(e.endpoint)")
@@ -158,6 +163,9 @@ public struct LocalRuntime: ReplicaRuntime {
     /// step then starts in milliseconds with vineyard, numpy and pandas already imported,
     /// instead of paying ~0.8 s of imports in the first step of each run.
     public var zygoteInterpreter: String?
+    /// Replicas as network-namespace nodes (``NetnsNetwork``): each daemon in a namespace of
+    /// its own with its own address, etcd on the bridge. Root only.
+    public var networkNamespaces = false
 
     /// Creates a runtime handle (nothing starts until ``up(_:ephemeral:)``).
     public init(
@@ -229,9 +237,24 @@ public struct LocalRuntime: ReplicaRuntime {
         var state = RuntimeState(
             id: id, spec: spec, replicas: [], processes: [], etcd: nil, ephemeral: ephemeral, startedAt: Date(),
             trellisBinary: trellisBinary)
+        var ip = ""
+        if networkNamespaces {
+            if let reason = NetnsNetwork.unavailableReason(environment: environment) { throw RuntimeError(reason) }
+            ip = NetnsNetwork.findIP(environment: environment)!
+            if resolveEtcd() == nil {
+                throw RuntimeError("network-namespace nodes share metadata through etcd, and no etcd binary was found (scripts/setup-etcd.sh)")
+            }
+            let tag = String(format: "%06x", UInt32.random(in: 0...0xff_ffff))
+            state.netns = NetnsNetwork.plan(tag: tag, nodes: spec.replicas, octet: NetnsNetwork.freeOctet(ip: ip))
+            try saveState(state)  // first: `down` removes what apply() makes even if we die midway
+            do { try state.netns!.apply(ip: ip) } catch {
+                unlink(statePath)
+                throw error
+            }
+        }
         do {
             // The zygote first: its imports overlap etcd's and the replicas' start-up.
-            if let interpreter = zygoteInterpreter,
+            if let interpreter = zygoteInterpreter, state.netns == nil,
                 let z = WarmZygote.launch(
                     interpreter: resolveExecutable(interpreter, environment: environment),
                     directory: directory + "/zygote", log: directory + "/zygote.log", environment: environment,
@@ -242,7 +265,7 @@ public struct LocalRuntime: ReplicaRuntime {
                     directory: z.directory)
                 try saveState(state)
             }
-            if spec.replicas > 1 {
+            if spec.replicas > 1 || state.netns != nil {
                 guard let etcd = resolveEtcd() else {
                     throw RuntimeError(
                         "\(spec.replicas) replicas share metadata through etcd, and no etcd binary was found "
@@ -252,6 +275,8 @@ public struct LocalRuntime: ReplicaRuntime {
                 // wants host:port, taken as a path relative to its working directory), so no
                 // other user of the machine can read or write the replicas' metadata.
                 let clientName = "etcd-client.sock:0", peerName = "etcd-peer.sock:0"
+                // Namespace nodes reach it on the bridge's address as well (their only way out).
+                let clientURLs = ["unix://\(clientName)"] + (state.netns.map { ["http://\($0.gateway):2379"] } ?? [])
                 let clientSocket = directory + "/" + clientName
                 unlink(clientSocket)
                 unlink(directory + "/" + peerName)
@@ -262,8 +287,8 @@ public struct LocalRuntime: ReplicaRuntime {
                     executable: etcd,
                     arguments: [
                         "--name", "trellis", "--data-dir", data,
-                        "--listen-client-urls", "unix://\(clientName)",
-                        "--advertise-client-urls", "unix://\(clientName)",
+                        "--listen-client-urls", clientURLs.joined(separator: ","),
+                        "--advertise-client-urls", clientURLs.joined(separator: ","),
                         "--listen-peer-urls", "unix://\(peerName)",
                         "--initial-advertise-peer-urls", "unix://\(peerName)",
                         "--initial-cluster", "trellis=unix://\(peerName)",
@@ -280,11 +305,17 @@ public struct LocalRuntime: ReplicaRuntime {
             for i in 0..<spec.replicas {
                 let socket = directory + "/r\(i).sock"
                 unlink(socket)
-                let rpc = try freePort()
+                // A namespace node has the port space of its own address to itself.
+                let rpc = state.netns == nil ? try freePort() : 9600
                 var args = serveCommand + [
                     "--socket", socket, "--size", String(bytes), "--rpc_socket_port", String(rpc),
                 ]
-                if let e = state.etcd {
+                var env = environment
+                if let n = state.netns {
+                    args += ["--meta", "etcd", "--etcd_endpoint", "http://\(n.gateway):2379", "--etcd_prefix", id]
+                    env["MY_NODE_NAME"] = n.nodes[i].name
+                    env["MY_HOST_NAME"] = n.nodes[i].address
+                } else if let e = state.etcd {
                     args += ["--meta", "etcd", "--etcd_endpoint", e.endpoint, "--etcd_prefix", id]
                 } else {
                     args += ["--meta", "local"]
@@ -308,11 +339,14 @@ public struct LocalRuntime: ReplicaRuntime {
                     args += ["--spill_path", d]
                 }
                 let log = directory + "/r\(i).log"
+                // `ip netns exec` enters the namespace and execs the daemon: the pid is the daemon's.
+                let argv = (state.netns?.exec(node: i, ip: ip) ?? []) + [trellisBinary] + args
                 let p = try ChildProcess.spawn(
-                    executable: trellisBinary, arguments: args, environment: environment, workingDirectory: directory,
+                    executable: argv[0], arguments: Array(argv.dropFirst()), environment: env, workingDirectory: directory,
                     stdout: .file(log), stderr: .file(log), newSession: true)
                 state.processes.append(RuntimeProcess(pid: p.pid, log: log))
-                state.replicas.append(Replica(index: i, socket: socket, rpcPort: rpc))
+                let node = state.netns?.nodes[i]
+                state.replicas.append(Replica(index: i, socket: socket, rpcPort: rpc, host: node?.address, node: node?.name))
                 try saveState(state)
             }
             for (i, r) in state.replicas.enumerated() {
@@ -352,6 +386,7 @@ public struct LocalRuntime: ReplicaRuntime {
             }
         }
         for r in s.replicas { unlink(r.socket) }
+        if let n = s.netns, let ip = NetnsNetwork.findIP(environment: environment) { n.remove(ip: ip) }
         if let z = s.zygote {
             if z.isRunning {
                 _ = kill(-z.process.pid, SIGTERM)
