@@ -6,6 +6,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 if [ -f scripts/setup-etcd.sh ]; then bash scripts/setup-etcd.sh >/dev/null; fi
+# iproute2 (ip, ss): the network-namespace nodes (runtime up --netns, tests/netns).
+if ! command -v ip >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null; }
+fi
 bash scripts/setup-python.sh
 # The tests use the debug build (scripts/test.sh builds it); TRELLIS_RELEASE_BUILD=0 skips this one.
 if [ "${TRELLIS_RELEASE_BUILD:-1}" != "0" ]; then

@@ -136,7 +136,7 @@ final class Migrator: Sendable {
         let host = String(endpoint[..<colon])
         let sock: StreamSocket
         do {
-            sock = try StreamSocket.connect(host: host, port: port)
+            sock = try StreamSocket.connect(host: host, port: port, timeoutSeconds: receiveTimeoutSeconds)
         } catch {
             throw VineyardError(.ioError, "connect: \(error)")
         }

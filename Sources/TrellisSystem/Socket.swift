@@ -25,7 +25,10 @@ public struct StreamSocket: ~Copyable, Sendable {
     }
 
     /// Connects to a TCP host (IPv4 dotted quad or name) and port, with TCP_NODELAY.
-    public static func connect(host: String, port: Int) throws(SystemError) -> StreamSocket {
+    /// Connects over TCP. `timeoutSeconds` bounds the connect and every later send (a peer
+    /// cut off from the network fails within it rather than after the kernel's ~2 min of SYN
+    /// retries); nil leaves the socket without limits.
+    public static func connect(host: String, port: Int, timeoutSeconds: Int? = nil) throws(SystemError) -> StreamSocket {
         var hints = addrinfo()
         hints.ai_family = AF_INET
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -35,6 +38,10 @@ public struct StreamSocket: ~Copyable, Sendable {
         defer { freeaddrinfo(result) }
         let raw = try syscallRetrying("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         let sock = StreamSocket(adopting: OwnedFD(adopting: raw))
+        if let t = timeoutSeconds {
+            var tv = timeval(tv_sec: t, tv_usec: 0)  // SO_SNDTIMEO bounds a blocking connect on Linux
+            _ = setsockopt(raw, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }
         if Glibc.connect(raw, info.pointee.ai_addr, info.pointee.ai_addrlen) != 0 {
             throw SystemError("connect(\(host):\(port))")
         }

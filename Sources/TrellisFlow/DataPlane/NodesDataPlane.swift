@@ -25,7 +25,9 @@ public struct NodesDataPlane: DataPlane {
             }
             ids[r.index] = i.id
         }
-        return NodesDataPlane(metadata: EtcdMetadataDataPlane(etcd: etcd, instances: ids, cleaner: nil), daemons: try ClientDataPlane(replicas: replicas))
+        var metadata = EtcdMetadataDataPlane(etcd: etcd, instances: ids, cleaner: nil)
+        metadata.liveInstances = Set(ids.values)  // a lost node's objects are gone with it
+        return NodesDataPlane(metadata: metadata, daemons: try ClientDataPlane(replicas: replicas))
     }
 
     public func residentBytes(of names: [String], on replica: Replica) async throws -> [String: Int] {

@@ -19,9 +19,13 @@ public struct ProcessExecutor: StepExecutor {
         self.prefixes = prefixes
     }
 
-    /// Steps of each replica run inside its node's namespace.
-    public static func networkNamespaces(_ network: NetnsNetwork, ip: String) -> ProcessExecutor {
-        ProcessExecutor(prefixes: Dictionary(uniqueKeysWithValues: network.nodes.indices.map { ($0, network.exec(node: $0, ip: ip)) }))
+    /// Steps of each replica run inside the namespace of its node (matched by node name).
+    public static func networkNamespaces(_ network: NetnsNetwork, replicas: [Replica], ip: String) -> ProcessExecutor {
+        var prefixes: [Int: [String]] = [:]
+        for r in replicas {
+            if let k = network.nodes.firstIndex(where: { $0.name == r.node }) { prefixes[r.index] = network.exec(node: k, ip: ip) }
+        }
+        return ProcessExecutor(prefixes: prefixes)
     }
 
     public func run(_ launch: StepLaunch) async throws -> StepExit {
@@ -31,8 +35,11 @@ public struct ProcessExecutor: StepExecutor {
             workingDirectory: launch.workingDirectory, stdout: .file(launch.stdoutPath), stderr: .file(launch.stderrPath))
         let exit = await supervise(child, timeout: launch.timeout, grace: launch.killGrace)
         var message: String?
+        let place = launch.replica.node.map { "node \($0) (replica \(launch.replica.index))" } ?? "replica \(launch.replica.index)"
         if exit.timedOut {
-            message = "timed out after \(launch.timeout ?? 0)s on \(launch.replica.node ?? "replica \(launch.replica.index)"); process group killed"
+            message = "timed out after \(launch.timeout ?? 0)s on \(place); process group killed"
+        } else if exit.status.code != 0, !exit.cancelled, !socketAccepts(launch.replica.socket) {
+            message = "the daemon of \(place) is gone (its socket \(launch.replica.socket) does not answer)"
         }
         return StepExit(status: exit.status, timedOut: exit.timedOut, cancelled: exit.cancelled, seconds: exit.seconds, message: message)
     }

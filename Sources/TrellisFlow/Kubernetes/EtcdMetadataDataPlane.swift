@@ -171,6 +171,9 @@ public struct EtcdMetadataDataPlane: DataPlane {
     public var instances: [Int: UInt64]
     /// Runs the cleanup Jobs (nil: deletes are refused with an error).
     public var cleaner: KubeObjectCleaner?
+    /// When set, objects owned by other instances (a node that is gone, whose metadata
+    /// outlives it) count as absent: their bytes cannot be read any more.
+    public var liveInstances: Set<UInt64>?
 
     public init(etcd: EtcdGateway, instances: [Int: UInt64], cleaner: KubeObjectCleaner?) {
         self.etcd = etcd
@@ -210,6 +213,7 @@ public struct EtcdMetadataDataPlane: DataPlane {
         for name in names {
             for candidate in [ClientDataPlane.localName(name, replica: replica.index), name] {
                 guard let id = try await objectID(candidate), let tree = try await tree(id) else { continue }
+                if let live = liveInstances, let owner = Self.owner(tree), !live.contains(owner) { continue }
                 out[name] = MetadataResidency.bytes(ofTree: tree, on: instance) ?? 0
                 break
             }

@@ -158,7 +158,7 @@ public struct FlowLauncher: Sendable {
             let plane = try await NodesDataPlane.connect(replicas: state.replicas, etcd: etcd)
             let runner = FlowRunner(
                 dataPlane: plane, replicas: state.replicas, store: store,
-                executor: ProcessExecutor.networkNamespaces(network, ip: ip))
+                executor: ProcessExecutor.networkNamespaces(network, replicas: state.replicas, ip: ip))
             return (runner, transport)
         } catch {
             await transport.shutdown()
@@ -167,6 +167,24 @@ public struct FlowLauncher: Sendable {
     }
 
     private func ensureRuntime(_ spec: RuntimeSpec, status: RuntimeStatus) async throws -> (RuntimeState, Bool) {
+        if !status.isUp, var state = status.state, state.netns != nil {
+            // A node is down: run on the nodes that are left (what lived on the lost ones is
+            // recomputed), as a cluster would; never replace a node runtime by a local one.
+            let alive = state.replicas.indices.filter { $0 < status.replicasAlive.count && status.replicasAlive[$0] }
+            guard !alive.isEmpty, status.etcdAlive != false else {
+                throw RuntimeError(
+                    "the node runtime \(state.id) is down (\(status.etcdAlive == false ? "its etcd" : "every node's daemon") "
+                        + "is gone); 'trellis runtime down' and up again")
+            }
+            let lost = state.replicas.indices.filter { !alive.contains($0) }.map { state.replicas[$0].node ?? "r\($0)" }
+            note("node(s) \(lost.joined(separator: ", ")) down: running on the \(alive.count) node(s) left")
+            state.replicas = alive.enumerated().map { k, i in
+                var r = state.replicas[i]
+                r.index = k
+                return r
+            }
+            return (state, false)
+        }
         if status.isUp, let state = status.state {
             if state.replicas.count != spec.replicas {
                 note(
