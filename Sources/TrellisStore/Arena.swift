@@ -125,7 +125,9 @@ public final class Arena: Sendable {
                 if prefault == .now {
                     // Allocate and zero every huge page through a throwaway mapping: the pages
                     // stay in the file, and the daemon's RSS does not count the arena.
-                    _ = try MappedRegion(fd: file.raw, length: rounded, writable: true, populate: true)
+                    guard populate(fd: file.raw, offset: 0, length: rounded) else {
+                        throw SystemError("populate the arena's huge pages", errno: ENOMEM)
+                    }
                 }
                 let map = try MappedRegion(fd: file.raw, length: rounded, writable: true)
                 return Backing(fd: file, mapping: map, capacity: rounded, pageSize: huge, pages: .transparentHuge)
@@ -173,9 +175,10 @@ public final class Arena: Sendable {
             while offset < length, !stop.load(ordering: .relaxed) {
                 let n = min(chunk, length - offset)
                 if pages == .transparentHuge {
-                    // Populate through a throwaway mapping: huge pages allocated and zeroed.
-                    guard (try? MappedRegion(fd: fd.raw, length: n, writable: true, populate: true, offset: offset)) != nil
-                    else { break }
+                    // Populate through a throwaway mapping: huge pages allocated and zeroed,
+                    // the failure reported (MAP_POPULATE would skip a page it failed to fault
+                    // and leave it to a client; seen on a busy machine).
+                    guard Arena.populate(fd: fd.raw, offset: offset, length: n) else { break }
                 } else {
                     guard (try? SharedMemoryFile.allocate(fd: fd.raw, offset: offset, length: n)) != nil else { break }
                 }
@@ -183,6 +186,25 @@ public final class Arena: Sendable {
                 done.store(offset, ordering: .relaxed)
             }
         }
+    }
+
+    /// Populates `[offset, offset+length)` of `fd` through a throwaway mapping; false if
+    /// it could not be mapped or faulted (a few tries: the kernel may fail a fault for a
+    /// moment under memory pressure). Kernels without `MADV_POPULATE_WRITE` get
+    /// `MAP_POPULATE`'s best effort.
+    private static func populate(fd: Int32, offset: Int, length: Int) -> Bool {
+        for _ in 0..<3 {
+            guard let region = try? MappedRegion(fd: fd, length: length, writable: true, offset: offset) else { return false }
+            do {
+                try region.populateForWrite()
+                return true
+            } catch where error.errno == EINVAL {
+                return (try? MappedRegion(fd: fd, length: length, writable: true, populate: true, offset: offset)) != nil
+            } catch {
+                continue
+            }
+        }
+        return false
     }
 
     /// The daemon's own address of `offset` (upstream reports it as `pointer`).

@@ -156,6 +156,49 @@ def test_nodes_have_their_own_addresses_and_daemons(three):
     assert status.returncode == 0 and "node-2" in status.stdout, status.stdout
 
 
+WHERE = """
+name: where
+max_parallel: 3
+steps:
+  - {name: a, python: {file: steps.py, function: where}, outputs: [wa]}
+  - {name: b, python: {file: steps.py, function: where}, outputs: [wb]}
+  - {name: c, python: {file: steps.py, function: where}, outputs: [wc]}
+"""
+
+WHERE_STEPS = '''
+import os
+import numpy as np
+import vineyard
+
+def where():
+    name = os.environ["TRELLIS_STEP"]
+    with open(os.path.join(os.environ["OUT_DIR"], name), "w") as f:
+        f.write("%s %d" % (os.readlink("/proc/self/ns/net"), os.getppid()))
+    vineyard.connect(os.environ["VINEYARD_IPC_SOCKET"]).put(np.zeros(4), name="w" + name, persist=True)
+'''
+
+
+def test_steps_run_inside_their_nodes_namespace_forked_from_its_zygote(three):
+    zygotes = three.state.get("nodeZygotes") or {}
+    assert set(zygotes) == {n["name"] for n in three.network["nodes"]}, zygotes
+    flow = three.flow(WHERE, WHERE_STEPS)
+    out_dir = os.path.join(three.dir, "where")
+    os.makedirs(out_dir)
+    three.env["OUT_DIR"] = out_dir
+    out = three.trellis("flow", "run", flow, "--run-id", "where")
+    assert out.returncode == 0, out.stdout + out.stderr
+    steps = three.steps("where")
+    for name, s in steps.items():
+        node = three.network["nodes"][s["replica"]]
+        own = subprocess.run(["ip", "netns", "exec", node["namespace"], "readlink", "/proc/self/ns/net"],
+                             capture_output=True, text=True).stdout.strip()
+        with open(os.path.join(out_dir, name)) as f:
+            netns, parent = f.read().split()
+        assert netns == own, (name, node)
+        # Forked by its node's zygote (which runs inside the namespace), not the host's.
+        assert int(parent) == zygotes[node["name"]]["process"]["pid"], (name, parent, zygotes)
+
+
 HOUSE_ENV = {"HOUSE_ROWS": "20000"}
 
 

@@ -49,6 +49,9 @@ public struct FlowRunOptions: Sendable {
     /// A zygote already warming up (``FlowLauncher`` starts one before the runtime); used
     /// when its interpreter is the Python steps', and stopped by whoever started it.
     public var zygote: WarmZygote?
+    /// Zygotes running inside network-namespace nodes, by node name: a step on such a node
+    /// forks from its node's zygote (so the worker is inside the node), never the host's.
+    public var nodeZygotes: [String: WarmZygote] = [:]
 
     /// The interpreter of Python steps that name none: `$TRELLIS_PYTHON` when set and not
     /// empty, else `python3`. Runtimes start their zygote on it, so that runs match it.
@@ -505,6 +508,7 @@ public struct FlowRunner: Sendable {
             let file = p.file.hasPrefix("/") ? p.file : (workdir as NSString).appendingPathComponent(p.file)
             var args = [store.libDirectory(of: runID) + "/" + PythonBootstrap.fileName, "--file", file]
             if let f = p.function { args += ["--function", f] }
+            let zygote = replica.node.map { options.nodeZygotes[$0] } ?? zygote
             if let zygote,
                 resolveExecutable(p.interpreter ?? options.pythonExecutable, environment: options.environment)
                     == zygote.interpreter

@@ -310,7 +310,8 @@ public struct WarmZygote: Sendable {
     /// `<directory>/z.sock`, or a short path under `/tmp` when that would not fit a socket
     /// address (108 bytes). Nil when it cannot start: steps then start cold.
     public static func launch(
-        interpreter: String, directory: String, log: String, environment: [String: String], detached: Bool = false
+        interpreter: String, directory: String, log: String, environment: [String: String], detached: Bool = false,
+        prefix: [String] = []
     ) -> WarmZygote? {
         var socket = directory + "/z.sock"
         if socket.utf8.count > 100 {
@@ -327,9 +328,11 @@ public struct WarmZygote: Sendable {
             var environment = environment
             prependPythonPath(directory, to: &environment)
             unlink(socket)
+            // `prefix` (`ip netns exec NS`) starts it elsewhere; it execs, so the pid stays the zygote's.
+            let argv = prefix + [interpreter, directory + "/" + PythonZygote.zygoteFileName, "--socket", socket]
+                + (detached ? ["--detached"] : [])
             let process = try ChildProcess.spawn(
-                executable: interpreter,
-                arguments: [directory + "/" + PythonZygote.zygoteFileName, "--socket", socket] + (detached ? ["--detached"] : []),
+                executable: argv[0], arguments: Array(argv.dropFirst()),
                 environment: environment, workingDirectory: directory, stdout: .file(log), stderr: .file(log),
                 newSession: true)
             return WarmZygote(

@@ -45,6 +45,7 @@ public struct FlowLauncher: Sendable {
         let warm = zygote(spec: spec, states: [:], runtime: status, options: &options)
         defer { settleZygote(warm, runID: options.runID) }
         let (state, ephemeral) = try await ensureRuntime(spec.runtime, status: status)
+        options.nodeZygotes = Self.nodeZygotes(state)
         let runner: FlowRunner
         let transport: HTTPKubeTransport?
         do {
@@ -81,6 +82,7 @@ public struct FlowLauncher: Sendable {
         if ephemeral {
             note("the runtime that held run \(runID)'s intermediates is gone; recomputing them")
         }
+        options.nodeZygotes = Self.nodeZygotes(state)
         let (runner, transport) = try await makeRunner(state)
         let record: RunRecord
         do {
@@ -142,6 +144,11 @@ public struct FlowLauncher: Sendable {
     /// processes; network-namespace nodes through ``NodesDataPlane`` (placement from the
     /// cluster metadata, as on Kubernetes) and a ``ProcessExecutor`` that runs each step in
     /// its node's namespace.
+    /// The zygotes of a node runtime that still run, by node.
+    static func nodeZygotes(_ state: RuntimeState) -> [String: WarmZygote] {
+        (state.nodeZygotes ?? [:]).filter { $0.value.isRunning }.mapValues { WarmZygote(attachingTo: $0) }
+    }
+
     /// The transport returned is the metadata reader's (nodes only): shut it down after the run.
     private func makeRunner(_ state: RuntimeState) async throws -> (FlowRunner, HTTPKubeTransport?) {
         let store = RunStore(home: home)

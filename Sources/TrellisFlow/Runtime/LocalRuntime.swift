@@ -81,6 +81,8 @@ public struct RuntimeState: Codable, Sendable, Equatable {
     /// The virtual network of a runtime whose replicas are network-namespace nodes
     /// (`runtime up --netns`); nil for replicas on this machine's loopback.
     public var netns: NetnsNetwork?
+    /// A warm zygote inside each node's namespace, by node name (nodes only).
+    public var nodeZygotes: [String: ZygoteInfo]?
 }
 
 /// ``RuntimeState`` plus liveness.
@@ -349,6 +351,23 @@ public struct LocalRuntime: ReplicaRuntime {
                 state.replicas.append(Replica(index: i, socket: socket, rpcPort: rpc, host: node?.address, node: node?.name))
                 try saveState(state)
             }
+            if let n = state.netns, let interpreter = zygoteInterpreter {
+                // One per node, inside its namespace: their imports overlap the daemons' start.
+                var zygotes: [String: ZygoteInfo] = [:]
+                for (k, node) in n.nodes.enumerated() {
+                    guard
+                        let z = WarmZygote.launch(
+                            interpreter: resolveExecutable(interpreter, environment: environment),
+                            directory: directory + "/zygote-n\(k)", log: directory + "/zygote-n\(k).log",
+                            environment: environment, detached: true, prefix: n.exec(node: k, ip: ip))
+                    else { continue }
+                    zygotes[node.name] = ZygoteInfo(
+                        process: RuntimeProcess(pid: z.pid, log: z.logPath), socket: z.socket, interpreter: z.interpreter,
+                        directory: z.directory)
+                }
+                state.nodeZygotes = zygotes
+                try saveState(state)
+            }
             for (i, r) in state.replicas.enumerated() {
                 let p = state.processes[i]
                 try await waitUntil("replica r\(i)", pid: p.pid, log: p.log) { socketAccepts(r.socket) }
@@ -386,6 +405,14 @@ public struct LocalRuntime: ReplicaRuntime {
             }
         }
         for r in s.replicas { unlink(r.socket) }
+        for z in (s.nodeZygotes ?? [:]).values {
+            if z.isRunning {
+                _ = kill(-z.process.pid, SIGTERM)
+                await stop(z.process.pid)
+            }
+            unlink(z.socket)
+            try? FileManager.default.removeItem(atPath: z.directory)
+        }
         if let n = s.netns, let ip = NetnsNetwork.findIP(environment: environment) { n.remove(ip: ip) }
         if let z = s.zygote {
             if z.isRunning {
