@@ -42,7 +42,7 @@ let package = Package(
         .target(
             name: "TrellisServer",
             dependencies: [
-                "CTrellisShim", "TrellisProtocol", "TrellisStore", "TrellisSystem", "TrellisMeta",
+                "CTrellisShim", "TrellisProtocol", "TrellisStore", "TrellisSystem", "TrellisMeta", "TrellisClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -81,7 +81,9 @@ let package = Package(
         .testTarget(
             name: "TrellisServerTests",
             dependencies: [
-                "TrellisServer", "TrellisStore", "TrellisSystem", "TrellisProtocol", "TrellisTestSupport", .product(name: "Logging", package: "swift-log")],
+                "TrellisServer", "TrellisStore", "TrellisSystem", "TrellisProtocol", "TrellisClient", "TrellisTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict),
     ]
 )

@@ -15,7 +15,7 @@ extension Client {
         if size == 0 { return BlobWriter(id: .emptyBlob, region: nil, offset: 0, count: 0) }
         if isRPC { return BlobWriter(id: .invalid, region: MemoryRegion(heapByteCount: size), offset: 0, count: size) }
         return try withChannel { (ch) throws(ClientError) -> BlobWriter in
-            try ch.send(Requests.createBuffer(size: size))
+            try ch.send(Request.createBuffer(size: size))
             let (payload, fd) = try Replies.createBuffer(try ch.receive())
             try ch.adoptArenas(announced: fd >= 0 ? [fd] : [], payloads: [payload], sorted: false)
             return BlobWriter(
@@ -33,7 +33,7 @@ extension Client {
         }
         guard sizes.allSatisfy({ $0 >= 0 }) else { throw ClientError(.invalidArgument, "negative blob size in \(sizes)") }
         return try withChannel { (ch) throws(ClientError) -> [BlobWriter] in
-            try ch.send(Requests.createBuffers(sizes: sizes))
+            try ch.send(Request.createBuffers(sizes: sizes))
             let (payloads, fds) = try Replies.createBuffers(try ch.receive())
             guard payloads.count == sizes.count else {
                 throw .badReply("create_buffers_reply carries \(payloads.count) payloads for \(sizes.count) sizes")
@@ -56,8 +56,8 @@ extension Client {
         if writer.id == .emptyBlob { return .empty }
         if isRPC { return try sendRemote(writer) }
         try withChannel { (ch) throws(ClientError) in
-            try ch.send(Requests.seal(writer.id))
-            _ = try Replies.check(try ch.receive(), expecting: "seal_reply")
+            try ch.send(Request.seal(writer.id))
+            try Replies.done(try ch.receive(), .seal)
         }
         return writer.sealedView
     }
@@ -87,7 +87,7 @@ extension Client {
     /// Frees an unsealed blob (`drop_buffer_request`), e.g. to abandon a write.
     public func dropBlob(_ id: ObjectID) throws(ClientError) {
         if id == .emptyBlob { return }
-        _ = try Replies.check(try call(Requests.dropBuffer(id)), expecting: "drop_buffer_reply")
+        try Replies.done(try call(.dropBuffer(id)), .dropBuffer)
     }
 
     // MARK: Reading
@@ -112,7 +112,7 @@ extension Client {
         if wanted.isEmpty { return result }
         if isRPC { return try receiveRemote(wanted, unsafe: unsafe).merging(result) { a, _ in a } }
         let fetched = try withChannel { (ch) throws(ClientError) -> [ObjectID: Blob] in
-            try ch.send(Requests.getBuffers(wanted, unsafe: unsafe))
+            try ch.send(Request.getBuffers(ids: wanted, unsafe: unsafe))
             let (payloads, fds) = try Replies.getBuffers(try ch.receive())
             try ch.adoptArenas(announced: fds, payloads: payloads, sorted: false)
             var out: [ObjectID: Blob] = [:]
@@ -128,7 +128,7 @@ extension Client {
 
     private func sendRemote(_ writer: BlobWriter) throws(ClientError) -> Blob {
         try withChannel { (ch) throws(ClientError) -> Blob in
-            try ch.send(Requests.createRemoteBuffer(size: writer.count))
+            try ch.send(Request.createRemoteBuffer(size: writer.count, compress: false))
             let (first, _) = try Replies.createBuffer(try ch.receive())
             try writer.withUnsafeMutableBytes { (b) throws(ClientError) in try ch.sendRaw(UnsafeRawBufferPointer(b)) }
             let (done, _) = try Replies.createBuffer(try ch.receive())
@@ -141,7 +141,7 @@ extension Client {
 
     private func receiveRemote(_ ids: [ObjectID], unsafe: Bool) throws(ClientError) -> [ObjectID: Blob] {
         try withChannel { (ch) throws(ClientError) -> [ObjectID: Blob] in
-            try ch.send(Requests.getBuffers(ids, unsafe: unsafe, remote: true))
+            try ch.send(Request.getRemoteBuffers(ids: ids, unsafe: unsafe, compress: false))
             let (payloads, _) = try Replies.getBuffers(try ch.receive())
             var out: [ObjectID: Blob] = [:]
             for p in payloads {

@@ -11,7 +11,8 @@ extension Client {
     public func createMetadata(_ meta: ObjectMeta) throws(ClientError) -> ObjectMeta {
         var meta = meta
         meta.stampInstanceID(instanceID)
-        let (id, signature, instance) = try Replies.createData(try call(Requests.createData(meta.json)))
+        let created = try Replies.createData(try call(.createData(meta.json)))
+        let (id, signature, instance) = (created.id, created.signature, created.instanceID)
         if meta.hasPlaceholders {
             return try getMetadata(id, syncRemote: false)
         }
@@ -38,7 +39,7 @@ extension Client {
     public func getMetadata(_ ids: [ObjectID], syncRemote: Bool = true, wait: Bool = false) throws(ClientError) -> [ObjectMeta] {
         guard !ids.isEmpty else { return [] }
         var out: [ObjectMeta] = []
-        for (_, tree) in try Replies.metadata(try call(Requests.getData(ids, syncRemote: syncRemote, wait: wait))) {
+        for (_, tree) in try Replies.metadata(try call(.getData(ids: ids, syncRemote: syncRemote, wait: wait))) {
             out.append(try ObjectMeta(json: tree))
         }
         return out
@@ -49,7 +50,7 @@ extension Client {
     /// matches `vineyard::Blob` lists sealed blobs too.
     public func listMetadata(pattern: String = "*", regex: Bool = false, limit: Int = 5) throws(ClientError) -> [ObjectMeta] {
         var out: [ObjectMeta] = []
-        for (_, tree) in try Replies.metadata(try call(Requests.listData(pattern: pattern, regex: regex, limit: limit))) {
+        for (_, tree) in try Replies.metadata(try call(.listData(pattern: pattern, regex: regex, limit: limit))) {
             out.append(try ObjectMeta(json: tree))
         }
         return out
@@ -57,7 +58,7 @@ extension Client {
 
     /// Whether an object or blob `id` exists.
     public func exists(_ id: ObjectID) throws(ClientError) -> Bool {
-        try Replies.bool(try call(Requests.exists(id)), type: "exists_reply", key: "exists")
+        try Replies.exists(try call(.exists(id)))
     }
 
     /// Deletes objects (`del_data_request`). Unknown ids are ignored.
@@ -67,8 +68,7 @@ extension Client {
     ///   - deep: also delete members nobody else references (blob members always go).
     ///   - memoryTrim: return the freed pages to the operating system.
     public func delete(_ ids: [ObjectID], force: Bool = false, deep: Bool = true, memoryTrim: Bool = false) throws(ClientError) {
-        _ = try Replies.check(
-            try call(Requests.delete(ids, force: force, deep: deep, memoryTrim: memoryTrim)), expecting: "del_data_reply")
+        try Replies.done(try call(.delete(ids, force: force, deep: deep, memoryTrim: memoryTrim)), .delData)
     }
 
     /// Deletes one object; see ``delete(_:force:deep:memoryTrim:)-([ObjectID],_,_,_)``.
@@ -78,17 +78,17 @@ extension Client {
 
     /// Makes an object and its members persistent (visible to other instances, nameable).
     public func persist(_ id: ObjectID) throws(ClientError) {
-        _ = try Replies.check(try call(Requests.persist(id)), expecting: "persist_reply")
+        try Replies.done(try call(.persist(id)), .persist)
     }
 
     /// Whether an object is persistent.
     public func isPersistent(_ id: ObjectID) throws(ClientError) -> Bool {
-        try Replies.bool(try call(Requests.ifPersist(id)), type: "if_persist_reply", key: "persist")
+        try Replies.ifPersist(try call(.ifPersist(id)))
     }
 
     /// Deletes every object and blob of the daemon (names are left as they are, like upstream).
     public func clear() throws(ClientError) {
-        _ = try Replies.check(try call(Requests.clear), expecting: "clear_reply")
+        try Replies.done(try call(.clear), .clear)
     }
 
     // MARK: Objects with their blobs
@@ -126,7 +126,7 @@ extension Client {
     /// - Throws: ``StatusCode/objectNotExists`` for unknown ids; the owner's failure
     ///   (for example an unreachable endpoint) as the daemon reports it.
     public func migrate(_ id: ObjectID) throws(ClientError) -> ObjectID {
-        try Replies.objectID(try call(Requests.migrate(id)), type: "migrate_object_reply", key: "object_id")
+        try Replies.migrated(try call(.migrateObject(id)))
     }
 }
 

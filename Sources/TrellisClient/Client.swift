@@ -81,7 +81,7 @@ public final class Client: Sendable {
 
     private init(transport: Transport, socket: consuming StreamSocket, maxReplySize: Int, session: UInt64 = 0) throws(ClientError) {
         let ch = Channel(raw: socket.raw, maxReplySize: maxReplySize)
-        try ch.send(Requests.register(sessionID: session))
+        try ch.send(Request.register(sessionID: session))
         let info = try Replies.register(try ch.receive())
         self.transport = transport
         self.server = info
@@ -111,7 +111,7 @@ public final class Client: Sendable {
             return old
         }
         guard let ch else { return }
-        try? ch.send(Requests.exit)
+        try? ch.send(Request.exit)
         StreamSocket.shutdown(ch.raw)
     }
 
@@ -144,7 +144,12 @@ public final class Client: Sendable {
         }
     }
 
-    /// Sends `request` and returns the raw reply.
+    /// Sends `request` and returns the raw reply (``Replies`` reads it).
+    func call(_ request: Request) throws(ClientError) -> JSON {
+        try call(request.encode())
+    }
+
+    /// Sends a request body and returns the raw reply.
     func call(_ request: JSON) throws(ClientError) -> JSON {
         try withChannel { (ch) throws(ClientError) -> JSON in
             try ch.send(request)
@@ -157,9 +162,7 @@ public final class Client: Sendable {
     /// that carry fds or blob bytes after the reply.
     public func request(_ message: JSON) throws(ClientError) -> JSON {
         let reply = try call(message)
-        if let code = reply["code"]?.intValue, code != 0 {
-            throw ClientError(daemon: VineyardError(StatusCode(rawValue: code), reply["message"]?.stringValue ?? ""))
-        }
+        if case .error(let e)? = try? Reply.decode(reply) { throw ClientError(daemon: e) }
         return reply
     }
 }

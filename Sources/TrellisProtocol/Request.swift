@@ -49,6 +49,14 @@ public enum Request: Sendable, Equatable {
         public var sessionID: UInt64
         public var username: String
         public var password: String
+
+        public init(version: String, storeType: Int, sessionID: UInt64, username: String, password: String) {
+            self.version = version
+            self.storeType = storeType
+            self.sessionID = sessionID
+            self.username = username
+            self.password = password
+        }
     }
 
     public struct DelData: Sendable, Equatable {
@@ -58,6 +66,15 @@ public enum Request: Sendable, Equatable {
         public var memoryTrim: Bool
         public var fastpath: Bool
         public var wantsFeedback: Bool
+
+        public init(ids: [ObjectID], force: Bool, deep: Bool, memoryTrim: Bool, fastpath: Bool, wantsFeedback: Bool) {
+            self.ids = ids
+            self.force = force
+            self.deep = deep
+            self.memoryTrim = memoryTrim
+            self.fastpath = fastpath
+            self.wantsFeedback = wantsFeedback
+        }
     }
 
     /// The request's `type` string, as it arrived.

@@ -41,7 +41,7 @@ struct ConnectionLoop {
                 logger.warning("client over its connection limit", metadata: ["peer.pid": "\(peer)", "limit": "\(limit)"])
                 var reader = FrameReader(raw: raw, maxMessageSize: maxMessageSize)
                 if case .frame? = try? reader.next() {
-                    _ = try? send(VineyardError(.invalid, "too many connections from this client (pid \(peer)): the limit is \(limit)").reply)
+                    _ = try? send(.error(VineyardError(.invalid, "too many connections from this client (pid \(peer)): the limit is \(limit)")))
                 }
                 return
             }
@@ -56,7 +56,7 @@ struct ConnectionLoop {
                 case .tooLarge(let length):
                     // The stream cannot be resynchronised without reading the body: answer and close.
                     logger.warning("oversized frame", metadata: ["frame.length": "\(length)", "frame.limit": "\(maxMessageSize)"])
-                    try send(VineyardError(.invalid, "message of \(length) bytes exceeds the limit of \(maxMessageSize) bytes").reply)
+                    try send(.error(VineyardError(.invalid, "message of \(length) bytes exceeds the limit of \(maxMessageSize) bytes")))
                     return
                 case .frame(let body):
                     let large = body.count >= Self.largeFrame
@@ -82,7 +82,7 @@ struct ConnectionLoop {
         do {
             message = try JSONParser.parse(body)
         } catch {
-            try send(VineyardError(.invalid, "Failed to parse the JSON message: \(error)").reply)
+            try send(.error(VineyardError(.invalid, "Failed to parse the JSON message: \(error)")))
             return true
         }
         let outcome: Outcome
@@ -94,7 +94,7 @@ struct ConnectionLoop {
             let fd = raw
             outcome = try handler.handle(request, &state, cancelled: { ConnectionLoop.peerClosed(fd) })
         } catch {
-            try send(error.reply)
+            try send(.error(error))
             return true
         }
         switch outcome {
@@ -131,8 +131,8 @@ struct ConnectionLoop {
     /// Sends `reply`, or — when it is larger than the message limit, which binds replies
     /// as it binds requests — an Invalid error instead; false when it was refused.
     @discardableResult
-    private mutating func send(_ reply: JSON) throws(SystemError) -> Bool {
-        let frame = Frame.encode(reply)
+    private mutating func send(_ reply: Reply) throws(SystemError) -> Bool {
+        let frame = Frame.encode(reply.encode())
         let length = frame.count - Frame.headerSize
         guard length <= maxMessageSize else {
             logger.warning("oversized reply refused", metadata: ["frame.length": "\(length)", "frame.limit": "\(maxMessageSize)"])
@@ -140,7 +140,7 @@ struct ConnectionLoop {
                 .invalid,
                 "the reply of \(length) bytes exceeds the message limit of \(maxMessageSize) bytes: ask for less (a smaller limit, fewer ids)")
             largeReply = true
-            try StreamSocket.writeAll(raw, Frame.encode(error.reply))
+            try StreamSocket.writeAll(raw, Frame.encode(Reply.error(error).encode()))
             return false
         }
         if length >= Self.largeFrame { largeReply = true }

@@ -1,5 +1,6 @@
 import Synchronization
 import TrellisMeta
+import TrellisClient
 import TrellisProtocol
 import TrellisStore
 import TrellisSystem
@@ -142,19 +143,19 @@ final class Migrator: Sendable {
         }
         var tv = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
         setsockopt(sock.raw, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        // The owner is talked to as any client talks to a daemon: the client's frame
+        // channel, TrellisProtocol's requests and replies.
+        let channel = Channel(raw: sock.raw, maxReplySize: Frame.defaultMaxMessageSize)
         var created: [ObjectID] = []
         do throws(VineyardError) {
-            _ = try call(sock, ["type": "register_request", "version": "0.24.2", "store_type": 1, "session_id": 0, "username": "", "password": ""])
-            var req: [String: JSON] = ["type": "get_remote_buffers_request", "num": .number(ids.count), "unsafe": false, "compress": false, "use_rdma": false]
-            for (i, id) in ids.enumerated() { req[String(i)] = .number(id.rawValue) }
-            let reply = try call(sock, .object(req))
-            guard let payloads = reply["payloads"]?.arrayValue, payloads.count == ids.count else {
+            _ = try call(channel, .register(), expecting: "register_reply")
+            let reply = try call(channel, .getRemoteBuffers(ids: ids, unsafe: false, compress: false), expecting: "get_buffers_reply")
+            guard case .getBuffers(let payloads, _, _) = reply, payloads.count == ids.count else {
                 throw VineyardError(.objectNotExists, "the owner no longer has every blob of the object")
             }
             var out: [ObjectID: (id: ObjectID, size: Int)] = [:]
             let asked = Set(ids)
-            for pj in payloads {
-                let p = try Payload(json: pj)
+            for p in payloads {
                 guard asked.contains(p.objectID), out[p.objectID] == nil else {
                     throw VineyardError(.invalid, "the owner answered with blob \(p.objectID), which was not asked for")
                 }
@@ -164,10 +165,8 @@ final class Migrator: Sendable {
                 let mine = try store.createBlob(size: p.dataSize, connection: Self.connection)
                 if mine.objectID != .emptyBlob { created.append(mine.objectID) }
                 if p.dataSize > 0 {
-                    do throws(SystemError) {
-                        guard try sock.readExact(into: store.arena.address(mine.dataOffset), count: p.dataSize) else {
-                            throw SystemError("recv", errno: ECONNRESET)
-                        }
+                    do throws(ClientError) {
+                        try channel.receiveRaw(into: store.arena.address(mine.dataOffset), count: p.dataSize)
                     } catch {
                         throw VineyardError(.ioError, "the transfer broke off: \(error)")
                     }
@@ -186,36 +185,15 @@ final class Migrator: Sendable {
         }
     }
 
-    private func call(_ sock: borrowing StreamSocket, _ message: JSON) throws(VineyardError) -> JSON {
+    /// One request to the owner and its reply: the owner's error replies are rethrown as
+    /// they are, a broken connection or a malformed reply is an I/O error.
+    private func call(_ channel: Channel, _ request: Request, expecting type: String) throws(VineyardError) -> Reply {
         do {
-            try StreamSocket.writeAll(sock.raw, Frame.encode(message))
-            var header: UInt64 = 0
-            let ok = try withUnsafeMutableBytes(of: &header) { (h) throws(SystemError) -> Bool in
-                try StreamSocket.readExact(sock.raw, into: h.baseAddress!, count: 8)
-            }
-            guard ok else { throw SystemError("recv", errno: ECONNRESET) }
-            let announced = Frame.length(fromHeader: header)
-            guard announced <= UInt64(Frame.defaultMaxMessageSize) else {
-                throw VineyardError(.ioError, "the owner announced a reply of \(announced) bytes (limit \(Frame.defaultMaxMessageSize))")
-            }
-            let n = Int(announced)
-            var body = [UInt8](repeating: 0, count: n)
-            var failure: SystemError?
-            body.withUnsafeMutableBytes { b in
-                do throws(SystemError) {
-                    if n > 0, try !StreamSocket.readExact(sock.raw, into: b.baseAddress!, count: n) { failure = SystemError("recv", errno: ECONNRESET) }
-                } catch { failure = error }
-            }
-            if let failure { throw failure }
-            let reply = try JSONParser.parse(body)
-            if let code = reply["code"]?.intValue, code != 0 {
-                throw VineyardError(StatusCode(rawValue: code), reply["message"]?.stringValue ?? "")
-            }
-            return reply
-        } catch let e as VineyardError {
-            throw e
+            try channel.send(request)
+            return try Replies.decode(try channel.receive(), expecting: type)
         } catch {
-            throw VineyardError(.ioError, "\(error)")
+            if error.kind == .daemon { throw VineyardError(error.code, error.message) }
+            throw VineyardError(.ioError, error.description)
         }
     }
 }

@@ -4,6 +4,10 @@ import TrellisProtocol
 import TrellisStore
 import TrellisSystem
 
+extension Reply.Created {
+    init(_ c: CreatedObject) { self.init(id: c.id, signature: c.signature, instanceID: c.instanceID) }
+}
+
 /// Per-connection protocol state.
 struct ConnectionState {
     let id: ConnectionID
@@ -50,16 +54,12 @@ final class RequestHandler: Sendable {
         switch request {
         case .register(let r):
             conn.registered = true
-            return .reply([
-                "type": "register_reply",
-                "instance_id": .number(store.instanceID),
-                "ipc_socket": .string(config.socketPath),
-                "rpc_endpoint": .string(conn.isRPC || config.rpcPort != nil ? config.rpcEndpoint : "0.0.0.0:0"),
-                "session_id": 0,
-                "store_match": .bool(r.storeType == 1),
-                "support_rpc_compression": false,
-                "version": .string(config.version),
-            ])
+            return .reply(
+                .register(
+                    Reply.Register(
+                        instanceID: store.instanceID, ipcSocket: config.socketPath,
+                        rpcEndpoint: conn.isRPC || config.rpcPort != nil ? config.rpcEndpoint : "0.0.0.0:0", sessionID: 0,
+                        storeMatch: r.storeType == 1, supportsRPCCompression: false, version: config.version)))
         case .exit:
             return .close
         default:
@@ -71,83 +71,65 @@ final class RequestHandler: Sendable {
             let p = try store.createBlob(size: size, connection: conn.id)
             let send = p.dataSize > 0 && !conn.arenaFDSent
             if send { conn.arenaFDSent = true }
-            return .reply(
-                ["type": "create_buffer_reply", "id": .number(p.objectID.rawValue), "created": p.json,
-                 "fd": .int(send ? Int64(p.storeFD) : -1)],
-                sendArenaFD: send)
+            return .reply(.createBuffer(p, fd: send ? p.storeFD : -1), sendArenaFD: send)
         case .createBuffers(let sizes):
             try requireIPC(conn, "create_buffers_request")
             let ps = try store.createBlobs(sizes: sizes, connection: conn.id)
             let send = ps.contains { $0.dataSize > 0 } && !conn.arenaFDSent
             if send { conn.arenaFDSent = true }
-            var reply = payloadList(ps, type: "create_buffers_reply", fds: send ? [store.arena.fd.raw] : [])
-            reply["ids"] = .array(ps.map { .number($0.objectID.rawValue) })
-            return .reply(.object(reply), sendArenaFD: send)
+            return .reply(.createBuffers(ps, fds: send ? [store.arena.fd.raw] : []), sendArenaFD: send)
         case .seal(let id):
             try store.seal(id, connection: conn.id)
-            return .reply(["type": "seal_reply"])
+            return .reply(.done(.seal))
         case .getBuffers(let ids, let unsafe):
             try requireIPC(conn, "get_buffers_request")
             let ps = try store.getBlobs(ids, unsafe: unsafe, connection: conn.id)
             let send = ps.contains { $0.dataSize > 0 } && !conn.arenaFDSent
             if send { conn.arenaFDSent = true }
-            var reply = payloadList(ps, type: "get_buffers_reply", fds: send ? [store.arena.fd.raw] : [])
-            reply["compress"] = false
-            return .reply(.object(reply), sendArenaFD: send)
+            return .reply(.getBuffers(ps, fds: send ? [store.arena.fd.raw] : [], compress: false), sendArenaFD: send)
         case .dropBuffer(let id):
             try store.dropBlob(id, connection: conn.id)
-            return .reply(["type": "drop_buffer_reply"])
+            return .reply(.done(.dropBuffer))
         case .shrinkBuffer(let id, let size):
             try store.shrinkBlob(id, size: size)
-            return .reply(["type": "shrink_buffer_reply"])
+            return .reply(.done(.shrinkBuffer))
         case .increaseReferenceCount(let ids):
             store.addUse(ids, connection: conn.id)
-            return .reply(["type": "increase_reference_count_reply"])
+            return .reply(.done(.increaseReferenceCount))
         case .release(let id):
             store.release([id], connection: conn.id)
-            return .reply(["type": "release_reply"])
+            return .reply(.done(.release))
         case .createData(let content):
             if let cluster { try cluster.sync(Self.memberIDs(content), into: store) }
             let c = try store.createData(content)
-            return .reply(created(c, type: "create_data_reply"))
+            return .reply(.createData(Reply.Created(c)))
         case .createDatas(let contents):
             var made: [CreatedObject] = []
             for content in contents {
                 if let cluster { try cluster.sync(Self.memberIDs(content), into: store) }
                 made.append(try store.createData(content))
             }
-            return .reply([
-                "type": "create_datas_reply", "num": .number(made.count),
-                "ids": .array(made.map { .number($0.id.rawValue) }),
-                "signatures": .array(made.map { .number($0.signature) }),
-                "instance_ids": .array(made.map { .number($0.instanceID) }),
-            ])
+            return .reply(.createDatas(made.map(Reply.Created.init)))
         case .getData(let ids, let syncRemote, let wait):
             if let cluster, syncRemote { try cluster.sync(ids, into: store) }
             if wait {
                 _ = try withDeferred(conn) { store.wait(for: ids.map { .object($0) }, cancelled: cancelled) { store.allExist(ids) ? true : nil } }
             }
-            return .reply(["type": "get_data_reply", "content": store.getData(ids)])
+            return .reply(.data(store.getData(ids).objectValue ?? [:]))
         case .listData(let pattern, let regex, let limit):
             let remote = try cluster?.allObjects() ?? []
-            return .reply([
-                "type": "get_data_reply",
-                "content": store.listData(pattern: pattern, regex: regex, limit: limit, remote: remote),
-            ])
+            return .reply(.data(store.listData(pattern: pattern, regex: regex, limit: limit, remote: remote).objectValue ?? [:]))
         case .exists(let id):
             // Unknown ids are looked up, imported ones re-checked (their owner may have deleted them).
             try cluster?.sync([id], into: store)
-            return .reply(["type": "exists_reply", "exists": .bool(store.exists(id))])
+            return .reply(.exists(store.exists(id)))
         case .delData(let d):
             let result = store.delete(d.ids, force: d.force, deep: d.deep, memoryTrim: d.memoryTrim, connection: conn.id)
             cluster?.unpublish(result)
             if d.wantsFeedback {
-                return .reply([
-                    "type": "del_data_with_feedbacks_reply",
-                    "deleted_bids": .array(result.freedBlobs.map { .number($0.rawValue) }),
-                ])
+                return .reply(.deletedBlobs(result.freedBlobs))
             }
-            return .reply(["type": "del_data_reply"])
+            return .reply(.done(.delData))
         case .persist(let id):
             if let cluster { try cluster.sync([id], into: store) }
             let persisted = try store.persist(id)
@@ -161,28 +143,28 @@ final class RequestHandler: Sendable {
                     throw error
                 }
             }
-            return .reply(["type": "persist_reply"])
+            return .reply(.done(.persist))
         case .ifPersist(let id):
             if let cluster { try cluster.sync([id], into: store) }
-            return .reply(["type": "if_persist_reply", "persist": .bool(try store.isPersistent(id))])
+            return .reply(.ifPersist(try store.isPersistent(id)))
         case .shallowCopy(let id, let extra):
             let copy = try store.shallowCopy(id, extra: extra)
-            return .reply(["type": "shallow_copy_reply", "target_id": .number(copy.rawValue)])
+            return .reply(.shallowCopy(copy))
         case .label(let id, let keys, let values):
             try store.label(id, keys: keys, values: values)
-            return .reply(["type": "label_reply"])
+            return .reply(.done(.label))
         case .clear:
             let cleared = store.clear(connection: conn.id)
             cluster?.unpublish(cleared)
-            return .reply(["type": "clear_reply"])
+            return .reply(.done(.clear))
         case .memoryTrim:
             store.trimFreeMemory()
-            return .reply(["type": "memory_trim_reply", "trimmed": false])
+            return .reply(.memoryTrim(trimmed: false))
         case .putName(let id, let name):
             if let cluster { try cluster.sync([id], into: store) }
             try store.putName(name, for: id)
             try cluster?.putName(name, id)
-            return .reply(["type": "put_name_reply"])
+            return .reply(.done(.putName))
         case .getName(let name, let wait):
             var found: ObjectID?
             if let cluster {
@@ -195,7 +177,7 @@ final class RequestHandler: Sendable {
                 }
             }
             guard let id = found else { throw VineyardError(.objectNotExists, "failed to find name: \(name)") }
-            return .reply(["type": "get_name_reply", "object_id": .number(id.rawValue)])
+            return .reply(.getName(id))
         case .listName(let pattern, let regex, let limit):
             let names: [(String, ObjectID)]
             if let cluster {
@@ -204,26 +186,23 @@ final class RequestHandler: Sendable {
             } else {
                 names = store.listNames(pattern: pattern, regex: regex, limit: limit)
             }
-            var o: [String: JSON] = [:]
-            for (n, id) in names { o[n] = .number(id.rawValue) }
-            return .reply(["type": "list_name_reply", "names": .object(o), "size": .number(names.count)])
+            return .reply(.listName(Dictionary(names, uniquingKeysWith: { a, _ in a })))
         case .dropName(let name):
             store.dropName(name)
             try cluster?.dropName(name)
-            return .reply(["type": "drop_name_reply"])
+            return .reply(.done(.dropName))
         case .clusterMeta:
             guard let cluster else {
-                return .reply(["type": "cluster_meta", "meta": .object(["i\(store.instanceID)": instanceInfo()])])
+                return .reply(.clusterMeta(["i\(store.instanceID)": instanceInfo()]))
             }
             var meta: [String: JSON] = [:]
             for i in try cluster.instances() { meta["i\(i.id)"] = i.clusterMetaJSON }
-            return .reply(["type": "cluster_meta", "meta": .object(meta)])
+            return .reply(.clusterMeta(meta))
         case .instanceStatus:
             let st = store.status()
             let c = counters.withLock { $0 }
-            return .reply([
-                "type": "instance_status_reply",
-                "meta": [
+            return .reply(
+                .instanceStatus([
                     "instance_id": .number(st.instanceID), "deployment": .string(config.deployment),
                     "memory_usage": .number(st.memoryUsage), "memory_limit": .number(st.memoryLimit),
                     "deferred_requests": .number(c.deferredRequests), "ipc_connections": .number(c.ipcConnections),
@@ -237,27 +216,26 @@ final class RequestHandler: Sendable {
                     // as in cluster_meta (upstream's names): a launcher maps instance_id → node
                     "hostname": .string(config.hostname), "nodename": .string(config.nodename),
                     "rpc_endpoint": .string(config.rpcEndpoint),
-                ],
-            ])
+                ]))
         case .debug:
-            return .reply(["type": "debug_reply", "result": nil])
+            return .reply(.debug(.null))
         case .migrateObject(let id):
             if let migrator {
-                return .reply(["type": "migrate_object_reply", "object_id": .number(try migrator.migrate(id).rawValue)])
+                return .reply(.migrateObject(try migrator.migrate(id)))
             }
             if id.isBlob { throw VineyardError(.invalid, "blobs cannot be directly migrated") }
             guard store.exists(id) else { throw VineyardError(.metaTreeSubtreeNotExists, "get subtree failed: \(id)") }
-            return .reply(["type": "migrate_object_reply", "object_id": .number(id.rawValue)])
+            return .reply(.migrateObject(id))
         case .evict:
-            return .reply(["type": "evict_reply"])
+            return .reply(.done(.evict))
         case .load:
-            return .reply(["type": "load_reply"])
+            return .reply(.done(.load))
         case .unpin:
-            return .reply(["type": "unpin_reply"])
+            return .reply(.done(.unpin))
         case .isSpilled(let id):
-            return .reply(["type": "is_spilled_reply", "is_spilled": .bool(store.isSpilled(id))])
+            return .reply(.isSpilled(store.isSpilled(id)))
         case .isInUse(let id):
-            return .reply(["type": "is_in_use_reply", "is_in_use": .bool(store.isInUse(id))])
+            return .reply(.isInUse(store.isInUse(id)))
         case .unsupported(let type):
             if type.contains("gpu") { throw VineyardError(.invalid, "GPU support is not enabled") }
             throw VineyardError(.notImplemented, "\(type) is not supported by Trellis")
@@ -265,8 +243,7 @@ final class RequestHandler: Sendable {
             let p = try store.createBlob(size: size, connection: conn.id)
             var shown = p
             shown.isSealed = p.dataSize > 0 || p.isSealed  // upstream reports these sealed at once
-            let reply: JSON = ["type": "create_buffer_reply", "id": .number(p.objectID.rawValue), "created": shown.json, "fd": -1]
-            return .receiveBlobBytes(reply, blobs: [p.objectID], ranges: [(p.dataOffset, p.dataSize)])
+            return .receiveBlobBytes(.createBuffer(shown, fd: -1), blobs: [p.objectID], ranges: [(p.dataOffset, p.dataSize)])
         case .createRemoteBuffers(let sizes, _):
             let ps = try store.createBlobs(sizes: sizes, connection: conn.id)
             let shown = ps.map { p -> Payload in
@@ -274,9 +251,7 @@ final class RequestHandler: Sendable {
                 q.isSealed = p.dataSize > 0 || p.isSealed
                 return q
             }
-            var reply = payloadList(shown, type: "create_buffers_reply", fds: [])
-            reply["ids"] = .array(ps.map { .number($0.objectID.rawValue) })
-            return .receiveBlobBytes(.object(reply), blobs: ps.map(\.objectID), ranges: ps.map { ($0.dataOffset, $0.dataSize) })
+            return .receiveBlobBytes(.createBuffers(shown, fds: []), blobs: ps.map(\.objectID), ranges: ps.map { ($0.dataOffset, $0.dataSize) })
         case .getRemoteBuffers(let ids, let unsafe, _):
             let ps: [Payload]
             do {
@@ -284,9 +259,7 @@ final class RequestHandler: Sendable {
             } catch {
                 throw VineyardError(.keyError, "Failed to get objects")
             }
-            var reply = payloadList(ps, type: "get_buffers_reply", fds: [])
-            reply["compress"] = false
-            return .replyWithBlobBytes(.object(reply), ranges: ps.map { ($0.dataOffset, $0.dataSize) })
+            return .replyWithBlobBytes(.getBuffers(ps, fds: [], compress: false), ranges: ps.map { ($0.dataOffset, $0.dataSize) })
         case .register, .exit:
             fatalError("handled above")
         }
@@ -337,26 +310,6 @@ final class RequestHandler: Sendable {
     }
 
     func releaseConnection(_ peer: Int32) { clients.withLock { $0.releaseConnection(peer) } }
-
-    private func created(_ c: CreatedObject, type: String) -> JSON {
-        ["type": .string(type), "id": .number(c.id.rawValue), "signature": .number(c.signature),
-         "instance_id": .number(c.instanceID)]
-    }
-
-    /// Payloads twice, as upstream sends them: a `payloads` array and `"0"`, `"1"`, … keys.
-    private func payloadList(_ ps: [Payload], type: String, fds: [Int32]) -> [String: JSON] {
-        var o: [String: JSON] = ["type": .string(type), "num": .number(ps.count)]
-        var arr: [JSON] = []
-        arr.reserveCapacity(ps.count)
-        for (i, p) in ps.enumerated() {
-            let j = p.json
-            arr.append(j)
-            o[String(i)] = j
-        }
-        o["payloads"] = .array(arr)
-        o["fds"] = .array(fds.map { .int(Int64($0)) })
-        return o
-    }
 
     func instanceInfo() -> JSON {
         [

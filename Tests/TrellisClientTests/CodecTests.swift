@@ -27,37 +27,37 @@ func capturedExchange(_ name: String, _ type: String) throws -> (request: JSON, 
 
 @Suite("Wire codec")
 struct CodecTests {
-    @Test("requests are spelled as the 0.24.2 Python client spells them")
+    @Test("the client's requests are spelled as the 0.24.2 Python client spells them")
     func requestSpelling() throws {
-        #expect(Requests.register() == (try capturedExchange("numpy_int64", "register_request").request))
-        #expect(Requests.createBuffer(size: 128) == (try capturedExchange("numpy_int64", "create_buffer_request").request))
+        #expect(Request.register().encode() == (try capturedExchange("numpy_int64", "register_request").request))
+        #expect(Request.createBuffer(size: 128).encode() == (try capturedExchange("numpy_int64", "create_buffer_request").request))
         let seal = try capturedExchange("numpy_int64", "seal_request").request
-        #expect(Requests.seal(ObjectID(try #require(seal["object_id"]?.uint64Value))) == seal)
+        #expect(Request.seal(ObjectID(try #require(seal["object_id"]?.uint64Value))).encode() == seal)
         let get = try capturedExchange("numpy_int64", "get_buffers_request").request
-        #expect(Requests.getBuffers([ObjectID(try #require(get["0"]?.uint64Value))], unsafe: false) == get)
+        #expect(Request.getBuffers(ids: [ObjectID(try #require(get["0"]?.uint64Value))], unsafe: false).encode() == get)
         let getData = try capturedExchange("numpy_int64", "get_data_request").request
         let rawIDs = try #require(getData["id"]?.arrayValue).compactMap(\.uint64Value)
-        let ids = rawIDs.map { ObjectID($0) }
-        #expect(Requests.getData(ids, syncRemote: true, wait: false) == getData)
+        #expect(Request.getData(ids: rawIDs.map { ObjectID($0) }, syncRemote: true, wait: false).encode() == getData)
         let del = try capturedExchange("delete", "del_data_request").request
         let rawDelIDs = try #require(del["id"]?.arrayValue).compactMap(\.uint64Value)
-        let delIDs = rawDelIDs.map { ObjectID($0) }
         #expect(
-            Requests.delete(
-                delIDs, force: del["force"]?.boolValue ?? false, deep: del["deep"]?.boolValue ?? true,
-                memoryTrim: del["memory_trim"]?.boolValue ?? false) == del)
+            Request.delete(
+                rawDelIDs.map { ObjectID($0) }, force: del["force"]?.boolValue ?? false, deep: del["deep"]?.boolValue ?? true,
+                memoryTrim: del["memory_trim"]?.boolValue ?? false
+            ).encode() == del)
         let putName = try capturedExchange("names", "put_name_request").request
         #expect(
-            Requests.putName(ObjectID(try #require(putName["object_id"]?.uint64Value)), try #require(putName["name"]?.stringValue))
-                == putName)
+            Request.putName(ObjectID(try #require(putName["object_id"]?.uint64Value)), name: try #require(putName["name"]?.stringValue))
+                .encode() == putName)
         let listNames = try capturedExchange("names", "list_name_request").request
         #expect(
-            Requests.listNames(
+            Request.listName(
                 pattern: try #require(listNames["pattern"]?.stringValue), regex: listNames["regex"]?.boolValue ?? false,
-                limit: try #require(listNames["limit"]?.intValue)) == listNames)
-        #expect(Requests.instanceStatus == (try capturedExchange("connect", "instance_status_request").request))
-        #expect(Requests.clusterMeta == (try capturedExchange("connect", "cluster_meta").request))
-        #expect(Requests.exit == (try capturedExchange("numpy_int64", "exit_request").request))
+                limit: try #require(listNames["limit"]?.intValue)
+            ).encode() == listNames)
+        #expect(Request.instanceStatus.encode() == (try capturedExchange("connect", "instance_status_request").request))
+        #expect(Request.clusterMeta.encode() == (try capturedExchange("connect", "cluster_meta").request))
+        #expect(Request.exit.encode() == (try capturedExchange("numpy_int64", "exit_request").request))
     }
 
     @Test("the tensor layout equals what Python sends for np.arange(16)")
@@ -111,14 +111,14 @@ struct CodecTests {
     func errors() throws {
         let missing: JSON = ["code": 12, "message": "failed to find name: nope"]
         do {
-            _ = try Replies.objectID(missing, type: "get_name_reply", key: "object_id")
+            _ = try Replies.getName(missing)
             Issue.record("no error")
         } catch {
             #expect(error.kind == .daemon && error.code == .objectNotExists && error.message == "failed to find name: nope")
             #expect(error.isNotFound)
         }
         #expect(try Replies.metadata(["type": "get_data_reply", "content": nil]).isEmpty)
-        let wrong = failure { () throws(ClientError) in _ = try Replies.check(["type": "seal_reply"], expecting: "persist_reply") }
+        let wrong = failure { () throws(ClientError) in try Replies.done(["type": "seal_reply"], .persist) }
         #expect(wrong?.kind == .protocolViolation)
         let mismatch = failure { () throws(ClientError) in
             _ = try Replies.register(["type": "register_reply", "instance_id": 0, "store_match": false])

@@ -1,4 +1,5 @@
 import Logging
+import TrellisClient
 import TrellisProtocol
 import TrellisServer
 import TrellisStore
@@ -64,17 +65,16 @@ final class RawClient {
 
     func send(_ message: JSON) throws { try sendRaw(Frame.encode(message)) }
 
-    /// Reads one reply frame; nil on EOF.
+    /// The client's frame channel over this socket (the one frame reader clients use).
+    lazy var channel = Channel(raw: socket.raw, maxReplySize: Frame.defaultMaxMessageSize)
+
+    /// Reads one reply frame; nil once the daemon closed the connection.
     func receive() throws -> JSON? {
-        var header: UInt64 = 0
-        let more = try withUnsafeMutableBytes(of: &header) { try socket.readExact(into: $0.baseAddress!, count: 8) }
-        guard more else { return nil }
-        let n = Int(Frame.length(fromHeader: header))
-        var body = [UInt8](repeating: 0, count: n)
-        if n > 0 {
-            guard try body.withUnsafeMutableBytes({ try socket.readExact(into: $0.baseAddress!, count: n) }) else { return nil }
+        do {
+            return try channel.receive()
+        } catch where error.kind == .connectionLost {
+            return nil
         }
-        return try JSONParser.parse(body)
     }
 
     func receiveBytes(_ n: Int) throws -> [UInt8] {
@@ -96,9 +96,21 @@ final class RawClient {
         return reply
     }
 
+    /// Sends a typed request and decodes the reply with TrellisProtocol's codec, consuming
+    /// the fd carriers it announces. Error replies come back as `.error`.
+    @discardableResult
+    func call(_ request: Request) throws -> Reply {
+        try Reply.decode(try call(request.encode()))
+    }
+
+    /// The daemon's count of parked requests (`instance_status`).
+    func deferredRequests() throws -> Int {
+        guard case .instanceStatus(let meta) = try call(Request.instanceStatus) else { return -1 }
+        return meta["deferred_requests"]?.intValue ?? -1
+    }
+
     func register() throws {
-        let r = try call(["type": "register_request", "version": "0.24.2", "store_type": 1, "session_id": 0, "username": "", "password": ""])
-        precondition(r["type"] == "register_reply")
+        guard case .register = try call(Request.register()) else { throw SystemError("register refused", errno: EPROTO) }
     }
 
     /// True once the daemon has closed this connection.
@@ -107,5 +119,13 @@ final class RawClient {
         guard poll(&pfd, 1, waitMilliseconds) > 0 else { return false }
         var b: UInt8 = 0
         return recv(socket.raw, &b, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) <= 0
+    }
+}
+
+extension Reply {
+    /// The status code of an error reply; nil for any other reply.
+    var errorCode: StatusCode? {
+        if case .error(let e) = self { return e.code }
+        return nil
     }
 }

@@ -23,7 +23,7 @@ struct ServerTests {
         #expect(reply?["code"] == 1)
         #expect(reply?["message"]?.stringValue?.contains("exceeds the limit of 1024") == true)
         #expect(c.isClosedByPeer())
-        #expect(try other.call(["type": "instance_status_request"])["type"] == "instance_status_reply")
+        #expect(try other.call(Request.instanceStatus).type == "instance_status_reply")
     }
 
     @Test("bad JSON, unknown commands and wrong field types are answered and the connection stays")
@@ -38,11 +38,11 @@ struct ServerTests {
         #expect(try c.receive()?["code"] == 1)
         #expect(try c.call(["type": "no_such_request"])["message"] == "Got unexpected command: no_such_request")
         #expect(try c.call(["type": "create_buffer_request", "size": "abc"])["code"] == 1)
-        #expect(try c.call(["type": "seal_request", "object_id": 5])["code"] == 12)
-        #expect(try c.call(["type": "get_data_request", "id": [291], "sync_remote": false, "wait": false])["content"] == .null)
+        #expect(try c.call(Request.seal(ObjectID(5))).errorCode == .objectNotExists)
+        #expect(try c.call(Request.getData(ids: [ObjectID(291)], syncRemote: false, wait: false)) == .data([:]))
         #expect(try c.call(["type": "create_buffer_request", "size": .uint(1 << 40)])["code"] == 41)
         #expect(try c.call(["type": "open_stream_request", "object_id": 1, "mode": 1])["code"] == 6)
-        #expect(try c.call(["type": "instance_status_request"])["type"] == "instance_status_reply")
+        #expect(try c.call(Request.instanceStatus).type == "instance_status_reply")
     }
 
     @Test("a client that dies mid-frame or with unsealed blobs costs nothing")
@@ -52,7 +52,7 @@ struct ServerTests {
         do {
             let c = try d.connect()
             try c.register()
-            for _ in 0..<5 { try c.call(["type": "create_buffer_request", "size": 4096]) }
+            for _ in 0..<5 { try c.call(Request.createBuffer(size: 4096)) }
             #expect(d.store.status().memoryUsage == 5 * 4096)
             try c.sendRaw(withUnsafeBytes(of: UInt64(100).littleEndian) { Array($0) } + Array("{\"type\"".utf8))
         }  // closed here, mid-frame
@@ -67,7 +67,7 @@ struct ServerTests {
         #expect(usage == 0)
         let c2 = try d.connect()
         try c2.register()
-        #expect(try c2.call(["type": "instance_status_request"])["meta"]?["ipc_connections"] == 1)
+        #expect(try c2.call(Request.instanceStatus.encode())["meta"]?["ipc_connections"] == 1)
     }
 
     @Test("the arena fd is sent once per connection, after the reply")
@@ -76,13 +76,21 @@ struct ServerTests {
         defer { d.stop() }
         let c = try d.connect()
         try c.register()
-        let first = try c.call(["type": "create_buffer_request", "size": 64])
-        #expect(first["fd"]?.int64Value == Int64(d.store.arena.fd.raw))
-        #expect(try c.call(["type": "create_buffer_request", "size": 64])["fd"] == -1)
-        #expect(try c.call(["type": "create_buffer_request", "size": 0])["id"]?.uint64Value == ObjectID.emptyBlob.rawValue)
+        guard case .createBuffer(let p, let fd) = try c.call(Request.createBuffer(size: 64)) else {
+            Issue.record("not a create_buffer_reply")
+            return
+        }
+        #expect(fd == d.store.arena.fd.raw)
+        guard case .createBuffer(_, let again) = try c.call(Request.createBuffer(size: 64)),
+            case .createBuffer(let empty, _) = try c.call(Request.createBuffer(size: 0))
+        else {
+            Issue.record("not a create_buffer_reply")
+            return
+        }
+        #expect(again == -1)
+        #expect(empty.objectID == .emptyBlob)
         #expect(c.receivedFDs.count == 1)
         // The received descriptor maps the same memory the daemon wrote.
-        let p = try Payload(json: first["created"]!)
         d.store.arena.address(p.dataOffset).storeBytes(of: 0xC0FFEE, as: UInt64.self)
         let m = try MappedRegion(fd: c.receivedFDs[0], length: p.mapSize - 8, writable: false)
         #expect(m.base.load(fromByteOffset: p.dataOffset, as: UInt64.self) == 0xC0FFEE)
@@ -94,34 +102,37 @@ struct ServerTests {
         defer { d.stop() }
         let waiter = try d.connect()
         try waiter.register()
-        try waiter.send(["type": "get_name_request", "name": "later", "wait": true])
+        try waiter.send(Request.getName("later", wait: true).encode())
         let writer = try d.connect()
         try writer.register()
-        let created = try writer.call(["type": "create_data_request", "content": ["typename": "x", "instance_id": 0]])
-        let id = created["id"]!
-        try writer.call(["type": "persist_request", "id": id])
+        guard case .createData(let created) = try writer.call(Request.createData(["typename": "x", "instance_id": 0])) else {
+            Issue.record("not a create_data_reply")
+            return
+        }
+        let id = created.id
+        #expect(try writer.call(Request.persist(id)) == .done(.persist))
         // The waiter's request is parked once its connection thread has read it.
         var parked = 0
         let parkDeadline = ContinuousClock.now + .seconds(60)
         while parked != 1 && ContinuousClock.now < parkDeadline {
-            parked = try writer.call(["type": "instance_status_request"])["meta"]?["deferred_requests"]?.intValue ?? -1
+            parked = try writer.deferredRequests()
             if parked != 1 { try await Task.sleep(for: .milliseconds(20)) }
         }
         #expect(parked == 1)
-        try writer.call(["type": "put_name_request", "object_id": id, "name": "later"])
-        #expect(try waiter.receive()?["object_id"] == id)
+        #expect(try writer.call(Request.putName(id, name: "later")) == .done(.putName))
+        #expect(try waiter.receive().map(Reply.decode) == .getName(id))
 
         do {
             let gone = try d.connect()
             try gone.register()
-            try gone.send(["type": "get_name_request", "name": "never", "wait": true])
+            try gone.send(Request.getName("never", wait: true).encode())
         }
         // The daemon checks a parked waiter's socket periodically: allow a generous bound.
         var deferred = 1
         let goneDeadline = ContinuousClock.now + .seconds(60)
         while deferred != 0 && ContinuousClock.now < goneDeadline {
             try await Task.sleep(for: .milliseconds(20))
-            deferred = try writer.call(["type": "instance_status_request"])["meta"]?["deferred_requests"]?.intValue ?? -1
+            deferred = try writer.deferredRequests()
         }
         #expect(deferred == 0)
     }
@@ -137,10 +148,14 @@ struct ServerTests {
                     let c = try RawClient(unixPath: path)
                     try c.register()
                     for i in 0..<200 {
-                        let r = try c.call(["type": "create_data_request", "content": ["typename": "t", "instance_id": 0, "v": .number(n * 1000 + i)]])
-                        let got = try c.call(["type": "get_data_request", "id": [r["id"]!], "sync_remote": false, "wait": false])
-                        #expect(got["content"]?.objectValue?.values.first?["v"] == .number(n * 1000 + i))
-                        try c.call(["type": "del_data_request", "id": [r["id"]!], "force": false, "deep": true, "memory_trim": false, "fastpath": false])
+                        guard case .createData(let r) = try c.call(Request.createData(["typename": "t", "instance_id": 0, "v": .number(n * 1000 + i)])),
+                            case .data(let got) = try c.call(Request.getData(ids: [r.id], syncRemote: false, wait: false))
+                        else {
+                            Issue.record("unexpected reply")
+                            return
+                        }
+                        #expect(got.values.first?["v"] == .number(n * 1000 + i))
+                        #expect(try c.call(Request.delete([r.id], force: false, deep: true, memoryTrim: false)) == .done(.delData))
                     }
                 }
             }
@@ -154,19 +169,35 @@ struct ServerTests {
         let d = try TestDaemon(rpc: true)
         defer { d.stop() }
         let c = try d.connectRPC()
-        let reg = try c.call(["type": "register_request", "version": "0.24.2", "store_type": 1])
-        #expect(reg["rpc_endpoint"]?.stringValue == "localhost:\(d.config.rpcPort!)")
-        #expect(reg["support_rpc_compression"] == false)
-        try c.send(["type": "create_remote_buffer_request", "size": 16, "compress": false, "use_rdma": false])
-        let go = try c.receive()!
-        let id = go["id"]!
+        guard case .register(let reg) = try c.call(Request.register()) else {
+            Issue.record("not a register_reply")
+            return
+        }
+        #expect(reg.rpcEndpoint == "localhost:\(d.config.rpcPort!)")
+        #expect(!reg.supportsRPCCompression)
+        try c.send(Request.createRemoteBuffer(size: 16, compress: false).encode())
+        guard case .createBuffer(let go, _) = try Reply.decode(try #require(try c.receive())) else {
+            Issue.record("not a create_buffer_reply")
+            return
+        }
         try c.sendRaw(Array(0..<16))
-        #expect(try c.receive()?["id"] == id)
-        try c.send(["type": "get_remote_buffers_request", "num": 1, "0": id, "unsafe": false, "compress": false])
-        let reply = try c.receive()!
-        #expect(reply["fds"] == [])
+        guard case .createBuffer(let sealed, _) = try Reply.decode(try #require(try c.receive())) else {
+            Issue.record("not a create_buffer_reply")
+            return
+        }
+        #expect(sealed.objectID == go.objectID)
+        try c.send(Request.getRemoteBuffers(ids: [go.objectID], unsafe: false, compress: false).encode())
+        guard case .getBuffers(let ps, let fds, _) = try Reply.decode(try #require(try c.receive())) else {
+            Issue.record("not a get_buffers_reply")
+            return
+        }
+        #expect(fds.isEmpty && ps.map(\.objectID) == [go.objectID])
         #expect(try c.receiveBytes(16) == Array(0..<16))
-        #expect(try c.call(["type": "create_buffer_request", "size": 8])["code"] == 1)  // fds need IPC
+        guard case .error(let e) = try c.call(Request.createBuffer(size: 8)) else {  // fds need IPC
+            Issue.record("create_buffer over RPC was not refused")
+            return
+        }
+        #expect(e.code == .invalid)
     }
 }
 

@@ -8,7 +8,7 @@ import Glibc
 /// One connection's socket and what it received so far: the blocking I/O half of the
 /// client. Not thread-safe on its own — ``Client`` owns it behind a lock, so exactly one
 /// request is in flight per connection, as the protocol requires.
-final class Channel {
+package final class Channel {
     /// The socket's descriptor; the ``Client`` owns (and eventually closes) it.
     let raw: Int32
     /// Arenas mapped on this connection, keyed by the daemon's `store_fd` (§3.2):
@@ -19,7 +19,7 @@ final class Channel {
     /// The largest reply accepted.
     let maxReplySize: Int
 
-    init(raw: Int32, maxReplySize: Int) {
+    package init(raw: Int32, maxReplySize: Int) {
         self.raw = raw
         self.maxReplySize = maxReplySize
     }
@@ -27,6 +27,11 @@ final class Channel {
     // MARK: Frames
 
     /// Writes one request frame.
+    package func send(_ request: Request) throws(ClientError) {
+        try send(request.encode())
+    }
+
+    /// Writes one request frame from a request body.
     func send(_ message: JSON) throws(ClientError) {
         let frame = Frame.encode(message)
         do {
@@ -42,7 +47,7 @@ final class Channel {
     }
 
     /// Reads one reply frame and parses it.
-    func receive() throws(ClientError) -> JSON {
+    package func receive() throws(ClientError) -> JSON {
         var header: UInt64 = 0
         let open: Bool
         do {
@@ -77,7 +82,7 @@ final class Channel {
     }
 
     /// Reads exactly `count` raw bytes (RPC blob contents).
-    func receiveRaw(into buffer: UnsafeMutableRawPointer, count: Int) throws(ClientError) {
+    package func receiveRaw(into buffer: UnsafeMutableRawPointer, count: Int) throws(ClientError) {
         guard count > 0 else { return }
         do throws(SystemError) {
             if try !StreamSocket.readExact(raw, into: buffer, count: count) {

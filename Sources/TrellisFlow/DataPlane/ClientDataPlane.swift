@@ -71,10 +71,7 @@ public struct ClientDataPlane: DataPlane {
         }
         let meta = try client.getMetadata(id)
         if meta.instanceID == client.instanceID { return 0 }  // already here
-        let reply = try client.request(["type": "migrate_object_request", "object_id": .number(id.rawValue)])
-        guard let copy = reply["object_id"]?.uint64Value.map(ObjectID.init(rawValue:)) else {
-            throw DataPlaneError("cannot move '\(name)': the daemon's migrate reply has no object id")
-        }
+        let copy = try client.migrate(id)
         try client.putName(Self.localName(name, replica: to.index), for: copy)
         return try localBytes(copy, client)
     }
