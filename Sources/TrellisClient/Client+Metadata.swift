@@ -152,6 +152,14 @@ public struct StoredObject: Sendable {
     /// The object's typename.
     public var typename: String { meta.typename }
 
+    /// Checks that this object is a `typename` (with `generic`, any `typename<…>`): the one
+    /// check every typed reader makes, with the one error message.
+    func require(_ typename: String, generic: Bool = false) throws(ClientError) {
+        let t = meta.typename
+        let ok = generic ? t.hasPrefix(typename + "<") : t == typename
+        guard ok else { throw .invalidObject("\(t) \(id) is not a \(typename)") }
+    }
+
     /// The member `name`.
     public func member(_ name: String) throws(ClientError) -> StoredObject {
         guard let m = meta.member(name) else {

@@ -46,7 +46,7 @@ final class RequestHandler: Sendable {
         self.cluster = cluster
         self.migrator = cluster.map { Migrator(store: store, cluster: $0) }
         self.counters = Mutex(ServerCounters())
-        self.hostID = UInt64(truncatingIfNeeded: Int(bitPattern: UInt(gethostidSafe())))
+        self.hostID = hostIdentifier()
         self.startTimestamp = ObjectStore.wallClockMillis()
     }
 
@@ -318,12 +318,4 @@ final class RequestHandler: Sendable {
             "timestamp": .number(startTimestamp),
         ]
     }
-}
-
-#if canImport(Glibc)
-import Glibc
-#endif
-
-private func gethostidSafe() -> Int {
-    Int(gethostid())
 }

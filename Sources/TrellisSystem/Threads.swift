@@ -3,6 +3,12 @@ import CTrellisShim
 import Glibc
 #endif
 
+/// This host's identifier as the daemon reports it (`hostid` in `cluster_meta` and in
+/// the cluster metadata): `gethostid()`'s 32 bits, unsigned. The one place it is computed.
+public func hostIdentifier() -> UInt64 {
+    UInt64(UInt32(truncatingIfNeeded: gethostid()))
+}
+
 /// CLOCK_MONOTONIC in nanoseconds.
 public func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()

@@ -128,7 +128,7 @@ enum Serve {
         if let meta {
             let info = InstanceInfo(
                 id: instanceID, hostname: config.hostname, nodename: config.nodename, rpcEndpoint: config.rpcEndpoint,
-                ipcSocket: config.socketPath, hostid: UInt64(UInt32(bitPattern: Int32(truncatingIfNeeded: gethostid()))),
+                ipcSocket: config.socketPath, hostid: hostIdentifier(),
                 timestamp: ObjectStore.wallClockMillis())
             do {
                 try await meta.register(info) { _ in try await Daemon.republish(store: store, to: meta) }

@@ -132,9 +132,7 @@ public struct RecordBatch: StoredValue {
 
     /// Reads a `vineyard::RecordBatch`; zero-copy.
     public init(_ object: StoredObject) throws(ClientError) {
-        guard object.typename == "vineyard::RecordBatch" else {
-            throw .invalidObject("\(object.typename) \(object.id) is not a vineyard::RecordBatch")
-        }
+        try object.require("vineyard::RecordBatch")
         meta = object.meta
         schema = try Self.schema(of: try object.member("schema_"))
         rowCount = meta.int("row_num_") ?? 0
@@ -145,9 +143,7 @@ public struct RecordBatch: StoredValue {
     }
 
     static func schema(of proxy: StoredObject) throws(ClientError) -> ArrowSchema {
-        guard proxy.typename == "vineyard::SchemaProxy" else {
-            throw .invalidObject("\(proxy.typename) \(proxy.id) is not a vineyard::SchemaProxy")
-        }
+        try proxy.require("vineyard::SchemaProxy")
         if let b = proxy.meta.member("buffer_"), b.isBlob {
             return try ArrowSchema(ipcMessage: try proxy.blob("buffer_").copyBytes())
         }
@@ -180,9 +176,7 @@ public struct ArrowTable: StoredValue {
 
     /// Reads a `vineyard::Table`; zero-copy.
     public init(_ object: StoredObject) throws(ClientError) {
-        guard object.typename == "vineyard::Table" else {
-            throw .invalidObject("\(object.typename) \(object.id) is not a vineyard::Table")
-        }
+        try object.require("vineyard::Table")
         meta = object.meta
         let n = meta.int("batch_num_") ?? meta.int("partitions_-size") ?? 0
         var batches: [RecordBatch] = []

@@ -15,9 +15,7 @@ public struct PandasIndex: StoredValue {
 
     /// Reads a `vineyard::Index`; zero-copy.
     public init(_ object: StoredObject) throws(ClientError) {
-        guard object.typename == "vineyard::Index" else {
-            throw .invalidObject("\(object.typename) \(object.id) is not a vineyard::Index")
-        }
+        try object.require("vineyard::Index")
         meta = object.meta
         name = object.meta.decodedJSON("name") ?? .null
         valueType = object.meta.string("value_type_") ?? ""
@@ -61,9 +59,7 @@ public struct DataFrame: StoredValue {
     /// Reads a `vineyard::DataFrame`; zero-copy.
     public init(_ object: StoredObject) throws(ClientError) {
         let meta = object.meta
-        guard meta.typename == "vineyard::DataFrame" else {
-            throw .invalidObject("\(meta.typename) \(object.id) is not a vineyard::DataFrame")
-        }
+        try object.require("vineyard::DataFrame")
         let n = meta.int("__values_-size") ?? meta.decodedJSON("columns_")?.arrayValue?.count ?? 0
         var columns: [Column] = []
         columns.reserveCapacity(n)
@@ -100,9 +96,7 @@ public struct Series: StoredValue {
 
     /// Reads a `vineyard::Series`; zero-copy.
     public init(_ object: StoredObject) throws(ClientError) {
-        guard object.typename == "vineyard::Series" else {
-            throw .invalidObject("\(object.typename) \(object.id) is not a vineyard::Series")
-        }
+        try object.require("vineyard::Series")
         meta = object.meta
         name = object.meta.decodedJSON("name") ?? .null
         index = try PandasIndex(try object.member("index_"))

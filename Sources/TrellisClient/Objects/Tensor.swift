@@ -36,9 +36,7 @@ public struct AnyTensor: StoredValue {
     /// Reads a `vineyard::Tensor<…>` object.
     public init(_ object: StoredObject) throws(ClientError) {
         let meta = object.meta
-        guard meta.typename.hasPrefix("vineyard::Tensor<") else {
-            throw .invalidObject("\(meta.typename) \(object.id) is not a vineyard::Tensor")
-        }
+        try object.require("vineyard::Tensor", generic: true)
         let typeName = meta.string("value_type_") ?? String(meta.typename.dropFirst(17).dropLast())
         guard let dtype = DType(name: typeName) else {
             throw .invalidObject("tensor \(object.id) has value type \(typeName), which is not a numeric numpy dtype")
