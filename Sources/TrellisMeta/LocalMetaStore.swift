@@ -4,7 +4,7 @@ import Synchronization
 /// revisions, compare-and-swap, leases with a TTL (expired leases delete their
 /// keys), and watches that can start at a past revision.
 ///
-/// One store backs ``LocalMetaBackend``; several backends may share one store to
+/// One store backs a local ``MetaCore``; several may share one store to
 /// form an in-process "cluster" (tests). Expired leases are collected whenever the
 /// store is used, so a lease ends at the latest on the next request of any backend
 /// after its TTL (a running backend refreshes its own lease every TTL/3).
@@ -191,7 +191,7 @@ extension LocalMetaStore: MetaKV {
         }
     }
 
-    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> AsyncThrowingStream<KVChange, any Error> {
+    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVChange, any Error> {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: KVChange.self)
         let id = state.withLock {
             $0.nextWatcher += 1

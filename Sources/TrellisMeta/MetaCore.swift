@@ -1,7 +1,20 @@
+import AsyncHTTPClient
 import Logging
 import Synchronization
 
-/// The cluster-metadata logic shared by both backends, on top of a ``MetaKV``.
+/// Cluster metadata: membership, persisted objects and names shared between the daemons
+/// of one cluster, on a key-value service (``MetaKV``): a real etcd (`--meta etcd`,
+/// ``init(etcd:httpClient:watchHTTPClient:logger:)``) or an in-process
+/// ``LocalMetaStore`` (`--meta local` and the tests, ``init(local:prefix:leaseTTL:logger:)``).
+/// One type whatever the service: the same code, the same conformance tests.
+///
+/// Lifecycle: ``connect()`` (optional; waits for the service up to the connect
+/// timeout), ``allocateInstanceID()``, ``register(_:republish:)``, then ``run()`` in the
+/// service group for the lease keepalive and recovery. ``stop()`` makes `run()`
+/// deregister and return; cancelling `run()` just stops the keepalive, so the
+/// registration expires after the lease TTL. Everything this instance publishes (its
+/// instance record, objects and names) is attached to its lease.
+///
 ///
 /// Layout under the prefix `P` (a Trellis cluster only talks to itself, so this is
 /// simpler than upstream's):
@@ -12,8 +25,8 @@ import Synchronization
 /// P/objects/<16 hex>        {"meta":"<metadata JSON text>","owner":<id>}  (lease of owner)
 /// P/names/<name>            decimal object id                     (lease of the putter)
 /// ```
-final class MetaCore<KV: MetaKV>: Sendable {
-    let kv: KV
+public final class MetaCore: Sendable {
+    let kv: any MetaKV
     let logger: Logger
     let prefix: String
     let leaseTTLSeconds: Int64
@@ -43,7 +56,35 @@ final class MetaCore<KV: MetaKV>: Sendable {
     private let stopSignal: AsyncStream<Void>
     private let stopContinuation: AsyncStream<Void>.Continuation
 
-    init(kv: KV, prefix: String, leaseTTL: Duration, connectTimeout: Duration, logger: Logger) {
+    /// Cluster metadata in an in-process ``LocalMetaStore`` (a fresh one by default) under
+    /// key prefix `prefix`, registering with leases of `leaseTTL` (whole seconds, at least 1).
+    /// Instances sharing one store see each other as daemons sharing an etcd prefix.
+    public convenience init(
+        local store: LocalMetaStore = LocalMetaStore(), prefix: String = "/vineyard", leaseTTL: Duration = .seconds(10),
+        logger: Logger
+    ) {
+        self.init(kv: store, prefix: prefix, leaseTTL: leaseTTL, connectTimeout: .seconds(1), logger: logger)
+    }
+
+    /// Cluster metadata in etcd, through its v3 HTTP/JSON gateway; nothing is sent before
+    /// the first call. The HTTP clients default to process-wide ones (see ``EtcdClient``).
+    public convenience init(
+        etcd configuration: EtcdConfiguration, httpClient: HTTPClient = EtcdClient.sharedHTTPClient,
+        watchHTTPClient: HTTPClient = EtcdClient.sharedWatchHTTPClient, logger: Logger
+    ) {
+        let client = EtcdClient(
+            endpoint: configuration.endpoint, requestTimeout: configuration.timeout, httpClient: httpClient,
+            watchHTTPClient: watchHTTPClient, logger: logger)
+        self.init(
+            kv: EtcdKV(client: client, endpointDescription: "\(client.endpoint) prefix \(configuration.prefix)"),
+            prefix: configuration.prefix, leaseTTL: configuration.leaseTTL, connectTimeout: configuration.timeout,
+            logger: logger)
+    }
+
+    /// Where the metadata lives, for logs (`local`, or the etcd endpoint and prefix).
+    public var endpointDescription: String { kv.endpointDescription }
+
+    init(kv: any MetaKV, prefix: String, leaseTTL: Duration, connectTimeout: Duration, logger: Logger) {
         self.kv = kv
         self.logger = logger
         var prefix = prefix
@@ -76,7 +117,8 @@ final class MetaCore<KV: MetaKV>: Sendable {
         return namesPrefix + name
     }
 
-    var registeredInstance: InstanceInfo? { state.withLock { $0.instance } }
+    /// The registration made by ``register(_:republish:)``, if any.
+    public var registeredInstance: InstanceInfo? { state.withLock { $0.instance } }
 
     /// The lease of the current registration (0 if none); for tests.
     var currentLease: Int64 { state.withLock { $0.lease } }
@@ -90,7 +132,9 @@ final class MetaCore<KV: MetaKV>: Sendable {
 
     // MARK: Connection and registration
 
-    func connect() async throws {
+    /// Waits until the metadata service answers; throws ``MetaError/unreachable(endpoint:timeout:reason:)``
+    /// once the connect timeout has passed. Later calls return at once.
+    public func connect() async throws {
         if state.withLock({ $0.connected }) { return }
         let clock = ContinuousClock()
         let deadline = clock.now + connectTimeout
@@ -117,7 +161,8 @@ final class MetaCore<KV: MetaKV>: Sendable {
         throw MetaError.unreachable(endpoint: kv.endpointDescription, timeout: connectTimeout, reason: lastError)
     }
 
-    func allocateInstanceID() async throws -> UInt64 {
+    /// Atomically takes the next free instance id of the cluster (the first is 0).
+    public func allocateInstanceID() async throws -> UInt64 {
         try await connect()
         while true {
             try Task.checkCancellation()
@@ -150,7 +195,10 @@ final class MetaCore<KV: MetaKV>: Sendable {
         }
     }
 
-    func register(_ instance: InstanceInfo, republish: @escaping MetaRepublishHandler) async throws {
+    /// Registers `instance` under a lease of the configured TTL (or updates the
+    /// registration, keeping the lease). `republish` is called whenever the backend
+    /// had to register again (see ``MetaRepublishHandler``).
+    public func register(_ instance: InstanceInfo, republish: @escaping MetaRepublishHandler) async throws {
         try await connect()
         let (previous, kept) = state.withLock { state in
             (state.lease, state.instance?.id == instance.id ? state.lease : 0)
@@ -178,7 +226,8 @@ final class MetaCore<KV: MetaKV>: Sendable {
             ])
     }
 
-    func deregister() async throws {
+    /// Revokes this instance's lease now: its instance record, objects and names go away.
+    public func deregister() async throws {
         let lease = state.withLock {
             let lease = $0.lease
             $0.lease = 0
@@ -192,9 +241,14 @@ final class MetaCore<KV: MetaKV>: Sendable {
 
     // MARK: Keepalive loop
 
-    func stop() { stopContinuation.finish() }
+    /// Asks ``run()`` to deregister and return. Safe to call from any context.
+    public func stop() { stopContinuation.finish() }
 
-    func run() async throws {
+    /// Keeps the lease alive and re-registers after lease loss or service restarts,
+    /// until ``stop()`` (then deregisters and returns) or cancellation (then returns
+    /// without deregistering). Throws ``MetaError/notRegistered`` if called before
+    /// ``register(_:republish:)``.
+    public func run() async throws {
         _ = try registration()
         let alreadyRunning = state.withLock { state in
             defer { state.running = true }
@@ -298,7 +352,8 @@ final class MetaCore<KV: MetaKV>: Sendable {
 
     // MARK: Instances
 
-    func instances() async throws -> [InstanceInfo] {
+    /// The live instances, by id.
+    public func instances() async throws -> [InstanceInfo] {
         let (entries, _) = try await kv.list(prefix: instancesPrefix)
         var result: [InstanceInfo] = []
         for entry in entries {
@@ -311,7 +366,9 @@ final class MetaCore<KV: MetaKV>: Sendable {
         return result.sorted { $0.id < $1.id }
     }
 
-    func waitForInstanceExit(_ id: UInt64) async throws {
+    /// Returns once instance `id` is no longer registered (at once if it is not).
+    /// Cancellable.
+    public func waitForInstanceExit(_ id: UInt64) async throws {
         let key = instanceKey(id)
         try await waitLoop(key) { entry in
             entry == nil ? () : nil
@@ -323,11 +380,15 @@ final class MetaCore<KV: MetaKV>: Sendable {
 
     // MARK: Objects
 
-    func publishObject(_ objectID: UInt64, metadata: String) async throws {
+    /// Publishes (or replaces) persisted object `objectID` with metadata tree
+    /// `metadata` (JSON text), owned by this instance.
+    public func publishObject(_ objectID: UInt64, metadata: String) async throws {
         try await publishObjects([(objectID: objectID, metadata: metadata)])
     }
 
-    func publishObjects(_ objects: [(objectID: UInt64, metadata: String)]) async throws {
+    /// Publishes several objects in as few round trips as the backend allows (a
+    /// DataFrame persists ~50 at once).
+    public func publishObjects(_ objects: [(objectID: UInt64, metadata: String)]) async throws {
         let (instance, lease) = try registration()
         let entries = objects.map { o in
             (key: objectKey(o.objectID),
@@ -336,11 +397,14 @@ final class MetaCore<KV: MetaKV>: Sendable {
         try await kv.putAll(entries, lease: lease)
     }
 
-    func removeObject(_ objectID: UInt64) async throws -> Bool {
+    /// Removes a published object; returns whether it was there.
+    @discardableResult
+    public func removeObject(_ objectID: UInt64) async throws -> Bool {
         try await kv.delete(objectKey(objectID))
     }
 
-    func object(_ objectID: UInt64) async throws -> PersistedObject? {
+    /// One published object, or `nil`.
+    public func object(_ objectID: UInt64) async throws -> PersistedObject? {
         let key = objectKey(objectID)
         guard let entry = try await kv.get(key).entry else { return nil }
         guard let object = PersistedObject(objectID: objectID, storedText: entry.value) else {
@@ -353,7 +417,7 @@ final class MetaCore<KV: MetaKV>: Sendable {
     /// modification revision), so records are cached by key and revision: a listing reads
     /// the keys only and fetches just the records it has not seen — one full read when
     /// most are new (the first listing), single reads for the few new ones after.
-    func objects() async throws -> [PersistedObject] {
+    public func objects() async throws -> [PersistedObject] {
         let keys = try await kv.listKeys(prefix: objectsPrefix)
         let cached = objectCache.withLock { $0 }
         let missing = keys.filter { cached[$0.key]?.modRevision != $0.modRevision }
@@ -398,23 +462,29 @@ final class MetaCore<KV: MetaKV>: Sendable {
 
     // MARK: Names
 
-    func putName(_ name: String, objectID: UInt64) async throws {
+    /// Binds `name` to `objectID` (replacing an earlier binding). The binding is
+    /// attached to this instance's registration.
+    public func putName(_ name: String, objectID: UInt64) async throws {
         let key = try nameKey(name)
         let (_, lease) = try registration()
         try await kv.put(key, String(objectID), lease: lease)
     }
 
-    func objectID(forName name: String) async throws -> UInt64? {
+    /// The object bound to `name`, or `nil`.
+    public func objectID(forName name: String) async throws -> UInt64? {
         let key = try nameKey(name)
         guard let entry = try await kv.get(key).entry else { return nil }
         return try nameValue(key, entry.value)
     }
 
-    func dropName(_ name: String) async throws -> Bool {
+    /// Removes `name`; returns whether it was bound.
+    @discardableResult
+    public func dropName(_ name: String) async throws -> Bool {
         try await kv.delete(try nameKey(name))
     }
 
-    func names() async throws -> [String: UInt64] {
+    /// All names of the cluster with their objects.
+    public func names() async throws -> [String: UInt64] {
         let (entries, _) = try await kv.list(prefix: namesPrefix)
         var result: [String: UInt64] = [:]
         for entry in entries {
@@ -427,7 +497,9 @@ final class MetaCore<KV: MetaKV>: Sendable {
         return result
     }
 
-    func waitForName(_ name: String) async throws -> UInt64 {
+    /// Returns the object bound to `name` as soon as it is bound (at once if it is).
+    /// Cancellable; survives service restarts.
+    public func waitForName(_ name: String) async throws -> UInt64 {
         let key = try nameKey(name)
         return try await waitLoop(key) { entry in
             try entry.map { try self.nameValue(key, $0.value) }

@@ -28,7 +28,6 @@ struct KVKeepAlive: Sendable, Hashable {
 /// The key-value service a ``MetaCore`` runs on: etcd, or the in-process
 /// ``LocalMetaStore``. Implementations throw ``MetaError`` only.
 protocol MetaKV: Sendable {
-    associatedtype Watch: AsyncSequence<KVChange, any Error>
 
     /// For logs and errors.
     var endpointDescription: String { get }
@@ -57,5 +56,5 @@ protocol MetaKV: Sendable {
 
     /// Changes of `key` (or of keys under it with `prefix`) from `fromRevision` on.
     /// Iteration throws when the watch breaks and ends when the task is cancelled.
-    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> Watch
+    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVChange, any Error>
 }

@@ -6,14 +6,14 @@ import TrellisStore
 
 /// The daemon's view of cluster metadata (`--meta etcd`): a blocking bridge from
 /// connection threads (which are dedicated OS threads, never the cooperative pool)
-/// to the async ``MetaBackend``, plus the mapping of cluster operations onto the store.
+/// to the async ``MetaCore``, plus the mapping of cluster operations onto the store.
 final class Cluster: Sendable {
-    let backend: any MetaBackend
+    let backend: MetaCore
     let instanceID: UInt64
     /// Upper bound for one metadata call made on behalf of a request.
     let callTimeout: Duration
 
-    init(backend: any MetaBackend, instanceID: UInt64, callTimeout: Duration = .seconds(30)) {
+    init(backend: MetaCore, instanceID: UInt64, callTimeout: Duration = .seconds(30)) {
         self.backend = backend
         self.instanceID = instanceID
         self.callTimeout = callTimeout

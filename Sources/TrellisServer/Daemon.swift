@@ -26,7 +26,7 @@ public final class Daemon: Service, Sendable {
 
     /// - Parameter meta: cluster metadata (`--meta etcd`), already registered; nil for
     ///   a single instance.
-    public init(store: ObjectStore, config: ServerConfig, logger: Logger, meta: (any MetaBackend)? = nil) {
+    public init(store: ObjectStore, config: ServerConfig, logger: Logger, meta: MetaCore? = nil) {
         // At most two malloc arenas: connection threads come and go, and glibc's default
         // (8 per core) keeps their arenas' pages resident after they are gone.
         trellis_limit_malloc_arenas(2)
@@ -39,7 +39,7 @@ public final class Daemon: Service, Sendable {
 
     /// Publishes this instance's persistent objects and names again (after the
     /// metadata service lost them, e.g. an etcd restart).
-    public static func republish(store: ObjectStore, to meta: any MetaBackend) async throws {
+    public static func republish(store: ObjectStore, to meta: MetaCore) async throws {
         let state = store.ownPersistentState()
         try await meta.publishObjects(state.objects.map { (objectID: $0.id.rawValue, metadata: $0.tree.description) })
         for (name, id) in state.names { try await meta.putName(name, objectID: id.rawValue) }

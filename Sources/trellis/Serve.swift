@@ -59,14 +59,14 @@ enum Serve {
         let size = options.size ?? physicalMemory()
 
         // Cluster metadata first: the instance id it allocates goes into every object id.
-        var meta: (any MetaBackend)?
+        var meta: MetaCore?
         var instanceID: UInt64 = 0
         if options.meta == "etcd" {
             let timeout = Duration.milliseconds(Int64(options.metaTimeout * 1000))
             // Fluid renders a comma list when etcd has several members: use the first that answers.
             let endpoint = await firstAnsweringEndpoint(options.etcdEndpoint, within: timeout, logger: logger)
-            let backend = EtcdMetaBackend(
-                configuration: .init(
+            let backend = MetaCore(
+                etcd: EtcdConfiguration(
                     endpoint: endpoint, prefix: options.etcdPrefix,
                     leaseTTL: .seconds(max(1, options.leaseTTL)), timeout: timeout),
                 logger: Logger(label: "trellis.meta"))
@@ -280,7 +280,7 @@ final class ShutdownSignals: Sendable {
 /// Keeps this instance's cluster registration alive; on shutdown it deregisters, so
 /// the instance leaves `cluster_meta` at once instead of after the lease TTL.
 struct MetaKeepalive: Service {
-    let backend: any MetaBackend
+    let backend: MetaCore
     func run() async throws {
         try await withGracefulShutdownHandler {
             try await backend.run()

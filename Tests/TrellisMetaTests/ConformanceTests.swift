@@ -3,7 +3,7 @@ import TrellisProtocol
 
 @testable import TrellisMeta
 
-/// The behaviour every ``MetaBackend`` must have, written once against a
+/// The behaviour every ``MetaCore`` must have, written once against a
 /// ``TestCluster`` and run for the local and the etcd backend.
 enum Conformance {
     static func instanceIDs(_ cluster: some TestCluster) async throws {
@@ -247,8 +247,8 @@ struct LocalConformanceTests {
     }
 
     @Test func separateStoresAreSeparateClusters() async throws {
-        let a = LocalMetaBackend(logger: testLogger)
-        let b = LocalMetaBackend(logger: testLogger)
+        let a = MetaCore(local: LocalMetaStore(), logger: testLogger)
+        let b = MetaCore(local: LocalMetaStore(), logger: testLogger)
         #expect(try await a.allocateInstanceID() == 0)
         #expect(try await b.allocateInstanceID() == 0)
         #expect(a.endpointDescription == "local")

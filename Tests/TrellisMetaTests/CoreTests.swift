@@ -33,7 +33,7 @@ final class EpochKV: MetaKV {
         KVKeepAlive(alive: try await store.keepAlive(lease, timeout: timeout).alive, epoch: epoch.withLock { $0 })
     }
     func revoke(_ lease: Int64) async throws { try await store.revoke(lease) }
-    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> AsyncThrowingStream<KVChange, any Error> {
+    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVChange, any Error> {
         store.watch(key, prefix: prefix, fromRevision: fromRevision)
     }
 }
@@ -60,7 +60,7 @@ struct CoreTests {
     }
 
     @Test func registeringUnderAnotherIDEndsTheOldRegistration() async throws {
-        let backend = LocalMetaBackend(logger: testLogger)
+        let backend = MetaCore(local: LocalMetaStore(), logger: testLogger)
         let first = try await backend.allocateInstanceID()
         try await backend.register(sampleInfo(first), republish: { _ in })
         let second = try await backend.allocateInstanceID()
@@ -69,7 +69,7 @@ struct CoreTests {
     }
 
     @Test func runTwiceIsRejected() async throws {
-        let backend = LocalMetaBackend(logger: testLogger)
+        let backend = MetaCore(local: LocalMetaStore(), logger: testLogger)
         try await registerSample(backend)
         // Two concurrent runs, whichever starts first: the other is rejected at once (no
         // sleep deciding which one "surely" started first).

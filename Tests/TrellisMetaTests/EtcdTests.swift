@@ -19,8 +19,8 @@ struct EtcdTests {
     @Test("etcd unreachable at start fails within meta_timeout")
     func unreachableAtStart() async throws {
         let port = try freeLoopbackPort()  // nothing listens there
-        let backend = EtcdMetaBackend(
-            configuration: .init(endpoint: "http://127.0.0.1:\(port)", prefix: "/t", timeout: .seconds(1)),
+        let backend = MetaCore(
+                etcd: EtcdConfiguration(endpoint: "http://127.0.0.1:\(port)", prefix: "/t", timeout: .seconds(1)),
             logger: testLogger)
         let clock = ContinuousClock()
         let start = clock.now
@@ -116,8 +116,8 @@ struct EtcdTests {
     func connectWaitsForLateEtcd() async throws {
         try await withEtcd { server in
             server.kill()
-            let backend = EtcdMetaBackend(
-                configuration: .init(endpoint: server.endpoint, prefix: "/late", timeout: .seconds(30)),
+            let backend = MetaCore(
+                etcd: EtcdConfiguration(endpoint: server.endpoint, prefix: "/late", timeout: .seconds(30)),
                 logger: testLogger)
             async let id = backend.allocateInstanceID()
             try await Task.sleep(for: .milliseconds(500))

@@ -60,7 +60,7 @@ func eventually(
 }
 
 /// Runs `body` while the backends' `run()` loops keep their leases alive.
-func withRunning<R>(_ backends: [any MetaBackend], _ body: () async throws -> R) async throws -> R {
+func withRunning<R>(_ backends: [MetaCore], _ body: () async throws -> R) async throws -> R {
     try await withThrowingTaskGroup(of: Void.self) { group in
         for backend in backends { group.addTask { try await backend.run() } }
         defer { group.cancelAll() }
@@ -84,7 +84,7 @@ func sampleInfo(_ id: UInt64, _ tag: String = "node") -> InstanceInfo {
 /// Allocates an id and registers a sample instance for it.
 @discardableResult
 func registerSample(
-    _ backend: any MetaBackend, _ tag: String = "node", republish: @escaping MetaRepublishHandler = { _ in }
+    _ backend: MetaCore, _ tag: String = "node", republish: @escaping MetaRepublishHandler = { _ in }
 ) async throws -> InstanceInfo {
     let id = try await backend.allocateInstanceID()
     let info = sampleInfo(id, tag)
@@ -94,26 +94,25 @@ func registerSample(
 
 /// Backends sharing one metadata namespace, as the daemons of one cluster.
 protocol TestCluster: Sendable {
-    func backend(ttl: Duration) -> any MetaBackend
+    func backend(ttl: Duration) -> MetaCore
     /// Revokes the backend's current lease behind its back (as if it expired).
-    func revokeLease(of backend: any MetaBackend) async throws
+    func revokeLease(of backend: MetaCore) async throws
 }
 
 extension TestCluster {
-    func backend() -> any MetaBackend { backend(ttl: .seconds(10)) }
+    func backend() -> MetaCore { backend(ttl: .seconds(10)) }
 }
 
 struct LocalCluster: TestCluster {
     let store = LocalMetaStore()
     let prefix = "/test-\(UInt32.random(in: 0...UInt32.max))"
 
-    func backend(ttl: Duration) -> any MetaBackend {
-        LocalMetaBackend(store: store, prefix: prefix, leaseTTL: ttl, logger: testLogger)
+    func backend(ttl: Duration) -> MetaCore {
+        MetaCore(local: store, prefix: prefix, leaseTTL: ttl, logger: testLogger)
     }
 
-    func revokeLease(of backend: any MetaBackend) async throws {
-        let local = try #require(backend as? LocalMetaBackend)
-        try await local.core.kv.revoke(local.core.currentLease)
+    func revokeLease(of backend: MetaCore) async throws {
+        try await backend.kv.revoke(backend.currentLease)
     }
 }
 
@@ -121,15 +120,14 @@ struct EtcdCluster: TestCluster {
     let server: EtcdServer
     let prefix = "/test-\(UInt32.random(in: 0...UInt32.max))"
 
-    func backend(ttl: Duration) -> any MetaBackend {
-        EtcdMetaBackend(
-            configuration: .init(endpoint: server.endpoint, prefix: prefix, leaseTTL: ttl, timeout: .seconds(5)),
+    func backend(ttl: Duration) -> MetaCore {
+        MetaCore(
+                etcd: EtcdConfiguration(endpoint: server.endpoint, prefix: prefix, leaseTTL: ttl, timeout: .seconds(5)),
             logger: testLogger)
     }
 
-    func revokeLease(of backend: any MetaBackend) async throws {
-        let etcd = try #require(backend as? EtcdMetaBackend)
-        try await etcd.client.revokeLease(etcd.core.currentLease)
+    func revokeLease(of backend: MetaCore) async throws {
+        try await backend.kv.revoke(backend.currentLease)
     }
 }
 

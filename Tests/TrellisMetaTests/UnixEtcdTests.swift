@@ -42,8 +42,8 @@ struct UnixEtcdTests {
             _ = try await client.status()
             return true
         }
-        let backend = EtcdMetaBackend(
-            configuration: .init(endpoint: endpoint, prefix: "/ux", leaseTTL: .seconds(5), timeout: .seconds(10)),
+        let backend = MetaCore(
+                etcd: EtcdConfiguration(endpoint: endpoint, prefix: "/ux", leaseTTL: .seconds(5), timeout: .seconds(10)),
             logger: testLogger)
         try await backend.connect()
         let id = try await backend.allocateInstanceID()

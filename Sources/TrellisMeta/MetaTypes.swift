@@ -3,7 +3,7 @@ import TrellisProtocol
 /// What one daemon tells the cluster about itself (upstream `instances/i<id>/…`,
 /// the entries of a `cluster_meta` reply).
 public struct InstanceInfo: Sendable, Hashable {
-    /// The instance id from ``MetaBackend/allocateInstanceID()``.
+    /// The instance id from ``MetaCore/allocateInstanceID()``.
     public var id: UInt64
     /// Host name advertised to peers (upstream `MY_HOST_NAME` or the host name).
     public var hostname: String
@@ -64,7 +64,7 @@ public struct PersistedObject: Sendable, Hashable {
     /// The object's id.
     public var objectID: UInt64
     /// The instance that published it; the object disappears when that instance's
-    /// registration ends (lease expiry or ``MetaBackend/deregister()``).
+    /// registration ends (lease expiry or ``MetaCore/deregister()``).
     public var owner: UInt64
     /// The object's metadata tree as JSON text, exactly as published.
     public var metadata: String
@@ -88,15 +88,15 @@ public struct PersistedObject: Sendable, Hashable {
     }
 }
 
-/// Errors of a ``MetaBackend``.
+/// Errors of a ``MetaCore``.
 public enum MetaError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The metadata service could not be reached within the connect timeout
     /// (`--meta_timeout`).
     case unreachable(endpoint: String, timeout: Duration, reason: String)
-    /// The operation needs ``MetaBackend/register(_:republish:)`` first.
+    /// The operation needs ``MetaCore/register(_:republish:)`` first.
     case notRegistered
     /// This instance's lease is gone (expired while the service was unreachable);
-    /// ``MetaBackend/run()`` registers again and calls the republish handler.
+    /// ``MetaCore/run()`` registers again and calls the republish handler.
     case leaseLost
     /// A request to the metadata service failed.
     case unavailable(String)
@@ -122,89 +122,3 @@ public enum MetaError: Error, Sendable, Equatable, CustomStringConvertible {
 /// service restarted or came back after an outage). It receives the current
 /// registration and should publish the instance's persisted objects and names again.
 public typealias MetaRepublishHandler = @Sendable (InstanceInfo) async throws -> Void
-
-/// What the daemon needs from cluster metadata: membership, persisted objects and
-/// names shared between the daemons of one cluster.
-///
-/// Lifecycle: ``connect()`` (optional; waits for the service up to the connect
-/// timeout), ``allocateInstanceID()``, ``register(_:republish:)``, then
-/// ``run()`` in the service group for the lease keepalive and recovery. ``stop()``
-/// makes `run()` deregister and return; cancelling `run()` just stops the
-/// keepalive, so the registration expires after the lease TTL.
-///
-/// Everything this instance publishes (its instance record, objects and names) is
-/// attached to its lease: when the daemon dies, all of it disappears within the TTL.
-public protocol MetaBackend: AnyObject, Sendable {
-    /// Where the metadata lives, for logs (`local`, or the etcd endpoint and prefix).
-    var endpointDescription: String { get }
-
-    /// The registration made by ``register(_:republish:)``, if any.
-    var registeredInstance: InstanceInfo? { get }
-
-    /// Waits until the metadata service answers; throws ``MetaError/unreachable(endpoint:timeout:reason:)``
-    /// once the connect timeout has passed. Later calls return at once.
-    func connect() async throws
-
-    /// Atomically takes the next free instance id of the cluster (the first is 0).
-    func allocateInstanceID() async throws -> UInt64
-
-    /// Registers `instance` under a lease of the configured TTL (or updates the
-    /// registration, keeping the lease). `republish` is called whenever the backend
-    /// had to register again (see ``MetaRepublishHandler``).
-    func register(_ instance: InstanceInfo, republish: @escaping MetaRepublishHandler) async throws
-
-    /// Keeps the lease alive and re-registers after lease loss or service restarts,
-    /// until ``stop()`` (then deregisters and returns) or cancellation (then returns
-    /// without deregistering). Throws ``MetaError/notRegistered`` if called before
-    /// ``register(_:republish:)``.
-    func run() async throws
-
-    /// Asks ``run()`` to deregister and return. Safe to call from any context.
-    func stop()
-
-    /// Revokes this instance's lease now: its instance record, objects and names go away.
-    func deregister() async throws
-
-    /// The live instances, by id.
-    func instances() async throws -> [InstanceInfo]
-
-    /// Returns once instance `id` is no longer registered (at once if it is not).
-    /// Cancellable.
-    func waitForInstanceExit(_ id: UInt64) async throws
-
-    /// Publishes (or replaces) persisted object `objectID` with metadata tree
-    /// `metadata` (JSON text), owned by this instance.
-    func publishObject(_ objectID: UInt64, metadata: String) async throws
-
-    /// Publishes several objects in as few round trips as the backend allows (a
-    /// DataFrame persists ~50 at once).
-    func publishObjects(_ objects: [(objectID: UInt64, metadata: String)]) async throws
-
-    /// Removes a published object; returns whether it was there.
-    @discardableResult
-    func removeObject(_ objectID: UInt64) async throws -> Bool
-
-    /// One published object, or `nil`.
-    func object(_ objectID: UInt64) async throws -> PersistedObject?
-
-    /// All published objects of the cluster, by id.
-    func objects() async throws -> [PersistedObject]
-
-    /// Binds `name` to `objectID` (replacing an earlier binding). The binding is
-    /// attached to this instance's registration.
-    func putName(_ name: String, objectID: UInt64) async throws
-
-    /// The object bound to `name`, or `nil`.
-    func objectID(forName name: String) async throws -> UInt64?
-
-    /// Removes `name`; returns whether it was bound.
-    @discardableResult
-    func dropName(_ name: String) async throws -> Bool
-
-    /// All names of the cluster with their objects.
-    func names() async throws -> [String: UInt64]
-
-    /// Returns the object bound to `name` as soon as it is bound (at once if it is).
-    /// Cancellable; survives service restarts.
-    func waitForName(_ name: String) async throws -> UInt64
-}

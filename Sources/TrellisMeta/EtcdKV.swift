@@ -148,7 +148,7 @@ struct EtcdKV: MetaKV {
         }
     }
 
-    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> Changes {
+    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVChange, any Error> {
         Changes(watch: client.watch(key, prefix: prefix, fromRevision: fromRevision))
     }
 
@@ -178,95 +178,26 @@ struct EtcdKV: MetaKV {
     }
 }
 
-/// Cluster metadata in etcd (`--meta etcd`), through etcd's v3 HTTP/JSON gateway.
-///
-/// Daemons configured with the same endpoint and prefix form one cluster.
-/// Construct, then follow the lifecycle described at ``MetaBackend``:
-///
-/// ```swift
-/// let meta = EtcdMetaBackend(
-///     configuration: .init(endpoint: "http://127.0.0.1:2379", prefix: "/vineyard", timeout: .seconds(5)),
-///     logger: logger)
-/// let id = try await meta.allocateInstanceID()   // waits up to `timeout` for etcd
-/// try await meta.register(info(id)) { info in /* publish persisted objects and names again */ }
-/// try await meta.run()                             // in the service group
-/// ```
-public final class EtcdMetaBackend: MetaBackend {
-    /// Settings from the command line.
-    public struct Configuration: Sendable, Hashable {
-        /// etcd client URL (`--etcd_endpoint`), e.g. `http://127.0.0.1:2379`.
-        public var endpoint: String
-        /// Key prefix shared by the cluster (`--etcd_prefix`).
-        public var prefix: String
-        /// Lease time to live of this instance's registration (rounded up to whole
-        /// seconds, at least 1; etcd may raise very small values to its minimum).
-        public var leaseTTL: Duration
-        /// Connect timeout (`--meta_timeout`), also the deadline of each request.
-        public var timeout: Duration
+/// Where the cluster metadata lives in etcd (`--meta etcd`): daemons configured with the
+/// same endpoint and prefix form one cluster.
+public struct EtcdConfiguration: Sendable, Hashable {
+    /// etcd client URL (`--etcd_endpoint`), e.g. `http://127.0.0.1:2379`.
+    public var endpoint: String
+    /// Key prefix shared by the cluster (`--etcd_prefix`).
+    public var prefix: String
+    /// Lease time to live of this instance's registration (rounded up to whole
+    /// seconds, at least 1; etcd may raise very small values to its minimum).
+    public var leaseTTL: Duration
+    /// Connect timeout (`--meta_timeout`), also the deadline of each request.
+    public var timeout: Duration
 
-        /// Creates a configuration.
-        public init(
-            endpoint: String = "http://127.0.0.1:2379", prefix: String = "/vineyard",
-            leaseTTL: Duration = .seconds(10), timeout: Duration = .seconds(5)
-        ) {
-            self.endpoint = endpoint
-            self.prefix = prefix
-            self.leaseTTL = leaseTTL
-            self.timeout = timeout
-        }
-    }
-
-    /// The configuration this backend was created with.
-    public let configuration: Configuration
-    /// The etcd client it uses.
-    public let client: EtcdClient
-    let core: MetaCore<EtcdKV>
-
-    /// Creates a backend; nothing is sent to etcd before the first call. The HTTP
-    /// clients default to process-wide ones (see ``EtcdClient``).
     public init(
-        configuration: Configuration, httpClient: HTTPClient = EtcdClient.sharedHTTPClient,
-        watchHTTPClient: HTTPClient = EtcdClient.sharedWatchHTTPClient, logger: Logger
+        endpoint: String = "http://127.0.0.1:2379", prefix: String = "/vineyard",
+        leaseTTL: Duration = .seconds(10), timeout: Duration = .seconds(5)
     ) {
-        self.configuration = configuration
-        let client = EtcdClient(
-            endpoint: configuration.endpoint, requestTimeout: configuration.timeout, httpClient: httpClient,
-            watchHTTPClient: watchHTTPClient, logger: logger)
-        self.client = client
-        self.core = MetaCore(
-            kv: EtcdKV(client: client, endpointDescription: "\(client.endpoint) prefix \(configuration.prefix)"),
-            prefix: configuration.prefix, leaseTTL: configuration.leaseTTL, connectTimeout: configuration.timeout,
-            logger: logger)
+        self.endpoint = endpoint
+        self.prefix = prefix
+        self.leaseTTL = leaseTTL
+        self.timeout = timeout
     }
-
-    public var endpointDescription: String { core.kv.endpointDescription }
-    public var registeredInstance: InstanceInfo? { core.registeredInstance }
-    public func connect() async throws { try await core.connect() }
-    public func allocateInstanceID() async throws -> UInt64 { try await core.allocateInstanceID() }
-    public func register(_ instance: InstanceInfo, republish: @escaping MetaRepublishHandler) async throws {
-        try await core.register(instance, republish: republish)
-    }
-    public func run() async throws { try await core.run() }
-    public func stop() { core.stop() }
-    public func deregister() async throws { try await core.deregister() }
-    public func instances() async throws -> [InstanceInfo] { try await core.instances() }
-    public func waitForInstanceExit(_ id: UInt64) async throws { try await core.waitForInstanceExit(id) }
-    public func publishObject(_ objectID: UInt64, metadata: String) async throws {
-        try await core.publishObject(objectID, metadata: metadata)
-    }
-    public func publishObjects(_ objects: [(objectID: UInt64, metadata: String)]) async throws {
-        try await core.publishObjects(objects)
-    }
-    @discardableResult
-    public func removeObject(_ objectID: UInt64) async throws -> Bool { try await core.removeObject(objectID) }
-    public func object(_ objectID: UInt64) async throws -> PersistedObject? { try await core.object(objectID) }
-    public func objects() async throws -> [PersistedObject] { try await core.objects() }
-    public func putName(_ name: String, objectID: UInt64) async throws {
-        try await core.putName(name, objectID: objectID)
-    }
-    public func objectID(forName name: String) async throws -> UInt64? { try await core.objectID(forName: name) }
-    @discardableResult
-    public func dropName(_ name: String) async throws -> Bool { try await core.dropName(name) }
-    public func names() async throws -> [String: UInt64] { try await core.names() }
-    public func waitForName(_ name: String) async throws -> UInt64 { try await core.waitForName(name) }
 }
