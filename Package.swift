@@ -55,7 +55,7 @@ let package = Package(
         .target(
             name: "TrellisFlow",
             dependencies: [
-                "TrellisClient",
+                "TrellisClient", "TrellisSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

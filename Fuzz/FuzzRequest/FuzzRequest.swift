@@ -1,7 +1,8 @@
 // libFuzzer harness: request decoding and handling. The input is up to 16 newline-
 // separated JSON messages (one connection's session); each is decoded into a Request and,
 // when that succeeds, handled by a RequestHandler over a real 64 MiB store, and the reply
-// is encoded. Invariants: no crash; every refusal is a VineyardError; the reply encodes.
+// is encoded. Invariants: no crash; every refusal is a VineyardError; requests and replies
+// round-trip through TrellisProtocol's codec.
 import TrellisProtocol
 import TrellisStore
 @testable import TrellisServer
@@ -27,10 +28,14 @@ func fuzzOne(_ input: UnsafeBufferPointer<UInt8>) {
         guard let json = try? JSONParser.parse(line) else { continue }
         do throws(VineyardError) {
             let request = try Request.decode(json)
+            // The codec is one type both ways: what decoded re-encodes and decodes the same.
+            guard (try? Request.decode(request.encode())) == request else { fatalError("request does not round-trip: \(json)") }
             let outcome = try handler.handle(request, &state, cancelled: { true })
             switch outcome {
             case .reply(let reply, _), .replyWithBlobBytes(let reply, _), .receiveBlobBytes(let reply, _, _):
-                _ = Frame.encode(reply)
+                let body = reply.encode()
+                _ = Frame.encode(body)
+                guard (try? Reply.decode(body)) == reply else { fatalError("reply does not round-trip: \(body)") }
             case .close, .none:
                 break
             }

@@ -80,7 +80,7 @@ public final class Client: Sendable {
     }
 
     private init(transport: Transport, socket: consuming StreamSocket, maxReplySize: Int, session: UInt64 = 0) throws(ClientError) {
-        let ch = Channel(raw: socket.raw, maxReplySize: maxReplySize)
+        let ch = Channel(socket: socket.descriptor, maxReplySize: maxReplySize)
         try ch.send(Request.register(sessionID: session))
         let info = try Replies.register(try ch.receive())
         self.transport = transport
@@ -112,14 +112,14 @@ public final class Client: Sendable {
         }
         guard let ch else { return }
         try? ch.send(Request.exit)
-        StreamSocket.shutdown(ch.raw)
+        ch.socket.shutdown()
     }
 
     /// Breaks the connection at once, without waiting for the request in flight (which
     /// then fails with ``ClientError/Kind/connectionLost``): how a blocked wait is cancelled.
     /// Safe from any thread, at any time.
     public func interrupt() {
-        StreamSocket.shutdown(socket.raw)
+        socket.descriptor.shutdown()
     }
 
     /// True once ``close()`` was called or the connection broke.
@@ -137,7 +137,7 @@ public final class Client: Sendable {
             } catch {
                 if error.kind != .daemon {
                     c = nil
-                    StreamSocket.shutdown(ch.raw)
+                    ch.socket.shutdown()
                 }
                 throw error
             }

@@ -11,7 +11,7 @@ import Glibc
 /// Serves one client connection on the calling thread: read a frame, decide, reply,
 /// strictly in order, until the client leaves or the daemon stops.
 struct ConnectionLoop {
-    let raw: Int32
+    let socket: Descriptor
     let handler: RequestHandler
     let maxMessageSize: Int
     let logger: Logger
@@ -19,14 +19,13 @@ struct ConnectionLoop {
     /// The last reply was large: free heap goes back to the OS once the request is done.
     var largeReply = false
 
-    init(raw: Int32, id: ConnectionID, isRPC: Bool, handler: RequestHandler, maxMessageSize: Int, logger: Logger) {
-        self.raw = raw
+    init(socket: Descriptor, id: ConnectionID, isRPC: Bool, handler: RequestHandler, maxMessageSize: Int, logger: Logger) {
+        self.socket = socket
         self.handler = handler
         self.maxMessageSize = maxMessageSize
         self.state = ConnectionState(id: id, isRPC: isRPC)
         if !isRPC {
-            let pid = trellis_peer_pid(raw)
-            if pid > 0 { state.peer = pid }
+            state.peer = socket.peerProcess()
         }
         var l = logger
         l[metadataKey: "connection.id"] = "\(id)"
@@ -39,7 +38,7 @@ struct ConnectionLoop {
                 // Answer the first request with the reason, then close.
                 let limit = handler.config.clientLimits.connections
                 logger.warning("client over its connection limit", metadata: ["peer.pid": "\(peer)", "limit": "\(limit)"])
-                var reader = FrameReader(raw: raw, maxMessageSize: maxMessageSize)
+                var reader = FrameReader(socket: socket, maxMessageSize: maxMessageSize)
                 if case .frame? = try? reader.next() {
                     _ = try? send(.error(VineyardError(.invalid, "too many connections from this client (pid \(peer)): the limit is \(limit)")))
                 }
@@ -47,7 +46,7 @@ struct ConnectionLoop {
             }
         }
         defer { if let peer = state.peer { handler.releaseConnection(peer) } }
-        var reader = FrameReader(raw: raw, maxMessageSize: maxMessageSize)
+        var reader = FrameReader(socket: socket, maxMessageSize: maxMessageSize)
         do {
             while true {
                 switch try reader.next() {
@@ -91,8 +90,8 @@ struct ConnectionLoop {
             if !state.registered, case .register = request {} else if !state.registered {
                 throw VineyardError(.invalid, "The connection is not registered yet, command is: \(try Request.type(of: message))")
             }
-            let fd = raw
-            outcome = try handler.handle(request, &state, cancelled: { ConnectionLoop.peerClosed(fd) })
+            let socket = socket
+            outcome = try handler.handle(request, &state, cancelled: { socket.peerHasClosed() })
         } catch {
             try send(.error(error))
             return true
@@ -100,7 +99,7 @@ struct ConnectionLoop {
         switch outcome {
         case .reply(let reply, let sendFD):
             if try send(reply) {
-                if sendFD { try StreamSocket.sendFD(raw, handler.store.arena.fd.raw) }
+                if sendFD { try socket.sendFD(handler.store.arena.fd.descriptor) }
             } else if sendFD {
                 state.arenaFDSent = false  // the refused reply did not carry the descriptor
             }
@@ -108,7 +107,7 @@ struct ConnectionLoop {
             guard try send(reply) else { return true }
             for r in ranges where r.size > 0 {
                 let bytes = UnsafeRawBufferPointer(start: handler.store.arena.address(r.offset), count: r.size)
-                try StreamSocket.writeAll(raw, bytes)
+                try socket.writeAll(bytes)
             }
         case .receiveBlobBytes(let reply, let blobs, let ranges):
             guard try send(reply) else { return false }  // the client would send bytes nobody reads
@@ -140,21 +139,11 @@ struct ConnectionLoop {
                 .invalid,
                 "the reply of \(length) bytes exceeds the message limit of \(maxMessageSize) bytes: ask for less (a smaller limit, fewer ids)")
             largeReply = true
-            try StreamSocket.writeAll(raw, Frame.encode(Reply.error(error).encode()))
+            try socket.writeAll(Frame.encode(Reply.error(error).encode()))
             return false
         }
         if length >= Self.largeFrame { largeReply = true }
-        try StreamSocket.writeAll(raw, frame)
+        try socket.writeAll(frame)
         return true
-    }
-
-    /// True once the peer has hung up (EOF or error); pending request bytes do not count.
-    static func peerClosed(_ fd: Int32) -> Bool {
-        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&pfd, 1, 0) > 0 else { return false }
-        if pfd.revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 { return true }
-        var byte: UInt8 = 0
-        let n = recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
-        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
     }
 }

@@ -20,7 +20,7 @@ public final class Daemon: Service, Sendable {
     public let config: ServerConfig
     let handler: RequestHandler
     let logger: Logger
-    private let connections = Mutex<[ConnectionID: Int32]>([:])
+    private let connections = Mutex<[ConnectionID: Descriptor]>([:])
     private let nextConnection = Atomic<UInt64>(0)
     private let accepted = Counter(label: "trellis_connections_total")
 
@@ -88,7 +88,7 @@ public final class Daemon: Service, Sendable {
     public func stop(_ listeners: [Listener]) {
         for l in listeners { l.close() }
         let open = connections.withLock { $0 }
-        for (_, fd) in open { StreamSocket.shutdown(fd) }
+        for (_, socket) in open { socket.shutdown() }
         logger.info("trellis daemon stopped")
     }
 
@@ -102,12 +102,12 @@ public final class Daemon: Service, Sendable {
             }
             if isRPC { sock.setNoDelay() }
             let id = nextConnection.add(1, ordering: .relaxed).newValue
-            let raw = sock.raw
+            let socket = sock.descriptor
             accepted.increment()
             let fdBox = FDBox(sock)
             do {
                 try spawnThread(name: "conn-\(id)") { [self] in
-                    serve(fdBox, raw: raw, id: id, isRPC: isRPC)
+                    serve(fdBox, socket: socket, id: id, isRPC: isRPC)
                 }
             } catch {
                 logger.error("cannot start a connection thread", metadata: ["error": "\(error)"])
@@ -116,11 +116,11 @@ public final class Daemon: Service, Sendable {
         }
     }
 
-    private func serve(_ box: FDBox, raw: Int32, id: ConnectionID, isRPC: Bool) {
-        connections.withLock { $0[id] = raw }
+    private func serve(_ box: FDBox, socket: Descriptor, id: ConnectionID, isRPC: Bool) {
+        connections.withLock { $0[id] = socket }
         handler.counters.withLock { isRPC ? ($0.rpcConnections += 1) : ($0.ipcConnections += 1) }
         var loop = ConnectionLoop(
-            raw: raw, id: id, isRPC: isRPC, handler: handler, maxMessageSize: config.maxMessageSize, logger: logger)
+            socket: socket, id: id, isRPC: isRPC, handler: handler, maxMessageSize: config.maxMessageSize, logger: logger)
         loop.run()
         let reclaimed = store.disconnect(id)
         if reclaimed > 0 {

@@ -10,7 +10,7 @@ struct FrameReader: ~Copyable {
         case end
     }
 
-    let raw: Int32
+    let socket: Descriptor
     let maxMessageSize: Int
     /// The buffer's usual size; a larger frame grows it, and it shrinks back to this once
     /// that frame is consumed, so an idle connection never keeps a large frame's memory.
@@ -20,8 +20,8 @@ struct FrameReader: ~Copyable {
     private var end = 0
     private var splitYield = SplitFrameYield()
 
-    init(raw: Int32, maxMessageSize: Int, capacity: Int = 64 << 10) {
-        self.raw = raw
+    init(socket: Descriptor, maxMessageSize: Int, capacity: Int = 64 << 10) {
+        self.socket = socket
         self.maxMessageSize = maxMessageSize
         self.initialCapacity = capacity
         buffer = .allocate(byteCount: capacity, alignment: 8)
@@ -62,14 +62,12 @@ struct FrameReader: ~Copyable {
         }
         if end > start && end - start < count { yieldForRest() }
         while end - start < count {
-            let n = recv(raw, buffer.baseAddress! + end, buffer.count - end, 0)
+            let n = try socket.receiveSome(into: buffer.baseAddress! + end, count: buffer.count - end)
             if n > 0 {
                 end += n
-            } else if n == 0 {
+            } else {
                 if end == start { return false }
                 throw SystemError("recv", errno: ECONNRESET)
-            } else if errno != EINTR {
-                throw SystemError("recv")
             }
         }
         return true
@@ -81,7 +79,7 @@ struct FrameReader: ~Copyable {
         let t0 = monotonicNanoseconds()
         guard splitYield.shouldYield(now: t0) else { return }
         sched_yield()
-        let n = recv(raw, buffer.baseAddress! + end, buffer.count - end, Int32(MSG_DONTWAIT))
+        let n = socket.receiveAvailable(into: buffer.baseAddress! + end, count: buffer.count - end)
         splitYield.record(gotMore: n > 0, start: t0, end: monotonicNanoseconds())
         // EOF and errors are seen again, and handled, by the blocking read that follows.
         if n > 0 { end += n }
@@ -113,7 +111,7 @@ struct FrameReader: ~Copyable {
             start += buffered
         }
         if count > buffered {
-            guard try StreamSocket.readExact(raw, into: destination + buffered, count: count - buffered) else {
+            guard try socket.readExact(into: destination + buffered, count: count - buffered) else {
                 throw SystemError("recv", errno: ECONNRESET)
             }
         }

@@ -141,11 +141,10 @@ final class Migrator: Sendable {
         } catch {
             throw VineyardError(.ioError, "connect: \(error)")
         }
-        var tv = timeval(tv_sec: receiveTimeoutSeconds, tv_usec: 0)
-        setsockopt(sock.raw, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        sock.descriptor.setReceiveTimeout(seconds: receiveTimeoutSeconds)
         // The owner is talked to as any client talks to a daemon: the client's frame
         // channel, TrellisProtocol's requests and replies.
-        let channel = Channel(raw: sock.raw, maxReplySize: Frame.defaultMaxMessageSize)
+        let channel = Channel(socket: sock.descriptor, maxReplySize: Frame.defaultMaxMessageSize)
         var created: [ObjectID] = []
         do throws(VineyardError) {
             _ = try call(channel, .register(), expecting: "register_reply")

@@ -159,12 +159,11 @@ public final class Arena: Sendable {
 
         init(fd: borrowing OwnedFD, length: Int, pages: Pages) throws(SystemError) {
             // The thread's own descriptor: the arena may close its own at any time.
-            let raw = try syscallRetrying("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd.raw, F_DUPFD_CLOEXEC, 0) }
-            do {
-                try spawnThread(name: "trellis-reserve") { [self] in self.run(OwnedFD(adopting: raw), length: length, pages: pages) }
-            } catch {
-                close(raw)
-                throw error
+            let own = OwnedFD(adopting: try syscallRetrying("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd.raw, F_DUPFD_CLOEXEC, 0) })
+            let box = FDHandOff(own)  // closed here if the thread cannot start, else by the thread
+            try spawnThread(name: "trellis-reserve") { [self] in
+                guard let fd = box.take() else { return }
+                self.run(fd, length: length, pages: pages)
             }
         }
 

@@ -13,6 +13,9 @@ public struct OwnedFD: ~Copyable, Sendable {
         self.raw = raw
     }
 
+    /// The descriptor, borrowed for I/O (it must not outlive this owner).
+    public var descriptor: Descriptor { Descriptor(raw) }
+
     /// Gives up ownership without closing and returns the raw descriptor.
     public consuming func release() -> Int32 {
         let fd = raw
@@ -22,5 +25,19 @@ public struct OwnedFD: ~Copyable, Sendable {
 
     deinit {
         if raw >= 0 { _ = Glibc.close(raw) }
+    }
+}
+
+/// Hands an ``OwnedFD`` to another thread: whoever takes it owns it; if nobody does (the
+/// thread never started), it closes with the box.
+public final class FDHandOff: @unchecked Sendable {
+    // Sendable: the Mutex-free handoff is taken exactly once, by the one thread given the box.
+    private var fd: OwnedFD?
+
+    public init(_ fd: consuming OwnedFD) { self.fd = consume fd }
+
+    public func take() -> OwnedFD? {
+        let taken = fd.take()
+        return taken
     }
 }

@@ -38,10 +38,7 @@ public struct StreamSocket: ~Copyable, Sendable {
         defer { freeaddrinfo(result) }
         let raw = try syscallRetrying("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         let sock = StreamSocket(adopting: OwnedFD(adopting: raw))
-        if let t = timeoutSeconds {
-            var tv = timeval(tv_sec: t, tv_usec: 0)  // SO_SNDTIMEO bounds a blocking connect on Linux
-            _ = setsockopt(raw, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        }
+        if let t = timeoutSeconds { sock.descriptor.setSendTimeout(seconds: t) }  // bounds a blocking connect on Linux
         if Glibc.connect(raw, info.pointee.ai_addr, info.pointee.ai_addrlen) != 0 {
             throw SystemError("connect(\(host):\(port))")
         }
@@ -49,86 +46,23 @@ public struct StreamSocket: ~Copyable, Sendable {
         return sock
     }
 
-    public func setNoDelay() {
-        var one: Int32 = 1
-        _ = setsockopt(raw, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-    }
+    /// The socket, borrowed for I/O.
+    public var descriptor: Descriptor { fd.descriptor }
+
+    public func setNoDelay() { descriptor.setNoDelay() }
 
     /// Reads exactly `count` bytes. Returns false on a clean EOF before the first byte.
     public func readExact(into buffer: UnsafeMutableRawPointer, count: Int) throws(SystemError) -> Bool {
-        try Self.readExact(raw, into: buffer, count: count)
+        try descriptor.readExact(into: buffer, count: count)
     }
 
-    public static func readExact(_ raw: Int32, into buffer: UnsafeMutableRawPointer, count: Int) throws(SystemError) -> Bool {
-        var done = 0
-        while done < count {
-            let n = recv(raw, buffer + done, count - done, 0)
-            if n > 0 {
-                done += n
-            } else if n == 0 {
-                if done == 0 { return false }
-                throw SystemError("recv", errno: ECONNRESET)
-            } else {
-                let e = Glibc.errno
-                if e == EINTR { continue }
-                throw SystemError("recv", errno: e)
-            }
-        }
-        return true
-    }
-
-    public func writeAll(_ buffer: UnsafeRawBufferPointer) throws(SystemError) {
-        try Self.writeAll(raw, buffer)
-    }
-
-    public static func writeAll(_ raw: Int32, _ buffer: UnsafeRawBufferPointer) throws(SystemError) {
-        guard var p = buffer.baseAddress else { return }
-        var left = buffer.count
-        while left > 0 {
-            let n = send(raw, p, left, Int32(MSG_NOSIGNAL))
-            if n < 0 {
-                let e = Glibc.errno
-                if e == EINTR { continue }
-                throw SystemError("send", errno: e)
-            }
-            p += n
-            left -= n
-        }
-    }
-
-    public static func writeAll(_ raw: Int32, _ bytes: [UInt8]) throws(SystemError) {
-        var failure: SystemError?
-        bytes.withUnsafeBytes { b in
-            do throws(SystemError) { try writeAll(raw, b) } catch { failure = error }
-        }
-        if let failure { throw failure }
-    }
+    public func writeAll(_ buffer: UnsafeRawBufferPointer) throws(SystemError) { try descriptor.writeAll(buffer) }
 
     /// Sends one byte carrying `fd` in an SCM_RIGHTS message.
-    public func sendFD(_ fd: Int32, byte: UInt8 = 0x14) throws(SystemError) {
-        try Self.sendFD(raw, fd, byte: byte)
-    }
-
-    public static func sendFD(_ raw: Int32, _ fd: Int32, byte: UInt8 = 0x14) throws(SystemError) {
-        if trellis_send_fd(raw, fd, byte) != 1 { throw SystemError("sendmsg(SCM_RIGHTS)") }
-    }
+    public func sendFD(_ fd: Descriptor, byte: UInt8 = 0x14) throws(SystemError) { try descriptor.sendFD(fd, byte: byte) }
 
     /// Receives the 1-byte fd carrier and returns the descriptor it carries.
-    public func receiveFD() throws(SystemError) -> OwnedFD {
-        try Self.receiveFD(raw)
-    }
-
-    /// Wakes a thread blocked reading this socket (shutdown both directions).
-    public static func shutdown(_ raw: Int32) {
-        _ = Glibc.shutdown(raw, Int32(SHUT_RDWR))
-    }
-
-    /// True if the peer closed (or sent bytes) — without consuming anything.
-    public static func peerHasClosedOrSent(_ raw: Int32) -> Bool {
-        var pfd = pollfd(fd: raw, events: Int16(POLLIN), revents: 0)
-        let rc = poll(&pfd, 1, 0)
-        return rc > 0
-    }
+    public func receiveFD() throws(SystemError) -> OwnedFD { try descriptor.receiveFD() }
 }
 
 /// sockaddr builders.
@@ -149,7 +83,8 @@ public enum SocketAddress {
 
 /// A listening socket. `accept()` blocks; `close()` from another thread stops it.
 public final class Listener: Sendable {
-    public let raw: Int32
+    private let fd: OwnedFD
+    public var raw: Int32 { fd.raw }
     public let unixPath: String?
     public let port: Int
 
@@ -157,8 +92,8 @@ public final class Listener: Sendable {
     /// its own file (not one a successor bound after a preStop hook removed ours).
     private let identity: (device: UInt64, inode: UInt64)?
 
-    private init(raw: Int32, unixPath: String?, port: Int, identity: (UInt64, UInt64)? = nil) {
-        self.raw = raw
+    private init(fd: consuming OwnedFD, unixPath: String?, port: Int, identity: (UInt64, UInt64)? = nil) {
+        self.fd = fd
         self.unixPath = unixPath
         self.port = port
         self.identity = identity.map { (device: $0.0, inode: $0.1) }
@@ -216,19 +151,15 @@ public final class Listener: Sendable {
     public static func unix(path: String, backlog: Int32 = 1024) throws(SystemError) -> Listener {
         var addr = try SocketAddress.unix(path)
         if try checkSocketPath(path) { unlink(path) }
-        let raw = try syscallRetrying("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        let fd = OwnedFD(adopting: try syscallRetrying("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) })
+        let raw = fd.raw
         let rc = withUnsafePointer(to: &addr) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(raw, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        if rc != 0 {
-            let e = SystemError("bind(\(path))")
-            Glibc.close(raw)
-            throw e
-        }
+        if rc != 0 { throw SystemError("bind(\(path))") }
         if chmod(path, 0o777) != 0 {
             let e = SystemError("chmod(\(path), 0777)")
             unlink(path)
-            Glibc.close(raw)
             throw e
         }
         var st = stat()
@@ -236,43 +167,34 @@ public final class Listener: Sendable {
         if Glibc.listen(raw, backlog) != 0 {
             let e = SystemError("listen")
             unlink(path)
-            Glibc.close(raw)
             throw e
         }
-        return Listener(raw: raw, unixPath: path, port: 0, identity: (UInt64(st.st_dev), UInt64(st.st_ino)))
+        return Listener(fd: fd, unixPath: path, port: 0, identity: (UInt64(st.st_dev), UInt64(st.st_ino)))
     }
 
     /// Binds TCP on `host:port` (port 0 picks one) with SO_REUSEADDR.
     public static func tcp(host: String, port: Int, backlog: Int32 = 1024) throws(SystemError) -> Listener {
-        let raw = try syscallRetrying("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        let fd = OwnedFD(adopting: try syscallRetrying("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) })
+        let raw = fd.raw
         var one: Int32 = 1
         setsockopt(raw, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
         if inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &addr.sin_addr) != 1 {
-            Glibc.close(raw)
             throw SystemError("inet_pton(\(host))", errno: EINVAL)
         }
         let rc = withUnsafePointer(to: &addr) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(raw, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        if rc != 0 {
-            let e = SystemError("bind(\(host):\(port))")
-            Glibc.close(raw)
-            throw e
-        }
-        if Glibc.listen(raw, backlog) != 0 {
-            let e = SystemError("listen")
-            Glibc.close(raw)
-            throw e
-        }
+        if rc != 0 { throw SystemError("bind(\(host):\(port))") }
+        if Glibc.listen(raw, backlog) != 0 { throw SystemError("listen") }
         var bound = sockaddr_in()
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &bound) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(raw, $0, &len) }
         }
-        return Listener(raw: raw, unixPath: nil, port: Int(UInt16(bigEndian: bound.sin_port)))
+        return Listener(fd: fd, unixPath: nil, port: Int(UInt16(bigEndian: bound.sin_port)))
     }
 
     /// Accepts one connection; throws once the listener is closed.
@@ -292,7 +214,7 @@ public final class Listener: Sendable {
 
     /// Stops accepting: wakes a blocked `accept` and removes a UNIX socket file.
     public func close() {
-        _ = Glibc.shutdown(raw, Int32(SHUT_RDWR))
+        fd.descriptor.shutdown()
         if let path = unixPath, let identity {
             var st = stat()
             if lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK, UInt64(st.st_dev) == identity.device,
@@ -301,9 +223,5 @@ public final class Listener: Sendable {
                 unlink(path)
             }
         }
-    }
-
-    deinit {
-        Glibc.close(raw)
     }
 }

@@ -72,7 +72,7 @@ extension ObjectCommand {
 func printOut(_ text: String) {
     var bytes = Array(text.utf8)
     if bytes.last != 10 { bytes.append(10) }
-    bytes.withUnsafeBytes { try? StreamSocket.writeFile(1, $0) }
+    bytes.withUnsafeBytes { try? Descriptor.standardOutput.writeFile($0) }
 }
 
 /// `1.5 GiB`, `512 B`.
@@ -127,28 +127,31 @@ func prettyJSON(_ value: JSON, indent: String = "") -> String {
 
 /// A file opened for writing (created or truncated), closed when done; `-` is stdout.
 struct OutputFile: ~Copyable {
-    let fd: Int32
-    let owned: Bool
+    /// The file, owned (nil for stdout, which is not ours to close).
+    private let owner: OwnedFD?
+    /// Where the bytes go: the owned file's descriptor, or stdout's.
+    private let descriptor: Descriptor
     let path: String
 
     init(path: String) throws(ClientError) {
         self.path = path
         if path == "-" {
-            fd = 1
-            owned = false
+            owner = nil
+            descriptor = .standardOutput
             return
         }
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw ClientError(.invalidArgument, "cannot write \(path)", systemError: SystemError("open(\(path))"))
+        do {
+            let fd = try OwnedFD.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC)
+            descriptor = fd.descriptor
+            owner = consume fd
+        } catch {
+            throw ClientError(.invalidArgument, "cannot write \(path)", systemError: error)
         }
-        self.fd = fd
-        owned = true
     }
 
     func write(_ bytes: UnsafeRawBufferPointer) throws(ClientError) {
         do {
-            try StreamSocket.writeFile(fd, bytes)
+            try descriptor.writeFile(bytes)
         } catch {
             throw ClientError(.invalidArgument, "cannot write \(path)", systemError: error)
         }
@@ -161,62 +164,34 @@ struct OutputFile: ~Copyable {
         }
         if let failure { throw failure }
     }
-
-    deinit {
-        if owned { close(fd) }
-    }
-}
-
-extension StreamSocket {
-    /// `write(2)` until done (files and pipes; sockets use ``writeAll(_:_:)``).
-    static func writeFile(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(SystemError) {
-        guard var p = bytes.baseAddress else { return }
-        var left = bytes.count
-        while left > 0 {
-            let n = Glibc.write(fd, p, left)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("write")
-            }
-            p += n
-            left -= n
-        }
-    }
 }
 
 /// A file opened for reading, closed when done.
 struct InputFile: ~Copyable {
-    let fd: Int32
+    private let owner: OwnedFD
     let path: String
     let size: Int
 
     init(path: String) throws(ClientError) {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw ClientError(.invalidArgument, "cannot read \(path)", systemError: SystemError("open(\(path))"))
+        do {
+            let fd = try OwnedFD.open(path, flags: O_RDONLY)
+            size = try fd.descriptor.fileSize()
+            owner = fd
+        } catch {
+            throw ClientError(.invalidArgument, "cannot read \(path)", systemError: error)
         }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else {
-            close(fd)
-            throw ClientError(.invalidArgument, "cannot stat \(path)", systemError: SystemError("fstat(\(path))"))
-        }
-        self.fd = fd
-        self.size = Int(st.st_size)
     }
 
     /// Reads exactly `count` bytes at `offset` into `buffer`.
     func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int) throws(ClientError) {
-        var done = 0
-        while done < count {
-            let n = pread(fd, buffer + done, count - done, off_t(offset + done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ClientError(.invalidArgument, "cannot read \(path)", systemError: SystemError("pread"))
-            }
-            if n == 0 { throw ClientError(.invalidArgument, "\(path) is shorter than its header says") }
-            done += n
+        let complete: Bool
+        do {
+            complete = try owner.descriptor.read(into: buffer, count: count, at: offset)
+        } catch {
+            throw ClientError(.invalidArgument, "cannot read \(path)", systemError: error)
         }
+        if !complete { throw ClientError(.invalidArgument, "\(path) is shorter than its header says") }
     }
 
     /// The first `count` bytes (or fewer, for a shorter file).
@@ -230,9 +205,5 @@ struct InputFile: ~Copyable {
         }
         if let failure { throw failure }
         return bytes
-    }
-
-    deinit {
-        close(fd)
     }
 }

@@ -11,34 +11,26 @@ import Glibc
 struct FrameReaderTests {
     /// Writes `frames` (u64le length + body each) into one end of a socket pair from another
     /// thread and closes it; returns the other end.
-    static func feed(_ frames: [[UInt8]]) throws -> Int32 {
+    static func feed(_ frames: [[UInt8]]) throws -> OwnedFD {
         var fds: [Int32] = [0, 0]
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
         let writer = fds[1]
         try spawnThread(name: "feed") {
+            let owned = OwnedFD(adopting: writer)  // closed when the frames are written
             for body in frames {
                 var bytes = withUnsafeBytes(of: UInt64(body.count).littleEndian) { Array($0) }
                 bytes += body
-                bytes.withUnsafeBytes { b in
-                    var sent = 0
-                    while sent < b.count {
-                        let n = send(writer, b.baseAddress! + sent, b.count - sent, Int32(MSG_NOSIGNAL))
-                        if n <= 0 { break }
-                        sent += n
-                    }
-                }
+                guard (try? owned.descriptor.writeAll(bytes)) != nil else { break }
             }
-            close(writer)
         }
-        return fds[0]
+        return OwnedFD(adopting: fds[0])
     }
 
     @Test("the buffer grows for a large frame and shrinks back once it is consumed")
     func shrinksAfterALargeFrame() throws {
         let big = [UInt8](repeating: 0x41, count: 8 << 20)
         let fd = try Self.feed([Array("{}".utf8), big, Array("{\"a\":1}".utf8)])
-        defer { close(fd) }
-        var reader = FrameReader(raw: fd, maxMessageSize: 64 << 20)
+        var reader = FrameReader(socket: fd.descriptor, maxMessageSize: 64 << 20)
         let initial = reader.capacity
         guard case .frame(let first) = try reader.next() else { Issue.record("no first frame"); return }
         #expect(first.count == 2)

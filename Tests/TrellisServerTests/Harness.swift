@@ -61,12 +61,12 @@ final class RawClient {
     init(unixPath: String) throws { socket = try StreamSocket.connect(unixPath: unixPath) }
     init(host: String, port: Int) throws { socket = try StreamSocket.connect(host: host, port: port) }
 
-    func sendRaw(_ bytes: [UInt8]) throws { try StreamSocket.writeAll(socket.raw, bytes) }
+    func sendRaw(_ bytes: [UInt8]) throws { try socket.descriptor.writeAll(bytes) }
 
     func send(_ message: JSON) throws { try sendRaw(Frame.encode(message)) }
 
     /// The client's frame channel over this socket (the one frame reader clients use).
-    lazy var channel = Channel(raw: socket.raw, maxReplySize: Frame.defaultMaxMessageSize)
+    lazy var channel = Channel(socket: socket.descriptor, maxReplySize: Frame.defaultMaxMessageSize)
 
     /// Reads one reply frame; nil once the daemon closed the connection.
     func receive() throws -> JSON? {

@@ -9,8 +9,8 @@ import Glibc
 /// client. Not thread-safe on its own — ``Client`` owns it behind a lock, so exactly one
 /// request is in flight per connection, as the protocol requires.
 package final class Channel {
-    /// The socket's descriptor; the ``Client`` owns (and eventually closes) it.
-    let raw: Int32
+    /// The socket, borrowed; its owner (the ``Client``'s ``StreamSocket``) closes it.
+    package let socket: Descriptor
     /// Arenas mapped on this connection, keyed by the daemon's `store_fd` (§3.2):
     /// each fd is received once and mapped once, for the connection's lifetime.
     private(set) var arenas: [Int32: MemoryRegion] = [:]
@@ -19,8 +19,8 @@ package final class Channel {
     /// The largest reply accepted.
     let maxReplySize: Int
 
-    package init(raw: Int32, maxReplySize: Int) {
-        self.raw = raw
+    package init(socket: Descriptor, maxReplySize: Int) {
+        self.socket = socket
         self.maxReplySize = maxReplySize
     }
 
@@ -35,7 +35,7 @@ package final class Channel {
     func send(_ message: JSON) throws(ClientError) {
         let frame = Frame.encode(message)
         do {
-            try StreamSocket.writeAll(raw, frame)
+            try socket.writeAll(frame)
         } catch {
             throw .lost("sending \(message["type"]?.stringValue ?? "a request")", error)
         }
@@ -43,7 +43,7 @@ package final class Channel {
 
     /// Writes raw bytes (RPC blob contents).
     func sendRaw(_ bytes: UnsafeRawBufferPointer) throws(ClientError) {
-        do { try StreamSocket.writeAll(raw, bytes) } catch { throw .lost("sending blob bytes", error) }
+        do { try socket.writeAll(bytes) } catch { throw .lost("sending blob bytes", error) }
     }
 
     /// Reads one reply frame and parses it.
@@ -52,7 +52,7 @@ package final class Channel {
         let open: Bool
         do {
             open = try withUnsafeMutableBytes(of: &header) { (h) throws(SystemError) -> Bool in
-                try StreamSocket.readExact(raw, into: h.baseAddress!, count: Frame.headerSize)
+                try socket.readExact(into: h.baseAddress!, count: Frame.headerSize)
             }
         } catch {
             throw .lost("waiting for a reply", error)
@@ -69,7 +69,7 @@ package final class Channel {
         }
         let complete: Bool
         do {
-            complete = try StreamSocket.readExact(raw, into: scratch.baseAddress!, count: n)
+            complete = try socket.readExact(into: scratch.baseAddress!, count: n)
         } catch {
             throw .lost("reading a reply", error)
         }
@@ -85,7 +85,7 @@ package final class Channel {
     package func receiveRaw(into buffer: UnsafeMutableRawPointer, count: Int) throws(ClientError) {
         guard count > 0 else { return }
         do throws(SystemError) {
-            if try !StreamSocket.readExact(raw, into: buffer, count: count) {
+            if try !socket.readExact(into: buffer, count: count) {
                 throw SystemError("recv", errno: ECONNRESET)
             }
         } catch {
@@ -123,7 +123,7 @@ package final class Channel {
         }
         for storeFD in expected {
             let received: OwnedFD
-            do { received = try StreamSocket.receiveFD(raw) } catch { throw .lost("receiving an arena fd", error) }
+            do { received = try socket.receiveFD() } catch { throw .lost("receiving an arena fd", error) }
             let mapSize = payloads.first { $0.storeFD == storeFD }!.mapSize
             do {
                 arenas[storeFD] = try MemoryRegion(arenaFD: received, storeFD: storeFD, length: max(0, mapSize - 8))

@@ -1,4 +1,5 @@
 import Foundation
+import TrellisSystem
 import Synchronization
 
 #if canImport(Glibc)
@@ -625,9 +626,6 @@ public struct FlowRunner: Sendable {
 }
 
 func appendLine(_ line: String, to path: String) {
-    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, RunPermissions.current.file)
-    guard fd >= 0 else { return }
-    defer { close(fd) }
-    let bytes = Array((line + "\n").utf8)
-    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    guard let file = try? OwnedFD.open(path, flags: O_WRONLY | O_CREAT | O_APPEND, mode: RunPermissions.current.file) else { return }
+    _ = Array((line + "\n").utf8).withUnsafeBytes { try? file.descriptor.writeFile($0) }
 }

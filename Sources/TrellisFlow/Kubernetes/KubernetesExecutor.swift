@@ -1,4 +1,5 @@
 import Foundation
+import TrellisSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -196,16 +197,8 @@ public struct KubernetesExecutor: StepExecutor {
     private func copyLog(pod: String, launch: StepLaunch) async {
         do {
             let text = try await client.log(pod: pod, container: KubeStepObjects.container)
-            let fd = open(launch.stdoutPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-            guard fd >= 0 else { return }
-            defer { close(fd) }
-            let bytes = Array(text.utf8)
-            var off = 0
-            while off < bytes.count {
-                let n = bytes[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-                if n <= 0 { break }
-                off += n
-            }
+            guard let file = try? OwnedFD.open(launch.stdoutPath, flags: O_WRONLY | O_CREAT | O_APPEND) else { return }
+            _ = Array(text.utf8).withUnsafeBytes { try? file.descriptor.writeFile($0) }
         } catch {
             appendLine("trellis: cannot read the log of pod \(pod): \(error)", to: launch.stderrPath)
         }

@@ -1,4 +1,5 @@
 import Foundation
+import TrellisSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -488,53 +489,19 @@ func tail(_ path: String, lines: Int) -> String {
 
 /// A port on 127.0.0.1 that was free a moment ago.
 func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw RuntimeError("socket: \(errnoText(errno))") }
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = 0
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let ok = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    do {
+        return try Listener.tcp(host: "127.0.0.1", port: 0).port  // closed again at once
+    } catch {
+        throw RuntimeError("no free port on 127.0.0.1: \(error)")
     }
-    guard ok == 0 else { throw RuntimeError("bind: \(errnoText(errno))") }
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-    }
-    return Int(UInt16(bigEndian: addr.sin_port))
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
 func tcpAccepts(port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = UInt16(port).bigEndian
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    return withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    } == 0
+    (try? StreamSocket.connect(host: "127.0.0.1", port: port, timeoutSeconds: 5)) != nil
 }
 
 /// Whether something accepts connections on the UNIX socket at `path`.
 func socketAccepts(_ path: String) -> Bool {
-    guard !path.isEmpty else { return false }
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    var addr = sockaddr_un()
-    addr.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(path.utf8)
-    guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
-    withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-        for (i, b) in bytes.enumerated() { raw[i] = b }
-        raw[bytes.count] = 0
-    }
-    return withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-    } == 0
+    !path.isEmpty && (try? StreamSocket.connect(unixPath: path)) != nil
 }
