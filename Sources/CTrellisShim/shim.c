@@ -1,4 +1,6 @@
 #define _GNU_SOURCE
+#include <sys/eventfd.h>
+#include <poll.h>
 #include "CTrellisShim.h"
 
 #include <errno.h>
@@ -89,6 +91,12 @@ ssize_t trellis_recv_fd(int socket, int *fd_out, unsigned char *byte_out) {
 void trellis_lower_thread_priority(void) {
     (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
 }
+
+int trellis_eventfd(void) {
+    return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+const short trellis_pollrdhup = POLLRDHUP;
 
 int trellis_peer_pid(int socket) {
     struct ucred cred;

@@ -1,11 +1,11 @@
-import Dispatch
+import TrellisSystem
 import TrellisProtocol
 
 /// An async face over one ``Client`` connection.
 ///
-/// Each call runs the blocking request on the connection's own serial dispatch queue,
-/// so a task awaiting a reply (or a name, with `wait`) never occupies a thread of the
-/// cooperative pool. Requests are short and run to completion even if their task is
+/// Each call runs the blocking request on the blocking pool (``Blocking``), so a task
+/// awaiting a reply (or a name, with `wait`) never occupies a thread of the cooperative
+/// pool; the client's own lock keeps one request in flight per connection. Requests are short and run to completion even if their task is
 /// cancelled — except waits (`wait: true`), which can last forever: cancelling a task that
 /// waits breaks the connection (``Client/interrupt()``), the call throws, and the client is closed.
 ///
@@ -17,29 +17,23 @@ import TrellisProtocol
 public final class AsyncClient: Sendable {
     /// The blocking connection underneath; its calls may also be used directly.
     public let client: Client
-    private let queue: DispatchQueue
 
     /// Connects over IPC (see ``Client/init(socket:maxReplySize:)``) off the cooperative pool.
     public init(socket: String? = nil) async throws(ClientError) {
-        let queue = DispatchQueue(label: "trellis.client")
-        self.client = try await Self.onQueue(queue) { () throws(ClientError) -> Client in try Client(socket: socket) }
-        self.queue = queue
+        self.client = try await Blocking.run { () throws(ClientError) -> Client in try Client(socket: socket) }
     }
 
     /// Connects over RPC (TCP) off the cooperative pool.
     public init(host: String, port: Int) async throws(ClientError) {
-        let queue = DispatchQueue(label: "trellis.client")
-        self.client = try await Self.onQueue(queue) { () throws(ClientError) -> Client in try Client(host: host, port: port) }
-        self.queue = queue
+        self.client = try await Blocking.run { () throws(ClientError) -> Client in try Client(host: host, port: port) }
     }
 
     /// Wraps an existing connection.
     public init(_ client: Client) {
         self.client = client
-        self.queue = DispatchQueue(label: "trellis.client")
     }
 
-    /// Runs `body` with the blocking client on this connection's queue.
+    /// Runs `body` with the blocking client on the blocking pool.
     ///
     /// - Parameter interruptible: cancelling the task breaks the connection to end `body`
     ///   early (for waits that may never be answered).
@@ -47,38 +41,21 @@ public final class AsyncClient: Sendable {
         interruptible: Bool = false, _ body: @escaping @Sendable (Client) throws(ClientError) -> R
     ) async throws(ClientError) -> R {
         let client = self.client
-        let queue = self.queue
         guard interruptible else {
-            return try await Self.onQueue(queue) { () throws(ClientError) -> R in try body(client) }
+            return try await Blocking.run { () throws(ClientError) -> R in try body(client) }
         }
         let result = await withTaskCancellationHandler {
-            await Self.resultOnQueue(queue) { () throws(ClientError) -> R in try body(client) }
+            await Blocking.run { () -> Result<R, ClientError> in Result { () throws(ClientError) -> R in try body(client) } }
         } onCancel: {
             client.interrupt()
         }
         return try result.get()
     }
 
-    private static func onQueue<R: Sendable>(
-        _ queue: DispatchQueue, _ body: @escaping @Sendable () throws(ClientError) -> R
-    ) async throws(ClientError) -> R {
-        try await resultOnQueue(queue, body).get()
-    }
-
-    private static func resultOnQueue<R: Sendable>(
-        _ queue: DispatchQueue, _ body: @escaping @Sendable () throws(ClientError) -> R
-    ) async -> Result<R, ClientError> {
-        await withCheckedContinuation { continuation in
-            queue.async {
-                continuation.resume(returning: Result { () throws(ClientError) -> R in try body() })
-            }
-        }
-    }
-
     /// Closes the connection (see ``Client/close()``).
     public func close() async {
         let client = self.client
-        _ = try? await Self.onQueue(queue) { () throws(ClientError) in client.close() }
+        await Blocking.run { client.close() }
     }
 
     // MARK: Conveniences (each is one `run`)

@@ -1,8 +1,8 @@
-import Dispatch
 import Synchronization
 import TrellisMeta
 import TrellisProtocol
 import TrellisStore
+import TrellisSystem
 
 /// The daemon's view of cluster metadata (`--meta etcd`): a blocking bridge from
 /// connection threads (which are dedicated OS threads, never the cooperative pool)
@@ -19,29 +19,14 @@ final class Cluster: Sendable {
         self.callTimeout = callTimeout
     }
 
-    /// Runs `body` to completion and returns its result, blocking this thread.
-    /// Failures become EtcdError (35) replies.
+    /// Runs `body` to completion and returns its result, blocking this thread (through
+    /// ``Blocking/wait(timeout:_:)``, the one sync→async bridge). Failures become
+    /// EtcdError (35) replies.
     func call<T: Sendable>(_ what: String, _ body: @escaping @Sendable () async throws -> T) throws(VineyardError) -> T {
-        let result = Mutex<Result<T, any Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        let timeout = callTimeout
-        // The one unstructured task: a bridge out of a blocking connection thread.
-        let task = Task {
-            let r: Result<T, any Error>
-            do {
-                r = .success(try await body())
-            } catch {
-                r = .failure(error)
-            }
-            result.withLock { $0 = r }
-            done.signal()
+        guard let result = Blocking.wait(timeout: callTimeout, body) else {
+            throw VineyardError(.etcdError, "metadata service: \(what) did not finish within \(callTimeout)")
         }
-        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
-        if done.wait(timeout: .now() + seconds) == .timedOut {
-            task.cancel()
-            throw VineyardError(.etcdError, "metadata service: \(what) did not finish within \(timeout)")
-        }
-        switch result.withLock({ $0 })! {
+        switch result {
         case .success(let v): return v
         case .failure(let e): throw VineyardError(.etcdError, "metadata service: \(what) failed: \(e)")
         }
@@ -151,22 +136,29 @@ final class Cluster: Sendable {
     }
 
     /// Waits for `name` to be bound anywhere in the cluster; gives up (nil) when the
-    /// requester leaves, checked every 200 ms.
-    func waitForName(_ name: String, cancelled: () -> Bool) -> ObjectID? {
+    /// requester leaves: its socket is watched with the wake-up (`cancelled` is checked
+    /// every 200 ms only when there is no socket).
+    func waitForName(_ name: String, watching client: Descriptor? = nil, cancelled: () -> Bool) -> ObjectID? {
+        guard let wakeup = try? Wakeup() else { return nil }
         let result = Mutex<UInt64?>(nil)
-        let done = DispatchSemaphore(value: 0)
         let backend = self.backend
         let task = Task {
             if let id = try? await backend.waitForName(name) { result.withLock { $0 = id } }
-            done.signal()
+            wakeup.signal()
         }
-        while done.wait(timeout: .now() + .milliseconds(200)) == .timedOut {
+        while true {
             if cancelled() {
                 task.cancel()
                 return nil
             }
+            switch wakeup.wait(watching: client, timeout: client == nil ? .milliseconds(200) : nil) {
+            case .signalled: return result.withLock { $0 }.map(ObjectID.init(rawValue:))
+            case .hangUp:
+                task.cancel()
+                return nil
+            case .timedOut: continue
+            }
         }
-        return result.withLock { $0 }.map(ObjectID.init(rawValue:))
     }
 
     // MARK: Instances

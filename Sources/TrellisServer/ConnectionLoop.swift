@@ -24,6 +24,7 @@ struct ConnectionLoop {
         self.handler = handler
         self.maxMessageSize = maxMessageSize
         self.state = ConnectionState(id: id, isRPC: isRPC)
+        state.socket = socket
         if !isRPC {
             state.peer = socket.peerProcess()
         }

@@ -20,7 +20,8 @@ final class Migrator: Sendable {
     /// original → local copy
     private let copies = Mutex<[ObjectID: ObjectID]>([:])
     /// objects being migrated right now; others wanting the same one wait.
-    private let inFlight = Mutex<Set<ObjectID>>([])
+    /// Objects being migrated, with the wake-ups of the callers waiting for each.
+    private let inFlight = Mutex<[ObjectID: [Wakeup]]>([:])
     /// The connection id the migration's blobs are created under (reclaimed on failure).
     static let connection: ConnectionID = UInt64.max - 1
     /// Seconds a stalled owner may keep a transfer waiting.
@@ -43,11 +44,21 @@ final class Migrator: Sendable {
         // One migration per object at a time; later callers reuse its result.
         while true {
             if let copy = copies.withLock({ $0[id] }), store.hasLocalObject(copy) { return copy }
-            let mine = inFlight.withLock { $0.insert(id).inserted }
+            let wakeup = try? Wakeup()
+            let mine = inFlight.withLock { m -> Bool in
+                guard var waiting = m[id] else {
+                    m[id] = []
+                    return true
+                }
+                if let wakeup { waiting.append(wakeup) }
+                m[id] = waiting
+                return false
+            }
             if mine { break }
-            usleep(10_000)
+            // Parked until the migration in flight ends (no eventfd to be had: a short pause).
+            if let wakeup { _ = wakeup.wait() } else { usleep(10_000) }
         }
-        defer { _ = inFlight.withLock { $0.remove(id) } }
+        defer { for w in inFlight.withLock({ $0.removeValue(forKey: id) }) ?? [] { w.signal() } }
         if let copy = copies.withLock({ $0[id] }), store.hasLocalObject(copy) { return copy }
         let copy = try copyHere(id, owner: where_.instance)
         copies.withLock { $0[id] = copy }

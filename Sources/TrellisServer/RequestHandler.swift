@@ -14,6 +14,8 @@ struct ConnectionState {
     let isRPC: Bool
     /// The client process (SO_PEERCRED pid) of a UNIX-socket connection; nil over RPC.
     var peer: Int32? = nil
+    /// The client's socket, watched while a request of it is parked (nil: none to watch).
+    var socket: Descriptor? = nil
     var registered = false
     /// Whether this connection already received the arena's descriptor.
     var arenaFDSent = false
@@ -113,7 +115,7 @@ final class RequestHandler: Sendable {
         case .getData(let ids, let syncRemote, let wait):
             if let cluster, syncRemote { try cluster.sync(ids, into: store) }
             if wait {
-                _ = try withDeferred(conn) { store.wait(for: ids.map { .object($0) }, cancelled: cancelled) { store.allExist(ids) ? true : nil } }
+                _ = try withDeferred(conn) { store.wait(for: ids.map { .object($0) }, watching: conn.socket, cancelled: cancelled) { store.allExist(ids) ? true : nil } }
             }
             return .reply(.data(store.getData(ids).objectValue ?? [:]))
         case .listData(let pattern, let regex, let limit):
@@ -169,11 +171,11 @@ final class RequestHandler: Sendable {
             var found: ObjectID?
             if let cluster {
                 found = try cluster.objectID(forName: name)
-                if found == nil && wait { found = try withDeferred(conn) { cluster.waitForName(name, cancelled: cancelled) } }
+                if found == nil && wait { found = try withDeferred(conn) { cluster.waitForName(name, watching: conn.socket, cancelled: cancelled) } }
             } else {
                 found = store.getName(name)
                 if found == nil && wait {
-                    found = try withDeferred(conn) { store.wait(for: [.name(name)], cancelled: cancelled) { store.getName(name) } }
+                    found = try withDeferred(conn) { store.wait(for: [.name(name)], watching: conn.socket, cancelled: cancelled) { store.getName(name) } }
                 }
             }
             guard let id = found else { throw VineyardError(.objectNotExists, "failed to find name: \(name)") }

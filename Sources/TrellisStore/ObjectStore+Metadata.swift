@@ -1,4 +1,5 @@
 import TrellisProtocol
+import TrellisSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -590,21 +591,23 @@ extension ObjectStore {
     }
 
     // MARK: - Waiting
-
-    /// Blocks the calling thread until `ready()` returns a value or `cancelled()` says
-    /// to give up (checked at least every `pollMilliseconds`). Woken only by writes to
-    /// `keys` (a name bound, an object created or imported, a blob sealed), so a write
-    /// costs one wake-up per waiter that cares, not one per parked request.
+    /// Parks the calling thread until `ready` gives a value (re-checked whenever one of
+    /// `keys` is written) or the request is abandoned: the peer of `client` hangs up
+    /// (noticed at once: the wait polls the client's socket with its wake-up), or
+    /// `cancelled` says so (checked every `pollMilliseconds` when there is no socket to
+    /// watch). Returns nil when abandoned.
     public func wait<T>(
-        for keys: [WaitKey], pollMilliseconds: Int = 200, cancelled: () -> Bool, ready: () -> T?
+        for keys: [WaitKey], watching client: Descriptor? = nil, pollMilliseconds: Int = 200, cancelled: () -> Bool,
+        ready: () -> T?
     ) -> T? {
-        let waiter = Waiter()
+        guard let waiter = try? Waiter() else { return ready() }  // no eventfd to be had: no parking
         let token = (try? withState { (s) throws(VineyardError) -> UInt64 in s.waiters.add(waiter, for: keys) }) ?? 0
         defer { _ = try? withState { (s) throws(VineyardError) in s.waiters.remove(token, for: keys) } }
+        let timeout: Duration? = client == nil ? .milliseconds(pollMilliseconds) : nil
         while true {
             if let v = ready() { return v }
             if cancelled() { return nil }
-            _ = waiter.wait(milliseconds: pollMilliseconds)
+            if waiter.wait(watching: client, timeout: timeout) == .hangUp { return nil }
         }
     }
 

@@ -300,7 +300,7 @@ public final class ObjectStore: Sendable {
     func wake(_ waiters: [Waiter]) {
         if waiters.isEmpty { return }
         wakeUps.add(waiters.count, ordering: .relaxed)
-        for w in waiters { w.wake() }
+        for w in waiters { w.signal() }
     }
 
     /// Withdraws all free memory, returns its pages to the OS and puts it back.

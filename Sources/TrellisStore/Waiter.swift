@@ -1,17 +1,10 @@
-import Dispatch
 import TrellisProtocol
+import TrellisSystem
 
-/// A thread parked until the store changes in a way it may care about.
-final class Waiter: Sendable {
-    let semaphore = DispatchSemaphore(value: 0)
-
-    func wake() { semaphore.signal() }
-
-    /// Waits up to `milliseconds`; returns true if woken.
-    func wait(milliseconds: Int) -> Bool {
-        semaphore.wait(timeout: .now() + .milliseconds(milliseconds)) == .success
-    }
-}
+/// A thread parked until the store changes in a way it may care about: a ``Wakeup``
+/// (an eventfd), polled together with the client's socket, so a parked request costs no
+/// periodic wake-ups and ends at once when its client leaves.
+typealias Waiter = Wakeup
 
 /// What a parked request waits for: a write wakes only the waiters of the keys it touched.
 public enum WaitKey: Hashable, Sendable {

@@ -37,6 +37,12 @@ void trellis_lower_thread_priority(void);
 /// The peer's pid from SO_PEERCRED, or -1.
 int trellis_peer_pid(int socket);
 
+/// eventfd(2), close-on-exec and non-blocking: a counter one thread writes to wake another.
+int trellis_eventfd(void);
+
+/// POLLRDHUP (the peer closed its end), which Glibc's Swift module leaves out.
+extern const short trellis_pollrdhup;
+
 /// Stages of trellis_private_tmpfs_file, for the error it reports.
 enum {
     TRELLIS_TMPFS_OK = 0,

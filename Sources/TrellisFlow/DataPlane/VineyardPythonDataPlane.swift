@@ -1,5 +1,7 @@
 import Dispatch
 import Foundation
+import TrellisSystem
+import Synchronization
 
 /// A ``DataPlane`` through the upstream vineyard **Python** client: one long-lived helper
 /// process (`python -c ...`, JSON lines on its stdin/stdout) connected to each replica's socket.
@@ -122,7 +124,8 @@ public final class VineyardPythonDataPlane: DataPlane, @unchecked Sendable {
     private let process = Process()
     private let input: FileHandle
     private let output: FileHandle
-    private let queue = DispatchQueue(label: "trellis.flow.vineyard-python-data-plane")
+    /// One conversation with the helper at a time.
+    private let conversation = Mutex<Void>(())
 
     /// Starts the helper with `python` (which must import `vineyard`).
     public init(python: String = FlowRunOptions.defaultPython(environment: ProcessInfo.processInfo.environment)) throws {
@@ -146,22 +149,20 @@ public final class VineyardPythonDataPlane: DataPlane, @unchecked Sendable {
 
     private func call(_ request: [String: any Sendable]) async throws -> Any? {
         let data = try JSONSerialization.data(withJSONObject: request)
-        let reply: Data = try await withCheckedThrowingContinuation { cont in
-            queue.async { [input, output] in
+        // The helper answers one line per request; its pipes block, so the blocking pool reads them.
+        let reply: Data? = await Blocking.run { [self] () -> Data? in
+            self.conversation.withLock { _ -> Data? in
                 input.write(data + Data([0x0A]))
                 var line = Data()
                 while true {
                     let byte = output.readData(ofLength: 1)
-                    if byte.isEmpty {
-                        cont.resume(throwing: DataPlaneError("the vineyard helper exited"))
-                        return
-                    }
-                    if byte[byte.startIndex] == 0x0A { break }
+                    if byte.isEmpty { return nil }
+                    if byte[byte.startIndex] == 0x0A { return line }
                     line.append(byte)
                 }
-                cont.resume(returning: line)
             }
         }
+        guard let reply else { throw DataPlaneError("the vineyard helper exited") }
         let object = try JSONSerialization.jsonObject(with: reply) as? [String: Any] ?? [:]
         if let e = object["error"] as? String { throw DataPlaneError(e) }
         return object["ok"]

@@ -1,4 +1,5 @@
 import Foundation
+import TrellisSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -140,23 +141,20 @@ public final class ChildProcess: Sendable {
         return ChildProcess(pid: pid)
     }
 
-    /// Waits for the child to exit (on a dedicated thread, not blocking Swift concurrency)
-    /// and reaps it. Call once.
+    /// Waits for the child to exit (on the blocking pool, not the cooperative one) and
+    /// reaps it. Call once.
     public func wait() async -> ExitStatus {
         let pid = self.pid
-        return await withCheckedContinuation { (cont: CheckedContinuation<ExitStatus, Never>) in
-            let thread = Thread {
-                var status: Int32 = 0
-                while true {
-                    let r = waitpid(pid, &status, 0)
-                    if r == pid { break }
-                    if r == -1 && errno == EINTR { continue }
-                    status = 0x7f00  // cannot wait (already reaped): report exit 127
-                    break
-                }
-                cont.resume(returning: ExitStatus(waitStatus: status))
+        return await Blocking.run { () -> ExitStatus in
+            var status: Int32 = 0
+            while true {
+                let r = waitpid(pid, &status, 0)
+                if r == pid { break }
+                if r == -1 && errno == EINTR { continue }
+                status = 0x7f00  // cannot wait (already reaped): report exit 127
+                break
             }
-            thread.start()
+            return ExitStatus(waitStatus: status)
         }
     }
 

@@ -60,17 +60,10 @@ final class StopReason: Sendable {
 /// SIGTERM to the group now, SIGKILL after `grace` seconds if anything is left.
 func terminate(_ child: ChildProcess, grace: Double) {
     child.signalGroup(SIGTERM)
-    let pid = child.pid
-    let thread = Thread {
-        var remaining = grace
-        while remaining > 0 {
-            usleep(20_000)
-            remaining -= 0.02
-            if kill(-pid, 0) != 0 { return }
-        }
-        kill(-pid, SIGKILL)
+    Task.detached {
+        try? await Task.sleep(for: .seconds(grace))
+        if child.groupAlive { child.signalGroup(SIGKILL) }
     }
-    thread.start()
 }
 
 extension Duration {

@@ -1,0 +1,82 @@
+import Dispatch
+import Synchronization
+import Testing
+@testable import TrellisStore
+import TrellisSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("The blocking pool and wake-ups")
+struct BlockingTests {
+    /// A connected pair of UNIX stream sockets (raw: the caller adopts both).
+    static func socketPair() -> [Int32] {
+        var fds: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        return fds
+    }
+
+    @Test("blocked jobs never wait for each other: the pool grows past the cores")
+    func poolGrows() async throws {
+        // Each job blocks until all eight are running at once: a fixed pool of two (the
+        // machine's cores) would deadlock, so the bounded wait would fail instead.
+        let jobs = 8
+        final class Barrier: Sendable {
+            let arrived = Atomic<Int>(0)
+            let allThere = DispatchSemaphore(value: 0)
+        }
+        let barrier = Barrier()
+        let outcomes = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for _ in 0..<jobs {
+                group.addTask {
+                    await Blocking.run { () -> Bool in
+                        if barrier.arrived.add(1, ordering: .relaxed).newValue == jobs {
+                            for _ in 0..<jobs { barrier.allThere.signal() }
+                        }
+                        return barrier.allThere.wait(timeout: .now() + .seconds(60)) == .success
+                    }
+                }
+            }
+            var all: [Bool] = []
+            for try await ok in group { all.append(ok) }
+            return all
+        }
+        #expect(outcomes == Array(repeating: true, count: jobs))
+    }
+
+    @Test("a wake-up ends on signal, on the watched peer hanging up, or at its timeout — not on pending bytes")
+    func wakeupEndings() throws {
+        let w = try Wakeup()
+        w.signal()
+        #expect(w.wait() == .signalled)
+        #expect(w.wait(timeout: .milliseconds(50)) == .timedOut)  // the signal was consumed
+        let pair = Self.socketPair()
+        let mine = OwnedFD(adopting: pair[0])
+        let peer = OwnedFD(adopting: pair[1])
+        try peer.descriptor.writeAll([1, 2, 3])
+        #expect(w.wait(watching: mine.descriptor, timeout: .milliseconds(100)) == .timedOut)
+        _ = consume peer  // closed: the client left
+        #expect(w.wait(watching: mine.descriptor) == .hangUp)
+    }
+
+    @Test("a parked wait ends when its client hangs up, with no poll interval to sit out")
+    func parkedWaitEndsOnHangUp() async throws {
+        let store = try ObjectStore(capacity: 1 << 20)
+        let pair = Self.socketPair()
+        let mine = OwnedFD(adopting: pair[0])
+        let client = mine.descriptor
+        let box = FDHandOff(OwnedFD(adopting: pair[1]))
+        // A poll interval far beyond the test: only watching the socket can end the wait.
+        let waited = Task.detached {
+            store.wait(for: [.name("never")], watching: client, pollMilliseconds: 600_000, cancelled: { false }) {
+                store.getName("never")
+            }
+        }
+        while store.parkedWaiters < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        _ = box.take()  // the client goes away
+        #expect(await waited.value == nil)
+        #expect(store.parkedWaiters == 0)
+        _ = mine
+    }
+}
