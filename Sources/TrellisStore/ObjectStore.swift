@@ -80,13 +80,6 @@ public final class ObjectStore: Sendable {
             pointer: UInt64(UInt(bitPattern: arena.address(b.offset))), isSealed: b.sealed)
     }
 
-    func outOfMemory(_ size: Int, _ s: borrowing StoreState) -> VineyardError {
-        VineyardError(
-            .notEnoughMemory,
-            "Failed to allocate memory of size \(size), total available memory size are \(s.allocator.capacity), and \(s.allocator.allocatedBytes) are already in use"
-        )
-    }
-
     /// Allocates unsealed blobs for `connection` (all or none). With a spill directory, a
     /// full arena first spills idle blobs (least recently used first) to make room.
     public func createBlobs(sizes: [Int], connection: ConnectionID) throws(VineyardError) -> [Payload] {
@@ -114,30 +107,8 @@ public final class ObjectStore: Sendable {
 
     private func createBlobsOnce(sizes: [Int], connection: ConnectionID) throws(VineyardError) -> [Payload] {
         let now = clock()
-        return try state.withLock { (s) throws(VineyardError) -> [Payload] in
-            var made: [(ObjectID, Int)] = []
-            var out: [Payload] = []
-            out.reserveCapacity(sizes.count)
-            for size in sizes {
-                if size == 0 {
-                    out.append(.empty)
-                    continue
-                }
-                guard let offset = s.allocator.allocate(size) else {
-                    for (id, off) in made {
-                        s.blobs[id] = nil
-                        s.allocator.free(off)
-                    }
-                    throw outOfMemory(size, s)
-                }
-                let id = s.ids.next(blob: true, nowMillis: now)
-                let rec = BlobRecord(offset: offset, size: size, sealed: false, creator: connection)
-                s.blobs[id] = rec
-                made.append((id, offset))
-                out.append(payload(id, rec))
-            }
-            return out
-        }
+        let made = try withState { (s) throws(VineyardError) in try s.createBlobs(sizes: sizes, connection: connection, now: now) }
+        return made.map { $0.map { payload($0.id, $0.record) } ?? .empty }
     }
 
     public func createBlob(size: Int, connection: ConnectionID) throws(VineyardError) -> Payload {
@@ -147,17 +118,7 @@ public final class ObjectStore: Sendable {
     /// Seals a blob (idempotent) and records `connection` as a user.
     public func seal(_ id: ObjectID, connection: ConnectionID) throws(VineyardError) {
         if id == .emptyBlob { return }
-        try state.withLock { (s) throws(VineyardError) in
-            guard var b = s.blobs[id] else { throw VineyardError(.objectNotExists, "seal: id = \(id)") }
-            b.sealed = true
-            b.creator = nil
-            b.users.insert(connection)
-            s.tick &+= 1
-            b.lastUse = s.tick
-            s.blobs[id] = b
-            s.waiters.touch(.object(id))
-        }
-        wakeTouched()
+        run(try withState { (s) throws(VineyardError) in try s.seal(id, connection: connection) })
     }
 
     /// Payloads of the requested blobs in request order; unknown ids are skipped, an
@@ -165,29 +126,8 @@ public final class ObjectStore: Sendable {
     /// connection's use then keeps them in the arena.
     public func getBlobs(_ ids: [ObjectID], unsafe: Bool, connection: ConnectionID) throws(VineyardError) -> [Payload] {
         while true {
-            var spilled: [ObjectID] = []
-            let out = try state.withLock { (s) throws(VineyardError) -> [Payload] in
-                var out: [Payload] = []
-                out.reserveCapacity(ids.count)
-                s.tick &+= 1
-                for id in ids {
-                    if id == .emptyBlob {
-                        out.append(.empty)
-                        continue
-                    }
-                    guard var b = s.blobs[id] else { continue }
-                    if !b.sealed && !unsafe { throw VineyardError(.objectNotSealed, "Failed to get blob with id \(id)") }
-                    if b.spilled {
-                        spilled.append(id)
-                        continue
-                    }
-                    b.users.insert(connection)  // pins it: a used blob is never spilled
-                    b.lastUse = s.tick
-                    s.blobs[id] = b
-                    out.append(payload(id, b))
-                }
-                return out
-            }
+            let (found, spilled) = try withState { (s) throws(VineyardError) in try s.useBlobs(ids, unsafe: unsafe, connection: connection) }
+            let out = found.map { $0.map { payload($0.id, $0.record) } ?? .empty }
             guard let spill, !spilled.isEmpty else { return out }
             // Read them back, then answer again from the arena.
             try reload(spill, spilled)
@@ -198,86 +138,43 @@ public final class ObjectStore: Sendable {
     /// reused once no other connection uses it.
     public func dropBlob(_ id: ObjectID, connection: ConnectionID? = nil) throws(VineyardError) {
         if id == .emptyBlob { return }
-        try state.withLock { (s) throws(VineyardError) in
-            guard let released = s.removeBlob(id, by: connection) else { throw VineyardError(.objectNotExists, "delete: id = \(id)") }
-            if case .arena(let offset) = released { s.allocator.free(offset) }
-        }
-        spill?.remove(id)
+        run(try withState { (s) throws(VineyardError) in try s.dropBlob(id, connection: connection) })
     }
 
     public func shrinkBlob(_ id: ObjectID, size: Int) throws(VineyardError) {
-        try state.withLock { (s) throws(VineyardError) in
-            guard var b = s.blobs[id] else { throw VineyardError(.objectNotExists, "shrink: id = \(id)") }
-            if b.sealed { throw VineyardError(.objectSealed, "cannot shrink a sealed blob: \(id)") }
-            guard size <= b.size else { throw VineyardError(.invalid, "cannot grow blob \(id) from \(b.size) to \(size)") }
-            if size > 0 { s.allocator.shrink(b.offset, to: size) }
-            b.size = size
-            s.blobs[id] = b
-        }
+        try withState { (s) throws(VineyardError) in try s.shrinkBlob(id, size: size) }
     }
 
     /// Drops `connection`'s use of blobs (of deleted ones too: the last use frees their memory).
     public func release(_ ids: [ObjectID], connection: ConnectionID) {
-        state.withLock { s in
-            for id in ids {
-                if s.blobs[id] != nil {
-                    s.blobs[id]!.users.remove(connection)
-                } else {
-                    s.releaseRetired(id, by: connection)
-                }
-            }
-        }
+        locked { $0.release(ids, connection: connection) }
     }
 
     public func addUse(_ ids: [ObjectID], connection: ConnectionID) {
-        state.withLock { s in
-            for id in ids { s.blobs[id]?.users.insert(connection) }
-        }
+        locked { s in for id in ids { s.blobs[id]?.users.insert(connection) } }
     }
 
     /// Whether the blob is in the spill directory rather than the arena.
-    public func isSpilled(_ id: ObjectID) -> Bool {
-        state.withLock { $0.blobs[id]?.spilled ?? false }
-    }
+    public func isSpilled(_ id: ObjectID) -> Bool { locked { $0.blobs[id]?.spilled ?? false } }
 
-    public func isInUse(_ id: ObjectID) -> Bool {
-        state.withLock { !($0.blobs[id]?.users.isEmpty ?? true) }
-    }
+    public func isInUse(_ id: ObjectID) -> Bool { locked { !($0.blobs[id]?.users.isEmpty ?? true) } }
 
     /// A connection went away: its unsealed blobs are reclaimed and its uses dropped.
     /// Returns how many blobs were reclaimed.
     @discardableResult
     public func disconnect(_ connection: ConnectionID) -> Int {
-        state.withLock { s in
-            var reclaimed = 0
-            for (id, b) in s.blobs {
-                if b.creator == connection && !b.sealed {
-                    s.blobs[id] = nil
-                    s.allocator.free(b.offset)
-                    reclaimed += 1
-                } else if b.users.contains(connection) {
-                    s.blobs[id]!.users.remove(connection)
-                }
-            }
-            for (id, r) in s.retired where r.users.contains(connection) {
-                s.releaseRetired(id, by: connection)
-            }
-            return reclaimed
-        }
+        locked { $0.disconnect(connection) }
     }
 
     /// Where a sealed blob's bytes are in the daemon's own mapping (for RPC transfers).
     public func sealedBlobRange(_ id: ObjectID) -> (offset: Int, size: Int)? {
-        state.withLock { s in
-            guard let b = s.blobs[id], b.sealed else { return nil }
-            return (b.offset, b.size)
-        }
+        locked { s in s.blobs[id].flatMap { $0.sealed ? ($0.offset, $0.size) : nil } }
     }
 
     // MARK: - Status
 
     public func status() -> StoreStatus {
-        state.withLock { s in
+        locked { s in
             StoreStatus(
                 instanceID: instanceID, memoryUsage: s.allocator.allocatedBytes, memoryLimit: s.allocator.capacity,
                 freeBytes: s.allocator.freeBytes, largestFreeBlock: s.allocator.largestFreeBlock,
@@ -313,6 +210,20 @@ public final class ObjectStore: Sendable {
 
     func withState<R>(_ body: (inout StoreState) throws(VineyardError) -> R) throws(VineyardError) -> R {
         try state.withLock { (s) throws(VineyardError) -> R in try body(&s) }
+    }
+
+    /// The lock around a decision that cannot fail.
+    @discardableResult
+    func locked<R>(_ body: (inout StoreState) -> R) -> R {
+        state.withLock { body(&$0) }
+    }
+
+    /// Runs what a decision left for after the lock: trims, spill files, wake-ups.
+    func run(_ effects: StoreEffects) {
+        trimAndReturn(effects.trim)
+        if let spill { for id in effects.removeSpillFiles { spill.remove(id) } }
+        if effects.trimAllFree { trimFreeMemory() }
+        wake(effects.wake)
     }
 
     func now() -> UInt64 { clock() }

@@ -142,25 +142,7 @@ extension ObjectStore {
     /// Returns whether the caller should try allocating again: something was spilled, or
     /// room appeared meanwhile (another connection freed or spilled).
     func spillLocked(_ spill: SpillDirectory, forRoom bytes: Int, excluding: Set<ObjectID>) -> Bool {
-        var roomAlready = false
-        let victims: [(id: ObjectID, offset: Int, size: Int)] = (try? withState { (s) throws(VineyardError) in
-            if s.allocator.largestFreeBlock >= bytes {
-                roomAlready = true
-                return []
-            }
-            let idle = s.blobs.filter { !$0.value.spilled && $0.value.sealed && $0.value.users.isEmpty && !excluding.contains($0.key) }
-                .sorted { $0.value.lastUse < $1.value.lastUse }
-            var picked: [(ObjectID, Int, Int)] = []
-            var freed = 0
-            // Twice the request: freed blocks need not be adjacent; the caller retries if short.
-            let target = bytes > Int.max / 2 ? Int.max : 2 * bytes
-            for (id, b) in idle where freed < target {
-                picked.append((id, b.offset, b.size))
-                freed += b.size
-            }
-            return picked
-        }) ?? []
-        if roomAlready { return true }
+        guard let victims = locked({ $0.spillVictims(forRoom: bytes, excluding: excluding) }) else { return true }
         guard !victims.isEmpty else { return false }
         var written: [(id: ObjectID, offset: Int, size: Int)] = []
         for v in victims {
@@ -171,22 +153,7 @@ extension ObjectStore {
                 spill.remove(v.id)  // a full disk: keep the blob in memory
             }
         }
-        let discarded: [ObjectID] = (try? withState { (s) throws(VineyardError) in
-            var discarded: [ObjectID] = []
-            for v in written {
-                // Deleted, or fetched by a client meanwhile: the file is not the truth.
-                guard var b = s.blobs[v.id], !b.spilled, b.offset == v.offset, b.users.isEmpty else {
-                    discarded.append(v.id)
-                    continue
-                }
-                s.allocator.free(b.offset)
-                b.spilled = true
-                b.offset = -1
-                s.blobs[v.id] = b
-                s.spilledBytes += b.size
-            }
-            return discarded
-        }) ?? []
+        let discarded = locked { $0.commitSpilled(written) }
         for id in discarded { spill.remove(id) }
         return written.count > discarded.count
     }
@@ -194,40 +161,84 @@ extension ObjectStore {
     /// Reads spilled blobs among `ids` back into the arena (spilling others to make room).
     func reload(_ spill: SpillDirectory, _ ids: [ObjectID]) throws(VineyardError) {
         try spillGate.withLock { _ throws(VineyardError) in
-            let todo: [(ObjectID, Int)] = try withState { s in
-                ids.compactMap { id in s.blobs[id].flatMap { $0.spilled ? (id, $0.size) : nil } }
-            }
+            let todo = locked { $0.spilledAmong(ids) }
             let keep = Set(ids)
             for (id, size) in todo {
                 var offset: Int?
                 for _ in 0..<Self.spillAttempts {
-                    offset = try withState { s in s.allocator.allocate(size) }
+                    offset = locked { $0.allocator.allocate(size) }
                     if offset != nil || !spillLocked(spill, forRoom: size, excluding: keep) { break }
                 }
                 guard let offset else {
-                    throw try withState { s in self.outOfMemory(size, s) }
+                    throw locked { $0.outOfMemory(size) }
                 }
                 do {
                     try spill.read(id, into: arena.address(offset), count: size)
                 } catch {
-                    _ = try withState { s in s.allocator.free(offset) }
+                    locked { $0.allocator.free(offset) }
                     // Deleted while we were reading: the caller skips unknown ids.
-                    if try withState({ s in s.blobs[id] == nil }) { continue }
+                    if locked({ $0.blobs[id] == nil }) { continue }
                     throw VineyardError(.ioError, "cannot read spilled blob \(id) back: \(error)")
                 }
-                let placed = try withState { s -> Bool in
-                    guard var b = s.blobs[id], b.spilled else {
-                        s.allocator.free(offset)
-                        return false
-                    }
-                    b.offset = offset
-                    b.spilled = false
-                    s.spilledBytes -= b.size
-                    s.blobs[id] = b
-                    return true
-                }
+                let placed = locked { $0.commitReloaded(id, at: offset) }
                 if placed { spill.remove(id) }
             }
         }
+    }
+}
+
+extension StoreState {
+    /// The spilled blobs among `ids`, with their sizes.
+    func spilledAmong(_ ids: [ObjectID]) -> [(ObjectID, Int)] {
+        ids.compactMap { id in blobs[id].flatMap { $0.spilled ? (id, $0.size) : nil } }
+    }
+
+    /// A spilled blob was read back to `offset`: it lives in the arena again. False (and the
+    /// memory freed) when it was deleted meanwhile.
+    mutating func commitReloaded(_ id: ObjectID, at offset: Int) -> Bool {
+        guard var b = blobs[id], b.spilled else {
+            allocator.free(offset)
+            return false
+        }
+        b.offset = offset
+        b.spilled = false
+        spilledBytes -= b.size
+        blobs[id] = b
+        return true
+    }
+
+    /// Idle blobs (sealed, unused, in the arena, least recently used first) worth about
+    /// twice `bytes`, to be written out; nil when there is room already.
+    func spillVictims(forRoom bytes: Int, excluding: Set<ObjectID>) -> [(id: ObjectID, offset: Int, size: Int)]? {
+        if allocator.largestFreeBlock >= bytes { return nil }
+        let idle = blobs.filter { !$0.value.spilled && $0.value.sealed && $0.value.users.isEmpty && !excluding.contains($0.key) }
+            .sorted { $0.value.lastUse < $1.value.lastUse }
+        var picked: [(id: ObjectID, offset: Int, size: Int)] = []
+        var freed = 0
+        // Twice the request: freed blocks need not be adjacent; the caller retries if short.
+        let target = bytes > Int.max / 2 ? Int.max : 2 * bytes
+        for (id, b) in idle where freed < target {
+            picked.append((id, b.offset, b.size))
+            freed += b.size
+        }
+        return picked
+    }
+
+    /// Marks written blobs spilled and frees their memory, unless they were deleted or
+    /// fetched meanwhile (then the file is not the truth): returns those, whose files go.
+    mutating func commitSpilled(_ written: [(id: ObjectID, offset: Int, size: Int)]) -> [ObjectID] {
+        var discarded: [ObjectID] = []
+        for v in written {
+            guard var b = blobs[v.id], !b.spilled, b.offset == v.offset, b.users.isEmpty else {
+                discarded.append(v.id)
+                continue
+            }
+            allocator.free(b.offset)
+            b.spilled = true
+            b.offset = -1
+            blobs[v.id] = b
+            spilledBytes += b.size
+        }
+        return discarded
     }
 }

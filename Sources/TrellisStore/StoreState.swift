@@ -61,7 +61,11 @@ struct StoreState: Sendable {
     var retired: [ObjectID: RetiredBlob] = [:]
     var retiredBytes = 0
 
+    /// This store's instance (blob members without their own instance belong to it).
+    let instanceID: UInt64
+
     init(capacity: Int, instance: UInt64) {
+        instanceID = instance
         allocator = Allocator(capacity: capacity)
         ids = ObjectIDGenerator(instance: instance)
     }

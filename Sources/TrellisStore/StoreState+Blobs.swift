@@ -1,0 +1,129 @@
+import TrellisProtocol
+
+// The store's decisions about blobs: allocate, seal, use, drop, shrink, release, a
+// departed connection — mutating methods on the state; payloads (which need the
+// arena's descriptor and addresses) are made by ``ObjectStore``.
+extension StoreState {
+    func outOfMemory(_ size: Int) -> VineyardError {
+        VineyardError(
+            .notEnoughMemory,
+            "Failed to allocate memory of size \(size), total available memory size are \(allocator.capacity), and \(allocator.allocatedBytes) are already in use"
+        )
+    }
+
+    /// Allocates unsealed blobs for `connection`, all or none; nil stands for the empty blob (size 0).
+    mutating func createBlobs(
+        sizes: [Int], connection: ConnectionID, now: UInt64
+    ) throws(VineyardError) -> [(id: ObjectID, record: BlobRecord)?] {
+        var made: [(ObjectID, Int)] = []
+        var out: [(id: ObjectID, record: BlobRecord)?] = []
+        out.reserveCapacity(sizes.count)
+        for size in sizes {
+            if size == 0 {
+                out.append(nil)
+                continue
+            }
+            guard let offset = allocator.allocate(size) else {
+                for (id, off) in made {
+                    blobs[id] = nil
+                    allocator.free(off)
+                }
+                throw outOfMemory(size)
+            }
+            let id = ids.next(blob: true, nowMillis: now)
+            let rec = BlobRecord(offset: offset, size: size, sealed: false, creator: connection)
+            blobs[id] = rec
+            made.append((id, offset))
+            out.append((id, rec))
+        }
+        return out
+    }
+
+    /// Seals a blob (idempotent) and records `connection` as a user.
+    mutating func seal(_ id: ObjectID, connection: ConnectionID) throws(VineyardError) -> StoreEffects {
+        guard var b = blobs[id] else { throw VineyardError(.objectNotExists, "seal: id = \(id)") }
+        b.sealed = true
+        b.creator = nil
+        b.users.insert(connection)
+        tick &+= 1
+        b.lastUse = tick
+        blobs[id] = b
+        waiters.touch(.object(id))
+        return StoreEffects(wake: waiters.takeWoken())
+    }
+
+    /// The requested blobs in request order (nil: the empty blob), each now used by
+    /// `connection` (which pins it against spilling); unknown ids are skipped; spilled
+    /// ones are listed apart, to be read back first. An unsealed blob is an error unless `unsafe`.
+    mutating func useBlobs(
+        _ requested: [ObjectID], unsafe: Bool, connection: ConnectionID
+    ) throws(VineyardError) -> (found: [(id: ObjectID, record: BlobRecord)?], spilled: [ObjectID]) {
+        var out: [(id: ObjectID, record: BlobRecord)?] = []
+        var spilled: [ObjectID] = []
+        out.reserveCapacity(requested.count)
+        tick &+= 1
+        for id in requested {
+            if id == .emptyBlob {
+                out.append(nil)
+                continue
+            }
+            guard var b = blobs[id] else { continue }
+            if !b.sealed && !unsafe { throw VineyardError(.objectNotSealed, "Failed to get blob with id \(id)") }
+            if b.spilled {
+                spilled.append(id)
+                continue
+            }
+            b.users.insert(connection)
+            b.lastUse = tick
+            blobs[id] = b
+            out.append((id, b))
+        }
+        return (out, spilled)
+    }
+
+    /// Deletes one blob outright, ignoring references.
+    mutating func dropBlob(_ id: ObjectID, connection: ConnectionID?) throws(VineyardError) -> StoreEffects {
+        guard let released = removeBlob(id, by: connection) else { throw VineyardError(.objectNotExists, "delete: id = \(id)") }
+        if case .arena(let offset) = released { allocator.free(offset) }
+        // A blob that was never spilled has no file: removing the name is harmless.
+        return StoreEffects(removeSpillFiles: [id])
+    }
+
+    mutating func shrinkBlob(_ id: ObjectID, size: Int) throws(VineyardError) {
+        guard var b = blobs[id] else { throw VineyardError(.objectNotExists, "shrink: id = \(id)") }
+        if b.sealed { throw VineyardError(.objectSealed, "cannot shrink a sealed blob: \(id)") }
+        guard size <= b.size else { throw VineyardError(.invalid, "cannot grow blob \(id) from \(b.size) to \(size)") }
+        if size > 0 { allocator.shrink(b.offset, to: size) }
+        b.size = size
+        blobs[id] = b
+    }
+
+    /// Drops `connection`'s use of blobs (of deleted ones too: the last use frees their memory).
+    mutating func release(_ requested: [ObjectID], connection: ConnectionID) {
+        for id in requested {
+            if blobs[id] != nil {
+                blobs[id]!.users.remove(connection)
+            } else {
+                releaseRetired(id, by: connection)
+            }
+        }
+    }
+
+    /// A connection went away: its unsealed blobs are reclaimed and its uses dropped.
+    mutating func disconnect(_ connection: ConnectionID) -> Int {
+        var reclaimed = 0
+        for (id, b) in blobs {
+            if b.creator == connection && !b.sealed {
+                blobs[id] = nil
+                allocator.free(b.offset)
+                reclaimed += 1
+            } else if b.users.contains(connection) {
+                blobs[id]!.users.remove(connection)
+            }
+        }
+        for (id, r) in retired where r.users.contains(connection) {
+            releaseRetired(id, by: connection)
+        }
+        return reclaimed
+    }
+}

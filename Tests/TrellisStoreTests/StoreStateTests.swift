@@ -1,0 +1,106 @@
+import Testing
+import TrellisProtocol
+@testable import TrellisStore
+import TrellisSystem
+
+/// The store's decisions driven directly: a `StoreState` value, no arena, no lock, no
+/// sockets. Each operation returns what it leaves for after the lock (`StoreEffects`).
+@Suite("Store state machine")
+final class StoreStateTests {
+    var s = StoreState(capacity: 1 << 20, instance: 0)
+    let now: UInt64 = 1_700_000_000_000
+
+    func tree(_ blob: ObjectID) -> JSON {
+        [
+            "typename": "vineyard::Tensor<int64>", "instance_id": 0, "nbytes": 8,
+            "buffer_": ["id": .string(blob.description), "typename": "vineyard::Blob", "instance_id": 0, "length": 8],
+        ]
+    }
+
+    func sealedBlob(_ size: Int = 8, by conn: ConnectionID = 1) throws -> ObjectID {
+        let made = try s.createBlobs(sizes: [size], connection: conn, now: now)
+        let id = try #require(made[0]).id
+        _ = try s.seal(id, connection: conn)
+        return id
+    }
+
+    @Test("create, persist, name and delete an object: the bookkeeping and the effects")
+    func lifecycle() throws {
+        let blob = try sealedBlob()
+        #expect(s.allocator.allocatedBytes >= 8)
+        let (created, effects) = try s.createData(tree(blob), now: now)
+        #expect(effects.wake.isEmpty && effects.trim.isEmpty)
+        #expect(s.parents[blob] == [created.id])
+        let persisted = try s.persist(created.id)
+        #expect(persisted.map(\.id) == [created.id])
+        #expect(try s.isPersistent(created.id))
+        _ = try s.putName("x", for: created.id)
+        #expect(s.names["x"] == created.id)
+        #expect(s.getData([created.id])[created.id.description]?["__name"] == "x")
+
+        // A referenced blob stays; deleting the object takes its blob and its name with it.
+        #expect(s.delete([blob], force: false, deep: true, memoryTrim: false, connection: 1).0.freedBlobs.isEmpty)
+        let (d, deleted) = s.delete([created.id], force: false, deep: true, memoryTrim: true, connection: 1)
+        #expect(d.deletedObjects == [created.id] && d.freedBlobs == [blob] && d.droppedNames == ["x"])
+        #expect(d.unpublished == [created.id])
+        #expect(deleted.trim.count == 1, "memory_trim: the freed block is quarantined for the caller to punch")
+        #expect(s.objects.isEmpty && s.blobs.isEmpty && s.names.isEmpty)
+    }
+
+    @Test("a write wakes the waiters of what it wrote, and only those")
+    func wakeUps() throws {
+        let blob = try sealedBlob()
+        let (created, _) = try s.createData(tree(blob), now: now)
+        _ = try s.persist(created.id)
+        let waiter = try Waiter()
+        _ = s.waiters.add(waiter, for: [.name("later")])
+        #expect(try s.putName("other", for: created.id).wake.isEmpty)
+        let effects = try s.putName("later", for: created.id)
+        #expect(effects.wake.count == 1 && effects.wake[0] === waiter)
+    }
+
+    @Test("a blob another connection uses is retired on delete and freed on its last release")
+    func retired() throws {
+        let blob = try sealedBlob(by: 1)
+        _ = try s.useBlobs([blob], unsafe: false, connection: 2)
+        let used = s.allocator.allocatedBytes
+        _ = try s.dropBlob(blob, connection: 1)
+        #expect(s.retiredBytes == 8 && s.allocator.allocatedBytes == used)
+        s.release([blob], connection: 2)
+        #expect(s.retiredBytes == 0 && s.allocator.allocatedBytes == 0)
+    }
+
+    @Test("all or nothing: a batch that does not fit allocates none; a departed writer's unsealed blobs go")
+    func allocation() throws {
+        #expect(throws: VineyardError.self) { try s.createBlobs(sizes: [512 << 10, 1 << 20], connection: 1, now: now) }
+        #expect(s.blobs.isEmpty && s.allocator.allocatedBytes == 0)
+        _ = try s.createBlobs(sizes: [64, 0, 64], connection: 3, now: now)
+        #expect(s.blobs.count == 2)
+        #expect(s.disconnect(3) == 2 && s.allocator.allocatedBytes == 0)
+    }
+
+    @Test("spilling: victims are idle sealed blobs, least recently used first; a blob used meanwhile is not committed")
+    func spillDecisions() throws {
+        let old = try sealedBlob(256 << 10)
+        let recent = try sealedBlob(256 << 10)
+        s.release([old, recent], connection: 1)
+        _ = try s.useBlobs([recent], unsafe: false, connection: 2)
+        s.release([recent], connection: 2)
+        let victims = try #require(s.spillVictims(forRoom: 768 << 10, excluding: []))
+        #expect(victims.first?.id == old)
+        _ = try s.useBlobs([old], unsafe: false, connection: 4)  // fetched while being written
+        #expect(s.commitSpilled(victims.filter { $0.id == old }) == [old])
+        #expect(s.spilledBytes == 0 && s.blobs[old]?.spilled == false)
+        #expect(s.spillVictims(forRoom: 8, excluding: []) == nil, "room already: nothing to spill")
+    }
+
+    @Test("clear drops everything and asks for every free page to be returned")
+    func clear() throws {
+        let blob = try sealedBlob()
+        _ = try s.createData(tree(blob), now: now)
+        let (d, effects) = s.clear(connection: nil)
+        #expect(d.deletedObjects.count == 1 && d.freedBlobs == [blob])
+        #expect(effects.trimAllFree)
+        #expect(s.objects.isEmpty && s.blobs.isEmpty)
+    }
+}
