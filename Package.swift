@@ -60,6 +60,12 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
+            // The Python the runner writes out (zygote, stub, step bootstrap, data-plane
+            // helper) lives as .py files, compiled into the binary.
+            resources: [
+                .embedInCode("Python/trellis_zygote.py"), .embedInCode("Python/trellis_stub.py"),
+                .embedInCode("Python/trellis_step.py"), .embedInCode("Python/vineyard_data_plane.py"),
+            ],
             swiftSettings: strict),
         .executableTarget(
             name: "trellis",
@@ -95,7 +101,7 @@ let package = Package(
 if Context.environment["TRELLIS_FUZZ"] == "1" {
     let fuzzed: [(String, [Target.Dependency])] = [
         ("FuzzJSON", ["TrellisProtocol"]),
-        ("FuzzFrame", ["TrellisProtocol", "TrellisServer"]),
+        ("FuzzFrame", ["TrellisProtocol", "TrellisServer", "TrellisSystem"]),
         ("FuzzRequest", ["TrellisProtocol", "TrellisStore", "TrellisServer"]),
         ("FuzzWatch", ["TrellisMeta"]),
     ]

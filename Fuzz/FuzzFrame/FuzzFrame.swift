@@ -2,6 +2,7 @@
 // FrameDecoder fed in pieces. Invariants: no crash; both see the same frames; a header
 // beyond the limit is reported as too large, never buffered.
 import TrellisProtocol
+import TrellisSystem
 @testable import TrellisServer
 
 #if canImport(Glibc)
@@ -41,7 +42,7 @@ func fuzzOne(_ input: UnsafeBufferPointer<UInt8>) {
         sent += n
     }
     close(fds[1])
-    var reader = FrameReader(raw: fds[0], maxMessageSize: limit, capacity: 64)
+    var reader = FrameReader(socket: Descriptor(fds[0]), maxMessageSize: limit, capacity: 64)
     var read: [[UInt8]] = []
     var readerTooLarge = false
     loop: while true {

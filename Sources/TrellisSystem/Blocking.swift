@@ -57,7 +57,10 @@ public enum Blocking {
 final class BlockingPool: Sendable {
     typealias Job = @Sendable () -> Void
     private struct State {
-        var jobs: [Job] = []
+        /// Queued jobs from `head` on; a taken slot is emptied at once, so that a job's
+        /// closure (and whatever it captured, whose deinit may block) is released by the
+        /// worker that ran it, never under this lock.
+        var jobs: [Job?] = []
         var head = 0
         var idle = 0
         var threads = 0
@@ -98,6 +101,7 @@ final class BlockingPool: Sendable {
         state.withLock { s -> Job? in
             guard s.head < s.jobs.count else { return nil }
             let job = s.jobs[s.head]
+            s.jobs[s.head] = nil
             s.head += 1
             if s.head > 64 && s.head * 2 > s.jobs.count {
                 s.jobs.removeFirst(s.head)

@@ -45,6 +45,35 @@ struct BlockingTests {
         #expect(outcomes == Array(repeating: true, count: jobs))
     }
 
+    @Test("a job's captures are released outside the pool's lock: a deinit may use the pool", .timeLimit(.minutes(1)))
+    func capturesReleasedOutsideTheLock() async throws {
+        /// Its deinit runs more blocking work and waits for it (as a data plane's deinit
+        /// waits for its helper process): under the pool's lock that would deadlock.
+        final class Holder: Sendable {
+            let done = Atomic<Int>(0)
+            let counter: Counter
+            init(_ counter: Counter) { self.counter = counter }
+            deinit {
+                let finished = DispatchSemaphore(value: 0)
+                Task.detached { await Blocking.run { finished.signal() } }
+                if finished.wait(timeout: .now() + .seconds(30)) == .success { counter.value.add(1, ordering: .relaxed) }
+            }
+        }
+        final class Counter: Sendable { let value = Atomic<Int>(0) }
+        let counter = Counter()
+        // Enough jobs for the queue to be compacted several times.
+        for _ in 0..<300 {
+            let holder = Holder(counter)
+            await Blocking.run { _ = holder.done.load(ordering: .relaxed) }
+        }
+        // The last holders' deinits finish on pool threads shortly after their jobs.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while counter.value.load(ordering: .relaxed) < 300 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(counter.value.load(ordering: .relaxed) == 300)
+    }
+
     @Test("a wake-up ends on signal, on the watched peer hanging up, or at its timeout — not on pending bytes")
     func wakeupEndings() throws {
         let w = try Wakeup()
