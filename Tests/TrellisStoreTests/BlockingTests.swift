@@ -97,14 +97,14 @@ struct BlockingTests {
         let client = mine.descriptor
         let box = FDHandOff(OwnedFD(adopting: pair[1]))
         // A poll interval far beyond the test: only watching the socket can end the wait.
-        let waited = Task.detached {
+        async let waited = Blocking.run {
             store.wait(for: [.name("never")], watching: client, pollMilliseconds: 600_000, cancelled: { false }) {
                 store.getName("never")
             }
         }
         while store.parkedWaiters < 1 { try await Task.sleep(for: .milliseconds(5)) }
         _ = box.take()  // the client goes away
-        #expect(await waited.value == nil)
+        #expect(await waited == nil)
         #expect(store.parkedWaiters == 0)
         _ = mine
     }

@@ -1,6 +1,7 @@
 import Testing
 import TrellisProtocol
 @testable import TrellisStore
+import TrellisSystem
 
 @Suite("Object store")
 struct StoreTests {
@@ -164,7 +165,9 @@ struct StoreTests {
         let t = try store.createData(tensor(b)).id
         _ = try store.persist(t)
         let s = store
-        async let waited: ObjectID? = Task.detached { s.wait(for: [.name("later")], cancelled: { false }) { s.getName("later") } }.value
+        // Parked on the blocking pool, as every blocking wait should be: never on a thread
+        // of the cooperative pool, which the other suites need.
+        async let waited: ObjectID? = Blocking.run { s.wait(for: [.name("later")], cancelled: { false }) { s.getName("later") } }
         try await Task.sleep(for: .milliseconds(50))
         try store.putName("later", for: t)
         #expect(await waited == t)
@@ -186,7 +189,7 @@ struct StoreTests {
         _ = try store.persist(t)
         let s = store
         // Parked with a poll interval far beyond the test, so only a wake-up ends the wait.
-        let waited = Task.detached { s.wait(for: [.name("mine")], pollMilliseconds: 600_000, cancelled: { false }) { s.getName("mine") } }
+        async let waited = Blocking.run { s.wait(for: [.name("mine")], pollMilliseconds: 600_000, cancelled: { false }) { s.getName("mine") } }
         while store.parkedWaiters < 1 { try await Task.sleep(for: .milliseconds(5)) }
         let before = store.wakeUpCount
         try store.putName("other", for: t)
@@ -194,7 +197,7 @@ struct StoreTests {
         #expect(store.wakeUpCount == before)  // writes elsewhere wake nobody
         try store.putName("mine", for: t)
         #expect(store.wakeUpCount == before + 1)
-        #expect(await waited.value == t)
+        #expect(await waited == t)
         #expect(store.parkedWaiters == 0)
     }
 }
