@@ -106,12 +106,6 @@ public struct Descriptor: Sendable, Hashable, CustomStringConvertible {
         _ = Glibc.shutdown(raw, Int32(SHUT_RDWR))
     }
 
-    /// True if the peer closed (or sent bytes) — without consuming anything.
-    public func peerHasClosedOrSent() -> Bool {
-        var pfd = pollfd(fd: raw, events: Int16(POLLIN), revents: 0)
-        return poll(&pfd, 1, 0) > 0
-    }
-
     /// True once the peer has hung up (EOF or error); pending request bytes do not count.
     public func peerHasClosed() -> Bool {
         var pfd = pollfd(fd: raw, events: Int16(POLLIN), revents: 0)
