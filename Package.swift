@@ -77,13 +77,15 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
-        .target(name: "TrellisTestSupport", dependencies: ["TrellisProtocol"], swiftSettings: strict),
+        .target(name: "TrellisTestSupport", dependencies: ["TrellisProtocol", "TrellisSystem"], swiftSettings: strict),
         .testTarget(
             name: "TrellisProtocolTests", dependencies: ["TrellisProtocol", "TrellisTestSupport"], swiftSettings: strict),
-        .testTarget(name: "TrellisStoreTests", dependencies: ["TrellisStore", "TrellisSystem"], swiftSettings: strict),
-        .testTarget(name: "TrellisMetaTests", dependencies: ["TrellisMeta"], swiftSettings: strict),
-        .testTarget(name: "TrellisFlowTests", dependencies: ["TrellisFlow"], swiftSettings: strict),
-        .testTarget(name: "TrellisClientTests", dependencies: ["TrellisClient"], swiftSettings: strict),
+        .testTarget(
+            name: "TrellisStoreTests", dependencies: ["TrellisStore", "TrellisSystem", "TrellisTestSupport"],
+            swiftSettings: strict),
+        .testTarget(name: "TrellisMetaTests", dependencies: ["TrellisMeta", "TrellisTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TrellisFlowTests", dependencies: ["TrellisFlow", "TrellisTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TrellisClientTests", dependencies: ["TrellisClient", "TrellisTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "TrellisServerTests",
             dependencies: [

@@ -8,10 +8,9 @@ cd "$ROOT"
 TRELLIS_RELEASE_BUILD=0 bash scripts/setup.sh || exit 1
 swift build --build-tests 2>&1 | grep -E "error|warning: |Build complete" | grep -v "unhandled; explicitly declare" | tail -20
 export TRELLIS_BIN=$ROOT/.build/debug/trellis
-# One test at a time: many suites block threads on real sockets and processes, and on a
-# 2-core machine running them in parallel starves the async tasks (etcd keepalives, the
-# flow runner) of the others. Serially the suites take about 70 s.
-swift test --skip-build --no-parallel 2>&1 | grep -E "✘|recorded an issue|Test run with|error:" | tail -40
+# In parallel: suites that block on real sockets and processes run on the blocking pool
+# (their .onBlockingPool trait), so they cannot starve the async tasks of the others.
+swift test --skip-build 2>&1 | grep -E "✘|recorded an issue|Test run with|error:" | tail -40
 SWIFT_STATUS=${PIPESTATUS[0]}
 PY_STATUS=0
 if [ -d tests ]; then

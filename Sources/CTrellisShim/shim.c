@@ -11,6 +11,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include <malloc.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 
 int trellis_memfd_create(const char *name, int huge) {
@@ -90,6 +91,10 @@ ssize_t trellis_recv_fd(int socket, int *fd_out, unsigned char *byte_out) {
 
 void trellis_lower_thread_priority(void) {
     (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
+}
+
+void trellis_set_thread_name(const char *name) {
+    (void)prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
 }
 
 int trellis_eventfd(void) {

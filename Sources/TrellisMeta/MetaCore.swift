@@ -269,14 +269,17 @@ public final class MetaCore: Sendable {
         }
     }
 
-    /// Refreshes the lease every TTL/3; after an outage, a lost lease or a restart of
+    /// Refreshes the lease at once and then every TTL/3 (however long ago it was granted,
+    /// a running instance's lease is fresh); after an outage, a lost lease or a restart of
     /// the service registers again and calls the republish handler until it succeeds.
     private func maintain() async {
         var outage = false
         var needsRepublish = false
+        var first = true
         while !Task.isCancelled {
             do {
-                try await Task.sleep(for: outage || needsRepublish ? retryInterval : keepaliveInterval)
+                if !first { try await Task.sleep(for: outage || needsRepublish ? retryInterval : keepaliveInterval) }
+                first = false
             } catch {
                 return
             }

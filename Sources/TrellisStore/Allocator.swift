@@ -217,8 +217,6 @@ public struct Allocator: Sendable {
         insertFree(start: offset + need, size: tailSize)
     }
 
-    public func allocationSize(at offset: Int) -> Int? { allocated[offset] }
-
     /// The largest block that could be allocated now.
     public var largestFreeBlock: Int {
         guard let top = (0..<bitmap.count).reversed().first(where: { bitmap[$0] != 0 }) else { return 0 }

@@ -166,11 +166,6 @@ public final class ObjectStore: Sendable {
         locked { $0.disconnect(connection) }
     }
 
-    /// Where a sealed blob's bytes are in the daemon's own mapping (for RPC transfers).
-    public func sealedBlobRange(_ id: ObjectID) -> (offset: Int, size: Int)? {
-        locked { s in s.blobs[id].flatMap { $0.sealed ? ($0.offset, $0.size) : nil } }
-    }
-
     // MARK: - Status
 
     public func status() -> StoreStatus {

@@ -49,7 +49,25 @@ public enum Blocking {
         return result.withLock { $0 }
     }
 
+    /// A task executor on the blocking pool, for async code whose synchronous stretches may
+    /// block for long (a test that drives a daemon over blocking sockets): inside
+    /// `withTaskExecutorPreference(Blocking.executor) { … }` its jobs, and those of the
+    /// tasks it starts, run on pool threads, which grow as they block, so the cooperative
+    /// pool (one thread per core) is never the one held. Its threads are shared with ``run(_:)``.
+    public static let executor = BlockingExecutor()
+
     static let pool = BlockingPool(idleSeconds: 30)
+}
+
+/// See ``Blocking/executor``.
+public final class BlockingExecutor: TaskExecutor {
+    fileprivate init() {}
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        Blocking.pool.submit { job.runSynchronously(on: executor) }
+    }
 }
 
 /// Threads for blocking work (see ``Blocking``). Invariant: the workers waiting on
@@ -89,7 +107,9 @@ final class BlockingPool: Sendable {
             return
         }
         do {
-            try spawnThread(name: "trellis-blocking") { [self] in work() }
+            // A main thread's stack (8 MiB, reserved, touched only as used): a pool thread runs
+            // whatever async code prefers ``Blocking/executor``, not only short blocking calls.
+            try spawnThread(name: "trellis-blocking", stackSize: 8 << 20) { [self] in work() }
         } catch {
             // No thread to be had: run it here rather than never.
             state.withLock { $0.threads -= 1 }

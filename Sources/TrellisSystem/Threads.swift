@@ -46,6 +46,7 @@ public func spawnThread(name: String, stackSize: Int = 512 << 10, _ body: @escap
     var tid = pthread_t()
     let rc = pthread_create(&tid, &attr, { raw in
         let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+        trellis_set_thread_name(box.name)
         box.body()
         return nil
     }, box)

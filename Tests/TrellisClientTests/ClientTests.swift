@@ -5,10 +5,11 @@ import TrellisProtocol
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
 /// The client against a real `trellis serve` child process.
-@Suite("Client against a daemon", .serialized)
+@Suite("Client against a daemon", .serialized, .onBlockingPool)
 struct ClientTests {
     @Test("registers and reports the daemon's instance, version and status")
     func register() throws {
@@ -185,7 +186,7 @@ struct ClientTests {
         let d = try DaemonProcess()
         defer { d.stop() }
         let waiter = AsyncClient(try d.connect())
-        let task = Task { try await waiter.getName("never", wait: true) }
+        let task = Task.onBlockingPool { try await waiter.getName("never", wait: true) }
         try await Task.sleep(for: .milliseconds(100))
         task.cancel()
         let result = await task.result

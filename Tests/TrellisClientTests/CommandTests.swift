@@ -5,6 +5,7 @@ import TrellisProtocol
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
 /// Runs `trellis ARGS…` and returns what it printed.
@@ -13,7 +14,7 @@ func trellis(_ args: [String]) throws -> ProcessResult {
 }
 
 /// The object commands (`trellis ls/meta/get/put/rm/names/status`) against a daemon.
-@Suite("trellis object commands", .serialized)
+@Suite("trellis object commands", .serialized, .onBlockingPool)
 struct CommandTests {
     @Test("without a daemon: one clear line on stderr and exit status 1")
     func noDaemon() throws {
@@ -101,7 +102,7 @@ struct CommandTests {
     }
 
     @Test("get and put: .npy and CSV files round-trip with numpy/pandas through both clients",
-          .enabled(if: Paths.hasPython, "the Python venv (.venv/bin/python with vineyard 0.24.2) is missing"))
+          .enabled(if: Paths.hasPython, "the Python venv (.venv/bin/python with vineyard 0.24.2) is missing"), .onBlockingPool)
     func files() throws {
         try DaemonProcess.with { d in
             let s = ["--socket", d.socketPath]

@@ -5,6 +5,7 @@ import TrellisProtocol
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
 /// The values both sides write, computed the same way as `pattern()` in tests/interop/peer.py.
@@ -57,7 +58,7 @@ func isInsideArena(_ blob: Blob) -> Bool {
 
 @Suite(
     "Interoperability with the upstream Python client", .serialized,
-    .enabled(if: Paths.hasPython, "the Python venv (.venv/bin/python with vineyard 0.24.2) is missing"))
+    .enabled(if: Paths.hasPython, "the Python venv (.venv/bin/python with vineyard 0.24.2) is missing"), .onBlockingPool)
 struct InteropTests {
     @Test("Swift puts tensors, data frames, a series and a table; Python gets equal numpy/pandas/pyarrow values")
     func swiftToPython() throws {

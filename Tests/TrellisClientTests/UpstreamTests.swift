@@ -2,12 +2,13 @@ import Testing
 import TrellisProtocol
 
 @testable import TrellisClient
+import TrellisTestSupport
 
 /// The client against the reference daemon (vineyardd 0.24.2 from the vineyard wheel),
 /// so that it speaks the protocol as upstream does and not only as Trellis understands it.
 @Suite(
     "Client against upstream vineyardd", .serialized,
-    .enabled(if: Paths.vineyardd != nil, "vineyardd (vineyard-bdist in .venv) is not installed"))
+    .enabled(if: Paths.vineyardd != nil, "vineyardd (vineyard-bdist in .venv) is not installed"), .onBlockingPool)
 struct UpstreamTests {
     @Test("blobs, metadata, names, status and every typed layout round-trip on vineyardd")
     func roundTrip() throws {

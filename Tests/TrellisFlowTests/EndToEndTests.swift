@@ -4,13 +4,14 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
 /// Real flows on two real replica daemons (`trellis serve` + the runtime's private etcd), with
 /// Python steps using the upstream vineyard client. Needs the built `trellis` binary
 /// (TRELLIS_BIN or .build/debug/trellis), etcd, and the project's .venv; set
 /// TRELLIS_FLOW_REAL=0 to skip them.
-@Suite(.serialized) struct EndToEndTests {
+@Suite(.serialized, .onBlockingPool) struct EndToEndTests {
     let python = repoRoot() + "/.venv/bin/python"
 
     func prerequisites() -> String? {

@@ -4,13 +4,14 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
 /// examples/house-prices, with a reduced row count: the flow file loads and validates, the
 /// seed's steps run through the runner on two replicas (with the fake file-backed vineyard,
 /// which refuses non-local reads), and the file-exchange baseline computes the same MSE.
 /// Needs the project's Python environment (.venv with pandas and scikit-learn).
-@Suite(.serialized) struct HousePricesTests {
+@Suite(.serialized, .onBlockingPool) struct HousePricesTests {
     let example = repoRoot() + "/examples/house-prices"
     let python = repoRoot() + "/.venv/bin/python"
     let rows = "20000"

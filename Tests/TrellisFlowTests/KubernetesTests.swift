@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 @testable import TrellisFlow
+import TrellisTestSupport
 
 // MARK: - A recording transport that answers from a script
 
@@ -536,7 +537,7 @@ final class ScriptedCluster: Sendable {
     }
 }
 
-@Suite struct KubernetesExecutorTests {
+@Suite(.onBlockingPool) struct KubernetesExecutorTests {
     @Test func successCopiesTheLogAndDeletesTheJob() async throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -596,7 +597,7 @@ final class ScriptedCluster: Sendable {
         let cluster = ScriptedCluster { _ in .hang }
         let ex = cluster.executor()
         let l = launch(step: trainStep, dir: dir)
-        let task = Task { try await ex.run(l) }
+        let task = Task.onBlockingPool { try await ex.run(l) }
         // Wait (bounded) until the executor has read the pod at least once, then cancel.
         for _ in 0..<2000 where cluster.state.withLock({ $0.polls }) == 0 { try await Task.sleep(for: .milliseconds(5)) }
         task.cancel()

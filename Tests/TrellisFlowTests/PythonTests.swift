@@ -4,6 +4,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
 /// The repository root (this file is Tests/TrellisFlowTests/PythonTests.swift).
@@ -31,7 +32,7 @@ func shell(_ argv: [String], env: [String: String] = ProcessInfo.processInfo.env
 
 /// Python steps through the bootstrap, with a fake `vineyard` package that keeps objects as
 /// files in the replica's directory (so names, placement and "local" reads are observable).
-@Suite(.serialized) struct PythonStepTests {
+@Suite(.serialized, .onBlockingPool) struct PythonStepTests {
     func fixture(_ replicas: Int = 2) throws -> (TempDir, DirectoryDataPlane, FlowRunner, FlowRunOptions) {
         let dir = TempDir("trpy")
         let plane = DirectoryDataPlane(root: dir.sub("store"), count: replicas)

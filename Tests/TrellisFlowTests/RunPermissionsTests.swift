@@ -4,10 +4,11 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
 /// Run records and logs are private by default (issue 17): directories 0700, files 0600.
-@Suite("Run directory and log permissions")
+@Suite("Run directory and log permissions", .onBlockingPool)
 struct RunPermissionsTests {
     func mode(_ path: String) -> mode_t {
         var st = stat()

@@ -5,10 +5,11 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
 /// Real processes, a directory-backed fake data plane, two replicas.
-@Suite(.serialized) struct RunnerTests {
+@Suite(.serialized, .onBlockingPool) struct RunnerTests {
     func fixture(_ replicas: Int = 2) -> (TempDir, DirectoryDataPlane, FlowRunner) {
         let dir = TempDir("trflow")
         let plane = DirectoryDataPlane(root: dir.sub("store"), count: replicas)
@@ -238,7 +239,7 @@ import Glibc
                 inputs: ["df"], outputs: ["x"]),
             Sh.step("end", Sh.getLocal("x"), inputs: ["x"]),
         ])
-        let task = Task { try await runner.run(spec: spec, options: options("r9")) }
+        let task = Task.onBlockingPool { try await runner.run(spec: spec, options: options("r9")) }
         #expect(await eventually { !readFile(pidFile).isEmpty })
         task.cancel()
         let record = try await task.value

@@ -4,6 +4,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
 /// A stand-in for `trellis serve`: records its arguments, listens on --socket, exits on SIGTERM.
@@ -30,7 +31,7 @@ func etcdBinary() -> String? {
     return candidates.compactMap { $0 }.first { access($0, X_OK) == 0 }
 }
 
-@Suite(.serialized) struct RuntimeTests {
+@Suite(.serialized, .onBlockingPool) struct RuntimeTests {
     func runtime(_ dir: TempDir, etcd: String? = nil, env: [String: String] = ProcessInfo.processInfo.environment) throws -> LocalRuntime {
         try fakeDaemon.write(toFile: dir.sub("fake_daemon.py"), atomically: true, encoding: .utf8)
         return LocalRuntime(
@@ -184,7 +185,7 @@ func etcdBinary() -> String? {
     }
 }
 
-@Suite struct LauncherTests {
+@Suite(.onBlockingPool) struct LauncherTests {
     /// A launcher with its home in `dir/home`, whose runtime runs ``fakeDaemon`` replicas (no
     /// etcd) and whose data plane is directories under `dir/store`.
     static func fakeLauncher(in dir: TempDir) throws -> FlowLauncher {

@@ -5,10 +5,11 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
 /// Status/ls formatting, live progress, following logs, runner overhead.
-@Suite(.serialized) struct ViewTests {
+@Suite(.serialized, .onBlockingPool) struct ViewTests {
     func fixture() -> (TempDir, DirectoryDataPlane, FlowRunner) {
         let dir = TempDir("trview")
         let plane = DirectoryDataPlane(root: dir.sub("store"), count: 2)
@@ -90,7 +91,7 @@ import Glibc
         let (dir, _, runner) = fixture()
         defer { dir.cleanup() }
         let spec = FlowSpec(steps: [Sh.step("talk", "for i in 1 2 3; do echo line $i; sleep 0.2; done; echo done >&2")])
-        let run = Task { try await runner.run(spec: spec, options: FlowRunOptions(runID: "f")) }
+        let run = Task.onBlockingPool { try await runner.run(spec: spec, options: FlowRunOptions(runID: "f")) }
         #expect(await eventually { runner.store.exists("f") })
         var out = ""
         var err = ""
@@ -124,7 +125,7 @@ import Glibc
     }
 }
 
-@Suite struct CLITests {
+@Suite(.onBlockingPool) struct CLITests {
     @Test func exitStatuses() {
         var r = RunRecord(
             runID: "x", spec: FlowSpec(steps: []), state: .succeeded, createdAt: Date(), startedAt: Date(), replicas: [],

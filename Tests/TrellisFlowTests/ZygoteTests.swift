@@ -5,11 +5,12 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
 /// Python steps run in workers forked from the run's warm zygote (modules preloaded), with
 /// the same supervision as plain children: exit codes, timeouts, process groups, logs.
-@Suite(.serialized) struct ZygoteTests {
+@Suite(.serialized, .onBlockingPool) struct ZygoteTests {
     let python = repoRoot() + "/.venv/bin/python"
 
     func fixture() -> (TempDir, FlowRunner) {

@@ -2,6 +2,7 @@ import Testing
 import TrellisProtocol
 
 @testable import TrellisMeta
+import TrellisTestSupport
 
 /// The behaviour every ``MetaCore`` must have, written once against a
 /// ``TestCluster`` and run for the local and the etcd backend.
@@ -159,7 +160,7 @@ enum Conformance {
 
         try await withRunning([b]) {
             // A keeps its lease alive past the TTL while it runs ...
-            let runA = Task { try await a.run() }
+            let runA = Task.onBlockingPool { try await a.run() }
             try await Task.sleep(for: .seconds(3))
             #expect(try await b.instances().map(\.id) == [infoA.id, infoB.id])
             #expect(try await b.object(100) != nil)
@@ -172,9 +173,11 @@ enum Conformance {
                 try await b.waitForInstanceExit(infoA.id)
             }
             let gone = clock.now - died
-            // It went because its lease expired, not sooner (the upper bound above only catches
-            // a hang: a loaded machine may sweep late).
-            #expect(gone >= ttl - .milliseconds(500), "expired after \(gone) with TTL \(ttl)")
+            // It went because its lease expired, not sooner: its last refresh was at most a
+            // keepalive interval (TTL/3) before it died, so no sooner than 2/3 TTL after (half
+            // the TTL as the bound; a deregistration would take milliseconds). The upper bound
+            // above only catches a hang: a loaded machine may sweep late.
+            #expect(gone >= ttl / 2, "expired after \(gone) with TTL \(ttl)")
             #expect(try await b.instances() == [infoB])
             #expect(try await b.objects().map(\.objectID) == [200])
             #expect(try await b.names() == ["of-b": 200])
@@ -192,7 +195,7 @@ enum Conformance {
         try await registerSample(b, "b")
         try await a.publishObject(5, metadata: "{}")
         try await a.putName("n", objectID: 5)
-        let runA = Task { try await a.run() }
+        let runA = Task.onBlockingPool { try await a.run() }
         try await Task.sleep(for: .milliseconds(200))
         a.stop()
         try await withTimeout(.seconds(60), "run() to return after stop()") { try await runA.value }
@@ -232,7 +235,7 @@ enum Conformance {
     }
 }
 
-@Suite("Local backend conformance")
+@Suite("Local backend conformance", .onBlockingPool)
 struct LocalConformanceTests {
     @Test func instanceIDsAreUniqueAcrossBackends() async throws { try await Conformance.instanceIDs(LocalCluster()) }
     @Test func registrationIsVisibleToOthers() async throws { try await Conformance.registration(LocalCluster()) }
@@ -255,7 +258,7 @@ struct LocalConformanceTests {
     }
 }
 
-@Suite("etcd backend conformance", .serialized, .enabled(if: EtcdBinary.available, EtcdBinary.skipMessage))
+@Suite("etcd backend conformance", .serialized, .enabled(if: EtcdBinary.available, EtcdBinary.skipMessage), .onBlockingPool)
 struct EtcdConformanceTests {
     @Test func instanceIDsAreUniqueAcrossBackends() async throws {
         try await withEtcd { try await Conformance.instanceIDs(EtcdCluster(server: $0)) }

@@ -3,6 +3,7 @@ import NIOCore
 import Testing
 
 @testable import TrellisMeta
+import TrellisTestSupport
 
 /// etcd's gauge of open watchers (`etcd_debugging_mvcc_watcher_total` on /metrics).
 func openWatchers(_ server: EtcdServer) async throws -> Int {
@@ -14,7 +15,7 @@ func openWatchers(_ server: EtcdServer) async throws -> Int {
     return try #require(Int(line.dropFirst(name.count)))
 }
 
-@Suite("etcd client and failure handling", .serialized)
+@Suite("etcd client and failure handling", .serialized, .onBlockingPool)
 struct EtcdTests {
     @Test("etcd unreachable at start fails within meta_timeout")
     func unreachableAtStart() async throws {

@@ -4,11 +4,12 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
 /// etcd on a UNIX socket (how a runtime's private etcd listens, issue 17): the client
 /// turns `unix:///path` into AsyncHTTPClient's `http+unix://` and sends a Host header.
-@Suite("etcd over a UNIX socket")
+@Suite("etcd over a UNIX socket", .onBlockingPool)
 struct UnixEtcdTests {
     @Test("unix:// endpoints become http+unix:// with the path percent-encoded")
     func normalized() {

@@ -2,7 +2,7 @@ import Testing
 import TrellisProtocol
 @testable import TrellisServer
 
-@Suite("Per-client limits")
+@Suite("Per-client limits", .onBlockingPool)
 struct ClientLimitTests {
     @Test("bookkeeping: admits up to the limit per client, releases make room, clients are apart")
     func usage() {
@@ -76,4 +76,5 @@ struct ClientLimitTests {
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif

@@ -4,11 +4,12 @@ import TrellisSystem
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
 /// The worker command line Fluid's vineyard chart renders (kubernetes-fluid.md §2.3), and the
 /// socket-path rules a hostPath socket directory needs (§2.4).
-@Suite("Fluid worker command line and socket path")
+@Suite("Fluid worker command line and socket path", .onBlockingPool)
 struct FluidWorkerTests {
     static let fluidArgv = [
         "--socket", "/var/run/vineyard/vineyard-worker.sock", "--size", "30Gi", "--reserve_memory",

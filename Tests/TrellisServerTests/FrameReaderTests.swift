@@ -5,9 +5,10 @@ import TrellisSystem
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
-@Suite("Frame reader")
+@Suite("Frame reader", .onBlockingPool)
 struct FrameReaderTests {
     /// Writes `frames` (u64le length + body each) into one end of a socket pair from another
     /// thread and closes it; returns the other end.

@@ -7,7 +7,7 @@ import TrellisTestSupport
 /// type with the same keys and value kinds, and the same fd carriers. Ids differ per
 /// run, so ids seen in reference replies are mapped to ours and rewritten into later
 /// requests.
-@Suite("Replay of captured sessions")
+@Suite("Replay of captured sessions", .onBlockingPool)
 struct ReplayTests {
     /// Single-instance IPC sessions (RPC and multi-instance sessions are covered elsewhere).
     static let files = [

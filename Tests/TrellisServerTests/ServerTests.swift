@@ -6,9 +6,10 @@ import TrellisSystem
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
-@Suite("Daemon over real sockets")
+@Suite("Daemon over real sockets", .onBlockingPool)
 struct ServerTests {
     @Test("an oversized header gets an error and a closed connection; others keep being served")
     func oversized() throws {
@@ -202,7 +203,7 @@ struct ServerTests {
     }
 }
 
-@Suite("vineyardd command line")
+@Suite("vineyardd command line", .onBlockingPool)
 struct OptionsTests {
     @Test("gflags spellings")
     func spellings() throws {

@@ -1,7 +1,8 @@
 import Testing
 @testable import TrellisServer
+import TrellisTestSupport
 
-@Suite("Yielding at split frames")
+@Suite("Yielding at split frames", .onBlockingPool)
 struct SplitFrameYieldTests {
     let ms: UInt64 = 1_000_000
 

@@ -4,9 +4,10 @@ import TrellisSystem
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
-@Suite("Allocator")
+@Suite("Allocator", .onBlockingPool)
 struct AllocatorTests {
     @Test("offsets are 64-byte aligned and blocks never overlap")
     func alignmentAndDisjointness() {
@@ -100,7 +101,7 @@ struct AllocatorTests {
     }
 }
 
-@Suite("Huge-page arena")
+@Suite("Huge-page arena", .onBlockingPool)
 struct HugePageArenaTests {
     static var freeHugePages: Int {
         guard let f = fopen("/proc/meminfo", "r") else { return 0 }

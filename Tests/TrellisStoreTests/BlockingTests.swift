@@ -6,9 +6,10 @@ import TrellisSystem
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
-@Suite("The blocking pool and wake-ups")
+@Suite("The blocking pool and wake-ups", .onBlockingPool)
 struct BlockingTests {
     /// A connected pair of UNIX stream sockets (raw: the caller adopts both).
     static func socketPair() -> [Int32] {

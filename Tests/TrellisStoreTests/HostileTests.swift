@@ -1,9 +1,10 @@
 import Testing
 import TrellisProtocol
 @testable import TrellisStore
+import TrellisTestSupport
 
 /// What a hostile client must not be able to do to the store (issue 13).
-@Suite("Object store: hostile clients")
+@Suite("Object store: hostile clients", .onBlockingPool)
 struct HostileStoreTests {
     let store: ObjectStore
 

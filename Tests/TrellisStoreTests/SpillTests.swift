@@ -6,9 +6,10 @@ import Testing
 import TrellisProtocol
 import TrellisSystem
 @testable import TrellisStore
+import TrellisTestSupport
 
 /// `--spill_path`: a full arena moves idle blobs to files and reads them back on demand.
-@Suite("Spill")
+@Suite("Spill", .onBlockingPool)
 struct SpillTests {
     let directory: String
     let store: ObjectStore

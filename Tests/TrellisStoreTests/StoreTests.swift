@@ -2,8 +2,9 @@ import Testing
 import TrellisProtocol
 @testable import TrellisStore
 import TrellisSystem
+import TrellisTestSupport
 
-@Suite("Object store")
+@Suite("Object store", .onBlockingPool)
 struct StoreTests {
     let store: ObjectStore
 

@@ -4,9 +4,10 @@ import TrellisSystem
 
 #if canImport(Glibc)
 import Glibc
+import TrellisTestSupport
 #endif
 
-@Suite("Transparent-huge-page arena")
+@Suite("Transparent-huge-page arena", .onBlockingPool)
 struct TransparentHugeArenaTests {
     static let mib = 1 << 20
 

@@ -34,6 +34,9 @@ void trellis_malloc_trim(void);
 /// thread id, and glibc's gettid is not visible to Swift.
 void trellis_lower_thread_priority(void);
 
+/// Names the calling thread (PR_SET_NAME: the first 15 bytes show in /proc and debuggers).
+void trellis_set_thread_name(const char *name);
+
 /// The peer's pid from SO_PEERCRED, or -1.
 int trellis_peer_pid(int socket);
 
