@@ -16,9 +16,8 @@ Scenarios (identical on both sides, see `trellis bench-client --help`):
   latency of 1 MiB, 64 MiB and 1 GiB uint8 tensors; median of --repeats runs, the object
   deleted between runs.
 
-The daemon is `trellis serve` (built binary: $TRELLIS_BIN, else .build-client/debug/trellis,
-else .build/debug/trellis — build it with `swift build -c release` for real figures and pass
---trellis .build/release/trellis). Each client runs in its own process; the two runs are
+The daemon is `trellis serve` (--trellis, else $TRELLIS_BIN, else .build/release/trellis,
+else .build/debug/trellis — build it with `swift build -c release` for real figures). Each client runs in its own process; the two runs are
 sequential, never concurrent. The target of the client issue: Swift small put+get ≥ 2x the
 Python client's pairs/s.
 """
@@ -29,7 +28,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,17 +36,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 MiB, GiB = 1 << 20, 1 << 30
+sys.path.insert(0, HERE)
 
-
-def find_trellis(explicit: str | None) -> str:
-    for candidate in [explicit, os.environ.get("TRELLIS_BIN"),
-                      os.path.join(REPO, ".build/release/trellis"),
-                      os.path.join(REPO, ".build-client/release/trellis"),
-                      os.path.join(REPO, ".build-client/debug/trellis"),
-                      os.path.join(REPO, ".build/debug/trellis")]:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    sys.exit("client_bench: no trellis binary; run `swift build -c release` or pass --trellis")
+from benchkit.daemons import Daemon, DaemonError, find_trellis  # noqa: E402
 
 
 # ---------------------------------------------------------------- Python client side
@@ -112,30 +102,11 @@ def python_worker(socket: str, small: list[int], large: list[int], iterations: i
 
 # ---------------------------------------------------------------- driver
 
-class Daemon:
-    def __init__(self, trellis: str, size: str):
-        self.dir = tempfile.mkdtemp(prefix="trcb")
-        self.socket = os.path.join(self.dir, "d.sock")
-        self.log = open(os.path.join(self.dir, "daemon.log"), "wb")
-        self.proc = subprocess.Popen([trellis, "serve", "--socket", self.socket, "--size", size, "--norpc"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 20
-        while not os.path.exists(self.socket):
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.stop()
-                sys.exit("client_bench: trellis serve did not start; see its log")
-            time.sleep(0.05)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+def start_daemon(trellis: str, size: str) -> Daemon:
+    tmp = tempfile.mkdtemp(prefix="trcb", dir="/tmp")
+    sock = os.path.join(tmp, "d.sock")
+    return Daemon([trellis, "serve", "--socket", sock, "--size", size, "--norpc"], sock,
+                  os.path.join(tmp, "daemon.log"), label="trellis serve").start()
 
 
 def run_python(args, socket: str) -> dict:
@@ -209,8 +180,11 @@ def main() -> int:
     if args.quick:
         args.iterations, args.warmup, args.large = 1000, 100, [MiB, 64 * MiB]
 
-    trellis = find_trellis(args.trellis)
-    daemon = None if args.socket else Daemon(trellis, args.size)
+    try:
+        trellis = find_trellis(args.trellis)
+        daemon = None if args.socket else start_daemon(trellis, args.size)
+    except DaemonError as e:
+        sys.exit(f"client_bench: {e}")
     socket = args.socket or daemon.socket
     try:
         python = run_python(args, socket)
@@ -218,6 +192,7 @@ def main() -> int:
     finally:
         if daemon:
             daemon.stop()
+            shutil.rmtree(os.path.dirname(daemon.socket), ignore_errors=True)
     print(report(swift, python, trellis))
     if args.json:
         with open(args.json, "w") as f:

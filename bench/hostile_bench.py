@@ -12,11 +12,8 @@ it ran, and the daemon's heap (RssAnon) before, during and after (all connection
 Numbers only from this program (never from a test).
 """
 
-import json
 import multiprocessing
 import os
-import socket
-import struct
 import sys
 import time
 

@@ -39,19 +39,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from benchlib import machine_info  # noqa: E402
-from daemon_bench import (  # noqa: E402
-    BenchError,
-    Daemon,
-    _make_df,
-    _ready_then_wait_go,
-    _result,
-    find_trellis,
-    find_vineyardd,
-    median,
-    proc_cpu_ns,
-    run_one,
-)
+from benchkit.daemons import Daemon, DaemonError, find_trellis, find_vineyardd  # noqa: E402
+from benchkit.machine import machine_info  # noqa: E402
+from benchkit.procstats import median, proc_cpu_ns  # noqa: E402
+from benchkit.workers import BenchError, ready_then_wait_go, result, run_one, serve  # noqa: E402
+from daemon_bench import _make_df  # noqa: E402
 
 # Extension calls that are one request to the daemon each (see the module docstring).
 REQUEST_CALLS = ("create_blob", "seal", "create_metadata", "persist", "put_name", "get_meta")
@@ -68,7 +60,7 @@ def worker_put(a: dict) -> None:
     nbytes = int(sum(df[c].to_numpy().nbytes for c in df.columns))
     client = vineyard.connect(a["sock"])
     client.delete(client.put(df, persist=True), deep=True)  # warm: mapping, imports, arena
-    _ready_then_wait_go()
+    ready_then_wait_go()
 
     times, daemon_ms = [], []
     for _ in range(a["rounds"]):
@@ -101,7 +93,7 @@ def worker_put(a: dict) -> None:
             entry = calls.setdefault(short, {"calls": 0, "s": 0.0})
             entry["calls"] += ncalls
             entry["s"] += tottime
-    _result({
+    result({
         "nbytes": nbytes,
         "put_s": median(times),
         "put_all_s": times,
@@ -117,14 +109,14 @@ def worker_memcpy(a: dict) -> None:
     df = _make_df(a["rows"], a["cols"], a["seed"])
     columns = [df[c].to_numpy() for c in df.columns]
     dst = [np.ones_like(col) for col in columns]  # touched: no page faults in the copy
-    _ready_then_wait_go()
+    ready_then_wait_go()
     times = []
     for _ in range(a["rounds"]):
         t0 = time.perf_counter()
         for d, s in zip(dst, columns):
             np.copyto(d, s)
         times.append(time.perf_counter() - t0)
-    _result({"copy_s": median(times), "nbytes": int(sum(c.nbytes for c in columns))})
+    result({"copy_s": median(times), "nbytes": int(sum(c.nbytes for c in columns))})
 
 
 def fmt_ms(s: float) -> str:
@@ -171,9 +163,7 @@ def table(results: dict, anchor: dict, labels: list) -> str:
 
 
 def main() -> int:
-    if len(sys.argv) >= 3 and sys.argv[1] == "--_worker":
-        kind, args = sys.argv[2], json.loads(sys.argv[3])
-        {"put": worker_put, "memcpy": worker_memcpy}[kind](args)
+    if serve({"put": worker_put, "memcpy": worker_memcpy}, sys.argv[1:]):
         return 0
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -197,7 +187,7 @@ def main() -> int:
                 raise BenchError(f"unknown daemon {label!r} (trellis, vineyardd)")
             sock = os.path.join(tmp, label + ".sock")
             argv += ["--socket", sock, "--size", o.size, "--meta", "local", "--norpc", "--reserve_memory"]
-            daemon = Daemon(label, argv, sock, os.path.join(tmp, label + ".log"))
+            daemon = Daemon(argv, sock, os.path.join(tmp, label + ".log"), label=label)
             print(f"[put_breakdown] {label}: {' '.join(argv)}", file=sys.stderr, flush=True)
             daemon.start()
             try:
@@ -224,6 +214,6 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except BenchError as e:
+    except (BenchError, DaemonError) as e:
         print(f"put_breakdown: {e}", file=sys.stderr)
         sys.exit(1)

@@ -18,16 +18,17 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "bench"))
+
+from benchkit.daemons import Daemon, DaemonError  # noqa: E402
 REGISTER = {"type": "register_request", "version": "0.24.2", "store_type": 1, "session_id": 0,
             "username": "", "password": ""}
 
@@ -121,16 +122,14 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="trwb", dir="/tmp")
     sock = os.path.join(tmp, "d.sock")
-    log = open(os.path.join(tmp, "daemon.log"), "wb")
-    daemon = subprocess.Popen([a.binary, "serve", "--socket", sock, "--size", "64Mi", "--norpc"],
-                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    daemon = Daemon([a.binary, "serve", "--socket", sock, "--size", "64Mi", "--norpc"], sock,
+                    os.path.join(tmp, "daemon.log"), label="trellis serve")
     parked = []
     try:
-        deadline = time.monotonic() + 60
-        while not os.path.exists(sock):
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                sys.exit("daemon did not start; see %s" % log.name)
-            time.sleep(0.05)
+        try:
+            daemon.start()
+        except DaemonError as e:
+            sys.exit(str(e))
         time.sleep(0.2)
         writer_rate(sock, min(1000, a.requests))  # warm-up
         without, with_, cpu0, cpu1 = [], [], [], []
@@ -163,14 +162,7 @@ def main():
     finally:
         for s in parked:
             s.close()
-        if daemon.poll() is None:
-            os.kill(daemon.pid, signal.SIGTERM)
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(daemon.pid, signal.SIGKILL)
-                daemon.wait()
-        log.close()
+        daemon.stop(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -22,7 +22,7 @@ sys.path.insert(1, os.path.join(HERE, "..", "..", "bench"))
 
 import baseline_files  # noqa: E402
 import report  # noqa: E402
-from benchlib import HUGE_PAGE, HugePageError, HugePagePool  # noqa: E402
+from benchkit.machine import HUGE_PAGE, HugePageError, HugePagePool  # noqa: E402
 
 
 def run_trellis(rows, replicas, size, huge_pages=False):

@@ -19,6 +19,9 @@ import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+
+from benchkit import daemons  # noqa: E402
 
 
 def find_etcd():
@@ -36,13 +39,7 @@ def trellis_bin():
     return os.environ.get("TRELLIS_BIN") or str(REPO_ROOT / ".build" / "debug" / "trellis")
 
 
-def vineyardd_bin():
-    binary = os.environ.get("VINEYARDD_BIN")
-    if binary:
-        return binary
-    import vineyard
-
-    return os.path.join(os.path.dirname(vineyard.__file__), "bdist", "vineyardd")
+vineyardd_bin = daemons.find_vineyardd
 
 
 _handed_out = set()
@@ -70,24 +67,8 @@ def port_free(port):
             return False
 
 
-def tcp_accepts(port, host="127.0.0.1"):
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def unix_accepts(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(0.5)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
+tcp_accepts = daemons.tcp_accepts
+unix_accepts = daemons.socket_accepts
 
 
 def wait_until(predicate, timeout, interval=0.05, what="condition"):
@@ -102,68 +83,7 @@ def wait_until(predicate, timeout, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
-class Process:
-    """A child process with its output in a log file; stopped by PID."""
-
-    def __init__(self, argv, log_path, env=None):
-        self.argv = list(argv)
-        self.log_path = log_path
-        self.env = env
-        self.proc = None
-        self._log = None
-
-    def spawn(self):
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            env=self.env, start_new_session=True)
-        return self
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self, sig=signal.SIGKILL):
-        """Sends `sig` to this process only and reaps it."""
-        if self.alive():
-            try:
-                os.kill(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            self.proc.wait()
-        self._close_log()
-
-    def stop(self, timeout=10.0):
-        """SIGTERM, then SIGKILL after `timeout`; returns the exit status (None if never started)."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGTERM)
-                os.kill(self.proc.pid, signal.SIGCONT)  # in case a test froze it
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            except ProcessLookupError:
-                self.proc.wait()
-        self._close_log()
-        return self.proc.returncode
-
-    def _close_log(self):
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log_tail(self, n=3000):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()[-n:].decode("utf-8", "replace")
-        except OSError:
-            return ""
+Process = daemons.Process
 
 
 class Etcd:

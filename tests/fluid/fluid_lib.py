@@ -55,16 +55,7 @@ class Worker:
     def spawn(self, preexec_fn=None):
         self.n += 1
         log = os.path.join(self.root, "daemon-%d.log" % self.n)
-        self.process = cluster_lib.Process(self.argv(), log, self.env())
-        if preexec_fn is None:
-            self.process.spawn()
-        else:
-            # cluster_lib.Process has no preexec hook: the same spawn with one.
-            import subprocess
-            self.process._log = open(log, "ab")
-            self.process.proc = subprocess.Popen(
-                self.process.argv, stdin=subprocess.DEVNULL, stdout=self.process._log, stderr=subprocess.STDOUT,
-                env=self.process.env, start_new_session=True, preexec_fn=preexec_fn)
+        self.process = cluster_lib.Process(self.argv(), log, self.env(), preexec_fn=preexec_fn).spawn()
         return self
 
     def start(self, timeout=90, preexec_fn=None):

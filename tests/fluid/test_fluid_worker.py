@@ -6,7 +6,6 @@ MY_HOST_NAME=127.0.0.1 and MY_NODE_NAME=node-a, against a real etcd on 127.0.0.1
 
 import json
 import os
-import signal
 import socket
 import stat
 import struct

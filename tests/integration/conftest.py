@@ -62,7 +62,7 @@ def _start(**kwargs):
 
 def _finish(daemon):
     """Stop a daemon; fail the test run if it crashed while it was in use."""
-    crashed = daemon.returncode is None and not daemon.alive()
+    crashed = not daemon.stopped and not daemon.alive()
     log = daemon.log_tail() if crashed else ""
     daemon.cleanup()
     if crashed:

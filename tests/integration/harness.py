@@ -21,12 +21,16 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+
+from benchkit import daemons  # noqa: E402
+from benchkit.daemons import DaemonError  # noqa: E402
 
 # Wire constants (README §1, §4.2, §4.3).
 EMPTY_BLOB_ID = 0x8000000000000000
@@ -70,11 +74,7 @@ def daemon_command(socket_path, size="2Gi", extra=()):
     return [binary, "serve"] + common + list(extra)
 
 
-class DaemonError(RuntimeError):
-    pass
-
-
-class Daemon:
+class Daemon(daemons.Daemon):
     """One daemon process on a private UNIX socket in a fresh /tmp directory."""
 
     def __init__(self, size="2Gi", extra=(), start_timeout=30.0, uid=None):
@@ -84,122 +84,44 @@ class Daemon:
         self.uid = uid
         # Short path: sun_path is limited to 108 bytes.
         self.dir = tempfile.mkdtemp(prefix="tr", dir="/tmp")
-        self.socket = os.path.join(self.dir, "d.sock")
-        self.log_path = os.path.join(self.dir, "daemon.log")
-        self.proc = None
-        self.start_timeout = start_timeout
-        self.returncode = None
-        self.stop_diagnostics = ""
-
-    # -- lifecycle -------------------------------------------------------------
-    def start(self):
-        argv = daemon_command(self.socket, self.size, self.extra)
-        if not os.path.exists(argv[0]):
-            shutil.rmtree(self.dir, ignore_errors=True)
-            raise DaemonError(
-                "daemon binary %s does not exist (TRELLIS_DAEMON=%s); build it or set "
-                "TRELLIS_BIN / VINEYARDD_BIN" % (argv[0], daemon_kind())
-            )
+        sock = os.path.join(self.dir, "d.sock")
         env = dict(os.environ)
         # glog (upstream) would otherwise drop log files into /tmp.
         env["GLOG_logtostderr"] = "1"
         env.pop("VINEYARD_IPC_SOCKET", None)
-        self._log = open(self.log_path, "wb")
-        preexec = _die_with_parent
+        super().__init__(daemon_command(sock, size, self.extra), sock, os.path.join(self.dir, "daemon.log"),
+                         label=daemon_kind(), env=env, preexec_fn=_die_with_parent, start_timeout=start_timeout)
+        self.stop_diagnostics = ""
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self):
+        if not os.path.exists(self.argv[0]):
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise DaemonError(
+                "daemon binary %s does not exist (TRELLIS_DAEMON=%s); build it or set "
+                "TRELLIS_BIN / VINEYARDD_BIN" % (self.argv[0], daemon_kind())
+            )
         if self.uid is not None:
             os.chown(self.dir, self.uid, self.uid)
-            preexec = _as_user(self.uid)
+            self.preexec_fn = _as_user(self.uid)
             # The checkout may sit under a directory other users cannot enter (a fresh clone
             # under a 0700 home): give the unprivileged daemon its own copy of the binary, in
             # the directory it owns. (Its libraries come from the toolchain, via RUNPATH.)
-            copy = os.path.join(self.dir, os.path.basename(argv[0]))
-            shutil.copy2(argv[0], copy)
+            copy = os.path.join(self.dir, os.path.basename(self.argv[0]))
+            shutil.copy2(self.argv[0], copy)
             os.chmod(copy, 0o755)
-            argv = [copy] + argv[1:]
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # a ^C on the test run must not hit it first
-            preexec_fn=preexec,  # no orphaned daemon if pytest is killed
-        )
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            if self.proc.poll() is not None:
-                log = self.log_tail()
-                self.stop()
-                raise DaemonError(
-                    "daemon exited with %s during startup: %s\n%s"
-                    % (self.proc.returncode, " ".join(argv), log)
-                )
-            if socket_accepts(self.socket):
-                return self
-            if time.monotonic() > deadline:
-                log = self.log_tail()
-                self.stop()
-                raise DaemonError("daemon did not listen on %s in time\n%s" % (self.socket, log))
-            time.sleep(0.02)
+            self.argv[0] = copy
+        return super().start()
 
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout=10.0):
-        """SIGTERM, then SIGKILL after ``timeout``; returns the exit status."""
-        if self.proc is not None and self.returncode is None:
-            if self.proc.poll() is None:
-                try:
-                    self.proc.send_signal(signal.SIGTERM)
-                    self.proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    self.stop_diagnostics = self.diagnostics()
-                    self.proc.kill()
-                    self.proc.wait()
-            self.returncode = self.proc.returncode
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
-            self._log = None
-        return self.returncode
-
-    def diagnostics(self):
-        """Thread states and open fds of the live daemon (for failure messages)."""
-        lines = []
-        try:
-            task_dir = "/proc/%d/task" % self.pid
-            for tid in sorted(os.listdir(task_dir)):
-                def read(name):
-                    try:
-                        with open(os.path.join(task_dir, tid, name)) as f:
-                            return f.read().strip()
-                    except OSError:
-                        return "?"
-                lines.append("thread %s %s wchan=%s" % (tid, read("comm"), read("wchan")))
-            fd_dir = "/proc/%d/fd" % self.pid
-            for fd in sorted(os.listdir(fd_dir), key=int):
-                try:
-                    lines.append("fd %s -> %s" % (fd, os.readlink(os.path.join(fd_dir, fd))))
-                except OSError:
-                    pass
-        except OSError as e:
-            lines.append("no diagnostics: %s" % e)
-        return "\n".join(lines)
+    def on_stop_timeout(self):
+        self.stop_diagnostics = self.diagnostics()
 
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def log_tail(self, n=4000):
-        try:
-            with open(self.log_path, "rb") as f:
-                data = f.read()
-            return data[-n:].decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return super().log_tail(n)
 
     def __enter__(self):
         return self.start()
@@ -324,16 +246,7 @@ def _as_user(uid):
     return preexec
 
 
-def socket_accepts(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.settimeout(1.0)
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
+socket_accepts = daemons.socket_accepts
 
 
 def wait_until(predicate, timeout=10.0, interval=0.05):

@@ -4,9 +4,6 @@ Each test drives one attack over raw sockets, then checks that the daemon is ali
 a fresh client, and (where it matters) that its memory went back to where it was.
 """
 
-import json
-import os
-import struct
 import time
 
 import pytest

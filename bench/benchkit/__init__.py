@@ -1,0 +1,18 @@
+"""Shared pieces of the benchmark programs (bench/*.py) and the Python test harnesses.
+
+- ``benchkit.daemons``: finding ``trellis`` and ``vineyardd``, and running them (``Process``,
+  ``Daemon``): started in their own session with output in a log file, ready once their
+  socket accepts, stopped by PID. tests/integration/harness.py, tests/cluster/cluster_lib.py
+  and every benchmark start their daemons through it.
+- ``benchkit.workers``: the worker protocol: a benchmark runs its measurements in child
+  processes of its own script (``--_worker KIND ARGS``) that print ``READY``, wait for
+  ``GO`` (so interpreter start-up is never timed and several start at the same instant),
+  and print ``RESULT <json>``.
+- ``benchkit.procstats``: /proc readings (CPU time, faults, RSS), a meter of the CPU other
+  processes used meanwhile, pinning, sizes and percentiles.
+- ``benchkit.report``: the machine a run came from and the generated sections of
+  docs/BENCHMARKS.md.
+- ``benchkit.machine``: hugetlb pool handling and the machine description.
+
+Import it with ``bench/`` on ``sys.path``.
+"""
