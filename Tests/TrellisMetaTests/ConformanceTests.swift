@@ -148,20 +148,21 @@ enum Conformance {
     /// A dead instance (keepalive stopped, no deregistration) leaves the listing
     /// within the lease TTL, and its objects and names go with it.
     static func deadInstanceExpires(_ cluster: some TestCluster) async throws {
-        let ttl = Duration.seconds(2)
+        let ttl = Duration.seconds(3)
         let a = cluster.backend(ttl: ttl)
         let b = cluster.backend(ttl: ttl)
         let infoA = try await registerSample(a, "a")
         let infoB = try await registerSample(b, "b")
-        try await a.publishObject(100, metadata: "{}")
-        try await a.putName("of-a", objectID: 100)
-        try await b.publishObject(200, metadata: "{}")
-        try await b.putName("of-b", objectID: 200)
-
+        // Both run (and so refresh their leases) before anything else is done: the time a
+        // loaded machine takes for the setup must not eat into the TTL.
         try await withRunning([b]) {
             // A keeps its lease alive past the TTL while it runs ...
             let runA = Task.onBlockingPool { try await a.run() }
-            try await Task.sleep(for: .seconds(3))
+            try await a.publishObject(100, metadata: "{}")
+            try await a.putName("of-a", objectID: 100)
+            try await b.publishObject(200, metadata: "{}")
+            try await b.putName("of-b", objectID: 200)
+            try await Task.sleep(for: ttl + .seconds(1))
             #expect(try await b.instances().map(\.id) == [infoA.id, infoB.id])
             #expect(try await b.object(100) != nil)
             // ... and dies without deregistering.
