@@ -209,21 +209,14 @@ class Node:
     def spawn(self):
         if not os.path.exists(self.binary):
             raise RuntimeError("daemon binary %s does not exist; build it or set TRELLIS_BIN" % self.binary)
-        self.process = Process(self.argv(), os.path.join(self.dir, "daemon.log"), self.env()).spawn()
+        self.process = daemons.Daemon(self.argv(), self.socket, os.path.join(self.dir, "daemon.log"), label=self.kind,
+                                      env=self.env(), start_timeout=self.start_timeout, rpc_port=self.rpc_port).spawn()
         return self
 
     def start(self):
+        """Spawns the daemon and waits until its socket and RPC port accept."""
         self.spawn()
-        deadline = time.monotonic() + self.start_timeout
-        while not (unix_accepts(self.socket) and tcp_accepts(self.rpc_port)):
-            if not self.process.alive():
-                raise RuntimeError("daemon exited with %s during startup: %s\n%s" % (
-                    self.process.proc.returncode, " ".join(self.argv()), self.process.log_tail()))
-            if time.monotonic() > deadline:
-                log = self.process.log_tail()
-                self.process.kill()
-                raise RuntimeError("daemon did not listen on %s in time\n%s" % (self.socket, log))
-            time.sleep(0.05)
+        self.process.wait_ready()
         return self
 
     @property

@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 import urllib.request
 
 import cluster_lib
@@ -55,7 +54,9 @@ class Worker:
     def spawn(self, preexec_fn=None):
         self.n += 1
         log = os.path.join(self.root, "daemon-%d.log" % self.n)
-        self.process = cluster_lib.Process(self.argv(), log, self.env(), preexec_fn=preexec_fn).spawn()
+        self.process = cluster_lib.daemons.Daemon(
+            self.argv(), self.socket, log, label="worker", env=self.env(), preexec_fn=preexec_fn,
+            rpc_port=self.rpc_port, rpc_host=self.host).spawn()
         return self
 
     def start(self, timeout=90, preexec_fn=None):
@@ -64,14 +65,7 @@ class Worker:
         return self
 
     def wait_ready(self, timeout=90):
-        deadline = time.monotonic() + timeout
-        while not (cluster_lib.unix_accepts(self.socket) and cluster_lib.tcp_accepts(self.rpc_port, self.host)):
-            if not self.process.alive():
-                raise RuntimeError("worker exited with %s during startup:\n%s" % (
-                    self.process.proc.returncode, self.process.log_tail()))
-            if time.monotonic() > deadline:
-                raise RuntimeError("worker not ready in %ss:\n%s" % (timeout, self.process.log_tail()))
-            time.sleep(0.05)
+        self.process.wait_ready(timeout)
 
     def run_to_exit(self, timeout=60):
         """Starts a worker that is expected to refuse to start; returns (exit status, log)."""
