@@ -30,6 +30,10 @@ public enum Reply: Sendable, Equatable {
     case migrateObject(ObjectID)
     case isSpilled(Bool)
     case isInUse(Bool)
+    /// `get_next_stream_chunk_reply`: the chunk blob's payload and the descriptor announced.
+    case nextStreamChunk(Payload, fd: Int32)
+    /// `pull_next_stream_chunk_reply`: the next chunk's id.
+    case pullStreamChunk(ObjectID)
     /// A reply that carries nothing but its type.
     case done(Done)
     /// An error reply: `{"code": N, "message": "…"}`, no type.
@@ -87,6 +91,11 @@ public enum Reply: Sendable, Equatable {
         case evict = "evict_reply"
         case load = "load_reply"
         case unpin = "unpin_reply"
+        case createStream = "create_stream_reply"
+        case openStream = "open_stream_reply"
+        case pushNextStreamChunk = "push_next_stream_chunk_reply"
+        case stopStream = "stop_stream_reply"
+        case dropStream = "drop_stream_reply"
     }
 
     /// The reply's `type` (`"error"` for an error reply, which carries none).
@@ -112,6 +121,8 @@ public enum Reply: Sendable, Equatable {
         case .migrateObject: return "migrate_object_reply"
         case .isSpilled: return "is_spilled_reply"
         case .isInUse: return "is_in_use_reply"
+        case .nextStreamChunk: return "get_next_stream_chunk_reply"
+        case .pullStreamChunk: return "pull_next_stream_chunk_reply"
         case .done(let d): return d.rawValue
         case .error: return "error"
         }
@@ -182,6 +193,8 @@ public enum Reply: Sendable, Equatable {
         case .migrateObject(let id): return typed(["object_id": .number(id.rawValue)])
         case .isSpilled(let b): return typed(["is_spilled": .bool(b)])
         case .isInUse(let b): return typed(["is_in_use": .bool(b)])
+        case .nextStreamChunk(let p, let fd): return typed(["buffer": p.json, "fd": .int(Int64(fd))])
+        case .pullStreamChunk(let id): return typed(["chunk": .number(id.rawValue)])
         case .done: return typed([:])
         case .error(let e): return e.reply
         }
@@ -285,6 +298,9 @@ public enum Reply: Sendable, Equatable {
         case "migrate_object_reply": return .migrateObject(try id("object_id"))
         case "is_spilled_reply": return .isSpilled(try bool("is_spilled"))
         case "is_in_use_reply": return .isInUse(try bool("is_in_use"))
+        case "get_next_stream_chunk_reply":
+            return .nextStreamChunk(try Payload(json: try r.value("buffer")), fd: Int32(truncatingIfNeeded: try r.int("fd")))
+        case "pull_next_stream_chunk_reply": return .pullStreamChunk(try id("chunk"))
         default:
             throw VineyardError(.invalid, "unknown reply type \(type)")
         }

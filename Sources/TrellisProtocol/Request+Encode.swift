@@ -89,6 +89,17 @@ extension Request {
         case .unpin(let ids): return typed("unpin_request", ["ids": idList(ids)])
         case .isSpilled(let id): return typed("is_spilled_request", ["id": .number(id.rawValue)])
         case .isInUse(let id): return typed("is_in_use_request", ["id": .number(id.rawValue)])
+        case .createStream(let id): return typed("create_stream_request", ["object_id": .number(id.rawValue)])
+        case .openStream(let id, let mode):
+            return typed("open_stream_request", ["object_id": .number(id.rawValue), "mode": .number(mode)])
+        case .getNextStreamChunk(let id, let size):
+            return typed("get_next_stream_chunk_request", ["id": .number(id.rawValue), "size": .number(size)])
+        case .pushNextStreamChunk(let id, let chunk):
+            return typed("push_next_stream_chunk_request", ["id": .number(id.rawValue), "chunk": .number(chunk.rawValue)])
+        case .pullNextStreamChunk(let id): return typed("pull_next_stream_chunk_request", ["id": .number(id.rawValue)])
+        case .stopStream(let id, let failed):
+            return typed("stop_stream_request", ["id": .number(id.rawValue), "failed": .bool(failed)])
+        case .dropStream(let id): return typed("drop_stream_request", ["id": .number(id.rawValue)])
         case .unsupported(let type): return typed(type)
         }
     }

@@ -39,6 +39,14 @@ public enum Request: Sendable, Equatable {
     case unpin([ObjectID])
     case isSpilled(ObjectID)
     case isInUse(ObjectID)
+    case createStream(ObjectID)
+    /// `open_stream_request`: mode 1 = read, 2 = write.
+    case openStream(ObjectID, mode: Int)
+    case getNextStreamChunk(ObjectID, size: Int)
+    case pushNextStreamChunk(ObjectID, chunk: ObjectID)
+    case pullNextStreamChunk(ObjectID)
+    case stopStream(ObjectID, failed: Bool)
+    case dropStream(ObjectID)
     /// A command upstream knows but Trellis does not serve (streams, sessions, arenas, plasma, GPU, locks).
     case unsupported(type: String)
 
@@ -186,9 +194,14 @@ public enum Request: Sendable, Equatable {
         case "unpin_request": return .unpin(try ids("ids"))
         case "is_spilled_request": return .isSpilled(try id("id"))
         case "is_in_use_request": return .isInUse(try id("id"))
-        case "create_stream_request", "open_stream_request", "get_next_stream_chunk_request",
-            "push_next_stream_chunk_request", "pull_next_stream_chunk_request", "stop_stream_request",
-            "drop_stream_request", "new_session_request", "delete_session_request",
+        case "create_stream_request": return .createStream(try id("object_id"))
+        case "open_stream_request": return .openStream(try id("object_id"), mode: try r.size("mode"))
+        case "get_next_stream_chunk_request": return .getNextStreamChunk(try id("id"), size: try r.size("size"))
+        case "push_next_stream_chunk_request": return .pushNextStreamChunk(try id("id"), chunk: try id("chunk"))
+        case "pull_next_stream_chunk_request": return .pullNextStreamChunk(try id("id"))
+        case "stop_stream_request": return .stopStream(try id("id"), failed: try r.bool("failed", default: false))
+        case "drop_stream_request": return .dropStream(try id("id"))
+        case "new_session_request", "delete_session_request",
             "move_buffers_ownership_request", "make_arena_request", "finalize_arena_request",
             "create_disk_buffer_request", "create_gpu_buffer_request", "get_gpu_buffers_request",
             "create_buffer_by_plasma_request", "get_buffers_by_plasma_request", "plasma_seal_request",

@@ -31,6 +31,8 @@ public struct StatusCode: RawRepresentable, Hashable, Sendable, CustomStringConv
     public static let notEnoughMemory = StatusCode(rawValue: 41)
     public static let streamDrained = StatusCode(rawValue: 42)
     public static let streamFailed = StatusCode(rawValue: 43)
+    public static let invalidStreamState = StatusCode(rawValue: 44)
+    public static let streamOpened = StatusCode(rawValue: 45)
     public static let globalObjectInvalid = StatusCode(rawValue: 51)
     public static let unknownError = StatusCode(rawValue: 255)
 
@@ -64,6 +66,8 @@ public struct StatusCode: RawRepresentable, Hashable, Sendable, CustomStringConv
         case 41: return "NotEnoughMemory"
         case 42: return "StreamDrained"
         case 43: return "StreamFailed"
+        case 44: return "InvalidStreamState"
+        case 45: return "StreamOpened"
         case 51: return "GlobalObjectInvalid"
         default: return "Unknown(\(rawValue))"
         }

@@ -122,6 +122,7 @@ public final class Daemon: Service, Sendable {
         var loop = ConnectionLoop(
             socket: socket, id: id, isRPC: isRPC, handler: handler, maxMessageSize: config.maxMessageSize, logger: logger)
         loop.run()
+        handler.connectionClosed(loop.state)
         let reclaimed = store.disconnect(id)
         if reclaimed > 0 {
             logger.info("reclaimed unsealed blobs of a departed client", metadata: ["connection.id": "\(id)", "blobs": "\(reclaimed)"])

@@ -19,6 +19,8 @@ struct ConnectionState {
     var registered = false
     /// Whether this connection already received the arena's descriptor.
     var arenaFDSent = false
+    /// Streams this connection pulled from: dropped when it goes away, as upstream does.
+    var pulledStreams: Set<ObjectID> = []
 }
 
 /// Live counts the daemon reports.
@@ -238,6 +240,45 @@ final class RequestHandler: Sendable {
             return .reply(.isSpilled(store.isSpilled(id)))
         case .isInUse(let id):
             return .reply(.isInUse(store.isInUse(id)))
+        case .createStream(let id):
+            try store.createStream(id)
+            return .reply(.done(.createStream))
+        case .openStream(let id, let mode):
+            try store.openStream(id, mode: mode)
+            return .reply(.done(.openStream))
+        case .getNextStreamChunk(let id, let size):
+            try requireIPC(conn, "get_next_stream_chunk_request")
+            let connection = conn.id
+            let socket = conn.socket
+            let p = try withDeferred(conn) {
+                Result { () throws(VineyardError) in
+                    try store.nextStreamChunk(id, size: size, connection: connection, watching: socket, cancelled: cancelled)
+                }
+            }.get()
+            let send = p.dataSize > 0 && !conn.arenaFDSent
+            if send { conn.arenaFDSent = true }
+            return .reply(.nextStreamChunk(p, fd: send ? p.storeFD : -1), sendArenaFD: send)
+        case .pushNextStreamChunk(let id, let chunk):
+            try store.pushStreamChunk(id, chunk: chunk)
+            return .reply(.done(.pushNextStreamChunk))
+        case .pullNextStreamChunk(let id):
+            conn.pulledStreams.insert(id)
+            let connection = conn.id
+            let socket = conn.socket
+            let (chunk, deletion) = try withDeferred(conn) {
+                Result { () throws(VineyardError) in
+                    try store.pullStreamChunk(id, connection: connection, watching: socket, cancelled: cancelled)
+                }
+            }.get()
+            cluster?.unpublish(deletion)
+            return .reply(.pullStreamChunk(chunk))
+        case .stopStream(let id, let failed):
+            try store.stopStream(id, failed: failed)
+            return .reply(.done(.stopStream))
+        case .dropStream(let id):
+            let deletion = try store.dropStream(id, connection: conn.id)  // not inside `cluster?.`: it must run without a cluster
+            cluster?.unpublish(deletion)
+            return .reply(.done(.dropStream))
         case .unsupported(let type):
             if type.contains("gpu") { throw VineyardError(.invalid, "GPU support is not enabled") }
             throw VineyardError(.notImplemented, "\(type) is not supported by Trellis")
@@ -264,6 +305,14 @@ final class RequestHandler: Sendable {
             return .replyWithBlobBytes(.getBuffers(ps, fds: [], compress: false), ranges: ps.map { ($0.dataOffset, $0.dataSize) })
         case .register, .exit:
             fatalError("handled above")
+        }
+    }
+
+    /// A connection ended: the streams it read from are dropped (their unread chunks freed),
+    /// as upstream's daemon does when a reader leaves.
+    func connectionClosed(_ conn: ConnectionState) {
+        for id in conn.pulledStreams {
+            if let deletion = try? store.dropStream(id, connection: conn.id) { cluster?.unpublish(deletion) }
         }
     }
 

@@ -60,6 +60,8 @@ struct StoreState: Sendable {
     /// it or disconnects, so no reader ever sees its bytes reused by another blob.
     var retired: [ObjectID: RetiredBlob] = [:]
     var retiredBytes = 0
+    /// Open streams (`vineyard.io`) by the id of their metadata object.
+    var streams: [ObjectID: StreamRecord] = [:]
 
     /// This store's instance (blob members without their own instance belong to it).
     let instanceID: UInt64

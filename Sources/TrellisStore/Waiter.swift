@@ -12,6 +12,8 @@ public enum WaitKey: Hashable, Sendable {
     case name(String)
     /// An object created or imported, or a blob sealed.
     case object(ObjectID)
+    /// A stream's chunks or state changed (a pull may find a chunk, a writer room).
+    case stream(ObjectID)
 }
 
 /// Parked waiters by key (part of `StoreState`, so under the store's lock).

@@ -13,7 +13,7 @@ struct ReplayTests {
     static let files = [
         "blobs.jsonl", "connect.jsonl", "delete.jsonl", "list_data.jsonl", "misc.jsonl", "names.jsonl",
         "numpy_int64.jsonl", "pandas_dataframe.jsonl", "pandas_dataframe_strings.jsonl", "pandas_series.jsonl",
-        "persist.jsonl", "py_errors.jsonl", "pyarrow_table.jsonl", "python_values.jsonl", "raw_errors.jsonl",
+        "persist.jsonl", "py_errors.jsonl", "pyarrow_table.jsonl", "python_values.jsonl", "raw_errors.jsonl", "stream.jsonl",
     ]
 
     final class IDMap {

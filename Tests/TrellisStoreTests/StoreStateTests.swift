@@ -104,3 +104,85 @@ final class StoreStateTests {
         #expect(s.objects.isEmpty && s.blobs.isEmpty)
     }
 }
+
+/// Streams as a state machine: chunks queue in order, a reader's finished chunk is
+/// deleted by its next pull, stop and drop decide what the reader sees.
+@Suite("Stream state machine")
+final class StreamStateTests {
+    var s = StoreState(capacity: 1 << 20, instance: 0)
+    let now: UInt64 = 1_700_000_000_000
+    let stream = ObjectID(0x0000_1234_5678_9abc)
+
+    func chunk(_ size: Int, writer: ConnectionID = 1) throws -> ObjectID {
+        _ = try s.beginNextChunk(stream)
+        let made = try s.createBlobs(sizes: [size], connection: writer, now: now)
+        let id = try #require(made[0]).id
+        let recorded = s.setWriting(stream, chunk: id)
+        #expect(recorded)
+        return id
+    }
+
+    @Test("chunks reach the reader in order; each pull frees the chunk read before; stop drains")
+    func inOrder() throws {
+        try s.createStream(stream)
+        #expect(throws: VineyardError.self) { try self.s.createStream(self.stream) }
+        try s.openStream(stream, mode: 2)
+        try s.openStream(stream, mode: 1)
+        do {
+            try s.openStream(stream, mode: 1)
+            Issue.record("a second open for reading must fail")
+        } catch { #expect(error.code == .streamOpened) }
+
+        let a = try chunk(100), b = try chunk(200)
+        #expect(s.blobs[a]?.sealed == true, "the next chunk seals the previous one")
+        #expect(s.blobs[b]?.sealed == false)
+        let (first, _, _) = try s.pullStreamChunk(stream, connection: 2)
+        #expect(first == StreamPull.chunk(a))
+        let (none, _, _) = try s.pullStreamChunk(stream, connection: 2)
+        #expect(none == .empty, "b is still being written")
+        #expect(s.blobs[a] == nil, "the pull after a freed a")
+        _ = try s.stopStream(stream, failed: false)
+        #expect(s.blobs[b]?.sealed == true, "stop seals and queues the last chunk")
+        let (second, _, _) = try s.pullStreamChunk(stream, connection: 2)
+        #expect(second == .chunk(b))
+        do {
+            _ = try s.pullStreamChunk(stream, connection: 2)
+            Issue.record("a drained stream must say so")
+        } catch { #expect(error.code == .streamDrained) }
+        #expect(s.blobs.isEmpty && s.allocator.allocatedBytes == 0)
+        do {
+            _ = try s.stopStream(stream, failed: true)
+            Issue.record("a stopped stream cannot stop again")
+        } catch { #expect(error.code == .invalidStreamState) }
+    }
+
+    @Test("drop frees what nobody read and fails the stream for a parked reader")
+    func drop() throws {
+        try s.createStream(stream)
+        let waiter = try Waiter()
+        _ = s.waiters.add(waiter, for: [.stream(stream)])
+        _ = try chunk(64)
+        _ = try chunk(64)
+        let (_, effects) = try s.dropStream(stream, connection: 3)
+        #expect(effects.wake.contains { $0 === waiter })
+        #expect(s.blobs.isEmpty && s.allocator.allocatedBytes == 0)
+        #expect(!s.streamExists(stream))
+        do {
+            _ = try s.pullStreamChunk(stream, connection: 2)
+            Issue.record("a dropped stream is gone")
+        } catch { #expect(error.code == .objectNotExists) }
+    }
+
+    @Test("a failed stream fails the reader once its queue is read")
+    func failed() throws {
+        try s.createStream(stream)
+        let a = try chunk(8)
+        _ = try s.stopStream(stream, failed: true)
+        let pulled = try s.pullStreamChunk(stream, connection: 2).0
+        #expect(pulled == .chunk(a))
+        do {
+            _ = try s.pullStreamChunk(stream, connection: 2)
+            Issue.record("expected StreamFailed")
+        } catch { #expect(error.code == .streamFailed) }
+    }
+}

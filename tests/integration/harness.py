@@ -173,18 +173,23 @@ def run_workers(target, args_list, timeout=240.0):
     """Runs ``target(*args, conn)`` in one spawned process per ``args`` at once and returns
     what each sent on ``conn``, in order; a worker that does not report within ``timeout``
     fails the test. The processes are stopped whatever happens."""
+    return run_workers_each([(target, args) for args in args_list], timeout=timeout)
+
+
+def run_workers_each(jobs, timeout=240.0):
+    """Like run_workers, for ``(target, args)`` pairs: each job runs its own target."""
     import multiprocessing
     spawn = multiprocessing.get_context("spawn")
     procs, pipes = [], []
-    for args in args_list:
-        parent, child = spawn.Pipe()
-        p = spawn.Process(target=target, args=tuple(args) + (child,), daemon=True)
-        p.start()
-        child.close()
-        procs.append(p)
-        pipes.append(parent)
-    results = []
     try:
+        for target, args in jobs:
+            parent, child = spawn.Pipe()
+            p = spawn.Process(target=target, args=tuple(args) + (child,), daemon=True)
+            p.start()
+            child.close()
+            procs.append(p)
+            pipes.append(parent)
+        results = []
         for conn in pipes:
             assert conn.poll(timeout), "worker did not finish in time"
             results.append(conn.recv())

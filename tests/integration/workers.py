@@ -184,3 +184,54 @@ def spill_worker(sock, worker, rounds, conn):
         conn.send({"worker": worker, "errors": errors[:5], "n_errors": len(errors), "ids": [int(o) for o, _ in ids]})
     except Exception as e:  # report instead of hanging the parent
         conn.send({"worker": worker, "errors": [repr(e)], "n_errors": 1, "ids": []})
+
+
+def stream_writer(sock, stream_id, batches, rows, conn):
+    """Write ``batches`` record batches of ``rows`` rows to a RecordBatchStream, then stop it."""
+    try:
+        import pyarrow as pa
+        import vineyard
+        import vineyard.io  # noqa: F401  (registers the stream types)
+        from vineyard.io.recordbatch import RecordBatchStream
+
+        import harness
+
+        client = harness.connect(sock)
+        stream = RecordBatchStream(client.get_meta(vineyard.ObjectID(stream_id)))
+        writer = stream.open_writer(client)
+        sums = []
+        for i in range(batches):
+            values = pa.array(range(i * rows, (i + 1) * rows), type=pa.int64())
+            batch = pa.RecordBatch.from_arrays([values, pa.array([str(i)] * rows)], names=["v", "tag"])
+            writer.append(client.put(batch))
+            sums.append(sum(range(i * rows, (i + 1) * rows)))
+        writer.finish()
+        conn.send({"ok": True, "sums": sums})
+        harness.disconnect(client)
+    except Exception:
+        conn.send({"ok": False, "error": traceback.format_exc()})
+
+
+def stream_reader(sock, stream_id, conn):
+    """Read a RecordBatchStream to its end; report each batch's rows, sum and tag."""
+    try:
+        import vineyard
+        import vineyard.io  # noqa: F401
+        from vineyard.io.recordbatch import RecordBatchStream
+
+        import harness
+
+        client = harness.connect(sock)
+        stream = RecordBatchStream(client.get_meta(vineyard.ObjectID(stream_id)))
+        reader = stream.open_reader(client)
+        got = []
+        while True:
+            try:
+                batch = reader.next()
+            except StopIteration:
+                break
+            got.append((batch.num_rows, int(batch.column(0).to_pandas().sum()), batch.column(1)[0].as_py()))
+        conn.send({"ok": True, "batches": got})
+        harness.disconnect(client)
+    except Exception:
+        conn.send({"ok": False, "error": traceback.format_exc()})
