@@ -22,9 +22,11 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
-        .target(name: "CTrellisShim"),
+        // libcrypt (libxcrypt, in every Debian): bcrypt and crypt(3) for --htpasswd.
+        .target(name: "CTrellisShim", linkerSettings: [.linkedLibrary("crypt")]),
         .target(name: "TrellisSystem", dependencies: ["CTrellisShim"], swiftSettings: strict),
         .target(name: "TrellisProtocol", swiftSettings: strict),
         .target(
@@ -43,6 +45,7 @@ let package = Package(
             name: "TrellisServer",
             dependencies: [
                 "CTrellisShim", "TrellisProtocol", "TrellisStore", "TrellisSystem", "TrellisMeta", "TrellisClient",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

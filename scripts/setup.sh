@@ -11,6 +11,12 @@ if ! command -v ip >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null \
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null; }
 fi
+# apache2-utils (htpasswd): the --htpasswd tests write their databases with the real tool
+# and compare every verdict with `htpasswd -v` (vineyardd runs that tool itself).
+if ! command -v htpasswd >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends apache2-utils >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends apache2-utils >/dev/null; }
+fi
 bash scripts/setup-python.sh
 # The tests use the debug build (scripts/test.sh builds it); TRELLIS_RELEASE_BUILD=0 skips this one.
 if [ "${TRELLIS_RELEASE_BUILD:-1}" != "0" ]; then

@@ -13,6 +13,8 @@
 #include <malloc.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <stdlib.h>
+#include <crypt.h>
 
 int trellis_memfd_create(const char *name, int huge) {
     unsigned int flags = MFD_CLOEXEC;
@@ -238,4 +240,21 @@ int trellis_private_tmpfs_file(const char *options, off_t size, int *stage_out) 
     if (fd >= 0) close(fd);
     errno = payload[1] ? payload[1] : EPROTO;
     return -1;
+}
+
+int trellis_crypt(const char *key, const char *setting, char *out, size_t out_size) {
+    struct crypt_data *data = calloc(1, sizeof *data);  // ~32 KiB: not on a thread's stack
+    if (!data) return -1;
+    int n = -1;
+    const char *r = crypt_rn(key, setting, data, (int)sizeof *data);
+    if (r && r[0] != '*') {
+        size_t len = strlen(r);
+        if (len + 1 <= out_size) {
+            memcpy(out, r, len + 1);
+            n = (int)len;
+        }
+    }
+    explicit_bzero(data, sizeof *data);
+    free(data);
+    return n;
 }

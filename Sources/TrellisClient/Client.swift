@@ -54,10 +54,24 @@ public final class Client: Sendable {
         return "/var/run/vineyard.sock"
     }
 
-    /// Connects over IPC to `socketPath` (default ``defaultSocketPath``) and registers.
+    /// The user and password a client registers with (for a daemon run with `--htpasswd`):
+    /// `$TRELLIS_USERNAME` and `$TRELLIS_PASSWORD`, else empty.
+    public static var defaultCredentials: (username: String, password: String) {
+        func env(_ name: String) -> String {
+            guard let p = getenv(name) else { return "" }
+            return String(cString: p)
+        }
+        return (env("TRELLIS_USERNAME"), env("TRELLIS_PASSWORD"))
+    }
+
+    /// Connects over IPC to `socketPath` (default ``defaultSocketPath``) and registers, with
+    /// `credentials` (default ``defaultCredentials``) for a daemon that requires them.
     ///
     /// - Throws: ``ClientError/Kind/connectionFailed`` when no daemon answers there.
-    public convenience init(socket socketPath: String? = nil, maxReplySize: Int = 256 << 20) throws(ClientError) {
+    public convenience init(
+        socket socketPath: String? = nil, maxReplySize: Int = 256 << 20,
+        credentials: (username: String, password: String) = Client.defaultCredentials
+    ) throws(ClientError) {
         let path = socketPath ?? Self.defaultSocketPath
         let socket: StreamSocket
         do {
@@ -65,23 +79,31 @@ public final class Client: Sendable {
         } catch {
             throw ClientError(.connectionFailed, "cannot connect to the daemon at \(path)", systemError: error)
         }
-        try self.init(transport: .ipc(socketPath: path), socket: socket, maxReplySize: maxReplySize)
+        try self.init(transport: .ipc(socketPath: path), socket: socket, maxReplySize: maxReplySize, credentials: credentials)
     }
 
     /// Connects over RPC (TCP) to `host:port` and registers with `session`.
-    public convenience init(host: String, port: Int, session: UInt64 = 0, maxReplySize: Int = 256 << 20) throws(ClientError) {
+    public convenience init(
+        host: String, port: Int, session: UInt64 = 0, maxReplySize: Int = 256 << 20,
+        credentials: (username: String, password: String) = Client.defaultCredentials
+    ) throws(ClientError) {
         let socket: StreamSocket
         do {
             socket = try StreamSocket.connect(host: host, port: port)
         } catch {
             throw ClientError(.connectionFailed, "cannot connect to the daemon at \(host):\(port)", systemError: error)
         }
-        try self.init(transport: .rpc(host: host, port: port), socket: socket, maxReplySize: maxReplySize, session: session)
+        try self.init(
+            transport: .rpc(host: host, port: port), socket: socket, maxReplySize: maxReplySize, session: session,
+            credentials: credentials)
     }
 
-    private init(transport: Transport, socket: consuming StreamSocket, maxReplySize: Int, session: UInt64 = 0) throws(ClientError) {
+    private init(
+        transport: Transport, socket: consuming StreamSocket, maxReplySize: Int, session: UInt64 = 0,
+        credentials: (username: String, password: String)
+    ) throws(ClientError) {
         let ch = Channel(socket: socket.descriptor, maxReplySize: maxReplySize)
-        try ch.send(Request.register(sessionID: session))
+        try ch.send(Request.register(sessionID: session, username: credentials.username, password: credentials.password))
         let info = try Replies.register(try ch.receive())
         self.transport = transport
         self.server = info

@@ -1,6 +1,6 @@
 /// Minimal standard base64 (RFC 4648 §4, with padding), as the etcd JSON gateway
 /// encodes keys and values.
-enum Base64 {
+package enum Base64 {
     private static let alphabet: [UInt8] = Array(
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
@@ -13,7 +13,7 @@ enum Base64 {
         return table
     }()
 
-    static func encode(_ bytes: some Collection<UInt8>) -> String {
+    package static func encode(_ bytes: some Collection<UInt8>) -> String {
         let input = Array(bytes)
         var out = [UInt8]()
         out.reserveCapacity((input.count + 2) / 3 * 4)
@@ -43,10 +43,10 @@ enum Base64 {
         return String(decoding: out, as: UTF8.self)
     }
 
-    static func encode(_ string: String) -> String { encode(string.utf8) }
+    package static func encode(_ string: String) -> String { encode(string.utf8) }
 
     /// Decodes base64 text; `nil` when it contains characters outside the alphabet.
-    static func decode(_ text: String) -> [UInt8]? {
+    package static func decode(_ text: String) -> [UInt8]? {
         var out = [UInt8]()
         out.reserveCapacity(text.utf8.count / 4 * 3)
         var accumulator: UInt32 = 0

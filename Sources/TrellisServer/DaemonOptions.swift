@@ -26,8 +26,8 @@ public struct DaemonOptions: Sendable, Equatable {
     /// Whether `--meta` was given; without it an explicit `--etcd_endpoint` selects etcd
     /// (vineyardd's default backend), so Fluid's worker command line forms a cluster.
     public var metaGiven: Bool = false
-    /// `--htpasswd FILE`: Trellis has no authentication yet, so the daemon refuses to
-    /// start rather than accept every client while the operator believes otherwise.
+    /// `--htpasswd FILE`: an Apache htpasswd database; every connection must register with
+    /// a user and password from it (see ``Htpasswd``).
     public var htpasswd: String?
     public var reserveMemory: Bool = false
     /// With `reserveMemory`: serve at once and reserve from a background thread at idle
@@ -263,7 +263,7 @@ public struct DaemonOptions: Sendable, Equatable {
           --max-message-size SIZE   largest request accepted (default 64Mi)
           --spill_path DIR          when the arena is full, move idle blobs (least recently used first)
                                     to files here; they are read back when a client asks for them
-          --htpasswd FILE           refused: Trellis has no authentication yet (the daemon will not start)
+          --htpasswd FILE           require a user and password from this htpasswd database (bcrypt, apr1, SHA, crypt) on IPC and RPC
           --log-level LEVEL         trace, debug, info, notice, warning, error, critical (default info)
         Accepted and ignored: glog flags (-v, --logtostderr, …), --allocator, --compression, --spill_lower_rate/--spill_upper_rate
         (Trellis spills on demand, when an allocation does not fit), --stream_threshold.

@@ -158,7 +158,10 @@ final class Migrator: Sendable {
         let channel = Channel(socket: sock.descriptor, maxReplySize: Frame.defaultMaxMessageSize)
         var created: [ObjectID] = []
         do throws(VineyardError) {
-            _ = try call(channel, .register(), expecting: "register_reply")
+            // a peer run with --htpasswd: the daemon's own $TRELLIS_USERNAME / $TRELLIS_PASSWORD
+            let credentials = Client.defaultCredentials
+            _ = try call(
+                channel, .register(username: credentials.username, password: credentials.password), expecting: "register_reply")
             let reply = try call(channel, .getRemoteBuffers(ids: ids, unsafe: false, compress: false), expecting: "get_buffers_reply")
             guard case .getBuffers(let payloads, _, _) = reply, payloads.count == ids.count else {
                 throw VineyardError(.objectNotExists, "the owner no longer has every blob of the object")

@@ -17,6 +17,8 @@ struct ConnectionState {
     /// The client's socket, watched while a request of it is parked (nil: none to watch).
     var socket: Descriptor? = nil
     var registered = false
+    /// Registered with a user and password the `--htpasswd` database accepts.
+    var authenticated = false
     /// Whether this connection already received the arena's descriptor.
     var arenaFDSent = false
     /// Streams this connection pulled from: dropped when it goes away, as upstream does.
@@ -57,6 +59,18 @@ final class RequestHandler: Sendable {
     func handle(_ request: Request, _ conn: inout ConnectionState, cancelled: () -> Bool) throws(VineyardError) -> Outcome {
         switch request {
         case .register(let r):
+            if let htpasswd = config.htpasswd {
+                switch htpasswd.verify(user: r.username, password: r.password) {
+                case .accepted:
+                    conn.authenticated = true
+                case .rejected:
+                    conn.authenticated = false
+                    throw VineyardError(.connectionError, "Incorrect username and password (--htpasswd)")
+                case .unavailable(let why):
+                    conn.authenticated = false
+                    throw VineyardError(.connectionError, "Cannot verify the username and password: \(why)")
+                }
+            }
             conn.registered = true
             return .reply(
                 .register(
@@ -67,7 +81,10 @@ final class RequestHandler: Sendable {
         case .exit:
             return .close
         default:
-            break
+            if config.htpasswd != nil && !conn.authenticated {
+                throw VineyardError(
+                    .connectionError, "Authentication required: register with a username and password first (the daemon runs with --htpasswd)")
+            }
         }
         switch request {
         case .createBuffer(let size):

@@ -17,6 +17,9 @@ public struct ServerConfig: Sendable {
     public var version: String = "0.24.2"
     /// Connections and parked waits one client process may hold (see ``ClientLimits``).
     public var clientLimits = ClientLimits()
+    /// `--htpasswd`: every connection (IPC and RPC) must register with a user and password
+    /// from this database before any other request; nil: no authentication.
+    public var htpasswd: Htpasswd? = nil
 
     public init(socketPath: String) {
         self.socketPath = socketPath

@@ -43,9 +43,16 @@ enum Serve {
         var env: [String: String] = [:]
         for (k, v) in ProcessEnvironment.all() { env[k] = v }
 
+        var htpasswd: Htpasswd?
         if let file = options.htpasswd {
-            printError("trellis serve: --htpasswd \(file): Trellis does not implement authentication yet; refusing to start rather than accept every client (remove the flag, and protect the socket and RPC port instead)\n")
-            return 2
+            let h = Htpasswd(path: file)
+            do {
+                try h.check()
+            } catch {
+                printError("trellis serve: --htpasswd \(file): \(error)\n")
+                return 1
+            }
+            htpasswd = h
         }
         let socket = options.resolvedSocketPath(environment: env)
         // Before the (possibly long) wait for etcd: a path that is not ours to replace ends it at once.
@@ -86,6 +93,7 @@ enum Serve {
             meta = backend
         }
         var config = ServerConfig(socketPath: socket)
+        config.htpasswd = htpasswd
         config.maxMessageSize = options.maxMessageSize
         config.deployment = options.deployment
         // The advertised RPC host: MY_HOST_NAME, else loopback when RPC binds loopback (so

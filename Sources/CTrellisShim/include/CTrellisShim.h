@@ -65,4 +65,9 @@ enum {
 /// in *stage_out.
 int trellis_private_tmpfs_file(const char *options, off_t size, int *stage_out);
 
+/// crypt(3) through libxcrypt's reentrant crypt_rn: hashes `key` with the method and salt
+/// of `setting` (`$2y$…` bcrypt, `$1$`/`$5$`/`$6$`, traditional DES) into `out`.
+/// Returns the length written, or -1 when the method is unknown or the setting invalid.
+int trellis_crypt(const char *key, const char *setting, char *out, size_t out_size);
+
 #endif
