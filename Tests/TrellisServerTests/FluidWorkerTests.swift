@@ -52,7 +52,7 @@ struct FluidWorkerTests {
         #expect(explicit.resolvedRPCBindHost(environment: ["MY_HOST_NAME": "10.1.2.3"]) == "0.0.0.0")
     }
 
-    @Test("--htpasswd is recorded (the daemon refuses to start with it), not silently ignored")
+    @Test("--htpasswd is recorded (the daemon then requires a user and password), not silently ignored")
     func htpasswd() throws {
         let o = try DaemonOptions.parse(["--htpasswd", "/etc/vineyard/htpasswd"])
         #expect(o.htpasswd == "/etc/vineyard/htpasswd")
