@@ -34,6 +34,8 @@ public enum Reply: Sendable, Equatable {
     case nextStreamChunk(Payload, fd: Int32)
     /// `pull_next_stream_chunk_reply`: the next chunk's id.
     case pullStreamChunk(ObjectID)
+    /// `new_session_reply`: the new session's socket.
+    case newSession(socketPath: String)
     /// A reply that carries nothing but its type.
     case done(Done)
     /// An error reply: `{"code": N, "message": "…"}`, no type.
@@ -96,6 +98,8 @@ public enum Reply: Sendable, Equatable {
         case pushNextStreamChunk = "push_next_stream_chunk_reply"
         case stopStream = "stop_stream_reply"
         case dropStream = "drop_stream_reply"
+        case deleteSession = "delete_session_reply"
+        case moveBuffersOwnership = "move_buffers_ownership_reply"
     }
 
     /// The reply's `type` (`"error"` for an error reply, which carries none).
@@ -123,6 +127,7 @@ public enum Reply: Sendable, Equatable {
         case .isInUse: return "is_in_use_reply"
         case .nextStreamChunk: return "get_next_stream_chunk_reply"
         case .pullStreamChunk: return "pull_next_stream_chunk_reply"
+        case .newSession: return "new_session_reply"
         case .done(let d): return d.rawValue
         case .error: return "error"
         }
@@ -195,6 +200,7 @@ public enum Reply: Sendable, Equatable {
         case .isInUse(let b): return typed(["is_in_use": .bool(b)])
         case .nextStreamChunk(let p, let fd): return typed(["buffer": p.json, "fd": .int(Int64(fd))])
         case .pullStreamChunk(let id): return typed(["chunk": .number(id.rawValue)])
+        case .newSession(let path): return typed(["socket_path": .string(path)])
         case .done: return typed([:])
         case .error(let e): return e.reply
         }
@@ -301,6 +307,7 @@ public enum Reply: Sendable, Equatable {
         case "get_next_stream_chunk_reply":
             return .nextStreamChunk(try Payload(json: try r.value("buffer")), fd: Int32(truncatingIfNeeded: try r.int("fd")))
         case "pull_next_stream_chunk_reply": return .pullStreamChunk(try id("chunk"))
+        case "new_session_reply": return .newSession(socketPath: try r.string("socket_path"))
         default:
             throw VineyardError(.invalid, "unknown reply type \(type)")
         }

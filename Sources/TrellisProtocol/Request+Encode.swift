@@ -100,6 +100,15 @@ extension Request {
         case .stopStream(let id, let failed):
             return typed("stop_stream_request", ["id": .number(id.rawValue), "failed": .bool(failed)])
         case .dropStream(let id): return typed("drop_stream_request", ["id": .number(id.rawValue)])
+        case .newSession(let t): return typed("new_session_request", ["bulk_store_type": .number(t)])
+        case .deleteSession: return typed("delete_session_request")
+        case .moveBuffersOwnership(let moves, let from):
+            return typed(
+                "move_buffers_ownership_request",
+                [
+                    "id_to_id": .array(moves.map { .array([.number($0.source.rawValue), .number($0.target.rawValue)]) }),
+                    "session_id": .number(from),
+                ])
         case .unsupported(let type): return typed(type)
         }
     }

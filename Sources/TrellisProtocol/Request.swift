@@ -47,6 +47,12 @@ public enum Request: Sendable, Equatable {
     case pullNextStreamChunk(ObjectID)
     case stopStream(ObjectID, failed: Bool)
     case dropStream(ObjectID)
+    /// `new_session_request`: 1 = default bulk store (2, plasma, is not served).
+    case newSession(bulkStoreType: Int)
+    case deleteSession
+    /// `move_buffers_ownership_request`: blobs of session `from` moved into this one,
+    /// source id → target id (`id_to_id`; the plasma maps are refused).
+    case moveBuffersOwnership([BlobMove], from: UInt64)
     /// A command upstream knows but Trellis does not serve (streams, sessions, arenas, plasma, GPU, locks).
     case unsupported(type: String)
 
@@ -64,6 +70,16 @@ public enum Request: Sendable, Equatable {
             self.sessionID = sessionID
             self.username = username
             self.password = password
+        }
+    }
+
+    public struct BlobMove: Sendable, Equatable {
+        public var source: ObjectID
+        public var target: ObjectID
+
+        public init(source: ObjectID, target: ObjectID) {
+            self.source = source
+            self.target = target
         }
     }
 
@@ -201,8 +217,16 @@ public enum Request: Sendable, Equatable {
         case "pull_next_stream_chunk_request": return .pullNextStreamChunk(try id("id"))
         case "stop_stream_request": return .stopStream(try id("id"), failed: try r.bool("failed", default: false))
         case "drop_stream_request": return .dropStream(try id("id"))
-        case "new_session_request", "delete_session_request",
-            "move_buffers_ownership_request", "make_arena_request", "finalize_arena_request",
+        case "new_session_request": return .newSession(bulkStoreType: try r.optionalUInt("bulk_store_type").map { Int(clamping: $0) } ?? 1)
+        case "delete_session_request": return .deleteSession
+        case "move_buffers_ownership_request":
+            for plasma in ["pid_to_id", "id_to_pid", "pid_to_pid"] {
+                if let v = r.object[plasma], v.arrayValue?.isEmpty == false || v.objectValue?.isEmpty == false {
+                    throw VineyardError(.invalid, "move_buffers_ownership: '\(plasma)' names plasma buffers; Trellis serves no plasma store")
+                }
+            }
+            return .moveBuffersOwnership(try batch(Self.pairs(r, "id_to_id"), type), from: try r.uint("session_id"))
+        case "make_arena_request", "finalize_arena_request",
             "create_disk_buffer_request", "create_gpu_buffer_request", "get_gpu_buffers_request",
             "create_buffer_by_plasma_request", "get_buffers_by_plasma_request", "plasma_seal_request",
             "plasma_release_request", "plasma_delete_data_request", "acquire_lock_request",
@@ -219,6 +243,23 @@ public enum Request: Sendable, Equatable {
                 .invalid, "Invalid message: '\(type)' names \(items.count) blobs, more than the limit of \(maxBlobsPerRequest) per request")
         }
         return items
+    }
+
+    /// A `std::map<uint64, uint64>` as nlohmann's json writes it: `[[k, v], …]` (absent: empty).
+    private static func pairs(_ r: FieldReader, _ key: String) throws(VineyardError) -> [BlobMove] {
+        guard let v = r.object[key], !v.isNull else { return [] }
+        guard let a = v.arrayValue else {
+            throw VineyardError(.invalid, "Invalid message: field '\(key)' of '\(r.command)' must be an array of [source, target] id pairs")
+        }
+        var out: [BlobMove] = []
+        out.reserveCapacity(min(a.count, maxBlobsPerRequest))
+        for e in a {
+            guard let p = e.arrayValue, p.count == 2, let s = p[0].uint64Value, let t = p[1].uint64Value else {
+                throw VineyardError(.invalid, "Invalid message: field '\(key)' of '\(r.command)' must hold [source, target] id pairs")
+            }
+            out.append(BlobMove(source: ObjectID(s), target: ObjectID(t)))
+        }
+        return out
     }
 
     private static func sizes(_ r: FieldReader) throws(VineyardError) -> [Int] {

@@ -12,7 +12,8 @@ import Glibc
 /// strictly in order, until the client leaves or the daemon stops.
 struct ConnectionLoop {
     let socket: Descriptor
-    let handler: RequestHandler
+    /// The session served; an RPC register with another session id switches it.
+    private(set) var handler: RequestHandler
     let maxMessageSize: Int
     let logger: Logger
     var state: ConnectionState
@@ -91,6 +92,16 @@ struct ConnectionLoop {
             if !state.registered, case .register = request {} else if !state.registered {
                 throw VineyardError(.invalid, "The connection is not registered yet, command is: \(try Request.type(of: message))")
             }
+            if case .register(let r) = request, state.isRPC, r.sessionID != handler.config.sessionID {
+                // RPC attaches the connection to the session it names (IPC: the socket decides)
+                guard !state.registered else {
+                    throw VineyardError(.invalid, "register: a registered connection cannot move to another session")
+                }
+                guard let other = handler.sessions?.handler(r.sessionID) else {
+                    throw VineyardError(.invalid, "Session (sid = \(Sessions.label(r.sessionID))) not exit")
+                }
+                handler = other
+            }
             let socket = socket
             outcome = try handler.handle(request, &state, cancelled: { socket.peerHasClosed() })
         } catch {
@@ -118,6 +129,9 @@ struct ConnectionLoop {
             for id in blobs where id != .emptyBlob { try? handler.store.seal(id, connection: state.id) }
             try send(reply)
         case .close:
+            return false
+        case .replyThenClose(let reply):
+            try send(reply)
             return false
         case .none:
             break

@@ -21,20 +21,43 @@ public final class Daemon: Service, Sendable {
     let handler: RequestHandler
     let logger: Logger
     private let connections = Mutex<[ConnectionID: Descriptor]>([:])
-    private let nextConnection = Atomic<UInt64>(0)
     private let accepted = Counter(label: "trellis_connections_total")
+    /// The daemon's sessions (shared by the root and its children).
+    let sessions: Sessions
+    /// Set by `drain`: called once when the last connection is gone (a deleted session).
+    private let onDrained = Mutex<(@Sendable () -> Void)?>(nil)
 
     /// - Parameter meta: cluster metadata (`--meta etcd`), already registered; nil for
     ///   a single instance.
-    public init(store: ObjectStore, config: ServerConfig, logger: Logger, meta: MetaCore? = nil) {
+    public convenience init(store: ObjectStore, config: ServerConfig, logger: Logger, meta: MetaCore? = nil) {
+        let sessions = Sessions(
+            root: config, capacity: store.arena.capacity, pages: store.arena.pages, instanceID: store.instanceID, logger: logger)
+        self.init(store: store, config: config, logger: logger, meta: meta, sessions: sessions)
+        sessions.setRoot(handler)
+    }
+
+    /// A session's server (the root's when `config.sessionID` is 0).
+    init(store: ObjectStore, config: ServerConfig, logger: Logger, meta: MetaCore? = nil, sessions: Sessions) {
         // At most two malloc arenas: connection threads come and go, and glibc's default
         // (8 per core) keeps their arenas' pages resident after they are gone.
         trellis_limit_malloc_arenas(2)
         self.store = store
         self.config = config
         self.logger = logger
+        self.sessions = sessions
         self.handler = RequestHandler(
-            store: store, config: config, cluster: meta.map { Cluster(backend: $0, instanceID: store.instanceID) })
+            store: store, config: config, cluster: meta.map { Cluster(backend: $0, instanceID: store.instanceID) },
+            sessions: sessions)
+    }
+
+    /// Calls `done` once no connection is left (now, if none is): a deleted session.
+    func drain(_ done: @escaping @Sendable () -> Void) {
+        let idle = connections.withLock { c in
+            if c.isEmpty { return true }
+            onDrained.withLock { $0 = done }
+            return false
+        }
+        if idle { done() }
     }
 
     /// Publishes this instance's persistent objects and names again (after the
@@ -86,6 +109,8 @@ public final class Daemon: Service, Sendable {
 
     /// Stops accepting, disconnects every client and removes the socket file.
     public func stop(_ listeners: [Listener]) {
+        // the root takes its sessions down with it (their sockets go too)
+        if config.sessionID == 0 { sessions.stopAll() }
         for l in listeners { l.close() }
         let open = connections.withLock { $0 }
         for (_, socket) in open { socket.shutdown() }
@@ -101,7 +126,7 @@ public final class Daemon: Service, Sendable {
                 return
             }
             if isRPC { sock.setNoDelay() }
-            let id = nextConnection.add(1, ordering: .relaxed).newValue
+            let id = connectionIDs.add(1, ordering: .relaxed).newValue
             let socket = sock.descriptor
             accepted.increment()
             let fdBox = FDBox(sock)
@@ -122,17 +147,20 @@ public final class Daemon: Service, Sendable {
         var loop = ConnectionLoop(
             socket: socket, id: id, isRPC: isRPC, handler: handler, maxMessageSize: config.maxMessageSize, logger: logger)
         loop.run()
-        handler.connectionClosed(loop.state)
-        let reclaimed = store.disconnect(id)
+        // an RPC connection may have attached to another session: clean up there
+        let served = loop.handler
+        served.connectionClosed(loop.state)
+        let reclaimed = served.store.disconnect(id)
         if reclaimed > 0 {
             logger.info("reclaimed unsealed blobs of a departed client", metadata: ["connection.id": "\(id)", "blobs": "\(reclaimed)"])
         }
         handler.counters.withLock { isRPC ? ($0.rpcConnections -= 1) : ($0.ipcConnections -= 1) }
-        let idle = connections.withLock { c in
+        let (idle, drained) = connections.withLock { c in
             c[id] = nil
-            return c.isEmpty
+            return (c.isEmpty, c.isEmpty ? onDrained.withLock { d in defer { d = nil }; return d } : nil)
         }
         box.close()
+        drained?()
         // The last client left: give the freed heap (request buffers, thread caches) back.
         if idle { trellis_malloc_trim() }
     }

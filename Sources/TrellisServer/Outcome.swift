@@ -12,6 +12,8 @@ enum Outcome {
     case receiveBlobBytes(Reply, blobs: [ObjectID], ranges: [(offset: Int, size: Int)])
     /// Write nothing, close the connection (`exit_request`).
     case close
+    /// Write the reply, then close the connection (`delete_session`).
+    case replyThenClose(Reply)
     /// Write nothing and keep reading (requests that upstream never answers are answered
     /// by Trellis, so this is unused for now, but kept explicit).
     case none

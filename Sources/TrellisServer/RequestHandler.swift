@@ -45,11 +45,14 @@ final class RequestHandler: Sendable {
     /// Cluster metadata (`--meta etcd`); nil for a single instance.
     let cluster: Cluster?
     let migrator: Migrator?
+    /// The daemon's sessions (nil in tests that build a bare handler).
+    let sessions: Sessions?
 
-    init(store: ObjectStore, config: ServerConfig, cluster: Cluster? = nil) {
+    init(store: ObjectStore, config: ServerConfig, cluster: Cluster? = nil, sessions: Sessions? = nil) {
         self.store = store
         self.config = config
         self.cluster = cluster
+        self.sessions = sessions
         self.migrator = cluster.map { Migrator(store: store, cluster: $0) }
         self.counters = Mutex(ServerCounters())
         self.hostID = hostIdentifier()
@@ -76,7 +79,7 @@ final class RequestHandler: Sendable {
                 .register(
                     Reply.Register(
                         instanceID: store.instanceID, ipcSocket: config.socketPath,
-                        rpcEndpoint: conn.isRPC || config.rpcPort != nil ? config.rpcEndpoint : "0.0.0.0:0", sessionID: 0,
+                        rpcEndpoint: conn.isRPC || config.rpcPort != nil ? config.rpcEndpoint : "0.0.0.0:0", sessionID: config.sessionID,
                         storeMatch: r.storeType == 1, supportsRPCCompression: false, version: config.version)))
         case .exit:
             return .close
@@ -296,6 +299,23 @@ final class RequestHandler: Sendable {
             let deletion = try store.dropStream(id, connection: conn.id)  // not inside `cluster?.`: it must run without a cluster
             cluster?.unpublish(deletion)
             return .reply(.done(.dropStream))
+        case .newSession(let bulkStoreType):
+            guard let sessions else { throw VineyardError(.notImplemented, "sessions are not served here") }
+            return .reply(.newSession(socketPath: try sessions.create(bulkStoreType: bulkStoreType)))
+        case .deleteSession:
+            guard config.sessionID != 0 else {
+                throw VineyardError(.invalid, "delete_session: the root session cannot be deleted (stop the daemon instead)")
+            }
+            sessions?.retire(config.sessionID)
+            return .replyThenClose(.done(.deleteSession))
+        case .moveBuffersOwnership(let moves, let from):
+            if from != config.sessionID {
+                guard let source = sessions?.handler(from)?.store else {
+                    throw VineyardError(.invalid, "Session (sid = \(Sessions.label(from))) not exit")
+                }
+                try store.adoptBlobs(from: source, moves, connection: conn.id)
+            }
+            return .reply(.done(.moveBuffersOwnership))
         case .unsupported(let type):
             if type.contains("gpu") { throw VineyardError(.invalid, "GPU support is not enabled") }
             throw VineyardError(.notImplemented, "\(type) is not supported by Trellis")

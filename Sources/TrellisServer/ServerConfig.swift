@@ -20,6 +20,8 @@ public struct ServerConfig: Sendable {
     /// `--htpasswd`: every connection (IPC and RPC) must register with a user and password
     /// from this database before any other request; nil: no authentication.
     public var htpasswd: Htpasswd? = nil
+    /// The session this server serves (0: the root; children come from `new_session`).
+    public var sessionID: UInt64 = 0
 
     public init(socketPath: String) {
         self.socketPath = socketPath

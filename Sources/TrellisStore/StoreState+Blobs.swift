@@ -127,3 +127,18 @@ extension StoreState {
         return reclaimed
     }
 }
+
+extension StoreState {
+    /// A blob arriving from another session under its own `id`: allocated unsealed for
+    /// `connection` (so a move that breaks off is reclaimed with it), sealed by the caller
+    /// once its bytes are copied in.
+    mutating func adoptBlob(_ id: ObjectID, size: Int, connection: ConnectionID) throws(VineyardError) -> BlobRecord {
+        guard blobs[id] == nil, retired[id] == nil else {
+            throw VineyardError(.objectExists, "move_buffers_ownership: blob \(id) already exists in this session")
+        }
+        guard let offset = allocator.allocate(size) else { throw outOfMemory(size) }
+        let rec = BlobRecord(offset: offset, size: size, sealed: false, creator: connection)
+        blobs[id] = rec
+        return rec
+    }
+}

@@ -68,8 +68,8 @@ struct TranscriptTests {
         }
     }
 
-    /// Reply types of commands Trellis does not serve yet (sessions).
-    static let unservedReplies: Set<String> = ["new_session_reply", "delete_session_reply"]
+    /// Reply types of commands Trellis does not serve (none left).
+    static let unservedReplies: Set<String> = []
 
     @Test("every reply vineyardd sent round-trips through Reply byte for byte", arguments: Transcripts.files())
     func replyRoundTrip(file: String) throws {
