@@ -12,8 +12,10 @@ import Synchronization
 /// timeout), ``allocateInstanceID()``, ``register(_:republish:)``, then ``run()`` in the
 /// service group for the lease keepalive and recovery. ``stop()`` makes `run()`
 /// deregister and return; cancelling `run()` just stops the keepalive, so the
-/// registration expires after the lease TTL. Everything this instance publishes (its
-/// instance record, objects and names) is attached to its lease.
+/// registration expires after the lease TTL. Only the instance record is attached to the
+/// lease: objects and names stay until deleted (through any instance), so an instance
+/// that stops leaves the cluster's instance list within the TTL while the metadata and
+/// names of what it persisted stay readable (its blobs are gone with it).
 ///
 ///
 /// Layout under the prefix `P` (a Trellis cluster only talks to itself, so this is
@@ -22,8 +24,8 @@ import Synchronization
 /// ```
 /// P/next_instance_id        decimal, the next id to hand out
 /// P/instances/<id>          InstanceInfo JSON                     (lease of <id>)
-/// P/objects/<16 hex>        {"meta":"<metadata JSON text>","owner":<id>}  (lease of owner)
-/// P/names/<name>            decimal object id                     (lease of the putter)
+/// P/objects/<16 hex>        {"meta":"<metadata JSON text>","owner":<id>}  (no lease)
+/// P/names/<name>            decimal object id                     (no lease)
 /// ```
 public final class MetaCore: Sendable {
     let kv: any MetaKV
@@ -392,12 +394,56 @@ public final class MetaCore: Sendable {
     /// Publishes several objects in as few round trips as the backend allows (a
     /// DataFrame persists ~50 at once).
     public func publishObjects(_ objects: [(objectID: UInt64, metadata: String)]) async throws {
-        let (instance, lease) = try registration()
+        let (instance, _) = try registration()
         let entries = objects.map { o in
             (key: objectKey(o.objectID),
              value: PersistedObject(objectID: o.objectID, owner: instance.id, metadata: o.metadata).storedText)
         }
-        try await kv.putAll(entries, lease: lease)
+        // no lease: the record outlives its owner until someone deletes it
+        try await kv.putAll(entries, lease: 0)
+    }
+
+    /// The ids of published objects as they are deleted (by any instance), for as long as
+    /// the caller iterates. A broken watch is re-opened from a fresh listing: deletions
+    /// while it was broken are not reported (a reader re-checks what it imported anyway).
+    public func objectRemovals() -> AsyncStream<UInt64> {
+        AsyncStream { continuation in
+            let task = Task {
+                let prefix = self.objectsPrefix
+                while !Task.isCancelled {
+                    do {
+                        let (_, revision) = try await kv.get(prefix)
+                        for try await change in kv.watch(prefix, prefix: true, fromRevision: revision + 1) {
+                            if case .delete(let key) = change, let id = UInt64(key.dropFirst(prefix.count), radix: 16) {
+                                continuation.yield(id)
+                            }
+                        }
+                    } catch {
+                        if Task.isCancelled { break }
+                        logger.debug("object watch interrupted; reopening", metadata: ["error": "\(error)"])
+                    }
+                    try? await Task.sleep(for: retryInterval)
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// Published objects whose metadata refers to one of `ids` as a member (from the cached
+    /// listing): the referrers a delete elsewhere must respect.
+    public func referrers(of ids: [UInt64]) async throws -> [UInt64] {
+        guard !ids.isEmpty else { return [] }
+        let wanted = Set(ids)
+        let needles = ids.map { id -> String in
+            let hex = String(id, radix: 16)
+            return "\"o" + String(repeating: "0", count: max(0, 16 - hex.count)) + hex + "\""
+        }
+        var out: [UInt64] = []
+        for o in try await objects() where !wanted.contains(o.objectID) {
+            if needles.contains(where: { o.metadata.contains($0) }) { out.append(o.objectID) }
+        }
+        return out
     }
 
     /// Removes a published object; returns whether it was there.
@@ -465,12 +511,12 @@ public final class MetaCore: Sendable {
 
     // MARK: Names
 
-    /// Binds `name` to `objectID` (replacing an earlier binding). The binding is
-    /// attached to this instance's registration.
+    /// Binds `name` to `objectID` (replacing an earlier binding). The binding stays until
+    /// the name is dropped or its object deleted (not attached to this instance's lease).
     public func putName(_ name: String, objectID: UInt64) async throws {
         let key = try nameKey(name)
-        let (_, lease) = try registration()
-        try await kv.put(key, String(objectID), lease: lease)
+        _ = try registration()
+        try await kv.put(key, String(objectID), lease: 0)
     }
 
     /// The object bound to `name`, or `nil`.

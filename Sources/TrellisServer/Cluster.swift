@@ -52,6 +52,9 @@ final class Cluster: Sendable {
         }
     }
 
+    /// Removes the records of deleted persistent objects and the names bound to them —
+    /// here or anywhere in the cluster (a name put through another instance, or by an
+    /// owner that is gone, would otherwise point at nothing).
     func unpublish(_ d: Deletion) {
         let ids = d.unpublished.map(\.rawValue)
         let names = d.droppedNames
@@ -60,6 +63,11 @@ final class Cluster: Sendable {
         _ = try? call("unpublish") {
             for id in ids { try await backend.removeObject(id) }
             for n in names { try await backend.dropName(n) }
+            guard !ids.isEmpty else { return }
+            let gone = Set(ids)
+            for (name, id) in try await backend.names() where gone.contains(id) && !names.contains(name) {
+                try await backend.dropName(name)
+            }
         }
     }
 
@@ -104,6 +112,14 @@ final class Cluster: Sendable {
             // Shallow: members may be shared with other objects (or be this instance's own).
             _ = store.delete(gone, force: false, deep: false, memoryTrim: false)
         }
+    }
+
+    /// Published objects that refer to one of `ids` as a member.
+    func referrers(of ids: [ObjectID]) throws(VineyardError) -> [ObjectID] {
+        guard !ids.isEmpty else { return [] }
+        let raw = ids.map(\.rawValue)
+        let backend = self.backend
+        return try call("find referrers") { try await backend.referrers(of: raw) }.map(ObjectID.init(rawValue:))
     }
 
     /// Every published object (for `list_data` and `clear` views).

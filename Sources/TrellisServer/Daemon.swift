@@ -50,6 +50,20 @@ public final class Daemon: Service, Sendable {
             sessions: sessions)
     }
 
+    /// Follows deletions made through other instances of the cluster (`--meta etcd`): an
+    /// object of this instance deleted elsewhere is deleted here too, so its memory comes
+    /// back (vineyard's meta sync does the same). Runs until cancelled; returns at once
+    /// without a cluster.
+    public func followClusterDeletions() async {
+        guard let cluster = handler.cluster else { return }
+        for await raw in cluster.backend.objectRemovals() {
+            let deletion = handler.deletedElsewhere(ObjectID(raw))
+            // names bound to it here (the records are gone already)
+            for name in deletion.droppedNames { _ = try? await cluster.backend.dropName(name) }
+            for id in deletion.unpublished where id.rawValue != raw { _ = try? await cluster.backend.removeObject(id.rawValue) }
+        }
+    }
+
     /// Calls `done` once no connection is left (now, if none is): a deleted session.
     func drain(_ done: @escaping @Sendable () -> Void) {
         let idle = connections.withLock { c in

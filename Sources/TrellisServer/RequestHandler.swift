@@ -148,6 +148,15 @@ final class RequestHandler: Sendable {
             try cluster?.sync([id], into: store)
             return .reply(.exists(store.exists(id)))
         case .delData(let d):
+            if let cluster {
+                // Objects of other instances are deleted here too (vineyard's semantics): bring
+                // in what they are and what refers to them, so that the store's rules (a
+                // referenced object stays unless forced; force takes its referrers) apply
+                // to the cluster's objects; their owners follow the removal of the records.
+                try cluster.sync(d.ids, into: store)
+                let persisted = d.ids.filter { !$0.isBlob && store.placement(of: $0) != nil }
+                try cluster.sync(try cluster.referrers(of: persisted), into: store)
+            }
             let result = store.delete(d.ids, force: d.force, deep: d.deep, memoryTrim: d.memoryTrim, connection: conn.id)
             cluster?.unpublish(result)
             if d.wantsFeedback {
@@ -343,6 +352,16 @@ final class RequestHandler: Sendable {
         case .register, .exit:
             fatalError("handled above")
         }
+    }
+
+    /// An object's record was removed from the cluster by another instance: delete it
+    /// here (shallow: its members come as records of their own; its blobs go with the
+    /// last object that refers to them). Nothing when it is not here.
+    func deletedElsewhere(_ id: ObjectID) -> Deletion {
+        // only a persisted object (or an import): a persist whose publish failed retracts
+        // its records after making the object transient again, and that must not delete it
+        guard (try? store.isPersistent(id)) == true else { return Deletion() }
+        return store.delete([id], force: false, deep: false, memoryTrim: false)
     }
 
     /// A connection ended: the streams it read from are dropped (their unread chunks freed),

@@ -21,6 +21,8 @@ public struct Deletion: Sendable, Equatable {
     /// Persistent objects that went away (for the cluster metadata to unpublish).
     public var unpublished: [ObjectID] = []
     public var droppedNames: [String] = []
+
+    public init() {}
 }
 
 extension ObjectStore {

@@ -150,7 +150,7 @@ extension StoreState {
             let referrers = parents[id] ?? []
             if !referrers.isEmpty {
                 guard force else { continue }
-                for p in referrers { deleteObject(p, deep: deep, upwards: true, &d, &freedOffsets, connection) }
+                for p in referrers { deleteObject(p, deep: false, upwards: true, &d, &freedOffsets, connection) }
             }
             if id.isBlob {
                 freeBlob(id, &d, &freedOffsets, connection)

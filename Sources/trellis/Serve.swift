@@ -165,7 +165,10 @@ enum Serve {
                 metadata: ["reason": "\(reason)"])
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: WaitForShutdown())]
-        if let meta { services.append(.init(service: MetaKeepalive(backend: meta))) }
+        if let meta {
+            services.append(.init(service: MetaKeepalive(backend: meta)))
+            services.append(.init(service: ClusterDeletions(daemon: daemon)))
+        }
         let group = ServiceGroup(
             configuration: .init(
                 services: services,
@@ -294,6 +297,16 @@ struct MetaKeepalive: Service {
             try await backend.run()
         } onGracefulShutdown: {
             backend.stop()
+        }
+    }
+}
+
+/// Deletes here what other instances deleted of this instance's objects, until shutdown.
+struct ClusterDeletions: Service {
+    let daemon: Daemon
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await daemon.followClusterDeletions()
         }
     }
 }

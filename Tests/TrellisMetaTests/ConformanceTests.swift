@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 import TrellisProtocol
 
@@ -180,14 +181,49 @@ enum Conformance {
             // above only catches a hang: a loaded machine may sweep late.
             #expect(gone >= ttl / 2, "expired after \(gone) with TTL \(ttl)")
             #expect(try await b.instances() == [infoB])
-            #expect(try await b.objects().map(\.objectID) == [200])
-            #expect(try await b.names() == ["of-b": 200])
+            // its objects and names stay until deleted (vineyard keeps the metadata of a
+            // stopped instance readable; only its blobs are gone)
+            #expect(try await b.objects().map(\.objectID) == [100, 200])
+            #expect(try await b.object(100)?.owner == infoA.id)
+            #expect(try await b.names() == ["of-a": 100, "of-b": 200])
         }
         // Waiting for an instance that is not there returns at once.
         try await withTimeout(.seconds(60), "exit of unknown instance") { try await b.waitForInstanceExit(999) }
     }
 
-    /// `stop()` makes `run()` deregister: the instance and its data go at once.
+    /// Removals of published objects, by any backend, reach a watcher (how an owner learns
+    /// that its object was deleted through another instance); referrers are found by member id.
+    static func removalsAndReferrers(_ cluster: some TestCluster) async throws {
+        let a = cluster.backend()
+        let b = cluster.backend()
+        try await registerSample(a, "a")
+        try await registerSample(b, "b")
+        let member: UInt64 = 0x0123_4567_89ab_cdef
+        try await a.publishObjects([
+            (objectID: 11, metadata: "{\"typename\":\"t\"}"),
+            (objectID: 12, metadata: "{\"m\":{\"id\":\"o0123456789abcdef\",\"typename\":\"t\"}}"),
+        ])
+        #expect(try await b.referrers(of: [member]) == [12])
+        #expect(try await b.referrers(of: [11]) == [])
+        let seen = Mutex<[UInt64]>([])
+        let watcher = Task.onBlockingPool {
+            for await id in a.objectRemovals() {
+                seen.withLock { $0.append(id) }
+            }
+        }
+        defer { watcher.cancel() }
+        // the watch is open once a removal made now is reported
+        try await eventually(.seconds(60), "the first removal to reach the watcher") {
+            try await b.publishObject(13, metadata: "{}")
+            _ = try await b.removeObject(13)
+            return seen.withLock { $0.contains(13) }
+        }
+        _ = try await b.removeObject(12)
+        _ = try await b.removeObject(11)
+        try await eventually(.seconds(60), "both removals") { seen.withLock { $0.contains(11) && $0.contains(12) } }
+    }
+
+    /// `stop()` makes `run()` deregister: the instance goes at once, its data stays.
     static func stopDeregisters(_ cluster: some TestCluster) async throws {
         let a = cluster.backend()
         let b = cluster.backend()
@@ -202,8 +238,14 @@ enum Conformance {
         try await withTimeout(.seconds(60), "run() to return after stop()") { try await runA.value }
         #expect(a.registeredInstance == nil)
         #expect(try await b.instances().contains { $0.id == infoA.id } == false)
-        #expect(try await b.object(5) == nil)
-        #expect(try await b.objectID(forName: "n") == nil)
+        // its objects and names stay until someone deletes them
+        #expect(try await b.object(5)?.owner == infoA.id)
+        #expect(try await b.objectID(forName: "n") == 5)
+        let removed = try await b.removeObject(5)
+        let dropped = try await b.dropName("n")
+        #expect(removed && dropped)
+        #expect(try await a.object(5) == nil)
+        #expect(try await a.objectID(forName: "n") == nil)
     }
 
     /// When the lease is lost, `run()` registers again with a new lease and calls
@@ -224,10 +266,10 @@ enum Conformance {
         try await withRunning([a, b]) {
             try await cluster.revokeLease(of: a)
             #expect(try await b.instances().contains { $0.id == infoA.id } == false)
-            #expect(try await b.object(42) == nil)
+            #expect(try await b.object(42)?.metadata == "{}", "objects are not attached to the lease")
             try await eventually(.seconds(60), "re-registration and republish") {
                 guard calls.count >= 1 else { return false }
-                return try await b.object(42) != nil
+                return try await b.object(42)?.metadata == "{\"again\":\(infoA.id)}"
             }
             #expect(try await b.instances().contains(infoA))
             #expect(try await b.object(42)?.metadata == "{\"again\":\(infoA.id)}")
@@ -244,8 +286,9 @@ struct LocalConformanceTests {
     @Test func namesAreShared() async throws { try await Conformance.names(LocalCluster()) }
     @Test func waitForNameIsReleasedByOtherBackend() async throws { try await Conformance.waitForName(LocalCluster()) }
     @Test func manyConcurrentWaits() async throws { try await Conformance.manyConcurrentWaits(LocalCluster()) }
-    @Test func deadInstanceExpiresWithItsData() async throws { try await Conformance.deadInstanceExpires(LocalCluster()) }
+    @Test func deadInstanceExpiresItsDataStays() async throws { try await Conformance.deadInstanceExpires(LocalCluster()) }
     @Test func stopDeregisters() async throws { try await Conformance.stopDeregisters(LocalCluster()) }
+    @Test func removalsAndReferrers() async throws { try await Conformance.removalsAndReferrers(LocalCluster()) }
     @Test func lostLeaseReregistersAndRepublishes() async throws {
         try await Conformance.lostLeaseRepublishes(LocalCluster())
     }
@@ -279,11 +322,14 @@ struct EtcdConformanceTests {
     @Test func manyConcurrentWaits() async throws {
         try await withEtcd { try await Conformance.manyConcurrentWaits(EtcdCluster(server: $0)) }
     }
-    @Test func deadInstanceExpiresWithItsData() async throws {
+    @Test func deadInstanceExpiresItsDataStays() async throws {
         try await withEtcd { try await Conformance.deadInstanceExpires(EtcdCluster(server: $0)) }
     }
     @Test func stopDeregisters() async throws {
         try await withEtcd { try await Conformance.stopDeregisters(EtcdCluster(server: $0)) }
+    }
+    @Test func removalsAndReferrers() async throws {
+        try await withEtcd { try await Conformance.removalsAndReferrers(EtcdCluster(server: $0)) }
     }
     @Test func lostLeaseReregistersAndRepublishes() async throws {
         try await withEtcd { try await Conformance.lostLeaseRepublishes(EtcdCluster(server: $0)) }

@@ -18,7 +18,7 @@ struct HandlerTests {
 
     func reply(_ r: Request, _ conn: inout ConnectionState) throws -> Reply {
         switch try handler.handle(r, &conn, cancelled: { true }) {
-        case .reply(let reply, _), .replyWithBlobBytes(let reply, _), .receiveBlobBytes(let reply, _, _): return reply
+        case .reply(let reply, _), .replyWithBlobBytes(let reply, _), .receiveBlobBytes(let reply, _, _), .replyThenClose(let reply): return reply
         case .close, .none: return .done(.seal)  // never asked for here
         }
     }

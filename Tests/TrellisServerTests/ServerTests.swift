@@ -42,7 +42,7 @@ struct ServerTests {
         #expect(try c.call(Request.seal(ObjectID(5))).errorCode == .objectNotExists)
         #expect(try c.call(Request.getData(ids: [ObjectID(291)], syncRemote: false, wait: false)) == .data([:]))
         #expect(try c.call(["type": "create_buffer_request", "size": .uint(1 << 40)])["code"] == 41)
-        #expect(try c.call(["type": "open_stream_request", "object_id": 1, "mode": 1])["code"] == 6)
+        #expect(try c.call(["type": "make_arena_request", "size": 1])["code"] == 6)
         #expect(try c.call(Request.instanceStatus).type == "instance_status_reply")
     }
 

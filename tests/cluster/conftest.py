@@ -78,6 +78,11 @@ class Cluster:
             started.append(node)
         return started
 
+    def stop(self, node):
+        """Stops `node` gracefully (SIGTERM); it is not reported as crashed."""
+        self.killed.add(id(node))
+        return node.stop()
+
     def kill(self, node, sig=9):
         self.killed.add(id(node))
         node.kill(sig)

@@ -69,7 +69,7 @@ def assert_fails_clearly(outcome, limit=20):
     return message
 
 
-def test_killed_instance_leaves_and_its_objects_fail_clearly(cluster):
+def test_killed_instance_leaves_and_its_objects_blobs_fail_clearly(cluster):
     a, b, c = cluster.start(3, lease_ttl=LEASE_TTL)
     ca, cb = a.connect(), b.connect()
     arr = np.arange(100_000, dtype=np.int64)
@@ -97,11 +97,15 @@ def test_killed_instance_leaves_and_its_objects_fail_clearly(cluster):
 
     for outcome in early:
         assert_fails_clearly(outcome)
-    # After the lease expired: A's objects and names are gone from the cluster; even
-    # objects B had seen fail with a clear error instead of a hang.
+    # After the lease expired: A's objects' blobs are out of reach — getting or fetching
+    # them fails with a clear error instead of a hang — while their metadata and names
+    # stay readable until someone deletes them (tests/cluster/test_cluster_semantics.py).
     for p in late:
         p.go()
         assert_fails_clearly(p.result(30))
+    assert cb.get_name("doomed") == oid
+    assert cb.get_meta(oid).instance_id == a_id
+    cb.delete(oid)
     with pytest.raises(vineyard.ObjectNotExistsException):
         cb.get_name("doomed")
     assert "doomed" not in cb.list_names("*")
