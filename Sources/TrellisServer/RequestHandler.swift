@@ -259,11 +259,14 @@ final class RequestHandler: Sendable {
             if id.isBlob { throw VineyardError(.invalid, "blobs cannot be directly migrated") }
             guard store.exists(id) else { throw VineyardError(.metaTreeSubtreeNotExists, "get subtree failed: \(id)") }
             return .reply(.migrateObject(id))
-        case .evict:
+        case .evict(let ids):
+            try store.evict(ids)
             return .reply(.done(.evict))
-        case .load:
+        case .load(let ids, let pin):
+            try store.load(ids, pin: pin)
             return .reply(.done(.load))
-        case .unpin:
+        case .unpin(let ids):
+            store.unpin(ids)
             return .reply(.done(.unpin))
         case .isSpilled(let id):
             return .reply(.isSpilled(store.isSpilled(id)))

@@ -187,7 +187,74 @@ extension ObjectStore {
     }
 }
 
+extension ObjectStore {
+    /// `evict`: writes the blobs of the named objects (or the named blobs) to the spill
+    /// directory now, as a full arena would — those that no connection uses and that are
+    /// not pinned; the others stay. Returns how many went. Without `--spill_path`, Invalid.
+    @discardableResult
+    public func evict(_ ids: [ObjectID]) throws(VineyardError) -> Int {
+        guard let spill else {
+            throw VineyardError(.invalid, "evict: the daemon runs without --spill_path, so nothing can be evicted")
+        }
+        return spillGate.withLock { _ in
+            let victims = locked { s in s.evictable(s.blobIDs(of: ids)) }
+            var written: [(id: ObjectID, offset: Int, size: Int)] = []
+            for v in victims {
+                do {
+                    try spill.write(v.id, from: arena.address(v.offset), count: v.size)
+                    written.append(v)
+                } catch {
+                    spill.remove(v.id)
+                }
+            }
+            let discarded = locked { $0.commitSpilled(written) }
+            for id in discarded { spill.remove(id) }
+            return written.count - discarded.count
+        }
+    }
+
+    /// `load`: reads the named objects' spilled blobs back into the arena; with `pin`, they
+    /// then stay there (never spilled) until `unpin`.
+    public func load(_ ids: [ObjectID], pin: Bool) throws(VineyardError) {
+        let blobs = locked { $0.blobIDs(of: ids) }
+        if let spill { try reload(spill, blobs) }
+        if pin { locked { s in for id in blobs { s.blobs[id]?.pinned = true } } }
+    }
+
+    /// `unpin`: the named objects' blobs may be spilled again.
+    public func unpin(_ ids: [ObjectID]) {
+        locked { s in for id in s.blobIDs(of: ids) { s.blobs[id]?.pinned = false } }
+    }
+
+    /// Whether the blob is pinned in the arena (`load(pin: true)`).
+    public func isPinned(_ id: ObjectID) -> Bool { locked { $0.blobs[id]?.pinned ?? false } }
+}
+
 extension StoreState {
+    /// The local blobs of the named objects (their whole trees) and the named blobs.
+    func blobIDs(of ids: [ObjectID]) -> [ObjectID] {
+        var out: [ObjectID] = []
+        var seen = Set<ObjectID>()
+        var stack = ids
+        while let id = stack.popLast() {
+            guard seen.insert(id).inserted else { continue }
+            if blobs[id] != nil {
+                out.append(id)
+            } else if let rec = objects[id] {
+                stack.append(contentsOf: rec.members.values)
+            }
+        }
+        return out
+    }
+
+    /// Of `ids`, the blobs that may go to disk now: sealed, in the arena, unused, unpinned.
+    func evictable(_ ids: [ObjectID]) -> [(id: ObjectID, offset: Int, size: Int)] {
+        ids.compactMap { id in
+            guard let b = blobs[id], b.sealed, !b.spilled, b.users.isEmpty, !b.pinned, b.size > 0 else { return nil }
+            return (id, b.offset, b.size)
+        }
+    }
+
     /// The spilled blobs among `ids`, with their sizes.
     func spilledAmong(_ ids: [ObjectID]) -> [(ObjectID, Int)] {
         ids.compactMap { id in blobs[id].flatMap { $0.spilled ? (id, $0.size) : nil } }
@@ -211,7 +278,9 @@ extension StoreState {
     /// twice `bytes`, to be written out; nil when there is room already.
     func spillVictims(forRoom bytes: Int, excluding: Set<ObjectID>) -> [(id: ObjectID, offset: Int, size: Int)]? {
         if allocator.largestFreeBlock >= bytes { return nil }
-        let idle = blobs.filter { !$0.value.spilled && $0.value.sealed && $0.value.users.isEmpty && !excluding.contains($0.key) }
+        let idle = blobs.filter {
+            !$0.value.spilled && $0.value.sealed && $0.value.users.isEmpty && !$0.value.pinned && !excluding.contains($0.key)
+        }
             .sorted { $0.value.lastUse < $1.value.lastUse }
         var picked: [(id: ObjectID, offset: Int, size: Int)] = []
         var freed = 0
@@ -229,7 +298,7 @@ extension StoreState {
     mutating func commitSpilled(_ written: [(id: ObjectID, offset: Int, size: Int)]) -> [ObjectID] {
         var discarded: [ObjectID] = []
         for v in written {
-            guard var b = blobs[v.id], !b.spilled, b.offset == v.offset, b.users.isEmpty else {
+            guard var b = blobs[v.id], !b.spilled, b.offset == v.offset, b.users.isEmpty, !b.pinned else {
                 discarded.append(v.id)
                 continue
             }

@@ -17,6 +17,8 @@ struct BlobRecord: Sendable {
     var spilled = false
     /// When it was last sealed or fetched (the store's tick), for least-recently-used spilling.
     var lastUse: UInt64 = 0
+    /// `load(pin: true)`: kept in the arena (never spilled) until `unpin`.
+    var pinned = false
 }
 
 /// One object's stored metadata: plain fields, and members by id.

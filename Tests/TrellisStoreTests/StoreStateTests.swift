@@ -47,6 +47,22 @@ final class StoreStateTests {
         #expect(s.objects.isEmpty && s.blobs.isEmpty && s.names.isEmpty)
     }
 
+    @Test("evict picks an object's idle, unpinned blobs through its whole tree")
+    func evictable() throws {
+        let used = try sealedBlob(16, by: 1)  // sealed by connection 1: in use
+        let idle = try sealedBlob(32, by: 2)
+        _ = s.disconnect(2)
+        let inner = try s.createData(tree(idle), now: now).0.id
+        let outer = try s.createData(
+            ["typename": "vineyard::Pair", "instance_id": 0, "first_": ["id": .string(inner.description)], "second_": tree(used)],
+            now: now
+        ).0.id
+        #expect(Set(s.blobIDs(of: [outer])) == [used, idle])
+        #expect(s.evictable(s.blobIDs(of: [outer])).map(\.id) == [idle], "the used blob stays")
+        s.blobs[idle]?.pinned = true
+        #expect(s.evictable([idle]).isEmpty, "a pinned blob stays")
+    }
+
     @Test("a write wakes the waiters of what it wrote, and only those")
     func wakeUps() throws {
         let blob = try sealedBlob()
