@@ -154,8 +154,12 @@ final class RequestHandler: Sendable {
                 // referenced object stays unless forced; force takes its referrers) apply
                 // to the cluster's objects; their owners follow the removal of the records.
                 try cluster.sync(d.ids, into: store)
-                let persisted = d.ids.filter { !$0.isBlob && store.placement(of: $0) != nil }
-                try cluster.sync(try cluster.referrers(of: persisted), into: store)
+                // Only persisted objects can be referred to from elsewhere. Best effort: with
+                // etcd unreachable the delete still happens here (as its unpublish does).
+                let persisted = d.ids.filter { !$0.isBlob && (try? store.isPersistent($0)) == true }
+                if !persisted.isEmpty, let referrers = try? cluster.referrers(of: persisted), !referrers.isEmpty {
+                    try? cluster.sync(referrers, into: store)
+                }
             }
             let result = store.delete(d.ids, force: d.force, deep: d.deep, memoryTrim: d.memoryTrim, connection: conn.id)
             cluster?.unpublish(result)

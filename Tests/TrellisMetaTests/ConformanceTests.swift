@@ -266,7 +266,8 @@ enum Conformance {
         try await withRunning([a, b]) {
             try await cluster.revokeLease(of: a)
             #expect(try await b.instances().contains { $0.id == infoA.id } == false)
-            #expect(try await b.object(42)?.metadata == "{}", "objects are not attached to the lease")
+            // objects are not attached to the lease (republish may have rewritten it already)
+            #expect(try await b.object(42) != nil)
             try await eventually(.seconds(60), "re-registration and republish") {
                 guard calls.count >= 1 else { return false }
                 return try await b.object(42)?.metadata == "{\"again\":\(infoA.id)}"
