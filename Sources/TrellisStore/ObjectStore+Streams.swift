@@ -23,7 +23,8 @@ extension ObjectStore {
         var payload: Payload
         do {
             payload = try createBlob(size: size, connection: connection)
-        } catch where error.code == .notEnoughMemory {
+        } catch where error.code == .notEnoughMemory && size <= arena.capacity {
+            // (a chunk larger than the whole arena can never fit: that fails at once)
             var last = error
             let made: Payload? = wait(for: [.stream(id)], watching: client, cancelled: cancelled) {
                 do throws(VineyardError) {

@@ -143,3 +143,21 @@ def test_a_reader_waiting_on_an_empty_stream_is_woken_by_stop(daemon, client):
     assert writer["ok"], writer.get("error")
     assert reader["ok"] and reader["batches"] == [], reader
     client.delete(stream.id)
+
+
+@pytest.mark.trellis_only
+def test_a_chunk_larger_than_the_arena_fails_at_once_even_with_a_backlog(client):
+    """A writer parks for room only when a chunk could ever fit: one larger than the whole
+    arena is NotEnoughMemory at once, not a wait for a reader (upstream parks it for good)."""
+    vineyard = _vineyard()
+    from vineyard.io.byte import ByteStream
+
+    stream = ByteStream.new(client)
+    writer = stream.open_writer(client)
+    writer.next(64)[:] = b"q" * 64
+    writer.next(64)[:] = b"r" * 64  # the first chunk is queued: a backlog a reader could free
+    with pytest.raises(vineyard._C.NotEnoughMemoryException):
+        client.new_buffer_chunk(stream.id, 1 << 42)
+    writer.finish()
+    client.drop_stream(stream.id)
+    client.delete(stream.id)
