@@ -65,6 +65,14 @@ def install(prefix=None):
     except Exception:
         return False
     _state["installed"] = True
+    # The accelerated builders (trellis.accel, when the trellis package is installed in the
+    # step's environment): the same objects, written in a few requests; TRELLIS_ACCEL=0
+    # leaves the upstream builders alone.
+    if os.environ.get("TRELLIS_ACCEL", "1") != "0":
+        try:
+            import trellis.accel  # noqa: F401
+        except Exception:
+            pass
 
     def q(name):
         if prefix and isinstance(name, str) and not name.startswith(prefix):

@@ -1,0 +1,197 @@
+"""trellis.accel: the accelerated builders write exactly the objects the upstream builders
+write — the daemon's own metadata trees compared field by field (ids, signatures and
+timestamps aside) and the values read back by the upstream client — for every numeric
+dtype, array order and shape, index kind and DataFrame block layout they cover; they step
+aside (the upstream builder runs) for what they do not cover, and for upstream vineyardd."""
+
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+
+import harness
+
+sys.path.insert(0, str(harness.REPO_ROOT / "python"))
+
+DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32",
+          "float64", "bool"]
+
+
+@pytest.fixture
+def accel():
+    import trellis.accel as accel
+
+    accel.install()
+    before = accel.stats()
+    yield accel, before
+    accel.uninstall()
+    accel.close_connections()
+
+
+def _tree(daemon, oid):
+    with harness.RawConn(daemon.socket) as c:
+        c.register()
+        reply = c.request({"type": "get_data_request", "id": [int(oid)], "sync_remote": False, "wait": False})
+    (tree,) = reply["content"].values()
+    return tree
+
+
+def _normal(tree):
+    """The tree without what differs between two puts of one value."""
+    out = {}
+    for k, v in tree.items():
+        if k in ("id", "signature", "__timestamp"):
+            continue
+        out[k] = _normal(v) if isinstance(v, dict) else v
+    return out
+
+
+def _both(daemon, client, accel, value):
+    """Puts `value` with the upstream builders and with the accelerated ones; returns both
+    ids and whether the second went the accelerated way."""
+    mod, _ = accel
+    mod.uninstall()
+    upstream = client.put(value)
+    mod.install()
+    before = mod.stats()["accelerated"]
+    fast = client.put(value)
+    return upstream, fast, mod.stats()["accelerated"] == before + 1
+
+
+def _arrays():
+    rng = np.random.default_rng(7)
+    out = []
+    for dt in DTYPES:
+        base = (rng.random(60) * 100).astype(dt)
+        out += [base, base.reshape(6, 10), base.reshape(6, 10).T, base[::3], base.reshape(3, 4, 5)]
+    out += [np.zeros(0, dtype="int64"), np.arange(12, dtype=">i4").astype("<i4")]
+    return out
+
+
+@pytest.mark.trellis_only
+@pytest.mark.parametrize("i", range(len(_arrays())))
+def test_arrays_are_written_exactly_as_upstream_writes_them(daemon, client, accel, i):
+    value = _arrays()[i]
+    up, fast, accelerated = _both(daemon, client, accel, value)
+    assert accelerated, "the accelerated builder stepped aside for %s %s" % (value.dtype, value.shape)
+    assert _normal(_tree(daemon, fast)) == _normal(_tree(daemon, up))
+    np.testing.assert_array_equal(client.get(fast), client.get(up))
+    np.testing.assert_array_equal(client.get(fast), value)
+
+
+def _frames():
+    n = 1000
+    rng = np.random.default_rng(3)
+    cols = {dt: (rng.random(n) * 100).astype(dt) for dt in DTYPES}
+    mixed = pd.DataFrame(cols)
+    from_2d = pd.DataFrame(rng.random((n, 5)), columns=list("abcde"))  # one F-ordered block
+    named = pd.DataFrame({"x": np.arange(n), "y": np.arange(n) * 0.5}, index=pd.RangeIndex(n, name="row"))
+    int_index = pd.DataFrame({"v": np.arange(10)}, index=np.arange(10, 20))
+    float_index = pd.DataFrame({"v": np.arange(4)}, index=[0.5, 1.5, 2.5, 3.5])
+    int_names = pd.DataFrame({0: np.arange(5), 1: np.arange(5.0)})
+    empty = pd.DataFrame({"a": np.zeros(0, dtype="int64")})
+    return [mixed, from_2d, named, int_index, float_index, int_names, empty]
+
+
+@pytest.mark.trellis_only
+@pytest.mark.parametrize("i", range(len(_frames())))
+def test_frames_are_written_exactly_as_upstream_writes_them(daemon, client, accel, i):
+    value = _frames()[i]
+    up, fast, accelerated = _both(daemon, client, accel, value)
+    assert accelerated
+    assert _normal(_tree(daemon, fast)) == _normal(_tree(daemon, up))
+    pdt.assert_frame_equal(client.get(fast), client.get(up))
+    pdt.assert_frame_equal(client.get(fast), value)
+
+
+@pytest.mark.trellis_only
+def test_series_and_indexes_are_written_exactly_as_upstream_writes_them(daemon, client, accel):
+    for value in [pd.Series(np.arange(100) * 1.5, name="s"), pd.Series(np.arange(7, dtype="int32")),
+                  pd.Index(np.arange(9), name="ix"), pd.RangeIndex(5)]:
+        up, fast, accelerated = _both(daemon, client, accel, value)
+        assert accelerated, type(value)
+        assert _normal(_tree(daemon, fast)) == _normal(_tree(daemon, up))
+        got = client.get(fast)
+        if isinstance(value, pd.Series):
+            pdt.assert_series_equal(got, value)
+        else:
+            assert list(got) == list(value)
+
+
+def test_what_the_builders_do_not_cover_goes_the_upstream_way(daemon, client, accel):
+    """Strings, categoricals, MultiIndex: the upstream builder runs for the object (its
+    numeric parts may still go the fast way) and the tree is the upstream one; against
+    upstream vineyardd everything goes the upstream way."""
+    mod, _ = accel
+    values = [
+        pd.DataFrame({"s": ["a", "b", "c"], "n": [1, 2, 3]}),
+        pd.DataFrame({"c": pd.Categorical(["x", "y", "x"])}),
+        pd.DataFrame({"v": [1, 2]}, index=pd.MultiIndex.from_tuples([(1, "a"), (2, "b")])),
+        np.array(["a", "bc"], dtype=object),
+        np.arange(10),
+    ]
+    for value in values:
+        before = mod.stats()
+        up, fast, _ = _both(daemon, client, accel, value)
+        assert mod.stats()["stepped_aside"] > before["stepped_aside"] or not harness.is_upstream()
+        if harness.is_upstream():
+            assert mod.stats()["accelerated"] == before["accelerated"], "accelerated against vineyardd"
+        else:
+            assert _normal(_tree(daemon, fast)) == _normal(_tree(daemon, up))
+        if isinstance(value, pd.DataFrame) and isinstance(value.dtypes.iloc[0], pd.CategoricalDtype):
+            continue  # the upstream client cannot read a categorical column back either
+        got = client.get(fast)
+        if isinstance(value, pd.DataFrame) and not isinstance(value.index, pd.MultiIndex):
+            pdt.assert_frame_equal(got, value)
+        elif isinstance(value, np.ndarray):
+            assert list(got) == list(value)
+
+
+@pytest.mark.trellis_only
+def test_accelerated_objects_persist_get_names_and_free_their_memory(fresh_daemon, fresh_client, accel):
+    client = fresh_client
+    baseline = client.status.memory_usage
+    df = pd.DataFrame({"a": np.arange(1 << 16), "b": np.arange(1 << 16) * 2.0})
+    oid = client.put(df, persist=True, name="accel-frame")
+    assert client.get_name("accel-frame") == oid
+    pdt.assert_frame_equal(client.get(name="accel-frame"), df)
+    assert client.status.memory_usage >= baseline + df.memory_usage(index=True).sum() - 1024
+    client.delete(oid)
+    # the builders' own connection released its blobs: only the reader's use held them
+    harness.disconnect(client)
+    with harness.RawConn(fresh_daemon.socket) as c:
+        c.register()
+        assert harness.wait_until(lambda: c.instance_status()["meta"]["memory_usage"] <= baseline, timeout=10)
+
+
+@pytest.mark.trellis_only
+def test_trellis_accel_0_turns_them_off(daemon, client, accel, monkeypatch):
+    mod, _ = accel
+    monkeypatch.setenv("TRELLIS_ACCEL", "0")
+    before = mod.stats()
+    client.put(np.arange(10))
+    assert mod.stats()["accelerated"] == before["accelerated"]
+    assert mod.stats()["stepped_aside"] == before["stepped_aside"] + 1
+
+
+@pytest.mark.trellis_only
+def test_a_forked_child_uses_a_connection_of_its_own(daemon, accel):
+    import vineyard
+
+    c = vineyard.connect(daemon.socket)
+    c.put(np.arange(4))  # the parent's connection exists now
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            child = vineyard.connect(daemon.socket).fork()
+            oid = child.put(np.arange(100))
+            code = 0 if list(child.get(oid)) == list(range(100)) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    np.testing.assert_array_equal(c.get(c.put(np.arange(3))), np.arange(3))
