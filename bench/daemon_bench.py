@@ -54,7 +54,7 @@ from benchkit.procstats import (  # noqa: E402
 )
 from benchkit.workers import BenchError, Worker, ready_then_wait_go, result, run_one, run_together, serve  # noqa: E402
 from daemon_report import (  # noqa: E402
-    EXISTS_REP_BODY, EXISTS_REQ_BODY, NOISE_WARN_PCT, TRELLIS, TRELLIS_4K, TRELLIS_HP, TRELLIS_LABELS, UPSTREAM,
+    EXISTS_REP_BODY, EXISTS_REQ_BODY, NOISE_WARN_PCT, TRELLIS, TRELLIS_4K, TRELLIS_ACCEL, TRELLIS_HP, TRELLIS_LABELS, UPSTREAM,
     publish, summarize_handoff,
 )
 
@@ -70,7 +70,16 @@ def _pin_self(a):
 def _connect(sock):
     import vineyard
 
-    return vineyard.connect(sock)
+    c = vineyard.connect(sock)
+    if os.environ.get("TRELLIS_BENCH_ACCEL") == "1":
+        # trellis-accel: this worker writes through trellis.accel's builders (the source
+        # tree's copy), its connection opened now, before anything is timed
+        sys.path.insert(0, os.path.join(REPO, "python"))
+        import trellis.accel
+
+        if not trellis.accel.warm(c):
+            raise RuntimeError("trellis.accel steps aside for this daemon")
+    return c
 
 
 def _make_array(nbytes: int):
@@ -511,6 +520,7 @@ class Bench:
             if label == TRELLIS_4K:
                 argv.append("--notransparent_huge_pages")
             d = Daemon(argv, sock, os.path.join(self.tmp, label + ".log"), label=label)
+            d.accel = label == TRELLIS_ACCEL
             log(f"starting {label}: {' '.join(argv)}")
             self.daemons[label] = d
             d.start()
@@ -541,6 +551,7 @@ class Bench:
                 continue
             log(f"{name}: {label}")
             meter = NoiseMeter([x.pid for x in self.daemons.values() if x.alive()])
+            os.environ["TRELLIS_BENCH_ACCEL"] = "1" if getattr(d, "accel", False) else "0"
             try:
                 fn(label, d)
             except BenchError as e:
@@ -709,7 +720,9 @@ class Bench:
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--daemons", default=f"{TRELLIS},{UPSTREAM}",
-                   help=f"comma list of {TRELLIS},{TRELLIS_4K},{TRELLIS_HP},{UPSTREAM} (default {TRELLIS},{UPSTREAM}); "
+                   help=f"comma list of {TRELLIS},{TRELLIS_ACCEL},{TRELLIS_4K},{TRELLIS_HP},{UPSTREAM} "
+                   f"(default {TRELLIS},{UPSTREAM}); {TRELLIS_ACCEL} is {TRELLIS}'s daemon with clients writing "
+                   "through trellis.accel's builders; "
                    f"{TRELLIS} runs with its defaults (transparent huge pages where available), {TRELLIS_4K} "
                    f"with --notransparent_huge_pages, {TRELLIS_HP} with --huge_pages --reserve_memory "
                    "(reserves a hugetlb pool of --arena for the run: root)")
@@ -739,7 +752,7 @@ def parse_args(argv):
     q = o.quick
     o.daemons = [d.strip() for d in o.daemons.split(",") if d.strip()]
     for d in o.daemons:
-        if d not in (TRELLIS, TRELLIS_4K, TRELLIS_HP, UPSTREAM):
+        if d not in (TRELLIS, TRELLIS_4K, TRELLIS_HP, TRELLIS_ACCEL, UPSTREAM):
             p.error(f"unknown daemon {d!r}")
     o.small_sizes = [parse_size(s) for s in (o.small_sizes or "8,1Ki").split(",")]
     o.large_sizes = [parse_size(s) for s in (o.large_sizes or ("1Mi,64Mi" if q else "1Mi,64Mi,1Gi")).split(",")]

@@ -17,7 +17,9 @@ TRELLIS = "trellis"
 # needs a hugetlb pool, which the bench reserves for the run when it runs as root.
 TRELLIS_HP = "trellis-hp"
 TRELLIS_4K = "trellis-4k"
-TRELLIS_LABELS = (TRELLIS, TRELLIS_4K, TRELLIS_HP)
+# the default daemon, its client processes writing through trellis.accel's builders
+TRELLIS_ACCEL = "trellis-accel"
+TRELLIS_LABELS = (TRELLIS, TRELLIS_4K, TRELLIS_HP, TRELLIS_ACCEL)
 NOISE_WARN_PCT = 5.0  # warn when other processes used more than this share of all CPUs
 
 # Message sizes of a real exists round trip (captured from 0.24.2, see

@@ -9,8 +9,8 @@ cannot tell), but:
 - all of an object's buffers are allocated in **one** ``create_buffers`` request,
 - the bytes are copied with one ``memcpy`` per column (numpy's ``copyto``), not six
   threads fighting over two cores,
-- the seals are pipelined, and the whole metadata tree (frame, index, columns) is
-  created in **one** ``create_data`` request.
+- the seals, the whole metadata tree (frame, index, columns: **one** ``create_data``)
+  and the releases go in one pipelined round trip — two round trips per object in all.
 
 They step aside — the upstream builder runs, unchanged — for anything they do not
 cover (object and string columns, categoricals, extension arrays, MultiIndex, RPC
@@ -33,7 +33,7 @@ import struct
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-__all__ = ["install", "uninstall", "enabled", "installed", "stats", "close_connections"]
+__all__ = ["install", "uninstall", "enabled", "installed", "stats", "warm", "close_connections"]
 
 _HEADER = struct.Struct("<Q")
 _MAX_REPLY = 256 << 20
@@ -68,6 +68,7 @@ class _Connection:
         # Trellis reports its arena (upstream vineyardd does not): the builders need the
         # Trellis daemon's nested create_data and its memory rule for released blobs.
         self.is_trellis = isinstance(meta, dict) and "free_bytes" in meta and "pages" in meta
+        self.instance_id = int(meta.get("instance_id", 0)) if isinstance(meta, dict) else 0
 
     def close(self) -> None:
         try:
@@ -306,45 +307,40 @@ def _fill_blobs(tree: Dict[str, Any], blobs: List[Dict[str, Any]]) -> None:
 
 
 def _write(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
-    """Allocates, copies, seals and releases every blob, then creates the tree; returns its id."""
+    """Allocates every blob (one request), copies the bytes in, then seals them, creates
+    the tree and releases the blobs in one pipelined round trip; returns the tree's id.
+    On any failure the blobs are dropped: nothing is left behind."""
     import numpy as np
 
     with conn.lock:
         sizes = [int(a.nbytes) for a in plan.arrays]
         payloads = conn.create_buffers(sizes) if sizes else []
-        blobs = []
-        instance = None
+        written = [p["object_id"] for p in payloads if p["data_size"] > 0]
         try:
             for array, p in zip(plan.arrays, payloads):
                 if p["data_size"] > 0:
                     dst = np.frombuffer(conn.arena, dtype=array.dtype, count=array.size, offset=p["data_offset"])
                     np.copyto(dst.reshape(array.shape), array)
-            sealed = [p["object_id"] for p in payloads if p["data_size"] > 0]
-            conn.pipeline([{"type": "seal_request", "object_id": b} for b in sealed])
+            blobs = [{
+                "id": "o%016x" % p["object_id"], "typename": "vineyard::Blob", "instance_id": conn.instance_id,
+                "length": p["data_size"], "nbytes": p["data_size"], "transient": True,
+            } for p in payloads]
+            _fill_blobs(tree, blobs)
+            _finish(tree, conn.instance_id)
+            # in order on the daemon: the seals, the tree (which needs them sealed), then
+            # this connection lets the blobs go (the object holds them), so a delete frees
+            # their memory at once
+            replies = conn.pipeline(
+                [{"type": "seal_request", "object_id": b} for b in written]
+                + [{"type": "create_data_request", "content": tree}]
+                + [{"type": "release_request", "object_id": b} for b in written])
         except BaseException:
-            # nothing sealed is left behind: drop them all (unsealed ones would go with
-            # the connection, but it stays open)
             try:
-                conn.pipeline([{"type": "drop_buffer_request", "id": p["object_id"]} for p in payloads
-                               if p["data_size"] > 0])
+                conn.pipeline([{"type": "drop_buffer_request", "id": b} for b in written])
             except Exception:
                 pass
             raise
-        status = conn.call({"type": "instance_status_request"})["meta"]
-        instance = int(status["instance_id"])
-        for p in payloads:
-            blobs.append({
-                "id": "o%016x" % p["object_id"], "typename": "vineyard::Blob", "instance_id": instance,
-                "length": p["data_size"], "nbytes": p["data_size"], "transient": True,
-            })
-        _fill_blobs(tree, blobs)
-        _finish(tree, instance)
-        created = conn.call({"type": "create_data_request", "content": tree})
-        # the blobs belong to the object now: this connection stops using them, so a
-        # delete frees their memory at once
-        conn.pipeline([{"type": "release_request", "object_id": p["object_id"]} for p in payloads
-                       if p["data_size"] > 0])
-        return int(created["id"])
+        return int(replies[len(written)]["id"])
 
 
 # -- the builders ------------------------------------------------------------------------------
@@ -376,7 +372,20 @@ def _accelerated(kind: str, upstream: Callable) -> Callable:
             return aside()
         except (OSError, ConnectionError, _DaemonError):
             return aside()
-        oid = _write(conn, plan, tree)
+        try:
+            oid = _write(conn, plan, tree)
+        except _DaemonError as e:
+            if e.code == 41:
+                # the arena cannot hold it: the client's own exception, with nothing left
+                # behind (the upstream path would fail too, after leaving the columns it
+                # had written sealed and orphaned)
+                from vineyard._C import NotEnoughMemoryException
+
+                raise NotEnoughMemoryException(str(e)) from None
+            return aside()
+        except (OSError, ConnectionError):
+            close_connections()
+            return aside()
         _stats["accelerated"] += 1
         return ObjectID(oid)
 
@@ -415,6 +424,16 @@ def uninstall() -> None:
 
 def installed() -> bool:
     return bool(_originals)
+
+
+def warm(client) -> bool:
+    """Opens this process's connection for `client`'s daemon now (a step may do it before
+    its timed work); False when the builders would step aside for it."""
+    try:
+        _connection(client)
+        return True
+    except (_StepAside, OSError, ConnectionError, _DaemonError):
+        return False
 
 
 def close_connections() -> None:

@@ -195,3 +195,19 @@ def test_a_forked_child_uses_a_connection_of_its_own(daemon, accel):
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     np.testing.assert_array_equal(c.get(c.put(np.arange(3))), np.arange(3))
+
+
+@pytest.mark.trellis_only
+def test_a_put_that_does_not_fit_raises_the_clients_own_error_and_leaves_nothing(daemon_factory, accel):
+    import vineyard
+
+    d = daemon_factory(size="64Mi")
+    client = harness.connect(d.socket)
+    baseline = client.status.memory_usage
+    df = pd.DataFrame({"c%d" % i: np.arange(1 << 20) for i in range(12)})  # 96 MiB
+    with pytest.raises(vineyard.NotEnoughMemoryException):
+        client.put(df)
+    assert client.status.memory_usage == baseline
+    ok = client.put(df.iloc[:1000])  # and the next one goes through
+    pdt.assert_frame_equal(client.get(ok), df.iloc[:1000])
+    harness.disconnect(client)
