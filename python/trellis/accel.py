@@ -199,8 +199,9 @@ _NUMERIC_KINDS = set("biuf")
 class _Plan:
     """Arrays to copy into blobs and the metadata trees that refer to them."""
 
-    def __init__(self) -> None:
+    def __init__(self, client=None) -> None:
         self.arrays: List[Any] = []  # C-contiguous numpy arrays, one blob each
+        self.client = client
 
     def blob(self, array) -> Dict[str, Any]:
         """A placeholder member for `array`'s blob, filled in once allocated."""
@@ -218,6 +219,12 @@ class _Plan:
         # (np.ascontiguousarray) whatever the recorded order
         order = "C" if value.flags["C_CONTIGUOUS"] else "F"
         data = value if value.flags["C_CONTIGUOUS"] else np.ascontiguousarray(value)
+        if data.nbytes and self.client is not None:
+            # memory that already is a vineyard blob (an array read from the store): the
+            # upstream builder refers to that blob instead of copying it; leave it that way
+            finder = getattr(self.client, "find_shared_memory", None)
+            if finder is not None and finder(data.__array_interface__["data"][0]) is not None:
+                raise _StepAside("the array is in shared memory already")
         return {
             "typename": "vineyard::Tensor<%s>" % _cpptype(value.dtype),
             "shape_": _to_json(value.shape),
@@ -366,7 +373,7 @@ def _accelerated(kind: str, upstream: Callable) -> Callable:
             return aside()
         try:
             conn = _connection(client)
-            plan = _Plan()
+            plan = _Plan(client)
             tree = getattr(plan, kind)(value)
         except _StepAside:
             return aside()

@@ -211,3 +211,17 @@ def test_a_put_that_does_not_fit_raises_the_clients_own_error_and_leaves_nothing
     ok = client.put(df.iloc[:1000])  # and the next one goes through
     pdt.assert_frame_equal(client.get(ok), df.iloc[:1000])
     harness.disconnect(client)
+
+
+@pytest.mark.trellis_only
+def test_an_array_read_from_the_store_is_put_back_the_upstream_way(daemon, client, accel):
+    """The upstream builder refers to the blob an array read from the store already lives
+    in (no copy); the accelerated builders leave such values to it."""
+    mod, _ = accel
+    first = client.put(np.arange(1000))
+    view = client.get(first)  # lives in the daemon's shared memory
+    before = mod.stats()
+    again = client.put(view)
+    assert mod.stats()["accelerated"] == before["accelerated"]
+    blob = lambda oid: _tree(daemon, oid)["buffer_"]["id"]  # noqa: E731
+    assert blob(again) == blob(first), "not copied: the same blob"
