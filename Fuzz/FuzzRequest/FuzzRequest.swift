@@ -32,7 +32,7 @@ func fuzzOne(_ input: UnsafeBufferPointer<UInt8>) {
             guard (try? Request.decode(request.encode())) == request else { fatalError("request does not round-trip: \(json)") }
             let outcome = try handler.handle(request, &state, cancelled: { true })
             switch outcome {
-            case .reply(let reply, _), .replyWithBlobBytes(let reply, _), .receiveBlobBytes(let reply, _, _):
+            case .reply(let reply, _), .replyWithBlobBytes(let reply, _), .receiveBlobBytes(let reply, _, _), .replyThenClose(let reply):
                 let body = reply.encode()
                 _ = Frame.encode(body)
                 guard (try? Reply.decode(body)) == reply else { fatalError("reply does not round-trip: \(body)") }
