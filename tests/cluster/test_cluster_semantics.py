@@ -16,8 +16,24 @@ KINDS = ["trellis", "vineyardd"]
 MIB = 1 << 20
 
 
+def _serving(node):
+    try:
+        return node.alive() and node.status()["instance_id"] >= 0
+    except Exception:
+        return False
+
+
 def _nodes(cluster, n, kind):
-    return cluster.start(n, kind=kind, size="512Mi")
+    """`n` daemons of `kind` that answer. Upstream vineyardd 0.24.2 now and then dies with
+    SIGTRAP right after joining the cluster on a loaded machine (seen in CI: "Instance
+    join", exit -5); such a start is retried — its crash is not what these tests compare."""
+    for attempt in range(3):
+        nodes = cluster.start(n, kind=kind, size="512Mi")
+        if kind == "trellis" or all(_serving(x) for x in nodes):
+            return nodes
+        for x in nodes:
+            cluster.stop(x)
+    pytest.fail("%s did not start %d answering daemons in 3 attempts" % (kind, n))
 
 
 def _settled(node, baseline, timeout=20):
@@ -121,7 +137,7 @@ def test_metadata_and_names_outlive_their_owner(cluster, kind):
     cb.sync_meta()
     assert cb.get_name("kept") == oid
     assert "kept" in cb.list_names("*")
-    (a2,) = cluster.start(1, kind=kind, size="512Mi")
+    (a2,) = _nodes(cluster, 1, kind)
     ca2 = a2.connect()
     ca2.sync_meta()
     assert ca2.get_name("kept") == oid

@@ -70,7 +70,7 @@ def install(prefix=None):
     # leaves the upstream builders alone.
     if os.environ.get("TRELLIS_ACCEL", "1") != "0":
         try:
-            import trellis.accel  # noqa: F401
+            importlib.import_module("trellis.accel")  # registers them on import
         except Exception:
             pass
 
