@@ -144,18 +144,26 @@ extension ObjectStore {
     func spillLocked(_ spill: SpillDirectory, forRoom bytes: Int, excluding: Set<ObjectID>) -> Bool {
         guard let victims = locked({ $0.spillVictims(forRoom: bytes, excluding: excluding) }) else { return true }
         guard !victims.isEmpty else { return false }
+        return writeOut(spill, victims) > 0
+    }
+
+    /// Writes `victims` to their spill files (outside the state lock), then commits those
+    /// that stayed idle and in place; returns how many went out of the arena. A blob whose
+    /// file could not be written (a full disk) or that changed meanwhile stays in memory.
+    /// Called with the spill gate held.
+    func writeOut(_ spill: SpillDirectory, _ victims: [(id: ObjectID, offset: Int, size: Int)]) -> Int {
         var written: [(id: ObjectID, offset: Int, size: Int)] = []
         for v in victims {
             do {
                 try spill.write(v.id, from: arena.address(v.offset), count: v.size)
                 written.append(v)
             } catch {
-                spill.remove(v.id)  // a full disk: keep the blob in memory
+                spill.remove(v.id)
             }
         }
         let discarded = locked { $0.commitSpilled(written) }
         for id in discarded { spill.remove(id) }
-        return written.count > discarded.count
+        return written.count - discarded.count
     }
 
     /// Reads spilled blobs among `ids` back into the arena (spilling others to make room).
@@ -197,19 +205,7 @@ extension ObjectStore {
             throw VineyardError(.invalid, "evict: the daemon runs without --spill_path, so nothing can be evicted")
         }
         return spillGate.withLock { _ in
-            let victims = locked { s in s.evictable(s.blobIDs(of: ids)) }
-            var written: [(id: ObjectID, offset: Int, size: Int)] = []
-            for v in victims {
-                do {
-                    try spill.write(v.id, from: arena.address(v.offset), count: v.size)
-                    written.append(v)
-                } catch {
-                    spill.remove(v.id)
-                }
-            }
-            let discarded = locked { $0.commitSpilled(written) }
-            for id in discarded { spill.remove(id) }
-            return written.count - discarded.count
+            writeOut(spill, locked { s in s.evictable(s.blobIDs(of: ids)) })
         }
     }
 
