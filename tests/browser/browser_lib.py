@@ -1,0 +1,69 @@
+"""A real headless Chromium (Debian's `chromium` + `chromium-driver`) driven by Selenium,
+for the tests that look at what Trellis renders as a person would: the run report and the
+dashboard. Helpers live here, not in conftest.py (several suites under tests/ have one)."""
+
+import os
+import shutil
+import tempfile
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def required() -> bool:
+    """On CI (and wherever TRELLIS_REQUIRE_BROWSER=1) a missing browser is a failure, not a
+    skip: scripts/setup.sh installs it."""
+    return os.environ.get("CI", "") not in ("", "0", "false") or os.environ.get("TRELLIS_REQUIRE_BROWSER") == "1"
+
+
+def start(width: int = 1400, height: int = 1000):
+    """A headless Chromium with console logging on; the caller quits it."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in (
+        "--headless=new",
+        "--no-sandbox",  # the tests run as root
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-extensions",
+        "--disable-background-networking",
+        f"--window-size={width},{height}",
+    ):
+        opts.add_argument(a)
+    profile = tempfile.mkdtemp(prefix="trellis-chromium-")
+    opts.add_argument(f"--user-data-dir={profile}")
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # The driver from Debian's chromium-driver, never a download by selenium-manager.
+    service = Service(executable_path=CHROMEDRIVER, log_output=os.devnull)
+    driver = webdriver.Chrome(options=opts, service=service)
+    driver.set_page_load_timeout(60)
+    driver._trellis_profile = profile  # removed by stop()
+    return driver
+
+
+def stop(driver) -> None:
+    profile = getattr(driver, "_trellis_profile", None)
+    try:
+        driver.quit()
+    finally:
+        if profile:
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def console_errors(driver) -> list:
+    """The SEVERE entries the page logged since the last call (the log is drained on read)."""
+    return [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+
+
+def screenshot(driver, path: str) -> str:
+    """A full-page PNG of what the browser shows (the window grows to the page's height)."""
+    h = driver.execute_script(
+        "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
+    w = driver.get_window_size()["width"]
+    driver.set_window_size(w, min(max(int(h) + 40, 400), 6000))
+    driver.save_screenshot(path)
+    return path
