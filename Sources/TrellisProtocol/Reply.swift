@@ -36,6 +36,8 @@ public enum Reply: Sendable, Equatable {
     case pullStreamChunk(ObjectID)
     /// `new_session_reply`: the new session's socket.
     case newSession(socketPath: String)
+    /// `trellis_split_buffer_reply` (a Trellis extension): the pieces' blob ids, in order.
+    case splitBuffer([ObjectID])
     /// A reply that carries nothing but its type.
     case done(Done)
     /// An error reply: `{"code": N, "message": "…"}`, no type.
@@ -49,11 +51,15 @@ public enum Reply: Sendable, Equatable {
         public var storeMatch: Bool
         public var supportsRPCCompression: Bool
         public var version: String
+        /// Trellis' extensions of the protocol (`trellis_extensions`; absent from
+        /// vineyardd's reply, and upstream clients ignore it): e.g. `split_buffer`.
+        public var extensions: [String]
 
         public init(
             instanceID: UInt64, ipcSocket: String, rpcEndpoint: String, sessionID: UInt64, storeMatch: Bool,
-            supportsRPCCompression: Bool, version: String
+            supportsRPCCompression: Bool, version: String, extensions: [String] = []
         ) {
+            self.extensions = extensions
             self.instanceID = instanceID
             self.ipcSocket = ipcSocket
             self.rpcEndpoint = rpcEndpoint
@@ -128,6 +134,7 @@ public enum Reply: Sendable, Equatable {
         case .nextStreamChunk: return "get_next_stream_chunk_reply"
         case .pullStreamChunk: return "pull_next_stream_chunk_reply"
         case .newSession: return "new_session_reply"
+        case .splitBuffer: return "trellis_split_buffer_reply"
         case .done(let d): return d.rawValue
         case .error: return "error"
         }
@@ -163,7 +170,7 @@ public enum Reply: Sendable, Equatable {
                 "rpc_endpoint": .string(r.rpcEndpoint), "session_id": .number(r.sessionID),
                 "store_match": .bool(r.storeMatch), "support_rpc_compression": .bool(r.supportsRPCCompression),
                 "version": .string(r.version),
-            ])
+            ].merging(r.extensions.isEmpty ? [:] : ["trellis_extensions": .array(r.extensions.map { .string($0) })]) { a, _ in a })
         case .createBuffer(let p, let fd):
             return typed(["id": .number(p.objectID.rawValue), "created": p.json, "fd": .int(Int64(fd))])
         case .createBuffers(let ps, let fds):
@@ -201,6 +208,7 @@ public enum Reply: Sendable, Equatable {
         case .nextStreamChunk(let p, let fd): return typed(["buffer": p.json, "fd": .int(Int64(fd))])
         case .pullStreamChunk(let id): return typed(["chunk": .number(id.rawValue)])
         case .newSession(let path): return typed(["socket_path": .string(path)])
+        case .splitBuffer(let pieces): return typed(["ids": ids(pieces)])
         case .done: return typed([:])
         case .error(let e): return e.reply
         }
@@ -257,7 +265,8 @@ public enum Reply: Sendable, Equatable {
                     rpcEndpoint: try r.string("rpc_endpoint", default: ""), sessionID: try r.optionalUInt("session_id") ?? 0,
                     storeMatch: try r.optionalBool("store_match") ?? true,
                     supportsRPCCompression: try r.optionalBool("support_rpc_compression") ?? false,
-                    version: try r.string("version", default: "0.0.0")))
+                    version: try r.string("version", default: "0.0.0"),
+                    extensions: r.object["trellis_extensions"] == nil ? [] : try r.stringArray("trellis_extensions")))
         case "create_buffer_reply":
             return .createBuffer(try Payload(json: try r.value("created")), fd: Int32(truncatingIfNeeded: try r.int("fd")))
         case "create_buffers_reply":
@@ -308,6 +317,7 @@ public enum Reply: Sendable, Equatable {
             return .nextStreamChunk(try Payload(json: try r.value("buffer")), fd: Int32(truncatingIfNeeded: try r.int("fd")))
         case "pull_next_stream_chunk_reply": return .pullStreamChunk(try id("chunk"))
         case "new_session_reply": return .newSession(socketPath: try r.string("socket_path"))
+        case "trellis_split_buffer_reply": return .splitBuffer(try uints("ids").map { ObjectID($0) })
         default:
             throw VineyardError(.invalid, "unknown reply type \(type)")
         }

@@ -12,6 +12,9 @@ public enum Request: Sendable, Equatable {
     case getBuffers(ids: [ObjectID], unsafe: Bool)
     case dropBuffer(ObjectID)
     case shrinkBuffer(ObjectID, size: Int)
+    /// Trellis extension (`trellis_split_buffer_request`, advertised in the register reply):
+    /// an unsealed blob becomes consecutive blobs of these sizes, tiling it exactly.
+    case splitBuffer(ObjectID, sizes: [Int])
     case increaseReferenceCount([ObjectID])
     case release(ObjectID)
     case createData(JSON)
@@ -160,6 +163,7 @@ public enum Request: Sendable, Equatable {
             return .getBuffers(ids: try batch(r.numberedIDs(), type).map(ObjectID.init(rawValue:)), unsafe: try r.bool("unsafe", default: false))
         case "drop_buffer_request": return .dropBuffer(try id("id"))
         case "shrink_buffer_request": return .shrinkBuffer(try id("id"), size: try r.size("size"))
+        case "trellis_split_buffer_request": return .splitBuffer(try id("id"), sizes: try sizes(r))
         case "increase_reference_count_request": return .increaseReferenceCount(try ids("ids"))
         case "release_request": return .release(try id("object_id"))
         case "create_data_request":

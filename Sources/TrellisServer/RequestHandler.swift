@@ -59,6 +59,10 @@ final class RequestHandler: Sendable {
         self.startTimestamp = ObjectStore.wallClockMillis()
     }
 
+    /// The protocol extensions this daemon serves, advertised in the register reply
+    /// (`trellis_extensions`; upstream clients ignore the field).
+    static let extensions = ["split_buffer"]
+
     func handle(_ request: Request, _ conn: inout ConnectionState, cancelled: () -> Bool) throws(VineyardError) -> Outcome {
         switch request {
         case .register(let r):
@@ -80,7 +84,8 @@ final class RequestHandler: Sendable {
                     Reply.Register(
                         instanceID: store.instanceID, ipcSocket: config.socketPath,
                         rpcEndpoint: conn.isRPC || config.rpcPort != nil ? config.rpcEndpoint : "0.0.0.0:0", sessionID: config.sessionID,
-                        storeMatch: r.storeType == 1, supportsRPCCompression: false, version: config.version)))
+                        storeMatch: r.storeType == 1, supportsRPCCompression: false, version: config.version,
+                        extensions: Self.extensions)))
         case .exit:
             return .close
         default:
@@ -117,6 +122,9 @@ final class RequestHandler: Sendable {
         case .shrinkBuffer(let id, let size):
             try store.shrinkBlob(id, size: size)
             return .reply(.done(.shrinkBuffer))
+        case .splitBuffer(let id, let sizes):
+            try requireIPC(conn, "trellis_split_buffer_request")
+            return .reply(.splitBuffer(try store.splitBlob(id, sizes: sizes, connection: conn.id)))
         case .increaseReferenceCount(let ids):
             store.addUse(ids, connection: conn.id)
             return .reply(.done(.increaseReferenceCount))

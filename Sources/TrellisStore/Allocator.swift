@@ -217,6 +217,30 @@ public struct Allocator: Sendable {
         insertFree(start: offset + need, size: tailSize)
     }
 
+    /// Cuts the allocated block at `offset` into consecutive blocks of `sizes` bytes that
+    /// tile it from its start (each one allocated and freed on its own from now on); what
+    /// the last one leaves of the block's rounding returns to the free space. Every piece
+    /// but the last must be a multiple of ``alignment`` (so the next starts aligned), and
+    /// the pieces must not outgrow the block. Returns the pieces' offsets, or nil (and
+    /// changes nothing) when the cut is not possible.
+    public mutating func split(_ offset: Int, sizes: [Int]) -> [Int]? {
+        guard let old = allocated[offset], !sizes.isEmpty else { return nil }
+        var starts: [Int] = []
+        starts.reserveCapacity(sizes.count)
+        var at = offset
+        for (i, size) in sizes.enumerated() {
+            guard size > 0 else { return nil }
+            if i < sizes.count - 1 && size % Self.alignment != 0 { return nil }
+            starts.append(at)
+            at += size
+        }
+        guard at - offset <= old else { return nil }
+        for (start, size) in zip(starts.dropLast(), sizes.dropLast()) { allocated[start] = size }
+        allocated[starts[starts.count - 1]] = offset + old - starts[starts.count - 1]
+        shrink(starts[starts.count - 1], to: sizes[sizes.count - 1])
+        return starts
+    }
+
     /// The largest block that could be allocated now.
     public var largestFreeBlock: Int {
         guard let top = (0..<bitmap.count).reversed().first(where: { bitmap[$0] != 0 }) else { return 0 }

@@ -141,6 +141,15 @@ public final class ObjectStore: Sendable {
         run(try withState { (s) throws(VineyardError) in try s.dropBlob(id, connection: connection) })
     }
 
+    /// Cuts an unsealed blob of `connection`'s into consecutive blobs of `sizes` bytes
+    /// (Trellis' `split_buffer` extension); returns their ids in order.
+    public func splitBlob(_ id: ObjectID, sizes: [Int], connection: ConnectionID) throws(VineyardError) -> [ObjectID] {
+        let now = clock()
+        return try withState { (s) throws(VineyardError) in
+            try s.splitBlob(id, sizes: sizes, connection: connection, now: now).map(\.id)
+        }
+    }
+
     public func shrinkBlob(_ id: ObjectID, size: Int) throws(VineyardError) {
         try withState { (s) throws(VineyardError) in try s.shrinkBlob(id, size: size) }
     }

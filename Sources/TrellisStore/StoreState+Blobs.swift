@@ -98,6 +98,45 @@ extension StoreState {
         blobs[id] = b
     }
 
+    /// Trellis' `split_buffer` extension: an unsealed blob of `connection`'s becomes
+    /// consecutive unsealed blobs of `sizes` bytes tiling it exactly (a buffer written
+    /// in place — a pandas block of several columns — published as one blob per column,
+    /// with no copy). All or nothing; the original id is gone afterwards.
+    mutating func splitBlob(
+        _ id: ObjectID, sizes: [Int], connection: ConnectionID, now: UInt64
+    ) throws(VineyardError) -> [(id: ObjectID, record: BlobRecord)] {
+        guard let b = blobs[id] else { throw VineyardError(.objectNotExists, "split: id = \(id)") }
+        if b.sealed { throw VineyardError(.objectSealed, "cannot split a sealed blob: \(id)") }
+        guard b.creator == connection else {
+            throw VineyardError(.invalid, "cannot split blob \(id): another connection created it")
+        }
+        guard !sizes.isEmpty, sizes.count <= 1 << 16 else {
+            throw VineyardError(.invalid, "split: between 1 and 65536 pieces, not \(sizes.count)")
+        }
+        var total = 0
+        for s in sizes {
+            guard s > 0, s <= b.size else { throw VineyardError(.invalid, "split: a piece of \(s) bytes in a blob of \(b.size)") }
+            total += s
+        }
+        guard total == b.size else {
+            throw VineyardError(.invalid, "split: the pieces add up to \(total) bytes, the blob \(id) has \(b.size)")
+        }
+        guard let starts = allocator.split(b.offset, sizes: sizes) else {
+            throw VineyardError(
+                .invalid, "split: every piece but the last must be a multiple of \(Allocator.alignment) bytes")
+        }
+        blobs[id] = nil
+        var out: [(id: ObjectID, record: BlobRecord)] = []
+        out.reserveCapacity(sizes.count)
+        for (start, size) in zip(starts, sizes) {
+            let piece = ids.next(blob: true, nowMillis: now)
+            let rec = BlobRecord(offset: start, size: size, sealed: false, creator: connection)
+            blobs[piece] = rec
+            out.append((piece, rec))
+        }
+        return out
+    }
+
     /// Drops `connection`'s use of blobs (of deleted ones too: the last use frees their memory).
     mutating func release(_ requested: [ObjectID], connection: ConnectionID) {
         for id in requested {

@@ -57,3 +57,33 @@ struct RequestTests {
         #expect(throws: VineyardError.self) { try payload("1.5") }
     }
 }
+
+@Suite("Trellis' protocol extensions")
+struct ExtensionTests {
+    @Test("split_buffer round-trips both ways; bad sizes are refused with upstream's Invalid")
+    func splitBuffer() throws {
+        let r = Request.splitBuffer(ObjectID(0x8000_0000_0000_0042), sizes: [4096, 4096, 100])
+        let text = String(decoding: JSONWriter.encode(r.encode()), as: UTF8.self)
+        #expect(text.contains(#""type":"trellis_split_buffer_request""#) && text.contains(#""sizes":[4096,4096,100]"#))
+        #expect(try Request.decode(try JSONParser.parse(text)) == r)
+        for bad in [#"{"type":"trellis_split_buffer_request","id":5,"sizes":["64"]}"#,
+                    #"{"type":"trellis_split_buffer_request","sizes":[64]}"#,
+                    #"{"type":"trellis_split_buffer_request","id":5,"num":3,"sizes":[64]}"#] {
+            #expect(throws: VineyardError.self) { try Request.decode(try JSONParser.parse(bad)) }
+        }
+        let reply = Reply.splitBuffer([ObjectID(0x8000_0000_0000_0001), ObjectID(0x8000_0000_0000_0002)])
+        #expect(try Reply.decode(try JSONParser.parse(JSONWriter.encode(reply.encode()))) == reply)
+    }
+
+    @Test("the register reply advertises extensions only when there are some (vineyardd's has none)")
+    func advertised() throws {
+        var reg = Reply.Register(
+            instanceID: 1, ipcSocket: "/s", rpcEndpoint: "0.0.0.0:0", sessionID: 0, storeMatch: true,
+            supportsRPCCompression: false, version: "0.24.2")
+        #expect(!String(decoding: JSONWriter.encode(Reply.register(reg).encode()), as: UTF8.self).contains("trellis_extensions"))
+        reg.extensions = ["split_buffer"]
+        let text = String(decoding: JSONWriter.encode(Reply.register(reg).encode()), as: UTF8.self)
+        #expect(text.contains(#""trellis_extensions":["split_buffer"]"#))
+        #expect(try Reply.decode(try JSONParser.parse(text)) == .register(reg))
+    }
+}

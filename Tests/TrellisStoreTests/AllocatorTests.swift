@@ -77,6 +77,38 @@ struct AllocatorTests {
         #expect(a.allocate(8000) != nil)
     }
 
+    @Test("split tiles a block into blocks freed on their own; the rounding's tail returns")
+    func split() throws {
+        var a = Allocator(capacity: 1 << 16)
+        let o = a.allocate(4 * 1024 + 100)!  // rounded to 4,224
+        #expect(a.allocatedBytes == 4224)
+        let cut = a.split(o, sizes: [1024, 1024, 2048, 100])
+        let starts = try #require(cut)
+        #expect(starts == [o, o + 1024, o + 2048, o + 4096])
+        #expect(a.allocationCount == 4 && a.allocatedBytes == 4096 + 128)
+        // freeing the middle pieces alone leaves their neighbours allocated
+        a.free(starts[1])
+        a.free(starts[2])
+        #expect(a.allocatedBytes == 1024 + 128)
+        #expect(a.freeBlocks.contains { $0.start == o + 1024 && $0.size == 3072 })
+        a.free(starts[0])
+        a.free(starts[3])
+        #expect(a.allocatedBytes == 0 && a.freeBlockCount == 1 && a.largestFreeBlock == 1 << 16)
+    }
+
+    @Test("split refuses what it cannot cut and changes nothing",
+          arguments: [[100, 100], [64, 0], [4096, 4096, 64], [Int](), [4096 + 192 + 64]])
+    func splitRefused(sizes: [Int]) throws {
+        var a = Allocator(capacity: 1 << 16)
+        let o = a.allocate(4096 + 192)!
+        let before = (a.allocatedBytes, a.freeBlocks.map(\.start), a.allocationCount)
+        #expect(a.split(o, sizes: sizes) == nil)
+        #expect(before == (a.allocatedBytes, a.freeBlocks.map(\.start), a.allocationCount))
+        #expect(a.split(o + 64, sizes: [64]) == nil)  // not a block's start
+        a.free(o)
+        #expect(a.allocatedBytes == 0)
+    }
+
     @Test("random workload keeps the books balanced")
     func randomized() {
         var a = Allocator(capacity: 64 << 20)

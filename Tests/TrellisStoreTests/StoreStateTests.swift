@@ -47,6 +47,27 @@ final class StoreStateTests {
         #expect(s.objects.isEmpty && s.blobs.isEmpty && s.names.isEmpty)
     }
 
+    @Test("split_buffer: an unsealed blob becomes one blob per piece, each sealed, used and freed alone")
+    func splitBlob() throws {
+        let made = try s.createBlobs(sizes: [3 * 4096], connection: 1, now: now)
+        let parent = try #require(made[0])
+        // only its creator may cut it, only into pieces that tile it exactly
+        #expect(throws: VineyardError.self) { try self.s.splitBlob(parent.id, sizes: [4096, 4096, 4096], connection: 2, now: self.now) }
+        #expect(throws: VineyardError.self) { try self.s.splitBlob(parent.id, sizes: [4096, 4096], connection: 1, now: self.now) }
+        #expect(throws: VineyardError.self) { try self.s.splitBlob(parent.id, sizes: [100, 3 * 4096 - 100], connection: 1, now: self.now) }
+        let pieces = try s.splitBlob(parent.id, sizes: [4096, 4096, 4096], connection: 1, now: now)
+        #expect(s.blobs[parent.id] == nil)
+        #expect(pieces.map(\.record.offset) == [parent.record.offset, parent.record.offset + 4096, parent.record.offset + 8192])
+        #expect(Set(pieces.map(\.id)).count == 3 && pieces.allSatisfy { $0.id.isBlob && !$0.record.sealed })
+        _ = try s.seal(pieces[1].id, connection: 1)
+        // the writer leaves: its unsealed pieces go, the sealed one stays
+        _ = s.disconnect(1)
+        #expect(s.blobs[pieces[0].id] == nil && s.blobs[pieces[2].id] == nil)
+        #expect(s.blobs[pieces[1].id]?.sealed == true)
+        #expect(s.allocator.allocatedBytes == 4096)
+        #expect(throws: VineyardError.self) { try self.s.splitBlob(pieces[1].id, sizes: [4096], connection: 1, now: self.now) }
+    }
+
     @Test("evict picks an object's idle, unpinned blobs through its whole tree")
     func evictable() throws {
         let used = try sealedBlob(16, by: 1)  // sealed by connection 1: in use
