@@ -12,7 +12,7 @@ STAMP=$VENV/.trellis-requirements
 stamp() {
   {
     sha256sum <"$REQ"
-    cd "$ROOT" && find python -type f \( -name '*.py' -o -name '*.toml' -o -name '*.typed' -o -name '*.md' \) \
+    cd "$ROOT" && find python -type f \( -name '*.py' -o -name '*.c' -o -name '*.toml' -o -name '*.typed' -o -name '*.md' \) \
       -not -path '*/__pycache__/*' -not -path 'python/build/*' -not -path 'python/tests/*' -print0 \
       | LC_ALL=C sort -z | xargs -0 sha256sum
   } | sha256sum | cut -d' ' -f1
@@ -24,6 +24,9 @@ fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQ"
 # The trellis package (trellis.flow, trellis.fluid, the deprecated trellis_flow name).
-"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$ROOT/python"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall "$ROOT/python"
+# The C extension also beside its source, for the tests that import trellis from python/.
+(cd "$ROOT/python" && "$VENV/bin/python" setup.py -q build_ext --inplace >/dev/null 2>&1) \
+  || echo "warning: trellis._zerocopy was not built (zero-copy put unavailable)" >&2
 rm -rf "$ROOT/python/build" "$ROOT"/python/*.egg-info
 echo "$WANT" >"$STAMP"

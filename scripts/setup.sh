@@ -23,6 +23,11 @@ if { ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/nu
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null \
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 fi
+# python3-dev (Python.h): the trellis package's C extension (zero-copy put) is built against it.
+if [ ! -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-dev >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-dev >/dev/null; }
+fi
 bash scripts/setup-python.sh
 # The tests use the debug build (scripts/test.sh builds it); TRELLIS_RELEASE_BUILD=0 skips this one.
 if [ "${TRELLIS_RELEASE_BUILD:-1}" != "0" ]; then

@@ -26,6 +26,7 @@ object frees its memory at once (the daemon keeps memory a connection still uses
 
 from __future__ import annotations
 
+import bisect
 import json
 import mmap
 import os
@@ -34,7 +35,8 @@ import struct
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-__all__ = ["install", "uninstall", "enabled", "installed", "stats", "warm", "close_connections"]
+__all__ = ["install", "uninstall", "enabled", "installed", "stats", "warm", "close_connections",
+           "zero_copy", "zero_copy_off", "zero_copy_from_env", "zero_copy_stats"]
 
 _HEADER = struct.Struct("<Q")
 _MAX_REPLY = 256 << 20
@@ -60,11 +62,17 @@ class _Connection:
         self.sock.connect(path)
         self.arena: Optional[mmap.mmap] = None
         self.arena_fd = -1
-        self.lock = threading.Lock()
+        self.arena_map_size = 0
+        self.zc_base = 0  # where trellis._zerocopy mapped the arena (zero-copy put)
+        # re-entrant: a zero-copy reservation may be asked for by numpy on a thread that
+        # already holds it
+        self.lock = threading.RLock()
         user = os.environ.get("TRELLIS_USERNAME", "")
         password = os.environ.get("TRELLIS_PASSWORD", "")
-        self.call({"type": "register_request", "version": "0.24.2", "store_type": 1, "session_id": 0,
-                   "username": user, "password": password})
+        reg = self.call({"type": "register_request", "version": "0.24.2", "store_type": 1, "session_id": 0,
+                         "username": user, "password": password})
+        # Trellis' protocol extensions (vineyardd's register reply has none)
+        self.extensions = set(reg.get("trellis_extensions") or [])
         meta = self.call({"type": "instance_status_request"}).get("meta", {})
         # Trellis reports its arena (upstream vineyardd does not): the builders need the
         # Trellis daemon's nested create_data and its memory rule for released blobs.
@@ -153,6 +161,7 @@ class _Connection:
                 continue
             size = next(p["map_size"] for p in payloads if p["data_size"] > 0)
             self.arena = mmap.mmap(fd, size - 8, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self.arena_map_size = size - 8
             self.arena_fd = fd
         return payloads
 
@@ -166,6 +175,10 @@ def _connection(client) -> _Connection:
     path = getattr(client, "ipc_socket", None)
     if not path or not getattr(client, "is_ipc", True):
         raise _StepAside("not an IPC client")
+    return _connection_at(path)
+
+
+def _connection_at(path: str) -> _Connection:
     with _connections_lock:
         c = _connections.get(path)
         if c is not None and c.pid != os.getpid():
@@ -202,14 +215,17 @@ class _Plan:
 
     def __init__(self, client=None) -> None:
         self.arrays: List[Any] = []  # C-contiguous numpy arrays, one blob each
+        # the array each one's memory belongs to (made read-only when published in place)
+        self.owners: List[Any] = []
         self.client = client
 
-    def blob(self, array) -> Dict[str, Any]:
+    def blob(self, array, owner=None) -> Dict[str, Any]:
         """A placeholder member for `array`'s blob, filled in once allocated."""
         self.arrays.append(array)
+        self.owners.append(owner)
         return {"__trellis_blob": len(self.arrays) - 1}
 
-    def tensor(self, value) -> Dict[str, Any]:
+    def tensor(self, value, owner=None) -> Dict[str, Any]:
         import numpy as np
 
         if not isinstance(value, np.ndarray) or value.dtype.kind not in _NUMERIC_KINDS or value.dtype.hasobject:
@@ -234,7 +250,7 @@ class _Plan:
             "order_": _to_json(order),
             "value_type_": value.dtype.name,
             "value_type_meta_": value.dtype.str,
-            "buffer_": self.blob(data),
+            "buffer_": self.blob(data, owner if owner is not None else value),
         }
 
     def index(self, value) -> Dict[str, Any]:
@@ -251,19 +267,20 @@ class _Plan:
         }
 
     def series(self, value) -> Dict[str, Any]:
+        values = value._values
         return {
             "typename": "vineyard::Series",
             "name": _to_json(value.name),
             "index_": self.index(value.index),
-            "value_": self.tensor(value.to_numpy()),
+            "value_": self.tensor(value.to_numpy(), owner=values if hasattr(values, "flags") else None),
         }
 
     def dataframe(self, value) -> Dict[str, Any]:
         import numpy as np
-        import pandas as pd
         from vineyard.data.utils import expand_slice
 
         columns: List[Any] = [None] * len(value.columns)
+        owners: List[Any] = [None] * len(value.columns)
         for block in value._mgr.blocks:
             slices = list(expand_slice(block.mgr_locs.indexer))
             values = block.values
@@ -273,9 +290,11 @@ class _Plan:
                 if len(slices) != 1:
                     raise _StepAside("block layout")
                 columns[slices[0]] = values
+                owners[slices[0]] = values
             else:
                 for i, column_index in enumerate(slices):
                     columns[column_index] = values[i]
+                    owners[column_index] = values
         if any(c is None for c in columns):
             raise _StepAside("block layout")
         tree: Dict[str, Any] = {
@@ -285,7 +304,7 @@ class _Plan:
         }
         for i, name in enumerate(value.columns):
             tree["__values_-key-%d" % i] = _to_json(name)
-            tree["__values_-value-%d" % i] = self.tensor(columns[i])
+            tree["__values_-value-%d" % i] = self.tensor(columns[i], owner=owners[i])
         tree["nbytes"] = 0
         tree["__values_-size"] = len(value.columns)
         tree["partition_index_row_"] = -1
@@ -387,25 +406,34 @@ def _fill_blobs(tree: Dict[str, Any], blobs: List[Dict[str, Any]]) -> None:
                 _fill_blobs(v, blobs)
 
 
+def _blob_meta(conn: _Connection, blob_id: int, size: int) -> Dict[str, Any]:
+    return {"id": "o%016x" % blob_id, "typename": "vineyard::Blob", "instance_id": conn.instance_id,
+            "length": size, "nbytes": size, "transient": True}
+
+
 def _write(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
     """Allocates every blob (one request), copies the bytes in, then seals them, creates
     the tree and releases the blobs in one pipelined round trip; returns the tree's id.
-    On any failure the blobs are dropped: nothing is left behind."""
+    Arrays that already live in this daemon's arena (zero-copy put) are published in
+    place instead of copied. On any failure the blobs are dropped: nothing is left behind."""
     import numpy as np
 
     with conn.lock:
-        sizes = [int(a.nbytes) for a in plan.arrays]
+        placed = _zc_publish(conn, plan)  # array index -> (blob id, size), sealed in place
+        copied = [i for i in range(len(plan.arrays)) if i not in placed]
+        sizes = [int(plan.arrays[i].nbytes) for i in copied]
         payloads = conn.create_buffers(sizes) if sizes else []
         written = [p["object_id"] for p in payloads if p["data_size"] > 0]
         try:
-            for array, p in zip(plan.arrays, payloads):
+            blobs: List[Dict[str, Any]] = [{}] * len(plan.arrays)
+            for i, p in zip(copied, payloads):
+                array = plan.arrays[i]
                 if p["data_size"] > 0:
                     dst = np.frombuffer(conn.arena, dtype=array.dtype, count=array.size, offset=p["data_offset"])
                     np.copyto(dst.reshape(array.shape), array)
-            blobs = [{
-                "id": "o%016x" % p["object_id"], "typename": "vineyard::Blob", "instance_id": conn.instance_id,
-                "length": p["data_size"], "nbytes": p["data_size"], "transient": True,
-            } for p in payloads]
+                blobs[i] = _blob_meta(conn, p["object_id"], p["data_size"])
+            for i, (blob_id, size) in placed.items():
+                blobs[i] = _blob_meta(conn, blob_id, size)
             _fill_blobs(tree, blobs)
             _finish(tree, conn.instance_id)
             # in order on the daemon: the seals, the tree (which needs them sealed), then
@@ -420,8 +448,250 @@ def _write(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
                 conn.pipeline([{"type": "drop_buffer_request", "id": b} for b in written])
             except Exception:
                 pass
+            _zc_orphan(placed)
             raise
+        _zc_published(placed)
         return int(replies[len(written)]["id"])
+
+
+# -- zero-copy put -------------------------------------------------------------------------
+#
+# With zero-copy on (``zero_copy()``; ``TRELLIS_ZERO_COPY=1`` in a flow step), numpy
+# places every buffer of at least ``threshold`` bytes in the daemon's arena (an unsealed
+# blob of this process's connection, through the ``trellis._zerocopy`` memory handler),
+# so a DataFrame built in a step already lives in shared memory. ``put`` then seals those
+# blobs where they are — a pandas block of several columns is cut into one blob per
+# column (the daemon's ``split_buffer`` extension) — and records the metadata: no copy.
+# The rules:
+#   * after ``put`` the arrays published in place are read-only (their memory is the
+#     object's, immutable as every vineyard object); views taken before ``put`` keep their
+#     flag, and writing through one changes the stored object: don't.
+#   * an array freed before ``put`` gives its memory back to the arena at once.
+#   * a published array keeps its memory alive while it lives, even if the object is
+#     deleted meanwhile (the daemon retires the blobs until this process lets go).
+#   * the connection holding the reservations stays open while any lives
+#     (``close_connections()`` keeps it); if the daemon goes away the arrays stay readable
+#     and writable in this process, and puts fall back to the upstream builders.
+#   * only what could be published as is goes in place (C-contiguous arrays tiling their
+#     allocation exactly, each column but the last a multiple of 64 bytes); anything else
+#     is copied as before. Allocations the arena cannot hold come from the heap.
+#   * a forked child's inherited arrays are the parent's; the child reserves through its
+#     own connection once it calls ``zero_copy()`` itself.
+
+class _Reservation:
+    __slots__ = ("conn", "addr", "blob", "size", "state", "pieces")
+
+    def __init__(self, conn: _Connection, addr: int, blob: int, size: int) -> None:
+        self.conn = conn
+        self.addr = addr
+        self.blob = blob
+        self.size = size
+        self.state = "open"  # open -> sealed (in place, not yet in an object) -> published | orphan
+        self.pieces: List[int] = []
+
+
+_zc_module = None
+_zc_path: Optional[str] = None
+_zc_pid = 0
+_zc_threshold = 1 << 20
+_reservations: Dict[int, _Reservation] = {}
+_reserved_addrs: List[int] = []  # sorted
+_zc_lock = threading.RLock()
+
+
+def _zerocopy_module():
+    global _zc_module
+    if _zc_module is None:
+        try:
+            from trellis import _zerocopy  # type: ignore[attr-defined]
+        except ImportError:
+            return None
+        _zc_module = _zerocopy
+    return _zc_module
+
+
+def _zc_reserve(size: int) -> int:
+    """numpy asks for `size` bytes: an unsealed blob in the arena, or 0 (the heap)."""
+    if _zc_path is None or os.getpid() != _zc_pid:
+        return 0
+    try:
+        conn = _connection_at(_zc_path)
+        with conn.lock:
+            payload = conn.create_buffers([size])[0]
+            if conn.zc_base == 0:
+                fd = os.dup(conn.arena_fd)
+                try:
+                    conn.zc_base = _zc_module.map(fd, conn.arena_map_size)
+                finally:
+                    os.close(fd)
+    except Exception:
+        return 0
+    addr = conn.zc_base + payload["data_offset"]
+    with _zc_lock:
+        _reservations[addr] = _Reservation(conn, addr, payload["object_id"], size)
+        bisect.insort(_reserved_addrs, addr)
+    return addr
+
+
+def _zc_sizeof(addr: int) -> int:
+    r = _reservations.get(addr)
+    return r.size if r is not None else 0
+
+
+def _zc_release(addr: int) -> None:
+    """numpy frees an array that lives in the arena."""
+    with _zc_lock:
+        r = _reservations.pop(addr, None)
+        if r is None:
+            return
+        del _reserved_addrs[bisect.bisect_left(_reserved_addrs, addr)]
+    if r.state == "open":
+        messages = [{"type": "drop_buffer_request", "id": r.blob}]
+    elif r.state == "published":
+        # the object owns the memory now: only this process's use ends
+        messages = [{"type": "release_request", "object_id": b} for b in r.pieces]
+    else:  # sealed in place but never recorded in an object
+        messages = [{"type": "drop_buffer_request", "id": b} for b in r.pieces]
+    try:
+        with r.conn.lock:
+            r.conn.pipeline(messages)
+    except Exception:
+        pass
+
+
+def _zc_find(address: int) -> Optional[_Reservation]:
+    with _zc_lock:
+        i = bisect.bisect_right(_reserved_addrs, address) - 1
+        if i < 0:
+            return None
+        r = _reservations[_reserved_addrs[i]]
+        return r if address < r.addr + r.size else None
+
+
+def _zc_publish(conn: _Connection, plan: _Plan) -> Dict[int, Tuple[int, int]]:
+    """Seals in place the planned arrays that live in reservations of `conn` and tile them
+    exactly (cutting a reservation into one blob per array); returns index -> (blob, size)."""
+    if not _reservations:
+        return {}
+    groups: Dict[int, Tuple[_Reservation, List[Tuple[int, int, int]]]] = {}
+    for i, a in enumerate(plan.arrays):
+        if a.nbytes == 0 or not a.flags["C_CONTIGUOUS"]:
+            continue
+        ptr = a.__array_interface__["data"][0]
+        r = _zc_find(ptr)
+        if r is None or r.conn is not conn or r.state != "open":
+            continue
+        groups.setdefault(r.addr, (r, []))[1].append((ptr - r.addr, int(a.nbytes), i))
+    placed: Dict[int, Tuple[int, int]] = {}
+    for r, parts in groups.values():
+        parts.sort()
+        at, tiles = 0, True
+        for offset, n, _ in parts:
+            if offset != at:
+                tiles = False
+                break
+            at += n
+        if not tiles or at != r.size or any(n % 64 for _, n, _ in parts[:-1]):
+            continue  # not publishable as is: copied
+        if len(parts) == 1:
+            pieces = [r.blob]
+        else:
+            reply = conn.call({"type": "trellis_split_buffer_request", "id": r.blob,
+                               "num": len(parts), "sizes": [n for _, n, _ in parts]})
+            pieces = [int(b) for b in reply["ids"]]
+        r.pieces = pieces
+        r.state = "sealed"
+        for (_, n, i), b in zip(parts, pieces):
+            placed[i] = (b, n)
+            owner = plan.owners[i]
+            for arr in (plan.arrays[i], owner):
+                if arr is not None:
+                    try:
+                        arr.flags.writeable = False
+                    except ValueError:
+                        pass
+    if placed:
+        # sealed by this connection, which keeps using them while the arrays live
+        conn.pipeline([{"type": "seal_request", "object_id": b} for b, _ in placed.values()])
+        _stats["zero_copy_blobs"] = _stats.get("zero_copy_blobs", 0) + len(placed)
+    return placed
+
+
+def _zc_mark(placed: Dict[int, Tuple[int, int]], state: str) -> None:
+    if not placed:
+        return
+    blobs = {b for b, _ in placed.values()}
+    with _zc_lock:
+        for r in _reservations.values():
+            if r.state == "sealed" and blobs.intersection(r.pieces):
+                r.state = state
+
+
+def _zc_published(placed: Dict[int, Tuple[int, int]]) -> None:
+    _zc_mark(placed, "published")
+
+
+def _zc_orphan(placed: Dict[int, Tuple[int, int]]) -> None:
+    _zc_mark(placed, "orphan")
+
+
+def zero_copy(socket_path: Optional[str] = None, threshold: Optional[int] = None) -> bool:
+    """Turns zero-copy put on for this process: numpy buffers of at least `threshold`
+    bytes (default 1 MiB, ``$TRELLIS_ZERO_COPY_THRESHOLD``) are placed in the arena of the
+    Trellis daemon at `socket_path` (default ``$VINEYARD_IPC_SOCKET``). Returns False —
+    and changes nothing — when that is not possible (no such daemon, upstream vineyardd,
+    the C extension missing)."""
+    global _zc_path, _zc_pid, _zc_threshold
+    module = _zerocopy_module()
+    path = socket_path or os.environ.get("VINEYARD_IPC_SOCKET")
+    if module is None or not path:
+        return False
+    try:
+        conn = _connection_at(path)
+    except (OSError, ConnectionError, _DaemonError, _StepAside):
+        return False
+    if not conn.is_trellis or "split_buffer" not in conn.extensions:
+        return False
+    if threshold is None:
+        threshold = int(os.environ.get("TRELLIS_ZERO_COPY_THRESHOLD", str(1 << 20)))
+    _zc_path, _zc_pid, _zc_threshold = path, os.getpid(), max(1, int(threshold))
+    module.install(_zc_reserve, _zc_release, _zc_sizeof, _zc_threshold)
+    return True
+
+
+def zero_copy_off() -> None:
+    """New arrays come from the heap again (those in the arena stay where they are)."""
+    global _zc_path
+    _zc_path = None
+    module = _zerocopy_module()
+    if module is not None:
+        module.uninstall()
+
+
+def zero_copy_from_env() -> bool:
+    """``TRELLIS_ZERO_COPY=1``: ``zero_copy()`` (what a flow step's bootstrap calls)."""
+    return os.environ.get("TRELLIS_ZERO_COPY", "0") == "1" and zero_copy()
+
+
+def zero_copy_stats() -> Dict[str, Any]:
+    module = _zerocopy_module()
+    out: Dict[str, Any] = dict(module.stats()) if module is not None else {"available": False}
+    out["live_reservations"] = len(_reservations)
+    out["live_bytes"] = sum(r.size for r in list(_reservations.values()))
+    return out
+
+
+def _zc_after_fork_in_child() -> None:
+    global _zc_path, _zc_lock
+    _zc_lock = threading.RLock()
+    _reservations.clear()
+    del _reserved_addrs[:]
+    _zc_path = None
+    if _zc_module is not None:
+        _zc_module.forked()
+
+
+os.register_at_fork(after_in_child=_zc_after_fork_in_child)
 
 
 # -- the builders ------------------------------------------------------------------------------
@@ -527,10 +797,15 @@ def warm(client) -> bool:
 def close_connections() -> None:
     """Closes this process's connections to daemons (they are opened again on demand)."""
     with _connections_lock:
-        for c in _connections.values():
+        # a connection that holds zero-copy reservations stays: the daemon would take
+        # their memory back while the arrays still use it
+        holding = {id(r.conn) for r in list(_reservations.values())}
+        for path, c in list(_connections.items()):
+            if id(c) in holding and c.pid == os.getpid():
+                continue
             if c.pid == os.getpid():
                 c.close()
-        _connections.clear()
+            del _connections[path]
 
 
 def stats() -> Dict[str, int]:

@@ -68,9 +68,12 @@ def install(prefix=None):
     # The accelerated builders (trellis.accel, when the trellis package is installed in the
     # step's environment): the same objects, written in a few requests; TRELLIS_ACCEL=0
     # leaves the upstream builders alone.
+    # TRELLIS_ZERO_COPY=1 (a step's env or the flow's): numpy builds large arrays in the
+    # daemon's arena and put seals them in place (trellis.accel.zero_copy).
     if os.environ.get("TRELLIS_ACCEL", "1") != "0":
         try:
-            importlib.import_module("trellis.accel")  # registers them on import
+            accel = importlib.import_module("trellis.accel")  # registers them on import
+            accel.zero_copy_from_env()
         except Exception:
             pass
 
