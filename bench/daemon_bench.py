@@ -54,7 +54,7 @@ from benchkit.procstats import (  # noqa: E402
 )
 from benchkit.workers import BenchError, Worker, ready_then_wait_go, result, run_one, run_together, serve  # noqa: E402
 from daemon_report import (  # noqa: E402
-    EXISTS_REP_BODY, EXISTS_REQ_BODY, NOISE_WARN_PCT, TRELLIS, TRELLIS_4K, TRELLIS_ACCEL, TRELLIS_HP, TRELLIS_LABELS, UPSTREAM,
+    EXISTS_REP_BODY, EXISTS_REQ_BODY, NOISE_WARN_PCT, TRELLIS, TRELLIS_4K, TRELLIS_ACCEL, TRELLIS_HP, TRELLIS_LABELS, TRELLIS_ZC, UPSTREAM,
     publish, summarize_handoff,
 )
 
@@ -311,6 +311,13 @@ def worker_large(a):
 
 
 def worker_df_writer(a):
+    if os.environ.get("TRELLIS_BENCH_ZC") == "1" and a.get("sock"):
+        # trellis-zc: numpy builds the frame in the daemon's arena; put seals it in place
+        sys.path.insert(0, os.path.join(REPO, "python"))
+        import trellis.accel
+
+        if not trellis.accel.zero_copy(a["sock"]):
+            raise RuntimeError("zero-copy put is not available (is trellis._zerocopy built?)")
     df = _make_df(a["rows"], a["cols"], a["seed"])
     checksum = _df_checksum(df)
     nbytes = int(sum(df[c].to_numpy().nbytes for c in df.columns))
@@ -520,7 +527,8 @@ class Bench:
             if label == TRELLIS_4K:
                 argv.append("--notransparent_huge_pages")
             d = Daemon(argv, sock, os.path.join(self.tmp, label + ".log"), label=label)
-            d.accel = label == TRELLIS_ACCEL
+            d.accel = label in (TRELLIS_ACCEL, TRELLIS_ZC)
+            d.zero_copy = label == TRELLIS_ZC
             log(f"starting {label}: {' '.join(argv)}")
             self.daemons[label] = d
             d.start()
@@ -552,6 +560,7 @@ class Bench:
             log(f"{name}: {label}")
             meter = NoiseMeter([x.pid for x in self.daemons.values() if x.alive()])
             os.environ["TRELLIS_BENCH_ACCEL"] = "1" if getattr(d, "accel", False) else "0"
+            os.environ["TRELLIS_BENCH_ZC"] = "1" if getattr(d, "zero_copy", False) else "0"
             try:
                 fn(label, d)
             except BenchError as e:
@@ -720,9 +729,10 @@ class Bench:
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--daemons", default=f"{TRELLIS},{UPSTREAM}",
-                   help=f"comma list of {TRELLIS},{TRELLIS_ACCEL},{TRELLIS_4K},{TRELLIS_HP},{UPSTREAM} "
+                   help=f"comma list of {TRELLIS},{TRELLIS_ACCEL},{TRELLIS_ZC},{TRELLIS_4K},{TRELLIS_HP},{UPSTREAM} "
                    f"(default {TRELLIS},{UPSTREAM}); {TRELLIS_ACCEL} is {TRELLIS}'s daemon with clients writing "
-                   "through trellis.accel's builders; "
+                   f"through trellis.accel's builders, {TRELLIS_ZC} the same with the DataFrame writer's frame "
+                   "built in the arena (zero-copy put); "
                    f"{TRELLIS} runs with its defaults (transparent huge pages where available), {TRELLIS_4K} "
                    f"with --notransparent_huge_pages, {TRELLIS_HP} with --huge_pages --reserve_memory "
                    "(reserves a hugetlb pool of --arena for the run: root)")
@@ -752,7 +762,7 @@ def parse_args(argv):
     q = o.quick
     o.daemons = [d.strip() for d in o.daemons.split(",") if d.strip()]
     for d in o.daemons:
-        if d not in (TRELLIS, TRELLIS_4K, TRELLIS_HP, TRELLIS_ACCEL, UPSTREAM):
+        if d not in (TRELLIS, TRELLIS_4K, TRELLIS_HP, TRELLIS_ACCEL, TRELLIS_ZC, UPSTREAM):
             p.error(f"unknown daemon {d!r}")
     o.small_sizes = [parse_size(s) for s in (o.small_sizes or "8,1Ki").split(",")]
     o.large_sizes = [parse_size(s) for s in (o.large_sizes or ("1Mi,64Mi" if q else "1Mi,64Mi,1Gi")).split(",")]

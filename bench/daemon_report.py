@@ -19,7 +19,9 @@ TRELLIS_HP = "trellis-hp"
 TRELLIS_4K = "trellis-4k"
 # the default daemon, its client processes writing through trellis.accel's builders
 TRELLIS_ACCEL = "trellis-accel"
-TRELLIS_LABELS = (TRELLIS, TRELLIS_4K, TRELLIS_HP, TRELLIS_ACCEL)
+# the same, and the DataFrame writer builds its frame in the arena (zero-copy put)
+TRELLIS_ZC = "trellis-zc"
+TRELLIS_LABELS = (TRELLIS, TRELLIS_4K, TRELLIS_HP, TRELLIS_ACCEL, TRELLIS_ZC)
 NOISE_WARN_PCT = 5.0  # warn when other processes used more than this share of all CPUs
 
 # Message sizes of a real exists round trip (captured from 0.24.2, see
