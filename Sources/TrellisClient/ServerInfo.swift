@@ -14,12 +14,16 @@ public struct ServerInfo: Sendable, Equatable {
     public var sessionID: UInt64
     /// Whether the daemon accepts zstd-compressed RPC transfers.
     public var supportsRPCCompression: Bool
+    /// The protocol extensions the daemon advertises (`trellis_extensions`: Trellis
+    /// daemons; empty for upstream vineyardd).
+    public var extensions: Set<String>
 
     /// Makes a value (tests, fakes).
     public init(
         instanceID: UInt64, version: String, ipcSocket: String, rpcEndpoint: String, sessionID: UInt64,
-        supportsRPCCompression: Bool
+        supportsRPCCompression: Bool, extensions: Set<String> = []
     ) {
+        self.extensions = extensions
         self.instanceID = instanceID
         self.version = version
         self.ipcSocket = ipcSocket

@@ -109,10 +109,7 @@ public struct Series: StoredValue {
 extension Client {
     /// Creates an index over stored labels.
     public func createIndex(_ values: AnyTensor, name: JSON = .null) throws(ClientError) -> PandasIndex {
-        var meta = ObjectMeta(typename: "vineyard::Index")
-        meta.setEncodedJSON("name", name)
-        meta["value_type_"] = .string(values.dtype.numpyName)
-        meta.addMember("value_", values.meta)
+        let meta = Self.indexMeta(values: values.meta, dtype: values.dtype, name: name)
         return try PandasIndex(StoredObject(meta: try createMetadata(meta), blobs: values.blobMap))
     }
 
@@ -135,20 +132,35 @@ extension Client {
             throw ClientError(.invalidArgument, "column \(c.name) has shape \(c.values.shape), the frame has \(rows) rows")
         }
         let index = if let index { index } else { try createRangeIndex(count: rows) }
+        let meta = Self.dataFrameMeta(index: index.meta, columns: columns.map { ($0.name, $0.values.meta) })
+        var blobs = index.values.blobMap
+        for c in columns { blobs[c.values.blob.id] = c.values.blob }
+        return try DataFrame(StoredObject(meta: try createMetadata(meta), blobs: blobs))
+    }
+
+    /// A data frame's tree, as Python's builder writes it (members created or inline).
+    static func dataFrameMeta(index: ObjectMeta, columns: [(name: JSON, values: ObjectMeta)]) -> ObjectMeta {
         var meta = ObjectMeta(typename: "vineyard::DataFrame")
         meta.setEncodedJSON("columns_", .array(columns.map(\.name)))
-        meta.addMember("index_", index.meta)
-        var blobs = index.values.blobMap
+        meta.addMember("index_", index)
         for (i, c) in columns.enumerated() {
             meta.setEncodedJSON("__values_-key-\(i)", c.name)
-            meta.addMember("__values_-value-\(i)", c.values.meta)
-            blobs[c.values.blob.id] = c.values.blob
+            meta.addMember("__values_-value-\(i)", c.values)
         }
         meta["__values_-size"] = .number(columns.count)
         meta["partition_index_row_"] = -1
         meta["partition_index_column_"] = -1
         meta["row_batch_index_"] = 0
-        return try DataFrame(StoredObject(meta: try createMetadata(meta), blobs: blobs))
+        return meta
+    }
+
+    /// An index's tree over a tensor (created or inline).
+    static func indexMeta(values: ObjectMeta, dtype: DType, name: JSON = .null) -> ObjectMeta {
+        var meta = ObjectMeta(typename: "vineyard::Index")
+        meta.setEncodedJSON("name", name)
+        meta["value_type_"] = .string(dtype.numpyName)
+        meta.addMember("value_", values)
+        return meta
     }
 
     /// Creates a data frame from stored columns with string names.

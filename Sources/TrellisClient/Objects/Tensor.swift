@@ -184,6 +184,13 @@ extension Client {
         guard blob.count >= count * dtype.size else {
             throw ClientError(.invalidArgument, "blob of \(blob.count) bytes cannot hold \(count) × \(dtype)")
         }
+        let created = try createMetadata(Self.tensorMeta(dtype: dtype, shape: shape, order: order, blob: blob))
+        return try AnyTensor(StoredObject(meta: created, blobs: [blob.id: blob]))
+    }
+
+    /// A tensor's tree over `blob`, as Python's builder writes it (not yet created).
+    static func tensorMeta(dtype: DType, shape: [Int], order: TensorOrder = .c, blob: Blob) -> ObjectMeta {
+        let count = shape.reduce(1, *)
         var meta = ObjectMeta(typename: "vineyard::Tensor<\(dtype.cppName)>")
         meta.setEncodedJSON("shape_", .array(shape.map { .number($0) }))
         meta.setEncodedJSON("partition_index_", .array([]))
@@ -192,7 +199,6 @@ extension Client {
         meta["value_type_"] = .string(dtype.numpyName)
         meta["value_type_meta_"] = .string(dtype.typeString)
         meta.addMember("buffer_", count == 0 ? .empty : blob)
-        let created = try createMetadata(meta)
-        return try AnyTensor(StoredObject(meta: created, blobs: [blob.id: blob]))
+        return meta
     }
 }

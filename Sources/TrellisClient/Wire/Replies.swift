@@ -23,7 +23,8 @@ package enum Replies {
         if !r.storeMatch { throw ClientError(.connectionFailed, code: .invalid, "Mismatched store type") }
         return ServerInfo(
             instanceID: r.instanceID, version: r.version, ipcSocket: r.ipcSocket, rpcEndpoint: r.rpcEndpoint,
-            sessionID: r.sessionID, supportsRPCCompression: r.supportsRPCCompression)
+            sessionID: r.sessionID, supportsRPCCompression: r.supportsRPCCompression,
+            extensions: Set(r.extensions))
     }
 
     /// `create_buffer_reply`: the payload and the fd announced (−1 when none follows).
