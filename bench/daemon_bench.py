@@ -9,6 +9,7 @@ daemon-independent anchors (socket round trip, memcpy, pickle).
     .venv/bin/python bench/daemon_bench.py                      # trellis + vineyardd
     .venv/bin/python bench/daemon_bench.py --daemons vineyardd  # upstream only
     .venv/bin/python bench/daemon_bench.py --quick              # CI smoke (~1 min)
+    .venv/bin/python bench/daemon_bench.py --daemons trellis,trellis-accel,trellis-zc,vineyardd --ray
     .venv/bin/python bench/daemon_bench.py --write docs/BENCHMARKS.md --json /tmp/b.json
 
 What is measured, per daemon, in this order (see docs/BENCHMARKS.md for the results):
@@ -22,6 +23,23 @@ What is measured, per daemon, in this order (see docs/BENCHMARKS.md for the resu
    column; minor page faults of writer and reader;
 4. large arrays (1 MiB, 64 MiB, 1 GiB): put throughput and zero-copy get latency;
 5. daemon RSS (VmRSS) right after start and at the end with everything deleted.
+
+Then the daemon-independent anchors (socket echo, memcpy, memfd faults, a pickle handoff)
+and, with ``--ray``, the same DataFrame handoff through Ray's object store: a Ray head node
+started for the run (``ray start --head --block --num-cpus 2 --object-store-memory
+<--arena> --include-dashboard=false``) from ``.venv-ray`` (``bench/setup_ray.sh``; without
+it the Ray row is skipped with a note), inside a private network namespace whose only
+interface is loopback (benchkit.raynode: ``ray start`` turns ``--node-ip-address
+127.0.0.1`` into the machine's outward address, so no flag keeps it on loopback), stopped
+by PID at the end. Its workers are this file run by ``.venv-ray``'s python inside that
+namespace: the writer builds the same frame (``_make_df``), connects (``ray.init``) before
+``GO``, then times ``ray.put(df)`` plus cloudpickling the ObjectRef; the reader gets that ref
+with its ``GO`` and times ``ray.get(ref)`` and the same sum over every column
+(``_df_checksum``). Under Ray's ownership model the writer owns the object (it is freed
+when its owner exits), so unlike the daemons' rounds the writer stays alive until the
+reader is done: its exit is not in Ray's "writer start → reader end" time. The handoff
+table shows every daemon, Ray, the pickle handoff and a memcpy of the same bytes side by
+side (medians of the same number of rounds), with issue 14's targets.
 Worker processes are this same file run with ``--_worker KIND`` (benchkit.workers); they
 print ``READY``, wait for ``GO`` on stdin (so several of them can start at the same instant
 and the interpreter start-up is never timed), then print ``RESULT <json>``. The report and
