@@ -9,6 +9,7 @@ daemon-independent anchors (socket round trip, memcpy, pickle).
     .venv/bin/python bench/daemon_bench.py                      # trellis + vineyardd
     .venv/bin/python bench/daemon_bench.py --daemons vineyardd  # upstream only
     .venv/bin/python bench/daemon_bench.py --quick              # CI smoke (~1 min)
+    .venv/bin/python bench/daemon_bench.py --daemons trellis,trellis-accel,trellis-zc,vineyardd --ray
     .venv/bin/python bench/daemon_bench.py --write docs/BENCHMARKS.md --json /tmp/b.json
 
 What is measured, per daemon, in this order (see docs/BENCHMARKS.md for the results):
@@ -22,6 +23,23 @@ What is measured, per daemon, in this order (see docs/BENCHMARKS.md for the resu
    column; minor page faults of writer and reader;
 4. large arrays (1 MiB, 64 MiB, 1 GiB): put throughput and zero-copy get latency;
 5. daemon RSS (VmRSS) right after start and at the end with everything deleted.
+
+Then the daemon-independent anchors (socket echo, memcpy, memfd faults, a pickle handoff)
+and, with ``--ray``, the same DataFrame handoff through Ray's object store: a Ray head node
+started for the run (``ray start --head --block --num-cpus 2 --object-store-memory
+<--arena> --include-dashboard=false``) from ``.venv-ray`` (``bench/setup_ray.sh``; without
+it the Ray row is skipped with a note), inside a private network namespace whose only
+interface is loopback (benchkit.raynode: ``ray start`` turns ``--node-ip-address
+127.0.0.1`` into the machine's outward address, so no flag keeps it on loopback), stopped
+by PID at the end. Its workers are this file run by ``.venv-ray``'s python inside that
+namespace: the writer builds the same frame (``_make_df``), connects (``ray.init``) before
+``GO``, then times ``ray.put(df)`` plus cloudpickling the ObjectRef; the reader gets that ref
+with its ``GO`` and times ``ray.get(ref)`` and the same sum over every column
+(``_df_checksum``). Under Ray's ownership model the writer owns the object (it is freed
+when its owner exits), so unlike the daemons' rounds the writer stays alive until the
+reader is done: its exit is not in Ray's "writer start → reader end" time. The handoff
+table shows every daemon, Ray, the pickle handoff and a memcpy of the same bytes side by
+side (medians of the same number of rounds), with issue 14's targets.
 Worker processes are this same file run with ``--_worker KIND`` (benchkit.workers); they
 print ``READY``, wait for ``GO`` on stdin (so several of them can start at the same instant
 and the interpreter start-up is never timed), then print ``RESULT <json>``. The report and
@@ -48,6 +66,7 @@ sys.path.insert(0, HERE)
 
 from benchkit.daemons import Daemon, DaemonError, find_trellis, find_vineyardd, non_loopback_listeners  # noqa: E402
 from benchkit.machine import HUGE_PAGE, HugePageError, HugePagePool, machine_info  # noqa: E402
+from benchkit import raynode  # noqa: E402
 from benchkit.procstats import (  # noqa: E402
     MiB, NoiseMeter, median, parse_size, percentile, pinned, proc_cpu_ns, proc_minflt, proc_status_kib,
     proc_ticks,
@@ -393,6 +412,79 @@ def worker_df_reader(a):
     result(res)
 
 
+def _ray_connect(a):
+    """In a Ray worker (.venv-ray's python, in the Ray node's network namespace): connect
+    to the node as a driver and warm the put/get path with a small object."""
+    import numpy as np
+    import ray
+
+    ray.init(address=a["address"], logging_level="ERROR", log_to_driver=False)
+    assert ray.get(ray.put(np.arange(4))).sum() == 6
+    return ray
+
+
+def worker_ray_writer(a):
+    """Ray's object store: ray.put(df); the ObjectRef leaves out of band (cloudpickled) in
+    the result; this process, the object's owner, lives on until the parent closes stdin."""
+    df = _make_df(a["rows"], a["cols"], a["seed"])
+    checksum = _df_checksum(df)
+    nbytes = int(sum(df[c].to_numpy().nbytes for c in df.columns))
+    ray = _ray_connect(a)
+    import ray.cloudpickle
+
+    ready_then_wait_go()
+    f0, t0, d0 = proc_minflt(), time.monotonic(), proc_cpu_ns(a["pid"])
+    ref = ray.put(df)
+    token = ray.cloudpickle.dumps(ref).hex()  # what the reader needs to find it
+    t1, d1, f1 = time.monotonic(), proc_cpu_ns(a["pid"]), proc_minflt()
+    result(
+        {
+            "t_start": t0,
+            "t_end": t1,
+            "put_s": t1 - t0,
+            "minflt": f1 - f0,
+            "daemon_cpu_ms": (d1 - d0) / 1e6,  # the raylet (it runs the plasma store)
+            "checksum": checksum,
+            "nbytes": nbytes,
+            "ref": token,
+        }
+    )
+    sys.stdin.readline()  # the owner keeps the object alive until the reader is done
+    del ref
+    ray.shutdown()
+
+
+def worker_ray_reader(a):
+    """Ray's object store: ray.get(ref) of the writer's ObjectRef (sent with GO), then the
+    same sum over every column as worker_df_reader."""
+    import pandas  # noqa: F401  (import before timing)
+
+    ray = _ray_connect(a)
+    import ray.cloudpickle
+
+    token = ready_then_wait_go()
+    f0, t0, d0 = proc_minflt(), time.monotonic(), proc_cpu_ns(a["pid"])
+    df = ray.get(ray.cloudpickle.loads(bytes.fromhex(token)))
+    t1, d1, f1 = time.monotonic(), proc_cpu_ns(a["pid"]), proc_minflt()
+    checksum = _df_checksum(df)
+    t2 = time.monotonic()
+    f2 = proc_minflt()
+    res = {
+        "t_start": t0,
+        "t_end": t2,
+        "get_s": t1 - t0,
+        "touch_s": t2 - t1,
+        "get_minflt": f1 - f0,
+        "touch_minflt": f2 - f1,
+        "daemon_cpu_ms": (d1 - d0) / 1e6,
+        "checksum": checksum,
+        "shape": list(df.shape),
+    }
+    del df
+    result(res)
+    ray.shutdown()
+
+
 def worker_memcpy(a):
     import numpy as np
 
@@ -484,10 +576,9 @@ WORKERS = {
     "df_writer": worker_df_writer,
     "df_reader": worker_df_reader,
     "memcpy": worker_memcpy,
+    "ray_writer": worker_ray_writer,
+    "ray_reader": worker_ray_reader,
 }
-
-
-# --------------------------------------------------------------------------- orchestration
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -506,6 +597,7 @@ class Bench:
         self.anchors: dict = {}
         self.noise: dict = {}
         self.pool = HugePagePool()
+        self.ray_head = None
 
     # ---- daemons
     def start_daemons(self):
@@ -542,6 +634,7 @@ class Bench:
             self.res[label]["rss_start"] = proc_status_kib(d.pid)
 
     def stop_daemons(self):
+        self.stop_ray()
         for d in self.daemons.values():
             try:
                 d.stop()
@@ -625,6 +718,10 @@ class Bench:
         finally:
             for w in (writer, reader):
                 w.finish() if ok else w.kill()
+        return self._handoff_round(wres, rres)
+
+    def _handoff_round(self, wres, rres):
+        """One round's record, after checking the reader saw the writer's frame."""
         if rres["checksum"] != wres["checksum"]:
             raise BenchError(f"DataFrame checksum mismatch: wrote {wres['checksum']}, read {rres['checksum']}")
         if rres["shape"] != [self.o.df_rows, self.o.df_cols]:
@@ -654,6 +751,71 @@ class Bench:
         c = vineyard.connect(d.socket)
         self.res[label]["memory_usage_end"] = int(c.status.memory_usage)
         c.close()
+
+    # ---- Ray's object store (an anchor: its own node, its own venv)
+    def run_ray(self):
+        why = raynode.problem()
+        if why:
+            log(f"ray: skipped: {why}")
+            self.anchors["ray"] = {"skipped": why}
+            return
+        self.errors.setdefault("ray", [])
+        head = self.ray_head = raynode.RayHead(self.tmp, object_store_bytes=parse_size(self.o.arena))
+        log(f"ray: starting a head node in a private network namespace: {' '.join(head.ray_argv)}")
+        try:
+            head.start()
+            raylet = head.pid_of("raylet")
+            if raylet is None:
+                raise BenchError("the Ray node has no raylet process")
+            meter = NoiseMeter([d.pid for d in self.daemons.values() if d.alive()] + head.members())
+            log("ray: DataFrame handoff")
+            rounds = [self._ray_handoff(head, {"address": head.address, "pid": raylet}) for _ in range(self.o.df_rounds)]
+            self.note_noise("Ray handoff", meter.stop())
+            self.anchors["ray"] = {
+                "rounds": rounds,
+                **summarize_handoff(rounds),
+                "argv": head.ray_argv,
+                "version": head.version(),
+                "object_store_memory": parse_size(self.o.arena),
+            }
+        except (BenchError, DaemonError) as e:
+            msg = str(e).strip().splitlines()
+            self.errors["ray"].append(f"DataFrame handoff: {msg[-1] if msg else e}")
+            log(f"ray failed: {e}")
+        finally:
+            self.stop_ray()
+
+    def _ray_handoff(self, head, common):
+        """Like _handoff, but the writer (the object's owner under Ray's ownership model)
+        stays alive until the reader is done; the ObjectRef reaches the reader with GO."""
+        wa = dict(common, rows=self.o.df_rows, cols=self.o.df_cols, seed=self.o.seed)
+        py = head.worker_python()
+        writer = Worker("ray_writer", wa, self.tmp, python=py)
+        reader = Worker("ray_reader", common, self.tmp, python=py)
+        ok = False
+        try:
+            writer.wait_ready()
+            reader.wait_ready()
+            writer.go()
+            wres = writer.result()
+            reader.go(wres.pop("ref"))
+            rres = reader.result()
+            t0 = time.monotonic()
+            writer.finish()  # the owner goes, and with it the object
+            wres["exit_s"] = time.monotonic() - t0
+            ok = True
+        finally:
+            for w in (writer, reader):
+                w.finish() if ok else w.kill()
+        return self._handoff_round(wres, rres)
+
+    def stop_ray(self):
+        head, self.ray_head = self.ray_head, None
+        if head is None:
+            return
+        left = head.stop()
+        if left:
+            log(f"ray: killed {len(left)} process(es) still running after `ray start` exited: {left}")
 
     # ---- anchors (no daemon involved)
     def run_anchors(self):
@@ -720,6 +882,8 @@ class Bench:
         self.section("large put/get", self.large)
         self.section("idle RSS at end", self.rss_end)
         self.run_anchors()
+        if self.o.ray:
+            self.run_ray()
 
 
 
@@ -737,6 +901,9 @@ def parse_args(argv):
                    f"with --notransparent_huge_pages, {TRELLIS_HP} with --huge_pages --reserve_memory "
                    "(reserves a hugetlb pool of --arena for the run: root)")
     p.add_argument("--quick", action="store_true", help="small iteration counts and sizes (CI smoke)")
+    p.add_argument("--ray", action="store_true",
+                   help="also hand the DataFrame over through Ray's object store (a local Ray node started for "
+                   "the run from .venv-ray, made by bench/setup_ray.sh; skipped with a note if it is missing)")
     p.add_argument("--small-sizes", help="put+get sizes (default 8,1Ki)")
     p.add_argument("--large-sizes", help="large put/get sizes (default 1Mi,64Mi,1Gi; quick 1Mi,64Mi)")
     p.add_argument("--duration", type=float, help="seconds per put+get measurement (default 3, quick 0.5)")
@@ -835,7 +1002,7 @@ def report_from_json(o):
     bench.errors = data.get("errors") or {label: [] for label in bench.res}
     bench.noise = data.get("noise", {})
     for r in list(bench.res.values()) + [bench.anchors]:  # summaries may predate a newer layout
-        for key in ("df", "pickle"):
+        for key in ("df", "pickle", "ray"):
             if key in r and r[key].get("rounds"):
                 r[key].update(summarize_handoff(r[key]["rounds"]))
     # the sizes and counts of that run, not the command-line defaults

@@ -22,6 +22,17 @@ TRELLIS_ACCEL = "trellis-accel"
 # the same, and the DataFrame writer builds its frame in the arena (zero-copy put)
 TRELLIS_ZC = "trellis-zc"
 TRELLIS_LABELS = (TRELLIS, TRELLIS_4K, TRELLIS_HP, TRELLIS_ACCEL, TRELLIS_ZC)
+# the anchor with Ray's object store (`--ray`): bench.anchors["ray"]
+RAY = "ray"
+# issue 14's handoff targets (total = writer put + reader get + reader touch, ms): each is
+# (description, check(total_ms, ray_total_ms) -> True/False/None)
+HANDOFF_TARGETS = {
+    TRELLIS_ACCEL: [
+        ("≤ 20 ms", lambda t, r: t <= 20.0),
+        ("≤ Ray's", lambda t, r: None if r is None else t <= r),
+    ],
+    TRELLIS_ZC: [("≤ 5 ms", lambda t, r: t <= 5.0)],
+}
 NOISE_WARN_PCT = 5.0  # warn when other processes used more than this share of all CPUs
 
 # Message sizes of a real exists round trip (captured from 0.24.2, see
@@ -153,6 +164,46 @@ def _div(a, b):
     return None if a is None or not b else a / b
 
 
+def handoff_table(bench) -> str:
+    """The seed DataFrame handoff side by side: every daemon, Ray's object store, the
+    pickle handoff and a memcpy of the same bytes (issue 14's comparison), in ms."""
+    a = bench.anchors
+    ray = a.get(RAY) if _get(a, RAY, "rounds") else None
+    ray_total = ray["total_s"] * 1e3 if ray else None
+    entries = [(f"{l} (upstream)" if l == UPSTREAM else l, l, bench.res[l]["df"]) for l in bench.res if "df" in bench.res[l]]
+    if ray:
+        entries.append((f"Ray {ray.get('version', '')} object store: `ray.put` / `ray.get`".replace("  ", " "), RAY, ray))
+    if "pickle" in a:
+        entries.append(("pickle through a /tmp file", "pickle", a["pickle"]))
+    if not entries:
+        return ""
+    rounds = len(entries[0][2].get("rounds", [])) or "?"
+    ms = lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * 1e3:.1f}"  # noqa: E731
+    lines = [
+        f"| DataFrame handoff, setup (ms, median of {rounds}) | writer put | reader get | reader touch "
+        "| total | writer start → reader end | total / Ray's | target | met? |",
+        "|---|---:|---:|---:|---:|---:|---:|---|:---:|",
+    ]
+    for name, key, h in entries:
+        total = h["total_s"] * 1e3
+        targets = HANDOFF_TARGETS.get(key, [])
+        verdicts = [check(total, ray_total) for _, check in targets]
+        lines.append(
+            f"| {name} | {ms(h['put_s'])} | {ms(h['get_s'])} | {ms(h['touch_s'])} | {total:.1f} | {ms(h['wall_s'])} "
+            f"| {f'{total / ray_total:.2f}' if ray_total else '—'} | {', '.join(t for t, _ in targets)} "
+            f"| {' '.join({True: '✅', False: '❌', None: '·'}[v] for v in verdicts)} |"
+        )
+    if "memcpy" in a:
+        m = a["memcpy"]
+        for what, v in (("warm destination", m["warm_s"]), (f"fresh destination, {m['fresh_minflt']:,} page faults", m["fresh_s"])):
+            lines.append(f"| memcpy of the same bytes (`np.copyto`), {what} | | | | {v * 1e3:.1f} | "
+                         f"| {f'{v * 1e3 / ray_total:.2f}' if ray_total else '—'} | | |")
+    if not ray:
+        why = _get(a, RAY, "skipped") or ("failed, see the problems below" if RAY in bench.errors else "not run (`--ray`)")
+        lines.append(f"\nRay's object store: {why}.")
+    return "\n".join(lines) + "\n"
+
+
 def render(bench, info: dict, cmdline: str, note: str = "") -> str:
     o = bench.o
     labels = list(bench.res)
@@ -223,6 +274,11 @@ def render(bench, info: dict, cmdline: str, note: str = "") -> str:
         mach += f"- {l}: `{re.sub(r'/tmp/tb[^/ ]*', '$TMP', argv)}`\n"
         if l in TRELLIS_LABELS and "/debug/" in bench.res[l]["binary"]:
             mach += "  - **debug build of trellis: numbers are not representative**\n"
+    ray = a.get(RAY) or {}
+    if ray.get("argv"):
+        argv = re.sub(r"/tmp/tb[^/ ]*", "$TMP", " ".join(["ray"] + ray["argv"][1:]))
+        mach += (f"- Ray {ray.get('version', '?')} (`.venv-ray`, `bench/setup_ray.sh`): `{argv}`, "
+                 "in a private network namespace (loopback only)\n")
     mach += f"- command: `{cmdline}`{note}\n"
     if bench.noise:
         worst_what, worst = max(bench.noise.items(), key=lambda kv: kv[1]["foreign_pct"] + kv[1]["steal_pct"])
@@ -230,7 +286,7 @@ def render(bench, info: dict, cmdline: str, note: str = "") -> str:
             f"- background load: other processes used at most {worst['foreign_pct']:.1f}% of all CPUs "
             f"(hypervisor steal {worst['steal_pct']:.1f}%) during any section (worst: {worst_what})\n"
         )
-    errs = [f"- {l}: {e}" for l in labels for e in bench.errors[l]]
+    errs = [f"- {l}: {e}" for l, es in bench.errors.items() for e in es]
     for what, n in bench.noise.items():
         if n["foreign_pct"] > NOISE_WARN_PCT or n["steal_pct"] > NOISE_WARN_PCT:
             errs.append(
@@ -245,7 +301,7 @@ def render(bench, info: dict, cmdline: str, note: str = "") -> str:
         f"¹ \"one CPU\": the client process and every daemon thread pinned to CPU {o.pin_cpu} "
         "(no cross-CPU wake-ups); all other rows run unpinned.\n"
     )
-    out = "\n".join(lines) + "\n\n" + foot + "\n" + "\n".join(anchor_lines) + "\n\n" + mach
+    out = "\n".join(lines) + "\n\n" + foot + "\n" + handoff_table(bench) + "\n" + "\n".join(anchor_lines) + "\n\n" + mach
     if errs:
         out += "\nProblems during the run:\n\n" + "\n".join(errs) + "\n"
     return out
@@ -259,7 +315,13 @@ daemon's on-CPU time (sum of `/proc/PID/task/*/schedstat`) over {requests:,} req
 divided by {requests:,}. The DataFrame handoff total is writer `put(df, name="seed", persist=True)` +
 reader `get(name="seed")` + reader sum over every column, each side in its own fresh
 process (connected and imported before timing); the reader starts after the writer process
-has exited, as in a pipeline (median of {df_rounds} rounds; deleted between rounds).
+has exited, as in a pipeline (median of {df_rounds} rounds; deleted between rounds). The
+handoff table sets it beside Ray's object store when the run had `--ray`: a Ray head node
+started for the run (`--num-cpus 2 --object-store-memory` the daemons' arena size, no
+dashboard, in a private network namespace with only loopback), the writer timing
+`ray.put(df)` plus pickling the ObjectRef, the reader `ray.get(ref)` plus the same sum;
+the writer owns the object under Ray's ownership model, so it stays alive until the reader
+is done (Ray's "writer start → reader end" has no writer exit in it, the daemons' has).
 Large puts copy a pre-faulted source array; "1st put" is the first put of that size in the
 worker process, "repeat puts" the median of the rest; get is `client.get(id)` (zero-copy),
 median of all gets. Sections run in the order of the table; the anchors run last.

@@ -81,7 +81,8 @@ def tcp_accepts(port, host="127.0.0.1") -> bool:
 
 
 def non_loopback_listeners(pid: int) -> list:
-    """TCP/UDP sockets of pid that listen/bind on anything but loopback."""
+    """TCP/UDP sockets of pid that listen/bind on anything but loopback (read from the
+    tables of pid's own network namespace, so a process in another one is checked too)."""
     inodes = set()
     for fd in glob.glob(f"/proc/{pid}/fd/*"):
         try:
@@ -93,7 +94,7 @@ def non_loopback_listeners(pid: int) -> list:
     bad = []
     for proto in ("tcp", "tcp6", "udp", "udp6"):
         try:
-            with open(f"/proc/net/{proto}") as f:
+            with open(f"/proc/{pid}/net/{proto}") as f:
                 lines = f.readlines()[1:]
         except OSError:
             continue
@@ -105,7 +106,8 @@ def non_loopback_listeners(pid: int) -> list:
             if proto.startswith("tcp") and state != "0A":  # only LISTEN matters
                 continue
             addr = local.split(":")[0]
-            loop = addr == "0100007F" or addr == "00000000000000000000000001000000"
+            # 127.0.0.1, ::1, and ::ffff:127.0.0.1 (a v6 socket bound to v4 loopback)
+            loop = addr in ("0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F")
             if not loop:
                 bad.append(f"{proto} {local}")
     return bad

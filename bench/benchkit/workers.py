@@ -4,7 +4,11 @@ A benchmark measures in child processes of its own script, started as
 ``python SCRIPT --_worker KIND '<json args>'``. A worker prepares (imports, connects,
 builds its data), prints ``READY``, waits for ``GO`` on stdin, measures, and prints
 ``RESULT <json>``. The parent starts any number of them, waits until all are ready, and
-releases them at once; nothing before ``GO`` is timed.
+releases them at once; nothing before ``GO`` is timed. ``GO`` may carry one line of text
+for the worker (``Worker.go(payload)``), e.g. a handle another worker produced. A worker
+may run under another interpreter (``python=``: a command prefix such as another venv's
+python, or one entered into a namespace); it must then import nothing the parent's venv
+alone has before it reaches its worker function.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ class BenchError(RuntimeError):
 # --------------------------------------------------------------------------- worker side
 
 
-def ready_then_wait_go():
-    """In a worker: report READY and block until the parent says GO (exit on anything else)."""
+def ready_then_wait_go() -> str:
+    """In a worker: report READY and block until the parent says GO (exit on anything else).
+
+    Returns the payload the parent sent with GO ("" if none)."""
     print("READY", flush=True)
-    line = sys.stdin.readline()
-    if line.strip() != "GO":
+    word, _, payload = sys.stdin.readline().strip().partition(" ")
+    if word != "GO":
         sys.exit(3)
+    return payload
 
 
 def result(obj):
@@ -56,18 +63,21 @@ def _main_script() -> str:
 
 
 class Worker:
-    """A child process running `script` (default: the running program) with --_worker KIND."""
+    """A child process running `script` (default: the running program) with --_worker KIND,
+    under `python` (a command prefix; default this interpreter)."""
 
     live: list = []
     counter = 0
 
-    def __init__(self, kind: str, args: dict, tmpdir: str, timeout: float = 900, script: str | None = None):
+    def __init__(self, kind: str, args: dict, tmpdir: str, timeout: float = 900, script: str | None = None,
+                 python: list | None = None):
         self.kind, self.timeout = kind, timeout
         Worker.counter += 1
         self.errpath = os.path.join(tmpdir, f"w{Worker.counter}-{kind}.err")
         self.err = open(self.errpath, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(script or _main_script()), "--_worker", kind, json.dumps(args)],
+            list(python or [sys.executable])
+            + [os.path.abspath(script or _main_script()), "--_worker", kind, json.dumps(args)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.err,
@@ -98,9 +108,11 @@ class Worker:
         if line.strip() != "READY":
             raise BenchError(f"worker {self.kind}: unexpected {line!r}")
 
-    def go(self):
+    def go(self, payload: str = ""):
+        if "\n" in payload:
+            raise ValueError("a GO payload is one line")
         try:
-            self.proc.stdin.write("GO\n")
+            self.proc.stdin.write(f"GO {payload}\n" if payload else "GO\n")
             self.proc.stdin.flush()
         except OSError as e:
             raise BenchError(f"worker {self.kind} is gone ({e}):\n{self.stderr_tail()}")
