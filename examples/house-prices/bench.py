@@ -25,9 +25,12 @@ import report  # noqa: E402
 from benchkit.machine import HUGE_PAGE, HugePageError, HugePagePool  # noqa: E402
 
 
-def run_trellis(rows, replicas, size, huge_pages=False):
+def run_trellis(rows, replicas, size, huge_pages=False, zero_copy=False):
     import flow as house
     os.environ["HOUSE_ROWS"] = str(rows)
+    # the steps inherit the runner's environment: TRELLIS_ZERO_COPY=1 makes their frames in
+    # the arena (trellis.accel zero-copy put)
+    os.environ["TRELLIS_ZERO_COPY"] = "1" if zero_copy else "0"
     start = time.perf_counter()
     record = house.build(replicas, size, huge_pages).run(quiet=True).wait()
     end_to_end = time.perf_counter() - start
@@ -55,7 +58,7 @@ def main():
 
     import flow as house
     results = {"rows": args.rows, "replicas": args.replicas, "files-cold": [], "files-warm": [], "trellis": [],
-               "trellis-hp": []}
+               "trellis-zc": [], "trellis-hp": []}
     pool = HugePagePool()
     huge = False
     if not args.files_only and not args.no_huge_pages:
@@ -70,6 +73,7 @@ def main():
             results["files-warm"].append(baseline_files.run(args.rows, cache="warm"))
             if not args.files_only:
                 results["trellis"].append(run_trellis(args.rows, args.replicas, args.size))
+                results["trellis-zc"].append(run_trellis(args.rows, args.replicas, args.size, zero_copy=True))
                 if huge:
                     results["trellis-hp"].append(run_trellis(args.rows, args.replicas, args.size, huge_pages=True))
     finally:
@@ -85,14 +89,15 @@ def main():
         get = sum(s["get_seconds"] for s in r["steps"])
         print("  %-22s %8.2f %10.3f %8.3f %8.3f" % (name, r["wall_seconds"], r["handoff_seconds"], put, get))
     ok = True
-    for mode in ("trellis", "trellis-hp"):
+    labels = {"trellis-hp": " (huge pages)", "trellis-zc": " (zero-copy put)"}
+    for mode in ("trellis", "trellis-zc", "trellis-hp"):
         if results[mode]:
             t = best(results[mode])
             print("  %-22s %8.2f %10.3f %8.3f %8.3f   (+ moves %.3fs; end to end %.2fs)"
-                  % (mode + (" (huge pages)" if mode == "trellis-hp" else ""), t["wall_seconds"] or 0,
+                  % (mode + labels.get(mode, ""), t["wall_seconds"] or 0,
                      t["handoff_seconds"], t["put_seconds"], t["get_seconds"], t["move_seconds"],
                      t["end_to_end_seconds"]))
-    for mode in ("trellis", "trellis-hp"):
+    for mode in ("trellis", "trellis-zc", "trellis-hp"):
         if not results[mode]:
             continue
         t = best(results[mode])
