@@ -394,3 +394,22 @@ def proc_status_kib(field, pid="self"):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise KeyError(field)
+
+
+def stored_tree(socket_path, oid):
+    """The daemon's stored metadata tree of `oid` (get_data, members expanded)."""
+    with RawConn(socket_path) as c:
+        c.register()
+        reply = c.request({"type": "get_data_request", "id": [int(oid)], "sync_remote": False, "wait": False})
+    (tree,) = reply["content"].values()
+    return tree
+
+
+def normal_tree(tree):
+    """The tree without what differs between two puts of one value (ids, signatures, times)."""
+    out = {}
+    for k, v in tree.items():
+        if k in ("id", "signature", "__timestamp"):
+            continue
+        out[k] = normal_tree(v) if isinstance(v, dict) else v
+    return out

@@ -32,21 +32,8 @@ def accel():
 
 
 def _tree(daemon, oid):
-    with harness.RawConn(daemon.socket) as c:
-        c.register()
-        reply = c.request({"type": "get_data_request", "id": [int(oid)], "sync_remote": False, "wait": False})
-    (tree,) = reply["content"].values()
-    return tree
-
-
-def _normal(tree):
-    """The tree without what differs between two puts of one value."""
-    out = {}
-    for k, v in tree.items():
-        if k in ("id", "signature", "__timestamp"):
-            continue
-        out[k] = _normal(v) if isinstance(v, dict) else v
-    return out
+    """The stored tree, without what differs between two puts of one value."""
+    return harness.normal_tree(harness.stored_tree(daemon.socket, oid))
 
 
 def _both(daemon, client, accel, value):
@@ -77,7 +64,7 @@ def test_arrays_are_written_exactly_as_upstream_writes_them(daemon, client, acce
     value = _arrays()[i]
     up, fast, accelerated = _both(daemon, client, accel, value)
     assert accelerated, "the accelerated builder stepped aside for %s %s" % (value.dtype, value.shape)
-    assert _normal(_tree(daemon, fast)) == _normal(_tree(daemon, up))
+    assert _tree(daemon, fast) == _tree(daemon, up)
     np.testing.assert_array_equal(client.get(fast), client.get(up))
     np.testing.assert_array_equal(client.get(fast), value)
 
@@ -102,7 +89,7 @@ def test_frames_are_written_exactly_as_upstream_writes_them(daemon, client, acce
     value = _frames()[i]
     up, fast, accelerated = _both(daemon, client, accel, value)
     assert accelerated
-    assert _normal(_tree(daemon, fast)) == _normal(_tree(daemon, up))
+    assert _tree(daemon, fast) == _tree(daemon, up)
     pdt.assert_frame_equal(client.get(fast), client.get(up))
     pdt.assert_frame_equal(client.get(fast), value)
 
@@ -140,7 +127,7 @@ def test_series_and_indexes_are_written_exactly_as_upstream_writes_them(daemon, 
                   pd.Index(np.arange(9), name="ix"), pd.RangeIndex(5)]:
         up, fast, accelerated = _both(daemon, client, accel, value)
         assert accelerated, type(value)
-        assert _normal(_tree(daemon, fast)) == _normal(_tree(daemon, up))
+        assert _tree(daemon, fast) == _tree(daemon, up)
         got = client.get(fast)
         if isinstance(value, pd.Series):
             pdt.assert_series_equal(got, value)
@@ -167,7 +154,7 @@ def test_what_the_builders_do_not_cover_goes_the_upstream_way(daemon, client, ac
         if harness.is_upstream():
             assert mod.stats()["accelerated"] == before["accelerated"], "accelerated against vineyardd"
         else:
-            assert _normal(_tree(daemon, fast)) == _normal(_tree(daemon, up))
+            assert _tree(daemon, fast) == _tree(daemon, up)
         if isinstance(value, pd.DataFrame) and isinstance(value.dtypes.iloc[0], pd.CategoricalDtype):
             continue  # the upstream client cannot read a categorical column back either
         got = client.get(fast)
@@ -250,7 +237,7 @@ def test_an_array_read_from_the_store_is_put_back_the_upstream_way(daemon, clien
     before = mod.stats()
     again = client.put(view)
     assert mod.stats()["accelerated"] == before["accelerated"]
-    blob = lambda oid: _tree(daemon, oid)["buffer_"]["id"]  # noqa: E731
+    blob = lambda oid: harness.stored_tree(daemon.socket, oid)["buffer_"]["id"]  # noqa: E731
     assert blob(again) == blob(first), "not copied: the same blob"
 
 
@@ -275,7 +262,7 @@ def test_arrow_tables_are_written_exactly_as_upstream_writes_them(daemon, client
     value = _tables()[i]
     up, fast, accelerated = _both(daemon, client, accel, value)
     assert accelerated
-    assert _normal(_tree(daemon, fast)) == _normal(_tree(daemon, up))
+    assert _tree(daemon, fast) == _tree(daemon, up)
     if i in (0, 1, 2):
         assert client.get(fast).equals(client.get(up))
         assert client.get(fast).to_pydict() == value.to_pydict()
@@ -283,4 +270,4 @@ def test_arrow_tables_are_written_exactly_as_upstream_writes_them(daemon, client
     if batch is not None:
         up, fast, accelerated = _both(daemon, client, accel, batch)
         assert accelerated
-        assert _normal(_tree(daemon, fast)) == _normal(_tree(daemon, up))
+        assert _tree(daemon, fast) == _tree(daemon, up)

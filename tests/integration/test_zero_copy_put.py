@@ -39,23 +39,6 @@ def zc(fresh_daemon):
         accel.uninstall()
 
 
-def _tree(socket, oid):
-    with harness.RawConn(socket) as c:
-        c.register()
-        reply = c.request({"type": "get_data_request", "id": [int(oid)], "sync_remote": False, "wait": False})
-    (tree,) = reply["content"].values()
-    return tree
-
-
-def _normal(tree):
-    out = {}
-    for k, v in tree.items():
-        if k in ("id", "signature", "__timestamp"):
-            continue
-        out[k] = _normal(v) if isinstance(v, dict) else v
-    return out
-
-
 def _free_bytes(socket):
     with harness.RawConn(socket) as c:
         c.register()
@@ -100,7 +83,7 @@ def test_a_frame_built_in_the_arena_is_published_in_place_as_upstream_writes_it(
         block = df._mgr.blocks[0].values
         base = block.__array_interface__["data"][0]
         conn = accel._connection_at(d.socket)
-        offsets = sorted(_blob_offsets(d.socket, _tree(d.socket, fast)).values())
+        offsets = sorted(_blob_offsets(d.socket, harness.stored_tree(d.socket, fast)).values())
         row = block.shape[1] * 8
         assert [o for o in offsets if base - conn.zc_base <= o < base - conn.zc_base + block.nbytes] == \
             [base - conn.zc_base + i * row for i in range(8)]
@@ -108,7 +91,7 @@ def test_a_frame_built_in_the_arena_is_published_in_place_as_upstream_writes_it(
         accel.zero_copy_off()
         accel.uninstall()
         upstream = client.put(expected)
-        assert _normal(_tree(d.socket, fast)) == _normal(_tree(d.socket, upstream))
+        assert harness.normal_tree(harness.stored_tree(d.socket, fast)) == harness.normal_tree(harness.stored_tree(d.socket, upstream))
         # a reader in another process sees the same frame
         reader = subprocess.run(
             [sys.executable, "-c",
