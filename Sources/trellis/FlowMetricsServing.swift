@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import TrellisFlow
 import TrellisMetrics
+import UnixSignals
 
 /// `trellis flow run|resume --metrics-port P [--metrics-linger S]`: the runner's metrics
 /// (``FlowMetrics``) served at http://127.0.0.1:P/metrics while the run lasts, and S
@@ -37,8 +38,21 @@ struct FlowMetricsFlags: ParsableArguments {
         }
         printError("trellis: metrics at http://127.0.0.1:\(exporter.port)\(MetricsExporter.path)")
         let status = await body(metrics)
-        if metricsLinger > 0 { try? await Task.sleep(for: .milliseconds(Int64(metricsLinger * 1000))) }
+        if metricsLinger > 0 { await linger(seconds: metricsLinger) }
         await exporter.stop()
         return status
+    }
+
+    /// Waits `seconds`, or until SIGTERM/SIGINT (the run is over: a signal only ends the wait).
+    private func linger(seconds: Double) async {
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(for: .milliseconds(Int64(seconds * 1000))) }
+            group.addTask {
+                for await _ in signals { return }
+            }
+            await group.next()
+            group.cancelAll()
+        }
     }
 }
