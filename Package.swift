@@ -23,6 +23,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // libcrypt (libxcrypt, in every Debian): bcrypt and crypt(3) for --htpasswd.
@@ -38,7 +41,21 @@ let package = Package(
             dependencies: [
                 "TrellisProtocol",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: strict),
+        // The Prometheus exporter: a swift-metrics backend and `GET /metrics` over Hummingbird,
+        // run as a ServiceLifecycle service by `trellis serve` and `trellis flow run`.
+        .target(
+            name: "TrellisMetrics",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
         .target(
@@ -60,6 +77,7 @@ let package = Package(
             dependencies: [
                 "TrellisClient", "TrellisSystem",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
@@ -74,6 +92,7 @@ let package = Package(
             name: "trellis",
             dependencies: [
                 "TrellisServer", "TrellisClient", "TrellisFlow", "TrellisMeta", "TrellisStore", "TrellisSystem",
+                "TrellisMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -87,6 +106,14 @@ let package = Package(
             name: "TrellisStoreTests", dependencies: ["TrellisStore", "TrellisSystem", "TrellisTestSupport"],
             swiftSettings: strict),
         .testTarget(name: "TrellisMetaTests", dependencies: ["TrellisMeta", "TrellisTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "TrellisMetricsTests",
+            dependencies: [
+                "TrellisMetrics", "TrellisServer", "TrellisFlow",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict),
         .testTarget(name: "TrellisFlowTests", dependencies: ["TrellisFlow", "TrellisTestSupport"], swiftSettings: strict),
         .testTarget(name: "TrellisClientTests", dependencies: ["TrellisClient", "TrellisTestSupport"], swiftSettings: strict),
         .testTarget(

@@ -28,6 +28,19 @@ if [ ! -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-dev >/dev/null \
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-dev >/dev/null; }
 fi
+# prometheus (Debian's): tests/metrics scrapes the daemons and the flow runner with a real
+# Prometheus of the test's own (temporary config, storage and port). The package's own
+# service must not start: where no policy-rc.d forbids it (a container usually has one),
+# one is put in place for the install and removed after.
+if ! command -v prometheus >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+  if [ -n "$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
 bash scripts/setup-python.sh
 # The tests use the debug build (scripts/test.sh builds it); TRELLIS_RELEASE_BUILD=0 skips this one.
 if [ "${TRELLIS_RELEASE_BUILD:-1}" != "0" ]; then

@@ -35,7 +35,7 @@ public enum FlowCLI {
     /// status at the end.
     public static func run(
         file: String, runID: String?, keep: Bool, maxParallel: Int? = nil, home: TrellisHome = .fromEnvironment(),
-        trellisBinary: String = currentExecutable(),
+        trellisBinary: String = currentExecutable(), metrics: FlowMetrics? = nil,
         makeDataPlane: @escaping @Sendable ([Replica]) async throws -> any DataPlane
     ) async -> Int32 {
         let spec: FlowSpec
@@ -48,7 +48,7 @@ public enum FlowCLI {
         }
         let launcher = FlowLauncher(
             home: home, trellisBinary: trellisBinary, makeDataPlane: makeDataPlane, note: { printErr("trellis: \($0)") })
-        return await drive { observer in
+        return await drive(metrics: metrics) { observer in
             try await launcher.run(
                 spec: spec,
                 options: FlowRunOptions(runID: runID, keepObjects: keep, maxParallel: maxParallel, observer: observer))
@@ -58,12 +58,12 @@ public enum FlowCLI {
     /// `trellis flow resume RUN [--keep]`.
     public static func resume(
         runID: String, keep: Bool, maxParallel: Int? = nil, home: TrellisHome = .fromEnvironment(),
-        trellisBinary: String = currentExecutable(),
+        trellisBinary: String = currentExecutable(), metrics: FlowMetrics? = nil,
         makeDataPlane: @escaping @Sendable ([Replica]) async throws -> any DataPlane
     ) async -> Int32 {
         let launcher = FlowLauncher(
             home: home, trellisBinary: trellisBinary, makeDataPlane: makeDataPlane, note: { printErr("trellis: \($0)") })
-        return await drive { observer in
+        return await drive(metrics: metrics) { observer in
             try await launcher.resume(
                 runID: runID, options: FlowRunOptions(keepObjects: keep, maxParallel: maxParallel, observer: observer))
         }
@@ -75,7 +75,7 @@ public enum FlowCLI {
     public static func kubernetes(
         file: String?, resume runID: String?, newRunID: String? = nil, keep: Bool, maxParallel: Int? = nil,
         options: KubernetesOptions?, home: TrellisHome = .fromEnvironment(),
-        environment: [String: String] = ProcessInfo.processInfo.environment
+        environment: [String: String] = ProcessInfo.processInfo.environment, metrics: FlowMetrics? = nil
     ) async -> Int32 {
         var loaded: FlowSpec?
         if let file {
@@ -108,7 +108,7 @@ public enum FlowCLI {
         let launcher = KubernetesLauncher(
             home: home, options: kube, connection: connection, transport: transport, etcdTransport: etcdTransport,
             note: { printErr("trellis: \($0)") })
-        let status = await drive { observer in
+        let status = await drive(metrics: metrics) { observer in
             let o = FlowRunOptions(runID: newRunID, keepObjects: keep, maxParallel: maxParallel, observer: observer)
             if let spec { return try await launcher.run(spec: spec, options: o) }
             return try await launcher.resume(runID: runID ?? "", options: o)
@@ -118,11 +118,16 @@ public enum FlowCLI {
         return status
     }
 
-    private static func drive(_ body: @escaping @Sendable (@escaping @Sendable (RunEvent) -> Void) async throws -> RunRecord)
-        async -> Int32
-    {
+    private static func drive(
+        metrics: FlowMetrics? = nil, _ body: @escaping @Sendable (@escaping @Sendable (RunEvent) -> Void) async throws -> RunRecord
+    ) async -> Int32 {
         let renderer = ProgressRenderer()
-        let task = Task { try await body { renderer.observe($0) } }
+        let task = Task {
+            try await body {
+                renderer.observe($0)
+                metrics?.observe($0)
+            }
+        }
         let sources = InterruptHandler.cancelOnInterrupt(task)
         defer { sources.forEach { $0.cancel() } }
         do {

@@ -385,6 +385,7 @@ public struct EtcdClient: Sendable {
         -> HTTPClientResponse
     {
         let httpClient = watch ? watchHTTPClient : self.httpClient
+        let start = ContinuousClock.now
         var request = HTTPClientRequest(url: endpoint + path)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
@@ -393,16 +394,35 @@ public struct EtcdClient: Sendable {
         if endpoint.hasPrefix("http+unix://") { request.headers.add(name: "Host", value: "localhost") }
         request.body = .bytes(body)
         do {
+            let response: HTTPClientResponse
             if let deadline {
-                return try await httpClient.execute(request, timeout: Self.timeAmount(deadline), logger: logger)
+                response = try await httpClient.execute(request, timeout: Self.timeAmount(deadline), logger: logger)
+            } else {
+                response = try await httpClient.execute(request, deadline: .distantFuture, logger: logger)
             }
-            return try await httpClient.execute(request, deadline: .distantFuture, logger: logger)
+            // a watch's round trip is its opening (unary requests are counted by `call`)
+            if watch { EtcdMetrics.record(path, since: start, failed: false) }
+            return response
         } catch {
+            if watch { EtcdMetrics.record(path, since: start, failed: true) }
             throw .transport("POST \(endpoint)\(path): \(error)")
         }
     }
 
+    /// One unary request and its answer, counted in ``EtcdMetrics`` (round trip, failure, time).
     private func call(_ path: String, _ body: JSON) async throws(EtcdError) -> JSON {
+        let start = ContinuousClock.now
+        do {
+            let json = try await exchange(path, body)
+            EtcdMetrics.record(path, since: start, failed: false)
+            return json
+        } catch {
+            EtcdMetrics.record(path, since: start, failed: true)
+            throw error
+        }
+    }
+
+    private func exchange(_ path: String, _ body: JSON) async throws(EtcdError) -> JSON {
         let response = try await post(path, body: JSONWriter.encode(body), deadline: requestTimeout)
         let buffer: ByteBuffer
         do {

@@ -113,6 +113,26 @@ public enum Request: Sendable, Equatable {
         return s
     }
 
+    /// Every request `type` ``decode(_:)`` accepts (including the ones answered as
+    /// unsupported): a bounded set, which metrics use as labels.
+    public static let wireTypes: Set<String> = [
+        "register_request", "exit_request", "create_buffer_request", "create_buffers_request",
+        "create_remote_buffer_request", "create_remote_buffers_request", "get_remote_buffers_request", "seal_request",
+        "get_buffers_request", "drop_buffer_request", "shrink_buffer_request", "increase_reference_count_request",
+        "release_request", "create_data_request", "create_datas_request", "get_data_request", "list_data_request",
+        "exists_request", "del_data_request", "del_data_with_feedbacks_request", "persist_request", "if_persist_request",
+        "shallow_copy_request", "label_request", "clear_request", "memory_trim_request", "put_name_request",
+        "get_name_request", "list_name_request", "drop_name_request", "cluster_meta", "instance_status_request",
+        "debug_command", "migrate_object_request", "evict_request", "load_request", "unpin_request", "is_spilled_request",
+        "is_in_use_request", "create_stream_request", "open_stream_request", "get_next_stream_chunk_request",
+        "push_next_stream_chunk_request", "pull_next_stream_chunk_request", "stop_stream_request", "drop_stream_request",
+        "new_session_request", "delete_session_request", "move_buffers_ownership_request",
+        "make_arena_request", "finalize_arena_request", "create_disk_buffer_request", "create_gpu_buffer_request",
+        "get_gpu_buffers_request", "create_buffer_by_plasma_request", "get_buffers_by_plasma_request", "plasma_seal_request",
+        "plasma_release_request", "plasma_delete_data_request", "acquire_lock_request", "release_lock_request",
+        "release_blobs_with_rdma_request", "sync_meta_request",
+    ]
+
     /// Decodes a request body (already parsed JSON).
     /// The most blobs one `create_buffers`/`get_buffers` request (IPC or RPC) may name.
     /// Each blob costs a payload of ~300 bytes, twice, in the reply: without a bound a

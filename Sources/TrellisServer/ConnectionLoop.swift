@@ -19,6 +19,9 @@ struct ConnectionLoop {
     var state: ConnectionState
     /// The last reply was large: free heap goes back to the OS once the request is done.
     var largeReply = false
+    /// The request being served, for its metrics: its wire type (nil: not parsed) and status.
+    private var requestType: String?
+    private var requestStatus: StatusCode = .ok
 
     init(socket: Descriptor, id: ConnectionID, isRPC: Bool, handler: RequestHandler, maxMessageSize: Int, logger: Logger) {
         self.socket = socket
@@ -77,15 +80,35 @@ struct ConnectionLoop {
         }
     }
 
-    /// Handles one request body; returns false when the connection must close.
+    /// Handles one request body; returns false when the connection must close. With
+    /// metrics on, counts it by type and status and records its latency (frame to reply).
     private mutating func process(_ body: UnsafeBufferPointer<UInt8>, _ reader: inout FrameReader) throws(SystemError) -> Bool {
+        guard let metrics = handler.config.metrics else { return try serve(body, &reader) }
+        let start = Self.monotonicNanoseconds()
+        requestType = nil
+        requestStatus = .ok
+        defer {
+            metrics.recordRequest(type: requestType, status: requestStatus, nanoseconds: Self.monotonicNanoseconds() - start)
+        }
+        return try serve(body, &reader)
+    }
+
+    static func monotonicNanoseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+
+    private mutating func serve(_ body: UnsafeBufferPointer<UInt8>, _ reader: inout FrameReader) throws(SystemError) -> Bool {
         let message: JSON
         do {
             message = try JSONParser.parse(body)
         } catch {
+            requestStatus = .invalid
             try send(.error(VineyardError(.invalid, "Failed to parse the JSON message: \(error)")))
             return true
         }
+        if handler.config.metrics != nil { requestType = message["type"]?.stringValue }
         let outcome: Outcome
         do throws(VineyardError) {
             let request = try Request.decode(message)
@@ -105,6 +128,7 @@ struct ConnectionLoop {
             let socket = socket
             outcome = try handler.handle(request, &state, cancelled: { socket.peerHasClosed() })
         } catch {
+            requestStatus = error.code
             try send(.error(error))
             return true
         }
@@ -154,6 +178,7 @@ struct ConnectionLoop {
                 .invalid,
                 "the reply of \(length) bytes exceeds the message limit of \(maxMessageSize) bytes: ask for less (a smaller limit, fewer ids)")
             largeReply = true
+            requestStatus = .invalid
             try socket.writeAll(Frame.encode(Reply.error(error).encode()))
             return false
         }

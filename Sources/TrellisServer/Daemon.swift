@@ -1,5 +1,5 @@
+import CoreMetrics
 import Logging
-import Metrics
 import ServiceLifecycle
 import CTrellisShim
 import Synchronization
@@ -21,7 +21,6 @@ public final class Daemon: Service, Sendable {
     let handler: RequestHandler
     let logger: Logger
     private let connections = Mutex<[ConnectionID: Descriptor]>([:])
-    private let accepted = Counter(label: "trellis_connections_total")
     /// The daemon's sessions (shared by the root and its children).
     let sessions: Sessions
     /// Set by `drain`: called once when the last connection is gone (a deleted session).
@@ -62,6 +61,13 @@ public final class Daemon: Service, Sendable {
             for name in deletion.droppedNames { _ = try? await cluster.backend.dropName(name) }
             for id in deletion.unpublished where id.rawValue != raw { _ = try? await cluster.backend.removeObject(id.rawValue) }
         }
+    }
+
+    /// Sets the metrics' gauges (arena, objects, clients, …) from the store's status now;
+    /// the exporter calls it before each scrape. Nothing without `config.metrics`.
+    public func updateMetrics() {
+        guard let metrics = config.metrics else { return }
+        metrics.update(status: store.status(), counters: handler.counters.withLock { $0 })
     }
 
     /// Calls `done` once no connection is left (now, if none is): a deleted session.
@@ -142,7 +148,7 @@ public final class Daemon: Service, Sendable {
             if isRPC { sock.setNoDelay() }
             let id = connectionIDs.add(1, ordering: .relaxed).newValue
             let socket = sock.descriptor
-            accepted.increment()
+            if let metrics = config.metrics { (isRPC ? metrics.rpcConnections : metrics.ipcConnections).increment() }
             let fdBox = FDBox(sock)
             do {
                 try spawnThread(name: "conn-\(id)") { [self] in

@@ -42,6 +42,21 @@ public struct DaemonOptions: Sendable, Equatable {
     public var logLevel: String = "info"
     public var maxMessageSize: Int = Frame.defaultMaxMessageSize
     public var spillPath: String = ""
+    /// `--metrics_port P`: serve Prometheus metrics on 127.0.0.1:P (0: a free port); nil: off.
+    public var metricsPort: Int?
+    /// vineyardd's `--prometheus`/`--metrics` (upstream prints metrics to its log): here they
+    /// turn the exporter on at ``defaultMetricsPort`` unless `--metrics_port` says where.
+    public var metricsFlag: Bool = false
+    /// Where `--prometheus`/`--metrics` alone serve metrics (grok_exporter's port, which
+    /// vineyard's deployments scrape for the metrics it parses from vineyardd's log).
+    public static let defaultMetricsPort = 9144
+
+    /// The port to serve metrics on, and whether failing to is fatal (an explicit
+    /// `--metrics_port`) or only worth a warning (the compatibility flags); nil: off.
+    public var metricsListen: (port: Int, required: Bool)? {
+        if let p = metricsPort { return (p, true) }
+        return metricsFlag ? (Self.defaultMetricsPort, false) : nil
+    }
     public var help: Bool = false
     public var version: Bool = false
     /// Flags accepted for compatibility that change nothing in Trellis, for a startup note.
@@ -106,6 +121,7 @@ public struct DaemonOptions: Sendable, Equatable {
                 case "reserve_in_background": o.reserveInBackground = value
                 case "huge_pages": o.hugePages = value
                 case "transparent_huge_pages": o.transparentHugePages = value
+                case "prometheus", "metrics": o.metricsFlag = o.metricsFlag || value
                 case "help", "helpfull": o.help = value
                 case "version": o.version = value
                 default: if value { o.ignored.append(boolName) }
@@ -162,6 +178,10 @@ public struct DaemonOptions: Sendable, Equatable {
                 guard let n = try parseSize(text), n > 0 else { throw fail("--max-message-size must be positive") }
                 o.maxMessageSize = n
             case "spill_path": o.spillPath = try value()
+            case "metrics_port":
+                let p = try value()
+                guard let n = Int(p), (0...65535).contains(n) else { throw fail("--metrics_port must be a port number, got '\(p)'") }
+                o.metricsPort = n
             default:
                 if ignoredValued.contains(name) {
                     _ = try value()
@@ -265,6 +285,10 @@ public struct DaemonOptions: Sendable, Equatable {
                                     to files here; they are read back when a client asks for them
           --htpasswd FILE           require a user and password from this htpasswd database (bcrypt, apr1, SHA, crypt) on IPC and RPC
           --log-level LEVEL         trace, debug, info, notice, warning, error, critical (default info)
+          --metrics_port PORT       serve Prometheus metrics at http://127.0.0.1:PORT/metrics (0: a free port,
+                                    logged and reported as metrics_port by instance_status; default off)
+          --prometheus, --metrics   vineyardd's switches: serve them on 127.0.0.1:9144 unless --metrics_port is given
+                                    (a taken port is then only a warning)
         Accepted and ignored: glog flags (-v, --logtostderr, …), --allocator, --compression, --spill_lower_rate/--spill_upper_rate
         (Trellis spills on demand, when an allocation does not fit), --stream_threshold.
         SIGTERM or SIGINT stops the daemon, removes the socket file and exits 0.

@@ -27,8 +27,12 @@ final class Migrator: Sendable {
     /// Seconds a stalled owner may keep a transfer waiting.
     let receiveTimeoutSeconds: Int
 
-    init(store: ObjectStore, cluster: Cluster, receiveTimeoutSeconds: Int = 30) {
+    /// Counts migrations and the bytes they pulled (nil: metrics off).
+    let metrics: DaemonMetrics?
+
+    init(store: ObjectStore, cluster: Cluster, receiveTimeoutSeconds: Int = 30, metrics: DaemonMetrics? = nil) {
         self.store = store
+        self.metrics = metrics
         self.cluster = cluster
         self.receiveTimeoutSeconds = receiveTimeoutSeconds
     }
@@ -60,12 +64,22 @@ final class Migrator: Sendable {
         }
         defer { for w in inFlight.withLock({ $0.removeValue(forKey: id) }) ?? [] { w.signal() } }
         if let copy = copies.withLock({ $0[id] }), store.hasLocalObject(copy) { return copy }
-        let copy = try copyHere(id, owner: where_.instance)
+        let start = ConnectionLoop.monotonicNanoseconds()
+        var bytes = 0
+        let copy: ObjectID
+        do {
+            copy = try copyHere(id, owner: where_.instance, bytes: &bytes)
+        } catch {
+            metrics?.recordMigration(bytes: nil, nanoseconds: ConnectionLoop.monotonicNanoseconds() - start)
+            throw error
+        }
+        metrics?.recordMigration(bytes: bytes, nanoseconds: ConnectionLoop.monotonicNanoseconds() - start)
         copies.withLock { $0[id] = copy }
         return copy
     }
 
-    private func copyHere(_ id: ObjectID, owner: UInt64) throws(VineyardError) -> ObjectID {
+    /// Copies the object here; `bytes` is set to the blob bytes pulled from the owner.
+    private func copyHere(_ id: ObjectID, owner: UInt64, bytes: inout Int) throws(VineyardError) -> ObjectID {
         guard case .object(let content)? = store.getData([id])[id.description] else {
             throw VineyardError(.metaTreeSubtreeNotExists, "get subtree failed: \(id)")
         }
@@ -81,6 +95,7 @@ final class Migrator: Sendable {
         } catch {
             throw VineyardError(error.code, "cannot migrate \(id) from instance \(owner) at \(endpoint): \(error.message)")
         }
+        bytes = local.values.reduce(0) { $0 + $1.size }
         let tree = rebuild(.object(content), local: local)
         let created: CreatedObject
         let persisted: [TrellisStore.PersistedObject]

@@ -53,7 +53,7 @@ final class RequestHandler: Sendable {
         self.config = config
         self.cluster = cluster
         self.sessions = sessions
-        self.migrator = cluster.map { Migrator(store: store, cluster: $0) }
+        self.migrator = cluster.map { Migrator(store: store, cluster: $0, metrics: config.metrics) }
         self.counters = Mutex(ServerCounters())
         self.hostID = hostIdentifier()
         self.startTimestamp = ObjectStore.wallClockMillis()
@@ -246,22 +246,24 @@ final class RequestHandler: Sendable {
         case .instanceStatus:
             let st = store.status()
             let c = counters.withLock { $0 }
-            return .reply(
-                .instanceStatus([
-                    "instance_id": .number(st.instanceID), "deployment": .string(config.deployment),
-                    "memory_usage": .number(st.memoryUsage), "memory_limit": .number(st.memoryLimit),
-                    "deferred_requests": .number(c.deferredRequests), "ipc_connections": .number(c.ipcConnections),
-                    "rpc_connections": .number(c.rpcConnections),
-                    // Trellis extras (clients ignore unknown keys):
-                    "free_bytes": .number(st.freeBytes), "largest_free_block": .number(st.largestFreeBlock),
-                    "fragmentation": .double(st.fragmentation), "objects": .number(st.objects),
-                    "blobs": .number(st.blobs), "names": .number(st.names), "spilled_bytes": .number(st.spilledBytes),
-                    "retired_bytes": .number(st.retiredBytes),
-                    "pages": .string(store.arena.pages.rawValue),
-                    // as in cluster_meta (upstream's names): a launcher maps instance_id → node
-                    "hostname": .string(config.hostname), "nodename": .string(config.nodename),
-                    "rpc_endpoint": .string(config.rpcEndpoint),
-                ]))
+            var status: [String: JSON] = [
+                "instance_id": .number(st.instanceID), "deployment": .string(config.deployment),
+                "memory_usage": .number(st.memoryUsage), "memory_limit": .number(st.memoryLimit),
+                "deferred_requests": .number(c.deferredRequests), "ipc_connections": .number(c.ipcConnections),
+                "rpc_connections": .number(c.rpcConnections),
+                // Trellis extras (clients ignore unknown keys):
+                "free_bytes": .number(st.freeBytes), "largest_free_block": .number(st.largestFreeBlock),
+                "fragmentation": .double(st.fragmentation), "objects": .number(st.objects),
+                "blobs": .number(st.blobs), "names": .number(st.names), "spilled_bytes": .number(st.spilledBytes),
+                "retired_bytes": .number(st.retiredBytes),
+                "pages": .string(store.arena.pages.rawValue),
+                // as in cluster_meta (upstream's names): a launcher maps instance_id → node
+                "hostname": .string(config.hostname), "nodename": .string(config.nodename),
+                "rpc_endpoint": .string(config.rpcEndpoint),
+            ]
+            // `--metrics_port`: where Prometheus scrapes this daemon (0 until the exporter listens)
+            if let metrics = config.metrics { status["metrics_port"] = .number(metrics.port) }
+            return .reply(.instanceStatus(.object(status)))
         case .debug:
             return .reply(.debug(.null))
         case .migrateObject(let id):

@@ -22,6 +22,9 @@ public struct ServerConfig: Sendable {
     public var htpasswd: Htpasswd? = nil
     /// The session this server serves (0: the root; children come from `new_session`).
     public var sessionID: UInt64 = 0
+    /// Where requests, connections and migrations are counted (`--metrics_port`); nil: not
+    /// at all (the request path then skips even the clock). Sessions share the root's.
+    public var metrics: DaemonMetrics? = nil
 
     public init(socketPath: String) {
         self.socketPath = socketPath

@@ -22,16 +22,21 @@ struct FlowCommand: AsyncParsableCommand {
         @Flag(help: "Keep the run's objects after success.") var keep = false
         @Option(name: .customLong("max-parallel"), help: "At most this many steps at once.") var maxParallel: Int?
         @OptionGroup var target: KubernetesFlags
+        @OptionGroup var metrics: FlowMetricsFlags
 
         func run() async throws {
-            if let kube = try target.options() {
-                let status = await FlowCLI.kubernetes(
-                    file: file, resume: nil, newRunID: runID, keep: keep, maxParallel: maxParallel, options: kube)
-                if status != 0 { throw ExitCode(status) }
-                return
+            let kube = try target.options()
+            let (file, runID, keep, maxParallel) = (file, runID, keep, maxParallel)
+            let status = await metrics.serving { metrics in
+                if let kube {
+                    return await FlowCLI.kubernetes(
+                        file: file, resume: nil, newRunID: runID, keep: keep, maxParallel: maxParallel, options: kube,
+                        metrics: metrics)
+                }
+                return await FlowCLI.run(
+                    file: file, runID: runID, keep: keep, maxParallel: maxParallel, metrics: metrics,
+                    makeDataPlane: FlowDataPlane.make)
             }
-            let status = await FlowCLI.run(
-                file: file, runID: runID, keep: keep, maxParallel: maxParallel, makeDataPlane: FlowDataPlane.make)
             if status != 0 { throw ExitCode(status) }
         }
     }
@@ -42,16 +47,19 @@ struct FlowCommand: AsyncParsableCommand {
         @Flag(help: "Keep the run's objects after success.") var keep = false
         @Option(name: .customLong("max-parallel")) var maxParallel: Int?
         @OptionGroup var target: KubernetesFlags
+        @OptionGroup var metrics: FlowMetricsFlags
 
         func run() async throws {
             let kube = try target.options()
-            if kube != nil || KubernetesLauncher.savedOptions(runID: runID, home: .fromEnvironment()) != nil {
-                let status = await FlowCLI.kubernetes(
-                    file: nil, resume: runID, keep: keep, maxParallel: maxParallel, options: kube)
-                if status != 0 { throw ExitCode(status) }
-                return
+            let (runID, keep, maxParallel) = (runID, keep, maxParallel)
+            let status = await metrics.serving { metrics in
+                if kube != nil || KubernetesLauncher.savedOptions(runID: runID, home: .fromEnvironment()) != nil {
+                    return await FlowCLI.kubernetes(
+                        file: nil, resume: runID, keep: keep, maxParallel: maxParallel, options: kube, metrics: metrics)
+                }
+                return await FlowCLI.resume(
+                    runID: runID, keep: keep, maxParallel: maxParallel, metrics: metrics, makeDataPlane: FlowDataPlane.make)
             }
-            let status = await FlowCLI.resume(runID: runID, keep: keep, maxParallel: maxParallel, makeDataPlane: FlowDataPlane.make)
             if status != 0 { throw ExitCode(status) }
         }
     }

@@ -1,6 +1,7 @@
 import Logging
 import Synchronization
 import TrellisMeta
+import TrellisMetrics
 import ServiceLifecycle
 import TrellisServer
 import TrellisStore
@@ -36,6 +37,9 @@ enum Serve {
             return h
         }
         let logger = Logger(label: "trellis.daemon")
+        // Metrics first: every handle (requests, etcd round trips) binds to the backend
+        // bootstrapped when it is made.
+        let metricsRegistry = options.metricsListen.map { _ in PrometheusBackend.bootstrap() }
         // Trap SIGTERM/SIGINT before anything is created: one that arrives while starting
         // (waiting for etcd, reserving memory, right after the socket appears) must stop the
         // daemon cleanly (exit 0, socket removed), not kill it with the default action.
@@ -96,6 +100,7 @@ enum Serve {
         config.htpasswd = htpasswd
         config.maxMessageSize = options.maxMessageSize
         config.deployment = options.deployment
+        if metricsRegistry != nil { config.metrics = DaemonMetrics() }
         // The advertised RPC host: MY_HOST_NAME, else loopback when RPC binds loopback (so
         // peers reach it whatever the host name resolves to), else the host name.
         let rpcBind = options.resolvedRPCBindHost(environment: env)
@@ -154,11 +159,30 @@ enum Serve {
             daemon.stop(listeners)
             return 1
         }
+        var exporter: RunningExporter?
+        if let metricsRegistry, let listen = options.metricsListen {
+            do {
+                let running = try await MetricsExporter(
+                    registry: metricsRegistry, port: listen.port, logger: logger, beforeScrape: { daemon.updateMetrics() }
+                ).start()
+                config.metrics?.setPort(running.port)
+                exporter = running
+            } catch {
+                guard !listen.required else {
+                    printError("trellis serve: \(error)\n")
+                    daemon.stop(listeners)
+                    store.spill?.removeAll()
+                    return 1
+                }
+                logger.warning("--prometheus/--metrics: \(error); serving without metrics (choose a port with --metrics_port)")
+            }
+        }
         logger.info(
             "trellis daemon ready",
             metadata: ["socket": "\(socket)", "size": "\(store.arena.capacity)", "meta": "\(meta?.endpointDescription ?? "local")",
                        "instance": "\(instanceID)", "rpc": "\(config.rpcPort.map { "\(config.rpcHost):\($0)" } ?? "off")",
-                       "pages": "\(store.arena.pages.rawValue)"])
+                       "pages": "\(store.arena.pages.rawValue)",
+                       "metrics": "\(exporter.map { "http://127.0.0.1:\($0.port)\(MetricsExporter.path)" } ?? "off")"])
         if let reason = store.arena.fallbackReason {
             logger.notice(
                 "transparent huge pages unavailable, the arena uses 4 KiB pages (clients take 512× more page faults)",
@@ -180,6 +204,7 @@ enum Serve {
             logger.error("service group failed", metadata: ["error": "\(error)"])
         }
         daemon.stop(listeners)
+        await exporter?.stop()
         store.spill?.removeAll()
         return 0
     }

@@ -223,6 +223,23 @@ struct OptionsTests {
         #expect(throws: DaemonOptions.ParseError.self) { try DaemonOptions.parse(["--rpc_socket_port"]) }
     }
 
+    @Test("metrics: --metrics_port, and vineyardd's --prometheus/--metrics")
+    func metricsFlags() throws {
+        #expect(try DaemonOptions.parse([]).metricsListen == nil)
+        let explicit = try DaemonOptions.parse(["--metrics_port", "0"]).metricsListen
+        #expect(explicit?.port == 0 && explicit?.required == true)
+        let both = try DaemonOptions.parse(["--metrics", "--metrics-port=9200"]).metricsListen
+        #expect(both?.port == 9200 && both?.required == true)
+        for flag in ["--prometheus", "--metrics", "--metrics=true", "-prometheus"] {
+            let compat = try DaemonOptions.parse([flag]).metricsListen
+            #expect(compat?.port == DaemonOptions.defaultMetricsPort && compat?.required == false, "\(flag)")
+        }
+        #expect(try DaemonOptions.parse(["--nometrics"]).metricsListen == nil)
+        #expect(try DaemonOptions.parse(["--prometheus=false"]).ignored.isEmpty)
+        #expect(throws: DaemonOptions.ParseError.self) { try DaemonOptions.parse(["--metrics_port", "70000"]) }
+        #expect(throws: DaemonOptions.ParseError.self) { try DaemonOptions.parse(["--metrics_port"]) }
+    }
+
     @Test("sizes use binary suffixes", arguments: [
         ("4Gi", 4 << 30), ("512M", 512 << 20), ("1G", 1 << 30), ("1.5k", 1536), ("100", 100), ("2gigabytes", 2 << 30), ("1e3", 1000),
     ])
