@@ -119,3 +119,14 @@ public struct ClusterInstance: Sendable, Equatable {
         raw = json
     }
 }
+
+extension InstanceStatus {
+    /// What `trellis status --json` prints (and the dashboard serves for each replica): the
+    /// reply's `meta` object as received, plus the daemon's `socket` and `version`.
+    public func json(server: ServerInfo) -> JSON {
+        var o = raw.objectValue ?? [:]
+        o["socket"] = .string(server.ipcSocket)
+        o["version"] = .string(server.version)
+        return .object(o)
+    }
+}

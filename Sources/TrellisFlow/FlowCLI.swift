@@ -200,9 +200,19 @@ public enum FlowCLI {
         }
     }
 
-    /// `trellis flow ls`.
-    public static func list(home: TrellisHome = .fromEnvironment()) -> Int32 {
-        print(RunFormatter.list(RunStore(home: home).list()))
+    /// `trellis flow ls [--json]`.
+    public static func list(json: Bool = false, home: TrellisHome = .fromEnvironment()) -> Int32 {
+        let runs = RunStore(home: home).list()
+        if json {
+            do {
+                print(try RunFormatter.json(runs))
+            } catch {
+                printErr("trellis flow ls: \(error)")
+                return 1
+            }
+        } else {
+            print(RunFormatter.list(runs))
+        }
         return 0
     }
 
@@ -244,8 +254,7 @@ public enum FlowCLI {
     public static func runtimeStatus(json: Bool, home: TrellisHome = .fromEnvironment()) -> Int32 {
         let status = LocalRuntime(directory: home.runtimeDirectory, trellisBinary: "").status()
         if json {
-            let state = status.state.flatMap { try? RunRecord.encoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) }
-            print(#"{"up": \#(status.isUp), "state": \#(state ?? "null")}"#)
+            print(status.json)
         } else {
             print(status.summary)
         }

@@ -87,8 +87,9 @@ struct FlowCommand: AsyncParsableCommand {
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "ls", abstract: "List runs.")
+        @Flag var json = false
         func run() throws {
-            let s = FlowCLI.list()
+            let s = FlowCLI.list(json: json)
             if s != 0 { throw ExitCode(s) }
         }
     }

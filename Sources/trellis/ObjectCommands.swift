@@ -332,10 +332,7 @@ struct ShowStatus: ObjectCommand {
     func run(with client: Client) throws(ClientError) {
         let s = try client.instanceStatus()
         if options.json {
-            var o = s.raw.objectValue ?? [:]
-            o["socket"] = .string(client.server.ipcSocket)
-            o["version"] = .string(client.server.version)
-            printOut(JSON.object(o).description)
+            printOut(s.json(server: client.server).description)
             return
         }
         func opt(_ v: Int?) -> String { v.map(String.init) ?? "-" }

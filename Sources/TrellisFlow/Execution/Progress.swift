@@ -59,6 +59,11 @@ public enum RunFormatter {
         String(decoding: try RunRecord.encoder().encode(record), as: UTF8.self)
     }
 
+    /// `trellis flow ls --json` (and the dashboard's `/api/runs`): the summaries, newest first.
+    public static func json(_ runs: [RunSummary]) throws -> String {
+        String(decoding: try RunRecord.encoder().encode(runs), as: UTF8.self)
+    }
+
     /// `trellis flow ls`: one line per run.
     public static func list(_ runs: [RunSummary]) -> String {
         guard !runs.isEmpty else { return "no runs" }

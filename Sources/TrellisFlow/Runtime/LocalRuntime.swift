@@ -24,6 +24,12 @@ public struct RuntimeProcess: Codable, Sendable, Equatable {
     public var pid: Int32
     /// Its log file.
     public var log: String
+
+    /// Describes a started process.
+    public init(pid: Int32, log: String) {
+        self.pid = pid
+        self.log = log
+    }
 }
 
 /// The runtime's warm Python zygote (``LocalRuntime/zygoteInterpreter``).
@@ -84,6 +90,21 @@ public struct RuntimeState: Codable, Sendable, Equatable {
     public var netns: NetnsNetwork?
     /// A warm zygote inside each node's namespace, by node name (nodes only).
     public var nodeZygotes: [String: ZygoteInfo]?
+
+    /// A fresh state, as `up` starts recording it.
+    public init(
+        id: String, spec: RuntimeSpec, replicas: [Replica], processes: [RuntimeProcess], etcd: EtcdInfo?,
+        ephemeral: Bool, startedAt: Date, trellisBinary: String
+    ) {
+        self.id = id
+        self.spec = spec
+        self.replicas = replicas
+        self.processes = processes
+        self.etcd = etcd
+        self.ephemeral = ephemeral
+        self.startedAt = startedAt
+        self.trellisBinary = trellisBinary
+    }
 }
 
 /// ``RuntimeState`` plus liveness.
@@ -95,9 +116,23 @@ public struct RuntimeStatus: Sendable, Equatable {
     /// Whether etcd is alive (`nil`: no etcd).
     public var etcdAlive: Bool?
 
+    /// A status as ``LocalRuntime/status()`` reads it.
+    public init(state: RuntimeState?, replicasAlive: [Bool], etcdAlive: Bool?) {
+        self.state = state
+        self.replicasAlive = replicasAlive
+        self.etcdAlive = etcdAlive
+    }
+
     /// A runtime is recorded and all of it is alive.
     public var isUp: Bool {
         state != nil && !replicasAlive.isEmpty && replicasAlive.allSatisfy { $0 } && etcdAlive != false
+    }
+
+    /// `trellis runtime status --json` (and the dashboard's `/api/runtimes`):
+    /// `{"up": BOOL, "state": RuntimeState or null}`.
+    public var json: String {
+        let state = state.flatMap { try? RunRecord.encoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) }
+        return #"{"up": \#(isUp), "state": \#(state ?? "null")}"#
     }
 
     /// Lines for `trellis runtime status`.
