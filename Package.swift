@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // libcrypt (libxcrypt, in every Debian): bcrypt and crypt(3) for --htpasswd.
@@ -88,12 +89,26 @@ let package = Package(
                 .embedInCode("Python/trellis_step.py"), .embedInCode("Python/vineyard_data_plane.py"),
             ],
             swiftSettings: strict),
+        // The read-only web view of runtimes and runs (`trellis dashboard`): pages and routes as
+        // pure functions over TrellisFlow's records, served by Hummingbird.
+        .target(
+            name: "TrellisDashboard",
+            dependencies: [
+                "TrellisFlow", "TrellisClient", "TrellisProtocol", "TrellisSystem",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
         .executableTarget(
             name: "trellis",
             dependencies: [
                 "TrellisServer", "TrellisClient", "TrellisFlow", "TrellisMeta", "TrellisStore", "TrellisSystem",
-                "TrellisMetrics",
+                "TrellisMetrics", "TrellisDashboard",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -115,6 +130,16 @@ let package = Package(
             ],
             swiftSettings: strict),
         .testTarget(name: "TrellisFlowTests", dependencies: ["TrellisFlow", "TrellisTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "TrellisDashboardTests",
+            dependencies: [
+                "TrellisDashboard", "TrellisFlow", "TrellisClient", "TrellisProtocol", "TrellisSystem",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
+            swiftSettings: strict),
         .testTarget(name: "TrellisClientTests", dependencies: ["TrellisClient", "TrellisTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "TrellisServerTests",

@@ -31,7 +31,7 @@ struct Trellis: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trellis",
         abstract: "An in-memory immutable object store that speaks Vineyard's protocol, and flows over it.",
-        subcommands: [ServeHelp.self] + objectCommands + [FlowCommand.self, RuntimeCommand.self])
+        subcommands: [ServeHelp.self] + objectCommands + [FlowCommand.self, RuntimeCommand.self, DashboardCommand.self])
 }
 
 /// Only for the help listing: `trellis serve` is dispatched before ArgumentParser runs.
