@@ -48,7 +48,7 @@ public enum DashboardPages {
         if !facts.isEmpty { h += "<ul class=\"facts\">" + facts.map { "<li>\($0)</li>" }.joined() + "</ul>\n" }
         h += """
             <table class="replicas">
-            <thead><tr><th>replica</th><th>node</th><th>state</th><th>pid</th><th>arena</th><th>used</th><th>free</th>\
+            <thead><tr><th>replica</th><th>node · rpc</th><th>state</th><th>pid</th><th>arena</th><th>used</th><th>free</th>\
             <th>largest free block</th><th>fragmentation</th><th>spilled</th><th>objects</th><th>blobs</th><th>clients</th></tr></thead>
             <tbody>
 
@@ -59,9 +59,10 @@ public enum DashboardPages {
     }
 
     static func replicaRow(_ r: ReplicaView) -> String {
-        let node = r.replica.node ?? r.replica.rpcEndpoint ?? "this machine"
+        // A node's name (namespace nodes, Kubernetes), and where its RPC listens.
+        let place = [r.replica.node, r.replica.rpcEndpoint].compactMap { $0 }.joined(separator: " · ")
         var h = "<tr data-replica=\"\(r.replica.index)\" class=\"\(r.isUp ? "up" : "down")\">"
-        h += "<td title=\"\(HTML.escape(r.replica.socket))\">r\(r.replica.index)</td><td>\(HTML.escape(node))</td>"
+        h += "<td title=\"\(HTML.escape(r.replica.socket))\">r\(r.replica.index)</td><td>\(place.isEmpty ? "–" : HTML.escape(place))</td>"
         guard let s = r.probe.status else {
             var why = ""
             if case .unreachable(let e) = r.probe { why = e }
@@ -183,7 +184,8 @@ public enum DashboardPages {
         h += "<ul class=\"facts\">" + facts.map { "<li>\($0)</li>" }.joined() + "</ul>\n"
         if let m = step.message { h += "<p class=\"message\">\(HTML.escape(m))</p>\n" }
         if live {
-            h += "<p class=\"muted\">following: this page reloads every \(refreshSeconds)s until the step ends; "
+            h += "<p class=\"muted\">following: this page reloads every \(refreshSeconds)s until the step ends · "
+                + HTML.link("#end", "to the end") + " · "
                 + HTML.link(HTML.logURL(record.runID, step.name, "stdout") + "?follow=1", "stdout as a live stream") + "</p>\n"
         }
         for (name, excerpt) in [("stdout", stdout), ("stderr", stderr)] {
@@ -197,8 +199,9 @@ public enum DashboardPages {
                 : "<pre id=\"\(name)\">\(HTML.escape(excerpt.text))</pre>\n"
         }
         h += "<p id=\"end\"></p>\n"
-        let url = HTML.stepURL(record.runID, step.name) + "#end"
-        return page(title: "\(step.name) · \(record.runID) · Trellis", body: h, refresh: live ? refreshSeconds : nil, refreshURL: url)
+        // A plain reload (the browser keeps the scroll position): a refresh to `…#end` would
+        // be a same-document fragment navigation, which does not reload at all.
+        return page(title: "\(step.name) · \(record.runID) · Trellis", body: h, refresh: live ? refreshSeconds : nil)
     }
 
     // MARK: - Errors
@@ -211,7 +214,7 @@ public enum DashboardPages {
     // MARK: - Pieces
 
     /// The page around `body` (which must already be escaped HTML).
-    static func page(title: String, body: String, refresh: Int? = nil, refreshURL: String? = nil) -> String {
+    static func page(title: String, body: String, refresh: Int? = nil) -> String {
         var head = """
             <!doctype html>
             <html lang="en">
@@ -222,10 +225,7 @@ public enum DashboardPages {
             <link rel="icon" href="data:,">
 
             """
-        if let refresh {
-            let target = refreshURL.map { ";url=" + $0 } ?? ""
-            head += "<meta http-equiv=\"refresh\" content=\"\(refresh)\(HTML.escape(target))\">\n"
-        }
+        if let refresh { head += "<meta http-equiv=\"refresh\" content=\"\(refresh)\">\n" }
         head += "<style>\n\(style)</style>\n</head>\n<body>\n<main>\n"
         return head + body + "</main>\n</body>\n</html>\n"
     }
@@ -277,6 +277,8 @@ public enum DashboardPages {
         th, td { text-align: left; padding: 6px 9px; border-bottom: 1px solid var(--line); vertical-align: top; }
         th { font-weight: 600; font-size: 12px; color: var(--muted); background: #fbfcfd; white-space: nowrap; }
         tr.down td { background: #fff4f4; }
+        td[data-value], .replicas td:nth-child(-n+4) { white-space: nowrap; }
+        td.error { white-space: normal; overflow-wrap: anywhere; }
         .muted { color: var(--muted); font-size: 12px; } .empty { color: var(--muted); font-style: italic; }
         .crumbs { color: var(--muted); margin: 0; }
         .facts { list-style: none; padding: 0; margin: 4px 0 10px; display: flex; flex-wrap: wrap; gap: 4px 18px; color: #3a434e; }
