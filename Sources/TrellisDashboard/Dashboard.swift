@@ -47,6 +47,9 @@ public enum Dashboard {
                     stderr: source.logExcerpt(run: id, step: name, stream: .stderr)))
         }
 
+        // Pages name no icon (`data:,`); a browser that asks anyway gets nothing, not a 404.
+        router.get("/favicon.ico") { _, _ in Response(status: .noContent) }
+
         router.get("/api/runtimes") { _, _ in
             Dashboard.json(await source.runtimeStatus().json)
         }

@@ -247,6 +247,9 @@ let server = ServerInfo(
                     }
                 }
             }
+            try await client.execute(uri: "/favicon.ico", method: .get) { response in
+                #expect(response.status == .noContent)
+            }
             try await client.execute(uri: "/api/runs", method: .head) { response in
                 #expect(response.status == .ok)
                 #expect(response.body.readableBytes == 0)
