@@ -57,6 +57,25 @@ final class DirectoryDataPlane: DataPlane {
         for n in names { try? FileManager.default.removeItem(atPath: path(n, replica)) }
     }
 
+    /// Every object of this store is a file.
+    func typeNames(of names: [String], on replica: Replica) async throws -> [String: String] {
+        var out: [String: String] = [:]
+        for n in names where FileManager.default.fileExists(atPath: path(n, replica)) { out[n] = "file" }
+        return out
+    }
+
+    /// The bytes of the files in the replica's directory.
+    func memory(on replica: Replica) async throws -> ReplicaMemory? {
+        let all = (FileManager.default.enumerator(atPath: replica.socket)?.allObjects as? [String]) ?? []
+        let used = all.reduce(0) { sum, f in
+            guard let a = try? FileManager.default.attributesOfItem(atPath: "\(replica.socket)/\(f)"),
+                a[.type] as? FileAttributeType == .typeRegular
+            else { return sum }
+            return sum + ((a[.size] as? Int) ?? 0)
+        }
+        return ReplicaMemory(replica: replica.index, usedBytes: used, limitBytes: 0)
+    }
+
     /// Store names present on a replica.
     func names(on r: Int) -> [String] {
         let base = replicas[r].socket

@@ -76,6 +76,25 @@ public struct ClientDataPlane: DataPlane {
         return try localBytes(copy, client)
     }
 
+    public func typeNames(of names: [String], on replica: Replica) async throws -> [String: String] {
+        let client = try connect(replica)
+        defer { client.close() }
+        var out: [String: String] = [:]
+        for name in names {
+            guard let id = try resolve(name, on: replica, client) else { continue }
+            let type = try client.getMetadata(id).typename
+            if !type.isEmpty { out[name] = type }
+        }
+        return out
+    }
+
+    public func memory(on replica: Replica) async throws -> ReplicaMemory? {
+        let client = try connect(replica)
+        defer { client.close() }
+        let s = try client.instanceStatus()
+        return ReplicaMemory(replica: replica.index, usedBytes: s.memoryUsage, limitBytes: s.memoryLimit)
+    }
+
     public func delete(_ names: [String], on replica: Replica) async throws {
         let client = try connect(replica)
         defer { client.close() }

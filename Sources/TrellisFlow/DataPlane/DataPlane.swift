@@ -61,9 +61,23 @@ public protocol DataPlane: Sendable {
     /// Deletes the named objects (and their names) on `replica`; names that do not exist there
     /// are ignored.
     func delete(_ names: [String], on replica: Replica) async throws
+
+    /// The store's type name of each named object visible on `replica` (for the run report);
+    /// unknown names are left out. Default: none known.
+    func typeNames(of names: [String], on replica: Replica) async throws -> [String: String]
+
+    /// How much of `replica`'s arena is in use (for the run report's peak memory); nil when the
+    /// data plane cannot tell. Default: nil.
+    func memory(on replica: Replica) async throws -> ReplicaMemory?
 }
 
 extension DataPlane {
+    /// No type names known.
+    public func typeNames(of names: [String], on replica: Replica) async throws -> [String: String] { [:] }
+
+    /// Memory use unknown.
+    public func memory(on replica: Replica) async throws -> ReplicaMemory? { nil }
+
     /// Residency of `names` across `replicas`: name → replica index → bytes.
     public func residency(of names: [String], on replicas: [Replica]) async throws -> Residency {
         var out: Residency = [:]

@@ -68,4 +68,11 @@ public final class InMemoryDataPlane: DataPlane {
             s.log.append(.delete(names: names, replica: replica.index))
         }
     }
+
+    /// The bytes of the objects on the replica (no arena limit: 0).
+    public func memory(on replica: Replica) async throws -> ReplicaMemory? {
+        state.withLock { s in
+            ReplicaMemory(replica: replica.index, usedBytes: (s.objects[replica.index] ?? [:]).values.reduce(0, +), limitBytes: 0)
+        }
+    }
 }

@@ -41,4 +41,12 @@ public struct NodesDataPlane: DataPlane {
     public func delete(_ names: [String], on replica: Replica) async throws {
         try await daemons.delete(names, on: replica)
     }
+
+    public func typeNames(of names: [String], on replica: Replica) async throws -> [String: String] {
+        try await daemons.typeNames(of: names, on: replica)
+    }
+
+    public func memory(on replica: Replica) async throws -> ReplicaMemory? {
+        try await daemons.memory(on: replica)
+    }
 }

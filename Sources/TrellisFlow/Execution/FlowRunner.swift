@@ -191,6 +191,8 @@ public struct FlowRunner: Sendable {
         var moveSeconds: Double
         var metrics: [String: Double]
         var planeSeconds: Double = 0
+        var moves: [MoveRecord] = []
+        var processStartedAt: Date?
     }
 
     private func execute(record initial: RunRecord, scheduler initialScheduler: FlowScheduler, options: FlowRunOptions)
@@ -246,12 +248,18 @@ public struct FlowRunner: Sendable {
                     }
                     let launch = scheduler.start(name, residency: residency)
                     began[name] = t0
+                    let invocation = record.resumes
                     update(&record, name) {
+                        let now = Date()
                         $0.state = .running
                         $0.replica = launch.placement.replica
                         $0.placementReason = launch.placement.reason
-                        $0.startedAt = Date()
+                        $0.startedAt = now
                         $0.attempts += 1
+                        $0.history = ($0.history ?? []) + [
+                            AttemptRecord(
+                                attempt: $0.attempts, invocation: invocation, replica: launch.placement.replica, startedAt: now)
+                        ]
                         $0.exitCode = nil
                         $0.signal = nil
                         $0.timedOut = false
@@ -296,6 +304,12 @@ public struct FlowRunner: Sendable {
             } else {
                 let failedDeletes = await deleteObjects(of: record)
                 record.objectsKept = !failedDeletes.isEmpty
+                if failedDeletes.isEmpty {
+                    let now = Date()
+                    var freed = record.freedAt ?? [:]
+                    for o in record.steps.flatMap(\.outputs) where freed[o.name] == nil { freed[o.name] = now }
+                    if !freed.isEmpty { record.freedAt = freed }
+                }
                 if !failedDeletes.isEmpty {
                     record.message = "succeeded; could not delete some objects: \(failedDeletes.joined(separator: "; "))"
                 }
@@ -395,6 +409,23 @@ public struct FlowRunner: Sendable {
             } else {
                 s.message = failure
             }
+            if var h = s.history?.popLast() {
+                h.finishedAt = Date()
+                h.moves = result.moves
+                h.processStartedAt = result.processStartedAt
+                h.processSeconds = result.exit?.seconds
+                h.dataPlaneSeconds = s.dataPlaneSeconds
+                h.overhead = s.overhead
+                h.exitCode = result.exit?.status.code
+                h.signal = result.exit?.status.signal
+                h.timedOut = result.exit?.timedOut
+                h.outcome = cancelled ? "cancelled" : failure == nil ? "succeeded" : "failed"
+                h.message = cancelled ? s.message : failure
+                s.history!.append(h)
+            }
+        }
+        if !cancelled, failure == nil {
+            await noteObjects(outputs, replica: result.replica, record: &record)
         }
         if !cancelled, let failure {
             if result.error != nil && result.exit == nil && result.error!.hasPrefix("cannot start") { retryable = false }
@@ -450,7 +481,35 @@ public struct FlowRunner: Sendable {
             }
             if deleted { freed.append(input) }
         }
-        if !freed.isEmpty { record.freedEarly = (record.freedEarly ?? []) + freed }
+        if !freed.isEmpty {
+            record.freedEarly = (record.freedEarly ?? []) + freed
+            let now = Date()
+            for f in freed { record.freedAt = (record.freedAt ?? [:]).merging([f: now]) { _, b in b } }
+        }
+    }
+
+    /// For the report: the store types of a step's new outputs, and each replica's arena use
+    /// now (the step's outputs are in, its inputs not yet freed), kept as a peak per replica.
+    /// What the data plane cannot tell is left out; none of it affects the run.
+    private func noteObjects(_ outputs: [OutputRecord], replica: Int, record: inout RunRecord) async {
+        if !outputs.isEmpty, let r = replicas.first(where: { $0.index == replica }),
+            let types = try? await dataPlane.typeNames(of: outputs.map(\.storeName), on: r)
+        {
+            for o in outputs {
+                if let t = types[o.storeName] { record.objectTypes = (record.objectTypes ?? [:]).merging([o.name: t]) { _, b in b } }
+            }
+        }
+        var peaks = record.peakMemory ?? []
+        for r in replicas {
+            guard let m = try? await dataPlane.memory(on: r) else { continue }
+            let reading = ReplicaMemory(replica: r.index, usedBytes: m.usedBytes, limitBytes: m.limitBytes, at: Date())
+            if let i = peaks.firstIndex(where: { $0.replica == r.index }) {
+                if m.usedBytes > peaks[i].usedBytes { peaks[i] = reading }
+            } else {
+                peaks.append(reading)
+            }
+        }
+        if !peaks.isEmpty { record.peakMemory = peaks.sorted { $0.replica < $1.replica } }
     }
 
     // MARK: - One attempt
@@ -474,6 +533,7 @@ public struct FlowRunner: Sendable {
                 movedBytes: 0, moveSeconds: 0)
             if let move = launch.placement.moves.first(where: { $0.name == input }) {
                 let t = ContinuousClock.now
+                let startedAt = Date()
                 do {
                     rec.movedBytes = try await dataPlane.move(
                         ObjectNaming.storeName(input, runID: runID), from: replicas[move.from], to: replica)
@@ -481,6 +541,10 @@ public struct FlowRunner: Sendable {
                     result.error = "cannot move input '\(input)' from replica \(move.from) to \(replica.index): \(error)"
                 }
                 rec.moveSeconds = (ContinuousClock.now - t).seconds
+                result.moves.append(
+                    MoveRecord(
+                        name: input, from: move.from, to: replica.index, bytes: rec.movedBytes, startedAt: startedAt,
+                        seconds: rec.moveSeconds))
                 result.moveSeconds += rec.moveSeconds
             }
             result.inputs.append(rec)
@@ -545,6 +609,7 @@ public struct FlowRunner: Sendable {
         appendLine(
             "--- trellis: attempt \(launch.attempt) on replica \(replica.index) at \(Date().formatted(Date.ISO8601FormatStyle())) ---",
             to: err)
+        result.processStartedAt = Date()
         if let executor {
             let launch = StepLaunch(
                 runID: runID, step: spec, attempt: launch.attempt, replica: replica,

@@ -32,6 +32,15 @@ public struct RunRecord: Codable, Sendable, Equatable {
     public var freedEarly: [String]?
     /// One record per step, in spec order.
     public var steps: [StepRecord]
+    /// When each intermediate (flow-level name) was deleted from the store: early frees and
+    /// the end-of-run cleanup; nil in records written before this was kept.
+    public var freedAt: [String: Date]?
+    /// The store's type of each output (flow-level name → e.g. `vineyard::DataFrame`), where
+    /// the data plane can tell.
+    public var objectTypes: [String: String]?
+    /// The most arena memory each replica had in use, sampled when steps finished (before
+    /// their inputs were freed), over all invocations of the run.
+    public var peakMemory: [ReplicaMemory]?
 
     /// The record of step `name`.
     public func step(_ name: String) -> StepRecord? { steps.first { $0.name == name } }
@@ -112,6 +121,9 @@ public struct StepRecord: Codable, Sendable, Equatable {
     public var metrics: [String: Double] = [:]
     /// Whether this step was reused from an earlier invocation by `flow resume`.
     public var reused: Bool = false
+    /// Every attempt of every invocation, oldest first (nil in records written before it was
+    /// kept; the report then draws the latest attempt from the fields above).
+    public var history: [AttemptRecord]?
 
     /// Creates a pending step record.
     public init(name: String, stdoutPath: String, stderrPath: String) {
@@ -119,6 +131,96 @@ public struct StepRecord: Codable, Sendable, Equatable {
         self.state = .pending
         self.stdoutPath = stdoutPath
         self.stderrPath = stderrPath
+    }
+}
+
+/// One attempt of a step: when and where it ran, its moves and how it ended.
+public struct AttemptRecord: Codable, Sendable, Equatable {
+    /// 1 for the step's first attempt; counts on over resumes.
+    public var attempt: Int
+    /// Which invocation of the run made it: 0 the first run, n the n-th `flow resume`.
+    public var invocation: Int
+    /// Replica it ran on.
+    public var replica: Int
+    /// When the runner started it (before residency queries and moves).
+    public var startedAt: Date
+    /// When its process started (nil if it never did).
+    public var processStartedAt: Date?
+    /// When the runner had handled its end (outputs checked); nil while it runs.
+    public var finishedAt: Date?
+    /// Inputs moved to its replica first.
+    public var moves: [MoveRecord]
+    /// Seconds its process ran.
+    public var processSeconds: Double?
+    /// Seconds in data-plane calls other than moves.
+    public var dataPlaneSeconds: Double?
+    /// Seconds of runner overhead (see ``StepRecord/overhead``).
+    public var overhead: Double?
+    /// `running`, `succeeded`, `failed` or `cancelled`.
+    public var outcome: String
+    /// Exit code of its process.
+    public var exitCode: Int32?
+    /// Signal that ended its process.
+    public var signal: Int32?
+    /// Whether it hit the step's timeout.
+    public var timedOut: Bool?
+    /// Why it failed.
+    public var message: String?
+
+    /// Creates a running attempt.
+    public init(attempt: Int, invocation: Int, replica: Int, startedAt: Date) {
+        self.attempt = attempt
+        self.invocation = invocation
+        self.replica = replica
+        self.startedAt = startedAt
+        self.moves = []
+        self.outcome = "running"
+    }
+}
+
+/// One input moved between replicas before an attempt.
+public struct MoveRecord: Codable, Sendable, Equatable {
+    /// Flow-level name.
+    public var name: String
+    /// From replica.
+    public var from: Int
+    /// To replica (the attempt's).
+    public var to: Int
+    /// Bytes copied.
+    public var bytes: Int
+    /// When the move started.
+    public var startedAt: Date
+    /// Seconds it took.
+    public var seconds: Double
+
+    /// Creates a move record.
+    public init(name: String, from: Int, to: Int, bytes: Int, startedAt: Date, seconds: Double) {
+        self.name = name
+        self.from = from
+        self.to = to
+        self.bytes = bytes
+        self.startedAt = startedAt
+        self.seconds = seconds
+    }
+}
+
+/// Arena use of one replica.
+public struct ReplicaMemory: Codable, Sendable, Equatable {
+    /// Replica index.
+    public var replica: Int
+    /// Bytes allocated in its arena.
+    public var usedBytes: Int
+    /// Its arena's size (0 when unknown).
+    public var limitBytes: Int
+    /// When it was sampled (for a peak: when the peak was seen).
+    public var at: Date?
+
+    /// Creates a reading.
+    public init(replica: Int, usedBytes: Int, limitBytes: Int, at: Date? = nil) {
+        self.replica = replica
+        self.usedBytes = usedBytes
+        self.limitBytes = limitBytes
+        self.at = at
     }
 }
 
