@@ -200,6 +200,118 @@ public enum FlowCLI {
         }
     }
 
+    /// Output formats of `trellis flow report`.
+    public enum ReportFormat: String, Sendable, CaseIterable {
+        /// The whole report page.
+        case html
+        /// The DAG and the timeline as one SVG.
+        case svg
+        /// That SVG rasterised by headless Chromium.
+        case png
+    }
+
+    /// `trellis flow report RUN [--out FILE] [--format html|svg|png] [--lines N]`: writes the
+    /// run report (default `<run directory>/report.<format>`; `--out -` writes HTML or SVG to
+    /// standard output) and prints where. Works on running, failed, resumed and finished runs.
+    public static func report(
+        runID: String, out: String?, format: ReportFormat, lines: Int = 40, home: TrellisHome = .fromEnvironment(),
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) async -> Int32 {
+        let store = RunStore(home: home)
+        let record: RunRecord
+        do { record = try store.load(runID) } catch {
+            printErr("trellis flow report: \(error)")
+            return 1
+        }
+        let state = record.effectiveState
+        let now = Date()
+        let path = out ?? (store.directory(of: runID) as NSString).appendingPathComponent("report.\(format.rawValue)")
+        switch format {
+        case .html, .svg:
+            let text: String
+            if format == .html {
+                var tails: [String: FlowReport.LogTail] = [:]
+                for s in record.steps where s.attempts > 0 {
+                    let t = store.logTail(run: runID, step: s.name, lines: lines)
+                    tails[s.name] = FlowReport.LogTail(stdout: t.stdout, stderr: t.stderr)
+                }
+                text = FlowReport.html(for: record, logTails: tails, state: state, now: now)
+            } else {
+                text = FlowReport.svg(for: record, state: state, now: now)
+            }
+            if path == "-" {
+                FileHandle.standardOutput.write(Data(text.utf8))
+                return 0
+            }
+            do { try text.write(toFile: path, atomically: true, encoding: .utf8) } catch {
+                printErr("trellis flow report: cannot write \(path): \(error)")
+                return 1
+            }
+        case .png:
+            if path == "-" {
+                printErr("trellis flow report: --format png needs a file (--out FILE.png)")
+                return 2
+            }
+            let size = FlowReport.svgSize(for: record, state: state, now: now)
+            let svg = FlowReport.svg(for: record, state: state, now: now)
+            if let problem = await rasterise(svg: svg, width: size.width, height: size.height, to: path, environment: environment) {
+                printErr("trellis flow report: \(problem)")
+                return 1
+            }
+        }
+        print(path)
+        return 0
+    }
+
+    /// Renders an SVG to PNG with headless Chromium (`chromium`, `chromium-browser` or
+    /// `$TRELLIS_CHROMIUM`); a sentence saying why not, or nil when the file was written.
+    static func rasterise(svg: String, width: Int, height: Int, to path: String, environment: [String: String]) async -> String? {
+        let candidates = [environment["TRELLIS_CHROMIUM"], "chromium", "chromium-browser", "google-chrome"].compactMap { $0 }
+        guard let browser = candidates.lazy.compactMap({ c -> String? in
+            guard !c.isEmpty else { return nil }
+            return try? ChildProcess.resolve(c, environment: environment, workingDirectory: nil)
+        }).first else {
+            return "--format png needs headless Chromium (Debian: apt-get install chromium; or set TRELLIS_CHROMIUM); "
+                + "--format svg writes the same picture without it"
+        }
+        var template = Array("/tmp/trellis-report-XXXXXX".utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+            return "cannot make a temporary directory: \(errnoText(errno))"
+        }
+        let dir = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let svgPath = dir + "/report.svg"
+        let pngPath = dir + "/report.png"
+        do { try svg.write(toFile: svgPath, atomically: true, encoding: .utf8) } catch { return "cannot write \(svgPath): \(error)" }
+        var args = [
+            "--headless", "--disable-gpu", "--hide-scrollbars", "--no-first-run", "--disable-extensions",
+            "--disable-background-networking", "--disable-dev-shm-usage", "--user-data-dir=\(dir)/profile",
+            "--window-size=\(width),\(height)", "--screenshot=\(pngPath)", "file://\(svgPath)",
+        ]
+        if geteuid() == 0 { args.insert("--no-sandbox", at: 0) }
+        let child: ChildProcess
+        do {
+            child = try ChildProcess.spawn(
+                executable: browser, arguments: args, environment: environment, workingDirectory: dir,
+                stdout: .file(dir + "/chromium.log"), stderr: .file(dir + "/chromium.log"), newSession: true)
+        } catch {
+            return "cannot start \(browser): \(error)"
+        }
+        let exit = await supervise(child, timeout: 120, grace: 2)
+        guard FileManager.default.fileExists(atPath: pngPath) else {
+            let log = (try? String(contentsOfFile: dir + "/chromium.log", encoding: .utf8)) ?? ""
+            return "\(browser) wrote no screenshot (\(exit.timedOut ? "timed out" : exit.status.description)): "
+                + log.split(separator: "\n").suffix(5).joined(separator: " | ")
+        }
+        do {
+            try? FileManager.default.removeItem(atPath: path)
+            try FileManager.default.copyItem(atPath: pngPath, toPath: path)
+        } catch {
+            return "cannot write \(path): \(error)"
+        }
+        return nil
+    }
+
     /// `trellis flow ls [--json]`.
     public static func list(json: Bool = false, home: TrellisHome = .fromEnvironment()) -> Int32 {
         let runs = RunStore(home: home).list()

@@ -13,7 +13,7 @@ struct FlowCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flow",
         abstract: "Run pipelines whose steps hand data to each other through Trellis.",
-        subcommands: [Run.self, Resume.self, Status.self, Logs.self, List.self, Validate.self, Render.self])
+        subcommands: [Run.self, Resume.self, Status.self, Logs.self, Report.self, List.self, Validate.self, Render.self])
 
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Run a flow file (starts a runtime when none is up).")
@@ -81,6 +81,23 @@ struct FlowCommand: AsyncParsableCommand {
         @Flag var follow = false
         func run() async throws {
             let s = await FlowCLI.logs(runID: runID, step: step, follow: follow)
+            if s != 0 { throw ExitCode(s) }
+        }
+    }
+
+    struct Report: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a run's report: one self-contained HTML page (DAG, placement, timeline, objects, failures, totals).",
+            discussion: "Works while the run is going and after it failed, was resumed or finished. Prints the file's path.")
+        @Argument(help: "The run id.") var runID: String
+        @Option(help: "The file to write (default: report.<format> in the run's directory; - for standard output).")
+        var out: String?
+        @Option(help: "html (the whole report), svg (the DAG and timeline alone) or png (that SVG through headless Chromium).")
+        var format = "html"
+        @Option(help: "Log lines shown for each failed step.") var lines = 40
+        func run() async throws {
+            guard let f = FlowCLI.ReportFormat(rawValue: format) else { throw ValidationError("--format must be html, svg or png") }
+            let s = await FlowCLI.report(runID: runID, out: out, format: f, lines: lines)
             if s != 0 { throw ExitCode(s) }
         }
     }

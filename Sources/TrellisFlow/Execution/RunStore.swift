@@ -198,6 +198,25 @@ public struct RunStore: Sendable {
         return (read(.stdout), read(.stderr))
     }
 
+    /// The last `lines` lines (at most the last 64 KiB) of a step's stdout and stderr logs;
+    /// empty strings for logs that do not exist.
+    public func logTail(run runID: String, step: String, lines: Int = 40) -> (stdout: String, stderr: String) {
+        func tail(_ stream: LogStream) -> String {
+            guard let h = FileHandle(forReadingAtPath: logPath(run: runID, step: step, stream: stream)) else { return "" }
+            defer { try? h.close() }
+            let size = (try? h.seekToEnd()) ?? 0
+            let window: UInt64 = 64 * 1024
+            try? h.seek(toOffset: size > window ? size - window : 0)
+            let data = (try? h.readToEnd()) ?? Data()
+            var text = String(decoding: data, as: UTF8.self)
+            if size > window, let nl = text.firstIndex(of: "\n") { text = String(text[text.index(after: nl)...]) }
+            var parts = text.split(separator: "\n", omittingEmptySubsequences: false)
+            if parts.last == "" { parts.removeLast() }
+            return parts.suffix(max(0, lines)).joined(separator: "\n")
+        }
+        return (tail(.stdout), tail(.stderr))
+    }
+
     /// Follows a step's logs: yields new output of both streams as it is written, and ends once
     /// the step is in a final state (or the run's runner is gone) and everything was read.
     public func follow(run runID: String, step: String, pollInterval: Duration = .milliseconds(200))
