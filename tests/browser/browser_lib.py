@@ -65,5 +65,10 @@ def screenshot(driver, path: str) -> str:
         "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
     w = driver.get_window_size()["width"]
     driver.set_window_size(w, min(max(int(h) + 40, 400), 6000))
+    # The window's size is not the viewport's: grow by what the viewport still lacks.
+    inner = driver.execute_script("return window.innerHeight")
+    if inner < h:
+        outer = driver.get_window_size()["height"]
+        driver.set_window_size(w, min(int(outer) + int(h) - int(inner) + 8, 6000))
     driver.save_screenshot(path)
     return path

@@ -52,7 +52,7 @@ public struct DAGLayout: Sendable, Equatable {
         /// Node box height.
         public var nodeHeight: Double = 56
         /// Horizontal distance between layers' left edges.
-        public var layerGap: Double = 260
+        public var layerGap: Double = 300
         /// Vertical distance between rows' tops.
         public var rowGap: Double = 96
         /// Margin around the drawing.

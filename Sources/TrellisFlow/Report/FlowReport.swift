@@ -283,8 +283,12 @@ public enum FlowReport {
                 parts.append(a.outcome)
                 if let e = ending(exitCode: a.exitCode, signal: a.signal, timedOut: a.timedOut) { parts.append("<b>\(h(e))</b>") }
                 parts.append("after \(h(seconds(a.seconds)))")
+                let said = ending(exitCode: a.exitCode, signal: a.signal, timedOut: a.timedOut)
+                // The runner's message often is just the exit status, already said.
+                let plain = [said, a.exitCode.map { "exit \($0)" }, a.signal.map { "signal \($0)" }].compactMap { $0 }
+                let message = a.message.flatMap { plain.contains($0) ? nil : $0 }
                 o += "<li data-attempt=\"\(a.attempt)\" data-outcome=\"\(h(a.outcome))\">" + parts.joined(separator: " · ")
-                    + (a.message.map { ": \(h($0))" } ?? "") + "</li>\n"
+                    + (message.map { ": \(h($0))" } ?? "") + "</li>\n"
             }
             o += "</ul>\n"
             if let tail = logTails[s.name], !(tail.stderr.isEmpty && tail.stdout.isEmpty) {
@@ -407,10 +411,16 @@ public enum FlowReport {
             o += "<title>\(h(e.from)) → \(h(e.to))" + (e.objects.isEmpty ? " (runs after)" : ": \(h(e.objects.joined(separator: ", ")))")
                 + (movedBytes > 0 ? "; \(ByteSize.format(movedBytes)) moved to replica \(consumer?.replica.map(String.init) ?? "?")" : "") + "</title>"
             o += "<path d=\"\(path)\" fill=\"none\" stroke-width=\"1.8\"\(movedStyle) marker-end=\"url(#dag-arrow)\"/>"
-            // Label in the middle of the middle stretch.
+            // Label: on a direct edge, 40% along its curve (edges converging on one step part
+            // there); on a long one, in the middle of its middle stretch.
             let k = (pts.count - 1) / 2
-            let lx = (pts[k].x + pts[k + 1].x) / 2
-            let ly = (pts[k].y + pts[k + 1].y) / 2
+            var lx = (pts[k].x + pts[k + 1].x) / 2
+            var ly = (pts[k].y + pts[k + 1].y) / 2
+            if pts.count == 2 {
+                let t = 0.4
+                lx = pts[0].x + (pts[1].x - pts[0].x) * (1.5 * t * (1 - t) + t * t * t)
+                ly = pts[0].y + (pts[1].y - pts[0].y) * (3 * t * t - 2 * t * t * t)
+            }
             var lines: [String] = []
             if !e.objects.isEmpty { lines.append(clip(e.objects.joined(separator: ", "), 22)) }
             let bytes = e.objects.compactMap { name in m.objects.first { $0.name == name }?.bytes }.reduce(0, +)
@@ -581,6 +591,15 @@ public enum FlowReport {
                 o += "<line x1=\"\(n(gx))\" y1=\"\(n(top - 6))\" x2=\"\(n(gx))\" y2=\"\(n(top + rowsHeight))\" stroke=\"#bbb\" stroke-dasharray=\"2 3\"/>"
             }
         }
+        // Where each resume began, when it is not the start of a span of its own.
+        for inv in 1..<max(1, m.record.resumes + 1) {
+            guard let first = m.attempts.filter({ $0.invocation == inv }).map(\.start).min(),
+                !m.spans.contains(where: { $0.start == first })
+            else { continue }
+            let x = axis.x(first) - 2
+            o += "<line class=\"resume-mark\" x1=\"\(n(x))\" y1=\"\(n(top - 4))\" x2=\"\(n(x))\" y2=\"\(n(top + rowsHeight))\" stroke=\"#1f5fbf\" stroke-width=\"1.5\" stroke-dasharray=\"4 3\"/>"
+            o += "<text x=\"\(n(x + 4))\" y=\"\(n(top + rowsHeight + 12))\" font-size=\"11\" fill=\"#1f5fbf\">resume \(inv)</text>"
+        }
         // Rows.
         for (i, s) in steps.enumerated() {
             let y = top + Double(i) * rowH
@@ -600,14 +619,14 @@ public enum FlowReport {
                 o += "<text x=\"\(n(labelWidth + 4))\" y=\"\(n(y + rowH / 2 + 4))\" font-size=\"11\" fill=\"#888\" font-style=\"italic\">\(h(why))</text>"
             }
             for a in attempts {
-                o += attemptBar(a, axis: axis, y: y + 5, height: rowH - 10, record: m.record) + "\n"
+                o += attemptBar(a, axis: axis, y: y + 5, height: rowH - 10, record: m.record, limit: width - 4) + "\n"
             }
         }
         if m.spans.isEmpty {
             o += "<text x=\"\(n(labelWidth))\" y=\"\(n(top - 10))\" font-size=\"12\" fill=\"#888\">no attempt has started yet</text>"
         }
         // Legend.
-        let ly = top + rowsHeight + 14
+        let ly = top + rowsHeight + (m.record.resumes > 0 ? 22 : 14)
         var lx = 8.0
         let sample = color(m.record.replicas.first?.index ?? 0)
         var lg = "<g class=\"legend\" font-size=\"12\" fill=\"#333\">"
@@ -631,7 +650,9 @@ public enum FlowReport {
         return t % 60 == 0 ? "\(t / 60)m" : "\(t / 60)m\(pad2(t % 60))s"
     }
 
-    static func attemptBar(_ a: ReportModel.Attempt, axis: TimeAxis, y: Double, height: Double, record: RunRecord) -> String {
+    static func attemptBar(
+        _ a: ReportModel.Attempt, axis: TimeAxis, y: Double, height: Double, record: RunRecord, limit: Double
+    ) -> String {
         let x0 = axis.x(a.start)
         let x1 = max(axis.x(a.end), x0 + 2)
         let c = color(a.replica)
@@ -670,7 +691,9 @@ public enum FlowReport {
         if failed { label = "✗ " + (ending(exitCode: a.exitCode, signal: a.signal, timedOut: a.timedOut) ?? "failed") + " · " + label }
         if a.running { label = "▶ " + label }
         if a.attempt > 1 { label = "#\(a.attempt) " + label }
-        o += "<text x=\"\(n(x1 + 5))\" y=\"\(n(y + height / 2 + 4))\" font-size=\"11\" fill=\"\(failed ? failRed : "#333")\">\(h(label))</text>"
+        let labelWidth = Double(label.count) * 6.4
+        let right = x1 + 5 + labelWidth <= limit || x0 - 5 - labelWidth < axis.left
+        o += "<text x=\"\(n(right ? x1 + 5 : x0 - 5))\" y=\"\(n(y + height / 2 + 4))\" font-size=\"11\"\(right ? "" : " text-anchor=\"end\"") fill=\"\(failed ? failRed : "#333")\">\(h(label))</text>"
         return o + "</g>"
     }
 
