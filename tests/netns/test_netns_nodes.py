@@ -268,6 +268,22 @@ def test_fan_in_moves_the_smaller_input_over_the_network(three):
             % three.state["replicas"][join["replica"]]["socket"])
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert got.stdout.strip() == str(expected), got.stderr
+    # The run report names the nodes and shows the move between them (the browser tests look
+    # at the page itself; here: what the record behind it holds on nodes).
+    record = three.record("fan")
+    assert [p["replica"] for p in record["peakMemory"]] == [0, 1, 2]
+    assert record["objectTypes"]["x"].startswith("vineyard::Tensor")
+    [attempt] = [s for s in record["steps"] if s["name"] == "join"][0]["history"]
+    assert [(m["name"], m["bytes"]) for m in attempt["moves"]] == [("y", (1 << 17) * 8)]
+    page = os.path.join(three.home, "fan.html")
+    out = three.trellis("flow", "report", "fan", "--out", page)
+    assert out.returncode == 0, out.stderr
+    with open(page) as f:
+        html = f.read()
+    for r in three.state["replicas"]:
+        assert "on node <b>%s</b>" % r["node"] in html
+    assert 'data-from="small" data-to="join" data-moved-bytes="%d"' % ((1 << 17) * 8) in html
+    assert html.count('<g class="step"') == 3 and html.count('<g class="attempt"') == 3
 
 
 def test_a_cut_off_node_fails_the_move_clearly_and_nothing_hangs(three):
