@@ -11,7 +11,8 @@ import TrellisProtocol
 ///
 /// Pages (HTML, no JavaScript, reloading themselves while something runs):
 /// - `/` the runtime's replicas with their arenas, and the runs;
-/// - `/runs/<id>` a run's steps; `/runs/<id>/steps/<step>` a step's output, followed live.
+/// - `/runs/<id>` a run's steps; `/runs/<id>/report` its report (`trellis flow report`);
+///   `/runs/<id>/steps/<step>` a step's output, followed live.
 ///
 /// JSON, byte for byte what the CLI's `--json` prints:
 /// - `/api/runtimes` = `trellis runtime status --json`;
@@ -35,7 +36,12 @@ public enum Dashboard {
         router.get("/runs/:run") { _, context in
             let id = try Dashboard.parameter("run", context)
             guard let record = source.run(id) else { return Dashboard.notFound("no run '\(id)'") }
-            return Dashboard.html(DashboardPages.run(record))
+            return Dashboard.html(DashboardPages.run(record, hasReport: true))
+        }
+        router.get("/runs/:run/report") { _, context in
+            let id = try Dashboard.parameter("run", context)
+            guard let page = source.report(id) else { return Dashboard.notFound("no run '\(id)'") }
+            return Dashboard.html(page)
         }
         router.get("/runs/:run/steps/:step") { _, context in
             let id = try Dashboard.parameter("run", context), name = try Dashboard.parameter("step", context)

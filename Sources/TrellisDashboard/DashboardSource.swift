@@ -173,6 +173,12 @@ public struct DashboardSource: Sendable {
         return try? store.load(runID)
     }
 
+    /// A run's report page, as `trellis flow report RUN` writes it; nil when there is no such run.
+    public func report(_ runID: String) -> String? {
+        guard let record = run(runID) else { return nil }
+        return store.reportHTML(for: record)
+    }
+
     /// The whole of one of a step's logs, as `trellis flow logs` prints it; nil when the run or
     /// step does not exist.
     public func log(run runID: String, step: String, stream: LogStream) -> String? {

@@ -230,12 +230,7 @@ public enum FlowCLI {
         case .html, .svg:
             let text: String
             if format == .html {
-                var tails: [String: FlowReport.LogTail] = [:]
-                for s in record.steps where s.attempts > 0 {
-                    let t = store.logTail(run: runID, step: s.name, lines: lines)
-                    tails[s.name] = FlowReport.LogTail(stdout: t.stdout, stderr: t.stderr)
-                }
-                text = FlowReport.html(for: record, logTails: tails, state: state, now: now)
+                text = store.reportHTML(for: record, lines: lines, now: now)
             } else {
                 text = FlowReport.svg(for: record, state: state, now: now)
             }

@@ -213,6 +213,17 @@ let server = ServerInfo(
                 let page = String(buffer: response.body)
                 #expect(page.contains(#"<tr data-step="fit" data-state="failed">"#))
                 #expect(page.contains(#"href="/runs/run-c/steps/fit""#))
+                #expect(page.contains(#"href="/runs/run-c/report""#))
+            }
+            try await client.execute(uri: "/runs/run-c/report", method: .get) { response in
+                // the page `trellis flow report` writes, failure log tail included
+                #expect(response.status == .ok)
+                let page = String(buffer: response.body)
+                // (but for the moment it was written, in its footer)
+                func body(_ p: String) -> Substring { p[..<(p.range(of: "<footer>")?.lowerBound ?? p.endIndex)] }
+                let cli = home.store.reportHTML(for: try home.store.load("run-c"))
+                #expect(body(page) == body(cli) && body(page).count > 1000)
+                #expect(page.contains("Traceback: boom"))
             }
             try await client.execute(uri: "/runs/run-c/steps/fit", method: .get) { response in
                 let page = String(buffer: response.body)
@@ -227,7 +238,7 @@ let server = ServerInfo(
             try await client.execute(uri: "/api/runs/run-c/steps/fit/stderr", method: .get) { response in
                 #expect(String(buffer: response.body) == "Traceback: boom\n")
             }
-            for uri in ["/runs/run-c/steps/nope", "/runs/..%2Fx", "/api/runs/run-c/steps/fit/other", "/nothing"] {
+            for uri in ["/runs/run-c/steps/nope", "/runs/..%2Fx", "/runs/nope/report", "/api/runs/run-c/steps/fit/other", "/nothing"] {
                 try await client.execute(uri: uri, method: .get) { response in
                     #expect(response.status == .notFound, "\(uri)")
                 }

@@ -305,6 +305,15 @@ def test_run_page_and_the_failed_steps_log(browser, stack):
     assert "boom: the input was <b>bad</b> & 'wrong'" in browser.find_element("id", "stderr").text
     assert browser.find_elements("css selector", "#stderr b") == []
     no_console_errors(browser)
+    # the run's report, served by the dashboard as `trellis flow report` writes it
+    browser.get(stack.url + "/runs/bad-1")
+    browser.find_element("link text", "full report").click()
+    assert browser.current_url == stack.url + "/runs/bad-1/report"
+    nodes = {g.get_attribute("data-step"): g.get_attribute("data-state")
+             for g in browser.find_elements("css selector", "g.step")}
+    assert nodes == {"produce": "succeeded", "boom": "failed", "total": "upstream-failed"}
+    assert "the input was <b>bad</b>" in browser.find_element("tag name", "body").text
+    no_console_errors(browser)
 
 
 def test_a_running_steps_log_follows_until_it_ends(browser, stack):
