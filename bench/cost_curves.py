@@ -61,7 +61,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "cluster"))
 
 from benchkit.daemons import Daemon, DaemonError, find_trellis, find_vineyardd  # noqa: E402
 from benchkit.machine import machine_info  # noqa: E402
-from benchkit.procstats import KiB, MiB, median, parse_size, percentile, proc_cpu_ns, proc_status_kib  # noqa: E402
+from benchkit.procstats import KiB, MiB, median, parse_size, percentile, proc_cpu_ns, proc_status_kib, proc_ticks  # noqa: E402
 from benchkit.report import markers, write_section  # noqa: E402
 from benchkit.wire import RawClient  # noqa: E402
 from benchkit.workers import BenchError, Worker, ready_then_wait_go, result, run_one, serve  # noqa: E402
@@ -146,6 +146,19 @@ def worker_objects(a):
     t1, cpu1 = time.perf_counter(), proc_cpu_ns(pid)
     out["get_per_s"] = _rate(len(sample), t1 - t0)
     out["get_daemon_us"] = (cpu1 - cpu0) / len(sample) / 1e3
+
+    # a short-lived client (a `trellis ls`, a flow step): connect, register, leave; the
+    # daemon's CPU per connection, including what it does when the connection goes away
+    # (clock ticks of the whole process: the connection threads exit, schedstat loses them)
+    cycles = a["connects"]
+    hz = os.sysconf("SC_CLK_TCK")
+    cpu0, t0 = proc_ticks(pid), time.perf_counter()
+    for _ in range(cycles):
+        RawClient(a["sock"]).close()
+    raw.status()  # the daemon has seen every hang-up once its CPU is read after this
+    time.sleep(0.05)
+    out["connect_ms"] = (time.perf_counter() - t0) / cycles * 1e3
+    out["connect_daemon_us"] = (proc_ticks(pid) - cpu0) / hz / cycles * 1e6
 
     out["list5_s"], _ = _list_latency(raw, 5, a["list_repeats"])
     if n <= a["list_all_max"]:
@@ -324,7 +337,8 @@ class Bench:
                 try:
                     log(f"objects: {label} N={n}")
                     args = {"sock": d.socket, "pid": d.pid, "n": n, "gets": self.o.gets, "seed": 7,
-                            "list_repeats": self.o.list_repeats, "list_all_max": self.o.list_all_max}
+                            "list_repeats": self.o.list_repeats, "list_all_max": self.o.list_all_max,
+                            "connects": self.o.connects}
                     self.res["objects"].setdefault(label, {})[str(n)] = run_one("objects", args, self.tmp)
                 except BenchError as e:
                     self.fail(f"objects {label} N={n}", e, d)
@@ -502,7 +516,8 @@ def render(res, info, cmdline, daemons):
     if o_res:
         counts = sorted({int(n) for d in o_res.values() for n in d})
         L.append(f"**Objects** (load average at the start of the section: {load.get('objects', '?')})\n")
-        head = ["N", "daemon", "put/s", "get/s", "delete/s", "daemon µs/put", "list 5 (ms)", "list all (ms)",
+        head = ["N", "daemon", "put/s", "get/s", "delete/s", "daemon µs/put", "daemon µs/connection",
+                "list 5 (ms)", "list all (ms)",
                 "RssAnon B/object after put", "… after get+list", "arena B/object", "RssAnon left after delete (KiB)"]
         L.append("| " + " | ".join(head) + " |")
         L.append("|" + "---|" * len(head))
@@ -514,7 +529,7 @@ def render(res, info, cmdline, daemons):
                 left = r["after_delete"]["proc"].get("RssAnon", 0) - r["before"]["proc"].get("RssAnon", 0)
                 L.append("| " + " | ".join([
                     f"{n:,}", label, _fmt(r["put_per_s"]), _fmt(r["get_per_s"]), _fmt(r["delete_per_s"]),
-                    _fmt(r["put_daemon_us"], 1), _fmt(r["list5_s"], 2, 1e3), _fmt(r.get("list_all_s"), 1, 1e3),
+                    _fmt(r["put_daemon_us"], 1), _fmt(r.get("connect_daemon_us"), 0), _fmt(r["list5_s"], 2, 1e3), _fmt(r.get("list_all_s"), 1, 1e3),
                     _fmt(_per_object(r, "after_put")), _fmt(_per_object(r, "after_list")),
                     _fmt((r["after_put"]["memory_usage"] - r["before"]["memory_usage"]) / n), f"{left:,}",
                 ]) + " |")
@@ -628,6 +643,8 @@ def plot(res, daemons, path):
                  title="list_data latency (one daemon)")
     ax[1, 0].set(xscale="log", xlabel="concurrent connections", ylabel="cycles/s (all clients)",
                  title="create+get+delete cycles vs connections")
+    if ax2 is None:
+        ax2 = ax[1, 0].twinx()
     ax2.set_ylabel("round p99 (ms, dotted)")
     ax2.set_yscale("log")
     k = res["cluster"]
@@ -640,8 +657,12 @@ def plot(res, daemons, path):
                  title=f"4-instance cluster, {next(iter(k.values()))['objects']:,} persisted" if k else "cluster")
     ax[1, 2].set(xscale="log", ylim=(0, 1.05), xlabel="random put/delete operations",
                  ylabel="largest allocatable / free", title="Fragmentation under churn")
-    for a in list(ax.flat) + [ax2]:
-        if not a.has_data():  # a section that did not run: no log scale on nothing
+    def empty(a):
+        lines = [ln for ln in a.get_lines() if any(v == v and v > 0 for v in ln.get_ydata())]
+        return not lines and not a.patches
+
+    for a in list(ax.flat) + ([ax2] if ax2 is not None else []):
+        if empty(a):  # a section that did not run: no log scale on nothing
             a.set_xscale("linear")
             a.set_yscale("linear")
     for a in ax.flat:
@@ -687,6 +708,7 @@ def parse_args(argv):
     o.churn_marks = sorted({m for m in (1000, 10_000, 100_000, 1_000_000) if m <= o.churn_ops} | {o.churn_ops})
     o.churn_arena = o.churn_arena or ("64Mi" if q else "256Mi")
     o.gets = 2000 if q else 20_000
+    o.connects = 200 if q else 500
     o.list_repeats = 5 if q else 9
     o.client_duration = 1.0 if q else 3.0
     return o
