@@ -96,20 +96,25 @@ extension ObjectStore {
     /// upstream's synced meta tree gives it.
     public func listData(pattern: String, regex: Bool, limit: Int, remote: [(ObjectID, JSON)] = []) -> JSON {
         // Matching runs outside the store's lock (a slow pattern must not stall other
-        // clients): copy the typenames under it, match, then expand the matches under it.
+        // clients): copy a page of typenames in id order under it, match, and go on until
+        // `limit` matched; then expand the matches under it. The cost follows what is
+        // listed (and skipped), not how many objects the store holds.
         let matcher = PatternMatcher(pattern: pattern, regex: regex)
         let blobsMatch = PatternMatcher(pattern: pattern, regex: false).matches(Self.blobTypename)
-        let (typenames, blobIDs) = locked { $0.listCandidates(blobsToo: blobsMatch) }
+        let pageSize = min(max(limit, 64), 4096)
         var matched: [ObjectID] = []
-        for (id, typename) in typenames.sorted(by: { $0.0 < $1.0 }) {
-            if matched.count >= limit { break }
-            if matcher.matches(typename) { matched.append(id) }
+        var after: ObjectID?
+        while matched.count < limit {
+            let (page, more) = locked { $0.objectPage(after: after, count: pageSize) }
+            for (id, typename) in page where matched.count < limit && matcher.matches(typename) { matched.append(id) }
+            guard more, let last = page.last else { break }
+            after = last.0
         }
         let remoteMatches = remote.filter { (_, tree) in
             if case .string(let typename)? = tree["typename"] { return matcher.matches(typename) }
             return false
         }
-        let content = locked { $0.listing(matched: matched, blobIDs: blobIDs, remote: remoteMatches, limit: limit) }
+        let content = locked { $0.listing(matched: matched, blobsToo: blobsMatch, remote: remoteMatches, limit: limit) }
         return content.isEmpty ? .null : .object(content)
     }
 

@@ -160,7 +160,7 @@ public final class ObjectStore: Sendable {
     }
 
     public func addUse(_ ids: [ObjectID], connection: ConnectionID) {
-        locked { s in for id in ids { s.blobs[id]?.users.insert(connection) } }
+        locked { s in for id in ids { s.addUser(id, connection) } }
     }
 
     /// Whether the blob is in the spill directory rather than the arena.
@@ -227,6 +227,8 @@ public final class ObjectStore: Sendable {
         trimAndReturn(effects.trim)
         if let spill { for id in effects.removeSpillFiles { spill.remove(id) } }
         if effects.trimAllFree { trimFreeMemory() }
+        // the tables were rebuilt smaller: hand the heap they left behind back to the OS
+        if effects.trimHeap { trimHeap() }
         wake(effects.wake)
     }
 

@@ -25,14 +25,14 @@ extension StoreState {
             }
             guard let offset = allocator.allocate(size) else {
                 for (id, off) in made {
-                    blobs[id] = nil
+                    _ = removeBlob(id)
                     allocator.free(off)
                 }
                 throw outOfMemory(size)
             }
             let id = ids.next(blob: true, nowMillis: now)
             let rec = BlobRecord(offset: offset, size: size, sealed: false, creator: connection)
-            blobs[id] = rec
+            addBlob(id, rec)
             made.append((id, offset))
             out.append((id, rec))
         }
@@ -42,9 +42,10 @@ extension StoreState {
     /// Seals a blob (idempotent) and records `connection` as a user.
     mutating func seal(_ id: ObjectID, connection: ConnectionID) throws(VineyardError) -> StoreEffects {
         guard var b = blobs[id] else { throw VineyardError(.objectNotExists, "seal: id = \(id)") }
+        if let creator = b.creator, creator != connection { unhold(id, creator) }
         b.sealed = true
         b.creator = nil
-        b.users.insert(connection)
+        if b.users.insert(connection).inserted { hold(id, connection) }
         tick &+= 1
         b.lastUse = tick
         blobs[id] = b
@@ -73,7 +74,7 @@ extension StoreState {
                 spilled.append(id)
                 continue
             }
-            b.users.insert(connection)
+            if b.users.insert(connection).inserted { hold(id, connection) }
             b.lastUse = tick
             blobs[id] = b
             out.append((id, b))
@@ -141,7 +142,7 @@ extension StoreState {
     mutating func release(_ requested: [ObjectID], connection: ConnectionID) {
         for id in requested {
             if blobs[id] != nil {
-                blobs[id]!.users.remove(connection)
+                if blobs[id]!.users.remove(connection) != nil { unhold(id, connection) }
             } else {
                 releaseRetired(id, by: connection)
             }
@@ -149,20 +150,25 @@ extension StoreState {
     }
 
     /// A connection went away: its unsealed blobs are reclaimed and its uses dropped.
+    /// Looks only at the blobs the connection holds (``held``), not at every blob.
     mutating func disconnect(_ connection: ConnectionID) -> Int {
+        guard let mine = held.removeValue(forKey: connection) else { return 0 }
         var reclaimed = 0
-        for (id, b) in blobs {
-            if b.creator == connection && !b.sealed {
-                blobs[id] = nil
-                allocator.free(b.offset)
-                reclaimed += 1
-            } else if b.users.contains(connection) {
-                blobs[id]!.users.remove(connection)
+        for id in mine {
+            if let b = blobs[id] {
+                if b.creator == connection && !b.sealed {
+                    blobs[id] = nil
+                    blobOrder.remove(id) { blobs[$0] != nil }
+                    allocator.free(b.offset)
+                    reclaimed += 1
+                } else if b.users.contains(connection) {
+                    blobs[id]!.users.remove(connection)
+                }
+            } else if retired[id]?.users.contains(connection) == true {
+                releaseRetired(id, by: connection)
             }
         }
-        for (id, r) in retired where r.users.contains(connection) {
-            releaseRetired(id, by: connection)
-        }
+        held[connection] = nil  // releaseRetired may have looked it up again
         return reclaimed
     }
 }
@@ -177,7 +183,7 @@ extension StoreState {
         }
         guard let offset = allocator.allocate(size) else { throw outOfMemory(size) }
         let rec = BlobRecord(offset: offset, size: size, sealed: false, creator: connection)
-        blobs[id] = rec
+        addBlob(id, rec)
         return rec
     }
 }

@@ -11,6 +11,8 @@ struct StoreEffects {
     var trimAllFree = false
     /// Parked requests whose keys were written.
     var wake: [Waiter] = []
+    /// The state's tables shrank: return freed heap memory to the OS.
+    var trimHeap = false
 }
 
 // The store's decisions about metadata: create, read, persist, labels and copies,
@@ -61,22 +63,37 @@ extension StoreState {
 
     func exists(_ id: ObjectID) -> Bool { id.isBlob ? blobs[id] != nil : objects[id] != nil }
 
-    /// What `list_data` matches against, copied out so that matching runs outside the lock.
-    func listCandidates(blobsToo: Bool) -> (typenames: [(ObjectID, String)], blobs: [ObjectID]) {
-        (objects.map { ($0.key, $0.value.typename) }, blobsToo ? blobs.compactMap { $0.value.sealed ? $0.key : nil } : [])
+    /// What `list_data` matches against, a page at a time in id order (after `after`), copied
+    /// out so that matching runs outside the lock: objects with their typenames, and whether
+    /// there are more.
+    func objectPage(after: ObjectID?, count: Int) -> (page: [(ObjectID, String)], more: Bool) {
+        let (ids, more) = objectOrder.page(after: after, count: count) { objects[$0] != nil }
+        return (ids.map { ($0, objects[$0]?.typename ?? "") }, more)
+    }
+
+    /// The first `count` sealed blobs in id order.
+    func sealedBlobs(count: Int) -> [ObjectID] {
+        var out: [ObjectID] = []
+        var after: ObjectID?
+        while out.count < count {
+            let (ids, more) = blobOrder.page(after: after, count: count - out.count) { blobs[$0]?.sealed ?? false }
+            out += ids
+            guard more, let last = ids.last else { break }
+            after = last
+        }
+        return out
     }
 
     /// The listing of matched objects and blobs, then remote trees not held here, at most `limit`.
     mutating func listing(
-        matched: [ObjectID], blobIDs: [ObjectID], remote: [(ObjectID, JSON)], limit: Int
+        matched: [ObjectID], blobsToo: Bool, remote: [(ObjectID, JSON)], limit: Int
     ) -> [String: JSON] {
         var out: [String: JSON] = [:]
         for id in matched {
             if let t = expand(id) { out[id.description] = t }
         }
-        for id in blobIDs.sorted() {
-            if out.count >= limit { break }
-            if let b = blobs[id], b.sealed { out[id.description] = ObjectStore.blobStub(id, instance: instanceID, length: b.size) }
+        for id in blobsToo && out.count < limit ? sealedBlobs(count: limit - out.count) : [] {
+            if let b = blobs[id] { out[id.description] = ObjectStore.blobStub(id, instance: instanceID, length: b.size) }
         }
         for (id, tree) in remote where out.count < limit && objects[id] == nil {
             out[id.description] = tree
@@ -129,7 +146,7 @@ extension StoreState {
         rec.fields["__name"] = nil
         rec.fields["__timestamp"] = .number(now)
         let copy = ids.next(blob: false, nowMillis: now)
-        objects[copy] = rec
+        addObject(copy, rec)
         for m in rec.members.values where m != .emptyBlob { parents[m, default: []].insert(copy) }
         return copy
     }
@@ -166,6 +183,7 @@ extension StoreState {
             }
         }
         effects.removeSpillFiles = d.spilledBlobs
+        effects.trimHeap = shrinkTablesIfSparse()
         return (d, effects)
     }
 
@@ -190,6 +208,11 @@ extension StoreState {
         parents = [:]
         names = [:]
         treeCache = [:]
+        objectOrder.removeAll()
+        blobOrder.removeAll()
+        // what connections still hold now is the retired blobs they use
+        held = [:]
+        for (id, r) in retired { for u in r.users { hold(id, u) } }
         if retired.isEmpty { retired = [:] }
         allocator.releaseSpareCapacity()
         return (d, StoreEffects(removeSpillFiles: d.spilledBlobs, trimAllFree: true))
@@ -325,7 +348,7 @@ extension StoreState {
         if fields["nbytes"] == nil { fields["nbytes"] = .int(0) }
         var record = ObjectRecord(fields: fields, members: members, blobInstances: blobInstances)
         record.depth = depth
-        objects[id] = record
+        addObject(id, record)
         waiters.touch(.object(id))
         for m in members.values where m != .emptyBlob {
             parents[m, default: []].insert(id)
@@ -357,7 +380,7 @@ extension StoreState {
         var rec = ObjectRecord(fields: fields, members: members, blobInstances: blobInstances)
         rec.imported = true
         rec.depth = depth
-        objects[id] = rec
+        addObject(id, rec)
         waiters.touch(.object(id))
         for m in members.values where m != .emptyBlob { parents[m, default: []].insert(id) }
         if let name = fields["__name"]?.stringValue, names[name] == nil {
@@ -435,6 +458,7 @@ extension StoreState {
         }
         invalidate(id)
         guard let rec = objects.removeValue(forKey: id) else { return }
+        objectOrder.remove(id) { objects[$0] != nil }
         d.deletedObjects.append(id)
         if !rec.isTransient { d.unpublished.append(id) }
         if let name = rec.fields["__name"]?.stringValue, names[name] == id {

@@ -81,6 +81,7 @@ extension StoreState {
         guard let w = s.writing else { return }
         s.writing = nil
         if var b = blobs[w] {
+            if let creator = b.creator { unhold(w, creator) }
             b.sealed = true
             b.creator = nil
             blobs[w] = b

@@ -64,6 +64,13 @@ struct StoreState: Sendable {
     var retiredBytes = 0
     /// Open streams (`vineyard.io`) by the id of their metadata object.
     var streams: [ObjectID: StreamRecord] = [:]
+    /// Object ids and blob ids in ascending order, for `list_data` (walks stop at the limit).
+    var objectOrder = IDOrder()
+    var blobOrder = IDOrder()
+    /// Per connection, the blobs it created (unsealed) or uses, retired ones too: what its
+    /// departure must look at, so that a disconnect costs the connection's own blobs, not
+    /// every blob of the store. May hold ids that are gone since (checked when used).
+    var held: [ConnectionID: Set<ObjectID>] = [:]
 
     /// This store's instance (blob members without their own instance belong to it).
     let instanceID: UInt64
@@ -88,12 +95,15 @@ struct StoreState: Sendable {
     /// goes away. `by` is the connection deleting it: its own use does not keep the memory.
     mutating func removeBlob(_ id: ObjectID, by deleter: ConnectionID? = nil) -> ReleasedBlob? {
         guard let b = blobs.removeValue(forKey: id) else { return nil }
+        blobOrder.remove(id) { blobs[$0] != nil }
+        if let creator = b.creator { unhold(id, creator) }
         if b.spilled {
+            for u in b.users { unhold(id, u) }
             spilledBytes -= b.size
             return .spillFile
         }
         var others = b.users
-        if let deleter { others.remove(deleter) }
+        if let deleter, others.remove(deleter) != nil { unhold(id, deleter) }
         if !others.isEmpty {
             retired[id] = RetiredBlob(offset: b.offset, size: b.size, users: others)
             retiredBytes += b.size
@@ -102,11 +112,64 @@ struct StoreState: Sendable {
         return .arena(offset: b.offset)
     }
 
+    /// A new blob record (unsealed, or adopted): indexed for listing and for its creator.
+    mutating func addBlob(_ id: ObjectID, _ record: BlobRecord) {
+        blobs[id] = record
+        blobOrder.insert(id)
+        if let creator = record.creator { hold(id, creator) }
+    }
+
+    /// `connection` uses blob `id` (sealed or fetched it).
+    mutating func addUser(_ id: ObjectID, _ connection: ConnectionID) {
+        guard blobs[id] != nil else { return }
+        if blobs[id]!.users.insert(connection).inserted { hold(id, connection) }
+    }
+
+    mutating func hold(_ id: ObjectID, _ connection: ConnectionID) {
+        held[connection, default: []].insert(id)
+    }
+
+    mutating func unhold(_ id: ObjectID, _ connection: ConnectionID) {
+        guard var set = held.removeValue(forKey: connection) else { return }
+        set.remove(id)
+        if !set.isEmpty { held[connection] = set }
+    }
+
+    /// Gives the tables' spare capacity back once they are mostly empty (removing entries
+    /// keeps a dictionary's capacity: a store that held 100,000s of objects would keep
+    /// megabytes of empty slots, and the heap behind them). True when it rebuilt any.
+    /// Amortized O(1) per removal: a table is rebuilt only after losing 7/8 of its capacity.
+    mutating func shrinkTablesIfSparse() -> Bool {
+        func sparse<K: Hashable, V>(_ d: [K: V]) -> Bool { d.capacity > 4096 && d.count < d.capacity / 8 }
+        guard sparse(objects) || sparse(blobs) || sparse(treeCache) || sparse(parents) else { return false }
+        func rebuilt<K: Hashable, V>(_ d: [K: V]) -> [K: V] {
+            guard d.capacity > 256, d.count < d.capacity / 4 else { return d }
+            var fresh = [K: V](minimumCapacity: d.count)
+            for (k, v) in d { fresh[k] = v }
+            return fresh
+        }
+        objects = rebuilt(objects)
+        blobs = rebuilt(blobs)
+        treeCache = rebuilt(treeCache)
+        parents = rebuilt(parents)
+        names = rebuilt(names)
+        held = rebuilt(held)
+        allocator.releaseSpareCapacity()
+        return true
+    }
+
+    /// A new object record: indexed for listing.
+    mutating func addObject(_ id: ObjectID, _ record: ObjectRecord) {
+        objects[id] = record
+        objectOrder.insert(id)
+    }
+
     /// `connection` no longer uses retired blob `id` (released it or left); its memory is
     /// freed when nobody does. True when it was freed.
     @discardableResult
     mutating func releaseRetired(_ id: ObjectID, by connection: ConnectionID) -> Bool {
         guard var r = retired[id], r.users.remove(connection) != nil else { return false }
+        unhold(id, connection)
         guard r.users.isEmpty else {
             retired[id] = r
             return false

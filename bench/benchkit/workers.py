@@ -94,8 +94,9 @@ class Worker:
         r, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
         line = self.proc.stdout.readline() if r else ""
         if not line:
+            tail = self.stderr_tail()  # before kill() closes the file
             self.kill()
-            raise BenchError(f"worker {self.kind} failed:\n{self.stderr_tail()}")
+            raise BenchError(f"worker {self.kind} failed:\n{tail}")
         return line
 
     def stderr_tail(self, n=2000):
