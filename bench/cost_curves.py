@@ -3,7 +3,7 @@
 
     .venv/bin/pip install -r bench/requirements.txt -c scripts/requirements.txt   # matplotlib, once
     .venv/bin/python bench/cost_curves.py --quick                     # < 2 minutes
-    .venv/bin/python bench/cost_curves.py --write docs/BENCHMARKS.md   # full run, ~30-45 min
+    .venv/bin/python bench/cost_curves.py --write docs/BENCHMARKS.md   # full run, ~45 min idle
     .venv/bin/python bench/cost_curves.py --from-json /tmp/c.json --write docs/BENCHMARKS.md
 
 Four measurements, each against both daemons (same flags: ``--size``, ``--meta local``
@@ -699,7 +699,7 @@ def parse_args(argv):
     p.add_argument("--sections", default="objects,clients,cluster,churn")
     p.add_argument("--max-objects", type=int, help="largest N of the objects section (default 10^6, quick 10^4)")
     p.add_argument("--max-clients", type=int, help="most concurrent connections (default 1000, quick 100)")
-    p.add_argument("--cluster-objects", type=int, help="persisted objects in the cluster (default 10^5, quick 2000)")
+    p.add_argument("--cluster-objects", type=int, help="persisted objects in the cluster (default 10^5, quick 1000)")
     p.add_argument("--churn-ops", type=int, help="put/delete operations of the churn (default 10^5, quick 10^4)")
     p.add_argument("--list-all-max", type=int, default=100_000, help="largest N whose full listing is timed")
     p.add_argument("--arena", default="2Gi", help="--size of the objects and clients daemons")
@@ -715,13 +715,13 @@ def parse_args(argv):
     o.sections = [s.strip() for s in o.sections.split(",") if s.strip()]
     o.max_objects = o.max_objects or (10_000 if q else 1_000_000)
     o.max_clients = o.max_clients or (100 if q else 1000)
-    o.cluster_objects = o.cluster_objects or (2_000 if q else 100_000)
+    o.cluster_objects = o.cluster_objects or (1_000 if q else 100_000)
     o.churn_ops = o.churn_ops or (10_000 if q else 100_000)
     o.counts = [10 ** e for e in range(3, 7) if 10 ** e <= o.max_objects] or [o.max_objects]
     o.client_counts = [k for k in (1, 10, 100, 1000) if k <= o.max_clients] or [o.max_clients]
     o.churn_marks = sorted({m for m in (1000, 10_000, 100_000, 1_000_000) if m <= o.churn_ops} | {o.churn_ops})
     o.churn_arena = o.churn_arena or ("64Mi" if q else "256Mi")
-    o.gets = 2000 if q else 20_000
+    o.gets = 1000 if q else 20_000
     o.connects = 200 if q else 500
     o.list_repeats = 5 if q else 9
     o.client_duration = 1.0 if q else 3.0
