@@ -126,13 +126,17 @@ extension StoreState {
             throw VineyardError(
                 .invalid, "split: every piece but the last must be a multiple of \(Allocator.alignment) bytes")
         }
+        // the parent's record goes (its memory lives on as the pieces): out of the indexes too
         blobs[id] = nil
+        blobOrder.remove(id) { blobs[$0] != nil }
+        unhold(id, connection)
+        for u in b.users { unhold(id, u) }
         var out: [(id: ObjectID, record: BlobRecord)] = []
         out.reserveCapacity(sizes.count)
         for (start, size) in zip(starts, sizes) {
             let piece = ids.next(blob: true, nowMillis: now)
             let rec = BlobRecord(offset: start, size: size, sealed: false, creator: connection)
-            blobs[piece] = rec
+            addBlob(piece, rec)
             out.append((piece, rec))
         }
         return out
