@@ -4,7 +4,10 @@ dashboard. Helpers live here, not in conftest.py (several suites under tests/ ha
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import textwrap
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -72,3 +75,54 @@ def screenshot(driver, path: str) -> str:
         driver.set_window_size(w, min(int(outer) + int(h) - int(inner) + 8, 6000))
     driver.save_screenshot(path)
     return path
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def trellis_bin() -> str:
+    return os.environ.get("TRELLIS_BIN") or os.path.join(REPO, ".build", "debug", "trellis")
+
+
+class TrellisHome:
+    """A TRELLIS_HOME of its own under /tmp with a work directory holding the module's
+    steps.py and flow files, the environment the `trellis` CLI runs with, a screenshot
+    directory (docs/ with TRELLIS_UPDATE_SCREENSHOTS=1) and, once `runtime_up`, a runtime
+    that `close` takes down again."""
+
+    def __init__(self, prefix: str, steps: str, flows: dict, cli_timeout: float = 600, **env):
+        self.cli_timeout = cli_timeout
+        self.home = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+        self.dir = os.path.join(self.home, "work")
+        os.makedirs(self.dir)
+        self.shots = os.path.join(REPO, "docs") if os.environ.get("TRELLIS_UPDATE_SCREENSHOTS") == "1" \
+            else os.path.join(self.home, "shots")
+        os.makedirs(self.shots, exist_ok=True)
+        venv = os.path.dirname(sys.executable)
+        self.env = dict(os.environ, TRELLIS_HOME=self.home, TRELLIS_PYTHON=sys.executable, PYTHONUNBUFFERED="1",
+                        PATH=venv + os.pathsep + os.environ.get("PATH", ""),
+                        **{k: os.path.join(self.home, v) for k, v in env.items()})
+        self.env.pop("VINEYARD_IPC_SOCKET", None)
+        with open(os.path.join(self.dir, "steps.py"), "w") as f:
+            f.write(steps)
+        for name, text in flows.items():
+            with open(os.path.join(self.dir, name + ".yaml"), "w") as f:
+                f.write(textwrap.dedent(text))
+        self.runtime_is_up = False
+
+    def trellis(self, *args, timeout=None, env=None):
+        return subprocess.run([trellis_bin(), *args], env=env or self.env, cwd=self.dir, capture_output=True,
+                              text=True, timeout=timeout or self.cli_timeout)
+
+    def runtime_up(self, size: str) -> None:
+        up = self.trellis("runtime", "up", "--replicas", "2", "--size", size)
+        assert up.returncode == 0, up.stdout + up.stderr
+        self.runtime_is_up = True
+
+    def close(self) -> None:
+        try:
+            if self.runtime_is_up:
+                down = self.trellis("runtime", "down", timeout=120)
+                assert down.returncode == 0, down.stderr
+        finally:
+            shutil.rmtree(self.home, ignore_errors=True)

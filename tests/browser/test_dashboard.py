@@ -13,11 +13,8 @@ writes them to docs/ (docs/dashboard*.png, the pictures the README shows)."""
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -28,14 +25,9 @@ import pytest
 
 import browser_lib
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+REPO = browser_lib.REPO
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def trellis_bin():
-    return os.environ.get("TRELLIS_BIN") or os.path.join(REPO, ".build", "debug", "trellis")
 
 
 STEPS = textwrap.dedent('''
@@ -109,42 +101,24 @@ def wait_until(predicate, timeout, what):
     raise AssertionError("timed out after %ss waiting for %s (last: %r)" % (timeout, what, last))
 
 
-class Stack:
+class Stack(browser_lib.TrellisHome):
     """A TRELLIS_HOME with a 2-replica runtime, two finished runs, and the dashboard on it."""
 
     def __init__(self):
-        self.home = tempfile.mkdtemp(prefix="trdash", dir="/tmp")
-        self.dir = os.path.join(self.home, "work")
-        os.makedirs(self.dir)
-        self.shots = os.path.join(REPO, "docs") if os.environ.get("TRELLIS_UPDATE_SCREENSHOTS") == "1" \
-            else os.path.join(self.home, "shots")
-        os.makedirs(self.shots, exist_ok=True)
-        venv = os.path.dirname(sys.executable)
-        self.env = dict(os.environ, TRELLIS_HOME=self.home, TRELLIS_PYTHON=sys.executable, PYTHONUNBUFFERED="1",
-                        PATH=venv + os.pathsep + os.environ.get("PATH", ""),
-                        GO_MARKER=os.path.join(self.home, "go"))
-        self.env.pop("VINEYARD_IPC_SOCKET", None)
-        with open(os.path.join(self.dir, "steps.py"), "w") as f:
-            f.write(STEPS)
-        for name, text in FLOWS.items():
-            with open(os.path.join(self.dir, name + ".yaml"), "w") as f:
-                f.write(textwrap.dedent(text))
-        self.runtime_up = False
+        super().__init__("trdash", STEPS, FLOWS, cli_timeout=300, GO_MARKER="go")
         self.dashboard = None
         self.live = None
         self.url = None
 
     def start(self):
-        up = self.trellis("runtime", "up", "--replicas", "2", "--size", "128Mi")
-        assert up.returncode == 0, up.stdout + up.stderr
-        self.runtime_up = True
+        self.runtime_up("128Mi")
         with open(os.path.join(self.home, "runtime", "state.json")) as f:
             self.state = json.load(f)
         ok = self.trellis("flow", "run", "ok.yaml", "--run-id", "ok-1", "--keep")
         assert ok.returncode == 0, ok.stdout + ok.stderr
         bad = self.trellis("flow", "run", "bad.yaml", "--run-id", "bad-1")
         assert bad.returncode == 1, bad.stdout + bad.stderr
-        self.dashboard = subprocess.Popen([trellis_bin(), "dashboard", "--port", "0"], env=self.env, cwd=self.dir,
+        self.dashboard = subprocess.Popen([browser_lib.trellis_bin(), "dashboard", "--port", "0"], env=self.env, cwd=self.dir,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # The first line on stdout names the bound URL.
         ready, _, _ = select.select([self.dashboard.stdout], [], [], 60)
@@ -153,10 +127,6 @@ class Stack:
         assert line.startswith("trellis dashboard: http://127.0.0.1:"), line
         self.url = line.split()[2].rstrip("/")
         return self
-
-    def trellis(self, *args, timeout=300):
-        return subprocess.run([trellis_bin(), *args], env=self.env, cwd=self.dir, capture_output=True,
-                              text=True, timeout=timeout)
 
     def cli_json(self, *args):
         out = self.trellis(*args)
@@ -192,11 +162,8 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     self.dashboard.kill()
                     self.dashboard.wait()
-            if self.runtime_up:
-                down = self.trellis("runtime", "down", timeout=120)
-                assert down.returncode == 0, down.stderr
         finally:
-            shutil.rmtree(self.home, ignore_errors=True)
+            super().close()
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +284,7 @@ def test_run_page_and_the_failed_steps_log(browser, stack):
 
 
 def test_a_running_steps_log_follows_until_it_ends(browser, stack):
-    stack.live = subprocess.Popen([trellis_bin(), "flow", "run", "live.yaml", "--run-id", "live-1"], env=stack.env,
+    stack.live = subprocess.Popen([browser_lib.trellis_bin(), "flow", "run", "live.yaml", "--run-id", "live-1"], env=stack.env,
                                   cwd=stack.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def ticking():

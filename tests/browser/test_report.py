@@ -9,11 +9,8 @@ to docs/ instead (docs/report-*.png, the pictures the README shows)."""
 
 import json
 import os
-import shutil
 import struct
 import subprocess
-import sys
-import tempfile
 import textwrap
 import time
 
@@ -21,14 +18,9 @@ import pytest
 
 import browser_lib
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+REPO = browser_lib.REPO
 
 pytestmark = pytest.mark.timeout(900)
-
-
-def trellis_bin():
-    return os.environ.get("TRELLIS_BIN") or os.path.join(REPO, ".build", "debug", "trellis")
 
 
 STEPS = textwrap.dedent('''
@@ -123,34 +115,16 @@ FLOWS = {
 }
 
 
-class Runs:
+class Runs(browser_lib.TrellisHome):
     """A TRELLIS_HOME with a 2-replica runtime, and the flows of this module run on it."""
 
     def __init__(self):
-        self.home = tempfile.mkdtemp(prefix="trrep", dir="/tmp")
-        self.dir = os.path.join(self.home, "work")
-        os.makedirs(self.dir)
-        self.shots = os.path.join(REPO, "docs") if os.environ.get("TRELLIS_UPDATE_SCREENSHOTS") == "1" \
-            else os.path.join(self.home, "shots")
-        os.makedirs(self.shots, exist_ok=True)
-        venv = os.path.dirname(sys.executable)
-        self.env = dict(os.environ, TRELLIS_HOME=self.home, TRELLIS_PYTHON=sys.executable, PYTHONUNBUFFERED="1",
-                        PATH=venv + os.pathsep + os.environ.get("PATH", ""),
-                        FLAKY_MARKER=os.path.join(self.home, "flaky-ran"), GO_MARKER=os.path.join(self.home, "go"))
-        self.env.pop("VINEYARD_IPC_SOCKET", None)
-        with open(os.path.join(self.dir, "steps.py"), "w") as f:
-            f.write(STEPS)
-        for name, text in FLOWS.items():
-            with open(os.path.join(self.dir, name + ".yaml"), "w") as f:
-                f.write(textwrap.dedent(text))
-        self.up = False
-        up = self.trellis("runtime", "up", "--replicas", "2", "--size", "256Mi")
-        assert up.returncode == 0, up.stdout + up.stderr
-        self.up = True
-
-    def trellis(self, *args, timeout=600, env=None):
-        return subprocess.run([trellis_bin(), *args], env=env or self.env, cwd=self.dir, capture_output=True,
-                              text=True, timeout=timeout)
+        super().__init__("trrep", STEPS, FLOWS, FLAKY_MARKER="flaky-ran", GO_MARKER="go")
+        try:
+            self.runtime_up("256Mi")
+        except BaseException:
+            self.close()
+            raise
 
     def record(self, run_id):
         out = self.trellis("flow", "status", run_id, "--json")
@@ -163,14 +137,6 @@ class Runs:
         assert out.returncode == 0, out.stdout + out.stderr
         assert out.stdout.strip() == path
         return path
-
-    def close(self):
-        try:
-            if self.up:
-                down = self.trellis("runtime", "down", timeout=120)
-                assert down.returncode == 0, down.stderr
-        finally:
-            shutil.rmtree(self.home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +258,7 @@ def test_resumed_run(runs, browser):
 
 
 def test_running_run(runs, browser):
-    proc = subprocess.Popen([trellis_bin(), "flow", "run", "live.yaml", "--run-id", "live"], env=runs.env,
+    proc = subprocess.Popen([browser_lib.trellis_bin(), "flow", "run", "live.yaml", "--run-id", "live"], env=runs.env,
                             cwd=runs.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
