@@ -309,9 +309,17 @@ def test_a_running_steps_log_follows_until_it_ends(browser, stack):
     assert not reader.is_alive(), "the follow stream did not end with the step"
     assert streamed["body"] == "tick 1\ntick 2\n"
     # The page reloads itself until the step is done, then stops.
-    wait_until(lambda: "tick 2" in browser.find_element("id", "stdout").text
-               and not browser.find_elements("css selector", "meta[http-equiv=refresh]"),
-               120, "the log page to show the end of the step")
+    def finished_page():
+        # the page may reload itself between finding an element and reading it: not yet
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+        try:
+            return "tick 2" in browser.find_element("id", "stdout").text \
+                and not browser.find_elements("css selector", "meta[http-equiv=refresh]")
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+
+    wait_until(finished_page, 120, "the log page to show the end of the step")
     assert stack.live.wait(timeout=120) == 0
     no_console_errors(browser)
 
