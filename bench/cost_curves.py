@@ -59,7 +59,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "cluster"))
 
-from benchkit.daemons import Daemon, DaemonError, find_trellis, find_vineyardd  # noqa: E402
+from benchkit.daemons import Daemon, DaemonError, find_trellis, find_vineyardd, vineyard_importable_or_reexec  # noqa: E402
 from benchkit.machine import machine_info  # noqa: E402
 from benchkit.procstats import KiB, MiB, median, parse_size, percentile, proc_cpu_ns, proc_status_kib, proc_ticks  # noqa: E402
 from benchkit.report import markers, write_section  # noqa: E402
@@ -732,12 +732,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if serve(WORKERS, argv):
         return 0
-    try:
-        import vineyard  # noqa: F401
-    except ImportError:
-        venv_py = os.path.join(REPO, ".venv", "bin", "python")
-        if os.path.exists(venv_py) and os.path.realpath(sys.executable) != os.path.realpath(venv_py):
-            os.execv(venv_py, [venv_py, os.path.abspath(__file__)] + argv)
+    if not vineyard_importable_or_reexec(__file__, argv):
         print("the vineyard client is not importable; run with the project venv", file=sys.stderr)
         return 2
     o = parse_args(argv)

@@ -64,7 +64,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from benchkit.daemons import Daemon, DaemonError, find_trellis, find_vineyardd, non_loopback_listeners  # noqa: E402
+from benchkit.daemons import Daemon, DaemonError, find_trellis, find_vineyardd, non_loopback_listeners, vineyard_importable_or_reexec  # noqa: E402
 from benchkit.machine import HUGE_PAGE, HugePageError, HugePagePool, machine_info  # noqa: E402
 from benchkit import raynode  # noqa: E402
 from benchkit.procstats import (  # noqa: E402
@@ -954,12 +954,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if serve(WORKERS, argv):
         return 0
-    try:
-        import vineyard  # noqa: F401
-    except ImportError:
-        venv_py = os.path.join(REPO, ".venv", "bin", "python")
-        if os.path.exists(venv_py) and os.path.realpath(sys.executable) != os.path.realpath(venv_py):
-            os.execv(venv_py, [venv_py, os.path.abspath(__file__)] + argv)
+    if not vineyard_importable_or_reexec(__file__, argv):
         print("the vineyard client is not importable; run with the project venv", file=sys.stderr)
         return 2
     o = parse_args(argv)

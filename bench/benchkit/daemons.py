@@ -254,3 +254,20 @@ class Daemon(Process):
                 self.kill()
                 raise DaemonError("%s did not listen on %s in time\n%s" % (self.label, self.socket, log))
             time.sleep(0.02)
+
+
+def vineyard_importable_or_reexec(script: str, argv: list) -> bool:
+    """True when the upstream client imports here; otherwise re-executes `script` with
+    `argv` under the project venv's python (not returning) when that is another
+    interpreter, and returns False when there is none to try."""
+    import importlib
+    import sys
+
+    try:
+        importlib.import_module("vineyard")
+    except ImportError:
+        venv_py = os.path.join(REPO, ".venv", "bin", "python")
+        if os.path.exists(venv_py) and os.path.realpath(sys.executable) != os.path.realpath(venv_py):
+            os.execv(venv_py, [venv_py, os.path.abspath(script)] + argv)
+        return False
+    return True
