@@ -1,0 +1,198 @@
+"""trellis.accel's get: on a Trellis daemon, ``client.get(...)`` of a DataFrame or a numeric
+tensor is read straight from the daemon (get_name, one get_data, one get_buffers) and
+built over a read-only mapping of the arena. What the reader gets must be what the
+upstream client's get returns — value, dtypes, block layout, index, read-only zero-copy
+views, the vineyard ndarray type — and everything it does not cover must go the upstream
+way. The memory rules: values keep their blobs in use (a deleted object's memory stays
+until they are gone), and the uses are released once the last value using them is."""
+
+import gc
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+
+import harness
+
+sys.path.insert(0, str(harness.REPO_ROOT / "python"))
+
+from test_accel import _arrays, _frames  # noqa: E402  (the same values the builders are tested with)
+
+
+@pytest.fixture
+def accel():
+    import trellis.accel as accel
+
+    accel.install()
+    yield accel
+    accel.uninstall()
+    accel.close_connections()
+
+
+def _direct(mod):
+    return mod.stats().get("direct_gets", 0)
+
+
+def _upstream_get(mod, client, *args, **kw):
+    mod.uninstall()
+    try:
+        return client.get(*args, **kw)
+    finally:
+        mod.install()
+
+
+def _memory_usage(socket):
+    with harness.RawConn(socket) as c:
+        c.register()
+        return c.instance_status()["meta"]["memory_usage"]
+
+
+@pytest.mark.parametrize("i", range(len(_frames())))
+def test_a_frame_read_directly_is_the_frame_upstream_reads(daemon, client, accel, i):
+    value = _frames()[i]
+    oid = client.put(value)
+    upstream = _upstream_get(accel, client, oid)
+    before = _direct(accel)
+    fast = client.get(oid)
+    covered = len(value.columns) > 0 and not harness.is_upstream()
+    assert _direct(accel) == before + (1 if covered else 0)
+    pdt.assert_frame_equal(fast, upstream)
+    pdt.assert_frame_equal(fast, value, check_freq=False)
+    assert type(fast.index) is type(upstream.index)
+    assert [b.mgr_locs.as_array.tolist() for b in fast._mgr.blocks] == \
+        [b.mgr_locs.as_array.tolist() for b in upstream._mgr.blocks]
+    for block, up in zip(fast._mgr.blocks, upstream._mgr.blocks):
+        assert block.values.dtype == up.values.dtype
+        assert not block.values.flags.writeable or block.values.size == 0
+        assert not block.values.flags.owndata or block.values.size == 0  # views, no copy
+
+
+@pytest.mark.parametrize("i", range(len(_arrays())))
+def test_an_array_read_directly_is_the_array_upstream_reads(daemon, client, accel, i):
+    value = _arrays()[i]
+    oid = client.put(value)
+    upstream = _upstream_get(accel, client, oid)
+    before = _direct(accel)
+    fast = client.get(oid)
+    assert _direct(accel) == before + (0 if harness.is_upstream() else 1)
+    assert type(fast) is type(upstream)
+    assert fast.dtype == upstream.dtype and fast.shape == upstream.shape
+    assert fast.flags["C_CONTIGUOUS"] == upstream.flags["C_CONTIGUOUS"]
+    assert fast.flags["F_CONTIGUOUS"] == upstream.flags["F_CONTIGUOUS"]
+    assert fast.flags.writeable == upstream.flags.writeable
+    np.testing.assert_array_equal(fast, upstream)
+    np.testing.assert_array_equal(fast, value)
+
+
+@pytest.mark.trellis_only
+def test_by_name_by_id_string_and_through_vineyard_get(daemon, client, accel):
+    import vineyard
+
+    df = pd.DataFrame({"a": np.arange(1000), "b": np.arange(1000) * 0.25})
+    oid = client.put(df, name="accel-get-frame", persist=True)
+    before = _direct(accel)
+    pdt.assert_frame_equal(client.get(name="accel-get-frame"), df)
+    pdt.assert_frame_equal(client.get(vineyard.ObjectID(oid)), df)
+    pdt.assert_frame_equal(client.get(repr(vineyard.ObjectID(oid))), df)  # "o…", as printed
+    old = os.environ.get("VINEYARD_IPC_SOCKET")
+    os.environ["VINEYARD_IPC_SOCKET"] = daemon.socket
+    try:
+        pdt.assert_frame_equal(vineyard.get(name="accel-get-frame"), df)
+    finally:
+        if old is None:
+            del os.environ["VINEYARD_IPC_SOCKET"]
+        else:
+            os.environ["VINEYARD_IPC_SOCKET"] = old
+    assert _direct(accel) == before + 4
+    got = client.get(name="accel-get-frame")
+    assert getattr(got, "__vineyard_ref").id == oid  # where upstream puts the Object
+    assert getattr(got, "__vineyard_client") is client
+
+
+def test_what_the_fast_get_does_not_cover_goes_the_upstream_way(daemon, client, accel):
+    """Strings, a resolver passed in, another resolver in effect, a missing name (the
+    upstream client's own exception), TRELLIS_ACCEL=0."""
+    import vineyard
+    from vineyard.core.resolver import resolver_context
+
+    strings = pd.DataFrame({"s": ["a", "b"], "n": [1, 2]})
+    sid = client.put(strings)
+    nid = client.put(pd.DataFrame({"n": np.arange(10)}))
+    before = _direct(accel)
+    pdt.assert_frame_equal(client.get(sid), strings)
+    from vineyard.core.resolver import default_resolver_context
+    pdt.assert_frame_equal(client.get(nid, resolver=default_resolver_context), pd.DataFrame({"n": np.arange(10)}))
+    with resolver_context({"vineyard::DataFrame": lambda obj, resolver: "mine"}):
+        assert client.get(nid) == "mine"
+    with pytest.raises(vineyard.ObjectNotExistsException):
+        client.get(name="no-such-name-anywhere")
+    os.environ["TRELLIS_ACCEL"] = "0"
+    try:
+        pdt.assert_frame_equal(client.get(nid), pd.DataFrame({"n": np.arange(10)}))
+    finally:
+        del os.environ["TRELLIS_ACCEL"]
+    assert _direct(accel) == before
+
+
+@pytest.mark.trellis_only
+def test_values_keep_a_deleted_objects_memory_until_they_are_gone(fresh_daemon, accel):
+    """A reader's frame outlives the object's deletion by another client (its bytes stay,
+    the memory is not reused); once the frame and its arrays are gone the memory returns
+    (released with the reader connection's next request)."""
+    d = fresh_daemon
+    writer, reader = harness.connect(d.socket), harness.connect(d.socket)
+    try:
+        baseline = _memory_usage(d.socket)
+        df = pd.DataFrame({"a": np.arange(1 << 17), "b": np.arange(1 << 17) * 3})
+        oid = writer.put(df)
+        first = reader.get(oid)
+        second = reader.get(oid)  # two values over the same blobs
+        column = first["a"].to_numpy()
+        writer.delete(oid, deep=True)
+        # the memory stays with the reader's values: another object cannot take it
+        other = writer.put(pd.DataFrame({"z": np.full(1 << 18, 7)}))
+        pdt.assert_frame_equal(first, df)
+        pdt.assert_frame_equal(second, df)
+        del first
+        gc.collect()
+        reader.get(other)  # (a request of the reader's connection: releases go with it)
+        np.testing.assert_array_equal(column, df["a"].to_numpy())  # still used by column, second
+        pdt.assert_frame_equal(second, df)
+        frame_bytes = 2 * (1 << 17) * 8
+        assert _memory_usage(d.socket) >= baseline + frame_bytes
+        del second, column
+        gc.collect()
+        reader.get(other)
+        writer.delete(other, deep=True)
+        gc.collect()
+        reader.exists(other)  # whatever the reader's fast path still held goes now
+        accel.close_connections()
+        assert harness.wait_until(lambda: _memory_usage(d.socket) <= baseline, timeout=20)
+    finally:
+        harness.disconnect(writer)
+        harness.disconnect(reader)
+
+
+@pytest.mark.trellis_only
+def test_a_frame_read_directly_in_another_process_is_the_writers(daemon, client, accel):
+    """The reader is a separate process (as a flow step is), reading by name."""
+    df = pd.DataFrame({"c%d" % i: np.arange(50_000) * (i + 1) for i in range(8)})
+    client.put(df, name="accel-get-cross", persist=True)
+    code = r"""
+import sys, numpy as np, vineyard
+sys.path.insert(0, sys.argv[2])
+import trellis.accel as accel
+c = vineyard.connect(sys.argv[1])
+got = c.get(name="accel-get-cross")
+assert accel.stats().get("direct_gets") == 1, accel.stats()
+print(int(sum(int(got[k].to_numpy().sum()) for k in got.columns)), got.shape)
+"""
+    r = subprocess.run([sys.executable, "-c", code, daemon.socket, str(harness.REPO_ROOT / "python")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    total = int(sum(int(df[k].sum()) for k in df.columns))
+    assert r.stdout.split()[0] == str(total)
