@@ -251,13 +251,28 @@ def _connection_at(path: str) -> _Connection:
 def _to_json(value: Any) -> str:
     from vineyard.data.utils import to_json
 
+    if type(value) is tuple or type(value) is str:
+        return _to_json_memo(value)
+    return to_json(value)
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def _to_json_memo(value) -> str:  # shapes and orders: the same few strings over and over
+    from vineyard.data.utils import to_json
+
     return to_json(value)
 
 
 def _cpptype(dtype) -> str:
+    return _dtype_facts(dtype)[0]
+
+
+@functools.lru_cache(maxsize=256)
+def _dtype_facts(dtype) -> Tuple[str, str, str]:
+    """(the C++ type name, ``dtype.name``, ``dtype.str``) — each a slow property in numpy."""
     from vineyard.data.utils import normalize_cpptype
 
-    return normalize_cpptype(dtype)
+    return normalize_cpptype(dtype), dtype.name, dtype.str
 
 
 _NUMERIC_KINDS = set("biuf")
@@ -271,6 +286,11 @@ class _Plan:
         # the array each one's memory belongs to (made read-only when published in place)
         self.owners: List[Any] = []
         self.client = client
+        # this process's connection that reads the fast way from the client's daemon
+        # (looked up once: ``client.ipc_socket`` is slow)
+        self.reader = None
+        if client is not None and _connections:
+            self.reader = _connections.get(getattr(client, "ipc_socket", None) or "")
 
     def blob(self, array, owner=None) -> Dict[str, Any]:
         """A placeholder member for `array`'s blob, filled in once allocated."""
@@ -296,18 +316,19 @@ class _Plan:
             # for an array read the fast way (it starts where its blob does), and leaves
             # the ones the upstream client mapped to the upstream builder
             ptr = data.__array_interface__["data"][0]
-            buffer = _read_blob_member(self.client, ptr, int(data.nbytes))
+            buffer = _read_blob_member(self.reader, ptr, int(data.nbytes))
             finder = getattr(self.client, "find_shared_memory", None)
             if buffer is None and finder is not None and finder(ptr) is not None:
                 raise _StepAside("the array is in shared memory already")
+        cpptype, name, typestr = _dtype_facts(value.dtype)
         return {
-            "typename": "vineyard::Tensor<%s>" % _cpptype(value.dtype),
+            "typename": "vineyard::Tensor<%s>" % cpptype,
             "shape_": _to_json(value.shape),
-            "partition_index_": _to_json([]),
+            "partition_index_": "[]",  # (to_json([]))
             "nbytes": int(value.nbytes),
             "order_": _to_json(order),
-            "value_type_": value.dtype.name,
-            "value_type_meta_": value.dtype.str,
+            "value_type_": name,
+            "value_type_meta_": typestr,
             "buffer_": buffer if buffer is not None else self.blob(data, owner if owner is not None else value),
         }
 
@@ -464,10 +485,9 @@ def _fill_blobs(tree: Dict[str, Any], blobs: List[Dict[str, Any]]) -> None:
                 _fill_blobs(v, blobs)
 
 
-def _read_blob_member(client, ptr: int, nbytes: int) -> Optional[Dict[str, Any]]:
-    """The member for a blob this process read the fast way that starts at `ptr` and holds
+def _read_blob_member(conn: Optional[_Connection], ptr: int, nbytes: int) -> Optional[Dict[str, Any]]:
+    """The member for a blob `conn` read the fast way that starts at `ptr` and holds
     `nbytes`, or None."""
-    conn = _connections.get(getattr(client, "ipc_socket", None) or "")
     if conn is None or conn.ro_arena is None or conn.pid != os.getpid():
         return None
     hit = conn.read_blobs.get(ptr - conn.ro_base)
@@ -489,7 +509,7 @@ def _write(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
     import numpy as np
 
     with conn.lock:
-        placed = _zc_publish(conn, plan)  # array index -> (blob id, size), sealed in place
+        placed = _zc_publish(conn, plan)  # array index -> (blob id, size), published in place
         copied = [i for i in range(len(plan.arrays)) if i not in placed]
         sizes = [int(plan.arrays[i].nbytes) for i in copied]
         payloads = conn.create_buffers(sizes) if sizes else []
@@ -509,8 +529,9 @@ def _write(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
             # in order on the daemon: the seals, the tree (which needs them sealed), then
             # this connection lets the blobs go (the object holds them), so a delete frees
             # their memory at once
+            sealed = [b for b, _ in placed.values()] + written
             replies = conn.pipeline(
-                [{"type": "seal_request", "object_id": b} for b in written]
+                [{"type": "seal_request", "object_id": b} for b in sealed]
                 + [{"type": "create_data_request", "content": tree}]
                 + [{"type": "release_request", "object_id": b} for b in written])
         except BaseException:
@@ -521,7 +542,7 @@ def _write(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
             _zc_orphan(placed)
             raise
         _zc_published(placed)
-        return int(replies[len(written)]["id"])
+        return int(replies[len(sealed)]["id"])
 
 
 # -- zero-copy put -------------------------------------------------------------------------
@@ -681,8 +702,8 @@ def _zc_publish(conn: _Connection, plan: _Plan) -> Dict[int, Tuple[int, int]]:
                     except ValueError:
                         pass
     if placed:
-        # sealed by this connection, which keeps using them while the arrays live
-        conn.pipeline([{"type": "seal_request", "object_id": b} for b, _ in placed.values()])
+        # (sealed by this connection — which keeps using them while the arrays live — in
+        # the write's pipelined round trip, ahead of the tree)
         _stats["zero_copy_blobs"] = _stats.get("zero_copy_blobs", 0) + len(placed)
     return placed
 
@@ -966,6 +987,25 @@ class _Need:
         self.checked.add(typename)
 
 
+@functools.lru_cache(maxsize=1024)
+def _json_memo(text: str):
+    """``from_json`` of the strings trees repeat (shapes, orders); returns a fresh copy
+    of lists so no caller shares one."""
+    return json.loads(text)
+
+
+def _from_json_repeated(text: str):
+    value = _json_memo(text)
+    return list(value) if isinstance(value, list) else value
+
+
+def _from_json_name(text: str):
+    """A column name as ``from_json`` reads it (plain strings without escapes directly)."""
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"' and "\\" not in text and '"' not in text[1:-1]:
+        return text[1:-1]
+    return json.loads(text)
+
+
 @functools.lru_cache(maxsize=256)
 def _read_dtype(value_type: str, value_type_meta: Optional[str]):
     import numpy as np
@@ -987,8 +1027,8 @@ def _tensor_reader(m: Dict[str, Any], need: "_Need") -> Callable:
     if value_type not in _NUMERIC_VALUE_TYPES:
         raise _StepAside("tensor value type")
     dtype = _read_dtype(value_type, m.get("value_type_meta_"))
-    shape = from_json(m["shape_"])
-    order = from_json(m["order_"]) if "order_" in m else "C"
+    shape = _from_json_repeated(m["shape_"])
+    order = _from_json_repeated(m["order_"]) if "order_" in m else "C"
     count = math.prod(shape)
     blob = m.get("buffer_")
     if not isinstance(blob, dict) or blob.get("typename") != "vineyard::Blob":
@@ -1035,10 +1075,10 @@ def _frame_reader(m: Dict[str, Any], need: "_Need") -> Callable:
     names, readers = [], []
     for i in range(len(columns)):
         column = m["__values_-value-%d" % i]
-        if len(json.loads(column.get("shape_", "[]"))) != 1:
+        if len(_json_memo(column.get("shape_", "[]"))) != 1:
             raise _StepAside("column shape")
         readers.append(_tensor_reader(column, need))
-        names.append(from_json(m["__values_-key-%d" % i]))
+        names.append(_from_json_name(m["__values_-key-%d" % i]))
     index = _index_reader(m["index_"], need) if "index_" in m else None
 
     def build(view):
