@@ -1094,10 +1094,40 @@ def _frame_reader(m: Dict[str, Any], need: "_Need") -> Callable:
     return build
 
 
+def _series_reader(m: Dict[str, Any], need: "_Need") -> Callable:
+    """How to build the series upstream's Series resolver returns for tree `m`: one block
+    over the values' blob (the vineyard ndarray itself), the same index and name."""
+    import pandas as pd
+    from pandas.core.internals.managers import SingleBlockManager
+    from vineyard.data.utils import from_json
+
+    try:
+        from pandas.core.internals.blocks import BlockPlacement
+        from pandas.core.internals.blocks import NumpyBlock as Block
+    except ImportError:
+        raise _StepAside("pandas without NumpyBlock") from None
+    need.check("vineyard::Series", "series")
+    value = m.get("value_")
+    if not isinstance(value, dict) or len(_json_memo(value.get("shape_", "[]"))) != 1:
+        raise _StepAside("series values")
+    values = _tensor_reader(value, need)
+    index = _index_reader(m["index_"], need)
+    name = from_json(m["name"])
+
+    def build(view):
+        array = values(view)
+        block = Block(array, BlockPlacement(slice(0, len(array), 1)), ndim=1)
+        return pd.Series(SingleBlockManager(block, index(view)), name=name)
+
+    return build
+
+
 def _reader(tree: Dict[str, Any], need: "_Need") -> Callable:
     typename = str(tree.get("typename", ""))
     if typename == "vineyard::DataFrame":
         return _frame_reader(tree, need)
+    if typename == "vineyard::Series":
+        return _series_reader(tree, need)
     if typename.startswith("vineyard::Tensor<"):
         return _tensor_reader(tree, need)
     raise _StepAside("type not covered: %s" % typename)
@@ -1152,13 +1182,16 @@ def _direct_get(client, object_id, name):
     from vineyard import ObjectID
 
     conn = _connection(client)
+    if object_id is not None:
+        oid = int(ObjectID(object_id)) if isinstance(object_id, str) else int(object_id)
+    elif name is not None:
+        # through the client's own get_name, as upstream's get: whatever maps names there
+        # (a flow step's run prefix, a replica's local copy) maps them here too; a missing
+        # name raises the client's own exception
+        oid = int(client.get_name(name))
+    else:
+        raise _StepAside("neither an id nor a name")
     with conn.lock:
-        if object_id is not None:
-            oid = int(ObjectID(object_id)) if isinstance(object_id, str) else int(object_id)
-        elif name is not None:
-            oid = int(conn.call({"type": "get_name_request", "name": name, "wait": False})["object_id"])
-        else:
-            raise _StepAside("neither an id nor a name")
         reply = conn.call({"type": "get_data_request", "id": [oid], "sync_remote": True, "wait": False})
         content = reply.get("content") or {}
         if len(content) != 1:
@@ -1243,6 +1276,7 @@ def _install_get() -> None:
         setattr(cls, "get", _accelerated_get(current))
     _expected_resolvers.update({"tensor": ctx._factory.get("vineyard::Tensor"),
                                 "index": ctx._factory.get("vineyard::Index"),
+                                "series": ctx._factory.get("vineyard::Series"),
                                 "frame": _resolve_dataframe})
 
 

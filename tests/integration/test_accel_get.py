@@ -88,6 +88,29 @@ def test_an_array_read_directly_is_the_array_upstream_reads(daemon, client, acce
     np.testing.assert_array_equal(fast, value)
 
 
+def _series():
+    rng = np.random.default_rng(11)
+    return [pd.Series(np.arange(100) * 1.5, name="s"), pd.Series(np.arange(7, dtype="int32")),
+            pd.Series(rng.random(50), index=np.arange(100, 150), name=3),
+            pd.Series(np.arange(5, dtype="uint8"), index=[0.5, 1.5, 2.5, 3.5, 4.5]),
+            pd.Series(np.zeros(0, dtype="float32"), name="empty")]
+
+
+@pytest.mark.parametrize("i", range(len(_series())))
+def test_a_series_read_directly_is_the_series_upstream_reads(daemon, client, accel, i):
+    value = _series()[i]
+    oid = client.put(value)
+    upstream = _upstream_get(accel, client, oid)
+    before = _direct(accel)
+    fast = client.get(oid)
+    assert _direct(accel) == before + (0 if harness.is_upstream() else 1)
+    pdt.assert_series_equal(fast, upstream)
+    pdt.assert_series_equal(fast, value, check_index_type=False)
+    assert type(fast.index) is type(upstream.index)
+    assert type(fast.values) is type(upstream.values)
+    assert fast.values.flags.writeable == upstream.values.flags.writeable
+
+
 @pytest.mark.trellis_only
 def test_by_name_by_id_string_and_through_vineyard_get(daemon, client, accel):
     import vineyard
@@ -196,3 +219,20 @@ print(int(sum(int(got[k].to_numpy().sum()) for k in got.columns)), got.shape)
     assert r.returncode == 0, r.stderr
     total = int(sum(int(df[k].sum()) for k in df.columns))
     assert r.stdout.split()[0] == str(total)
+
+
+@pytest.mark.trellis_only
+def test_names_go_through_the_clients_own_get_name(daemon, client, accel, monkeypatch):
+    """A flow step maps names (the run's prefix) by patching Client.get_name: the fast get
+    must read the object the mapped name binds, never the one under the bare name."""
+    from vineyard.core.client import Client
+
+    mine = pd.DataFrame({"v": np.arange(100)})
+    other = pd.DataFrame({"v": -np.arange(100)})
+    client.put(mine, name="run-7/accel-x", persist=True)
+    client.put(other, name="accel-x", persist=True)
+    plain = Client.get_name
+    monkeypatch.setattr(Client, "get_name", lambda self, name, wait=False: plain(self, "run-7/" + name, wait))
+    before = _direct(accel)
+    pdt.assert_frame_equal(client.get(name="accel-x"), mine)
+    assert _direct(accel) == before + 1
