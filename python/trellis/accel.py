@@ -19,9 +19,16 @@ clients, builder keyword arguments), for a daemon that is not Trellis (upstream
 vineyardd: detected once per socket through ``instance_status``), and when
 ``TRELLIS_ACCEL=0``.
 
+Readers too: ``client.get(...)`` (and ``vineyard.get``) of a DataFrame, Series or numeric
+tensor on a Trellis daemon is read straight from the daemon — the client's own
+``get_name``, one ``get_data``, one ``get_buffers`` — and built over a read-only mapping
+of the arena: the value the upstream resolvers return, without the upstream client's
+per-member Python. Anything else goes the upstream way.
+
 Each process keeps one connection of its own per daemon socket (re-opened after a
 fork). The blobs it creates are released as soon as they are sealed, so deleting an
-object frees its memory at once (the daemon keeps memory a connection still uses).
+object frees its memory at once (the daemon keeps memory a connection still uses); the
+blobs a value read the fast way uses are released once the last such value is gone.
 """
 
 from __future__ import annotations
