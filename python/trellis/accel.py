@@ -216,13 +216,15 @@ class _Connection:
         payloads = reply["payloads"]
         for _ in fds:  # one carrier per descriptor announced (Trellis: the arena, once)
             fd = self._receive_fd()
-            if self.arena is not None:
+            if self.arena_fd >= 0:
                 os.close(fd)
                 continue
-            size = next(p["map_size"] for p in payloads if p["data_size"] > 0)
-            self.arena = mmap.mmap(fd, size - 8, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            self.arena_map_size = size - 8
             self.arena_fd = fd
+            self.arena_map_size = next(p["map_size"] for p in payloads if p["data_size"] > 0) - 8
+        if self.arena is None and self.arena_fd >= 0 and any(p["data_size"] > 0 for p in payloads):
+            # (the descriptor may have come with a get's reply, on the reader's path)
+            self.arena = mmap.mmap(self.arena_fd, self.arena_map_size, mmap.MAP_SHARED,
+                                   mmap.PROT_READ | mmap.PROT_WRITE)
         return payloads
 
 

@@ -236,3 +236,32 @@ def test_names_go_through_the_clients_own_get_name(daemon, client, accel, monkey
     before = _direct(accel)
     pdt.assert_frame_equal(client.get(name="accel-x"), mine)
     assert _direct(accel) == before + 1
+
+
+@pytest.mark.trellis_only
+@pytest.mark.parametrize("zero_copy", [False, True])
+def test_a_process_that_reads_first_then_writes(daemon, client, zero_copy):
+    """The arena's descriptor comes once per connection, with whichever reply is first:
+    a process whose first request is a get (a flow step reading its input) must still
+    write — copied, and with zero-copy put, in place."""
+    df = pd.DataFrame({"c%d" % i: np.arange(200_000) + i for i in range(4)})
+    client.put(df, name="accel-read-first-%d" % zero_copy, persist=True)
+    code = r"""
+import sys, numpy as np, pandas as pd, vineyard
+sys.path.insert(0, sys.argv[2])
+import trellis.accel as accel
+if sys.argv[3] == "1":
+    assert accel.zero_copy(sys.argv[1], threshold=1 << 16)
+c = vineyard.connect(sys.argv[1])
+got = c.get(name="accel-read-first-" + sys.argv[3])
+assert accel.stats().get("direct_gets") == 1, accel.stats()
+small = pd.DataFrame({"s": np.arange(1000)})          # below any threshold: copied
+big = got * 2                                         # new arrays (in the arena with zero-copy)
+a, b = c.put(small), c.put(big)
+assert accel.stats()["accelerated"] == 2, accel.stats()
+print(int(c.get(a)["s"].sum()), int(c.get(b).to_numpy().sum()))
+"""
+    r = subprocess.run([sys.executable, "-c", code, daemon.socket, str(harness.REPO_ROOT / "python"), str(int(zero_copy))],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(int(np.arange(1000).sum())), str(int((df * 2).to_numpy().sum()))]
