@@ -122,6 +122,14 @@ func etcdBinary() -> String? {
         #expect(e.clientPort == 0 && e.peerPort == 0)
         var st = stat()
         #expect(lstat(clientSocket, &st) == 0 && st.st_mode & 0o022 == 0)
+        // Its data lives as long as the runtime: on tmpfs (no fsync cost) when /dev/shm is
+        // there, in a directory of its own that no one else can enter.
+        if FileManager.default.isWritableFile(atPath: "/dev/shm") {
+            #expect(e.dataDirectory.hasPrefix("/dev/shm/trellis-etcd-"))
+        }
+        var dt = stat()
+        #expect(lstat(e.dataDirectory, &dt) == 0 && (dt.st_mode & S_IFMT) == S_IFDIR)
+        #expect(dt.st_mode & 0o077 == 0 && dt.st_uid == getuid())
         #expect(state.ephemeral)
         #expect(Set(state.replicas.map(\.rpcPort)).count == 2)
         for r in state.replicas {

@@ -9,7 +9,8 @@ import Glibc
 /// `import vineyard` alone costs ~0.75 s (it pulls in pandas, pyarrow and scipy), paid again
 /// by every step's fresh interpreter. The runner instead starts one *zygote* per run: a
 /// Python process that imports the heavy modules once (`TRELLIS_PRELOAD`, default
-/// `vineyard,numpy,pandas`) and forks a worker per step. The step's supervised process is a
+/// `vineyard,numpy,pandas,trellis.accel`: the accelerated builders and get are in place
+/// before a step starts) and forks a worker per step. The step's supervised process is a
 /// thin stub (`python -S`, stdlib only) that hands the zygote its argv, environment, working
 /// directory and stdin/stdout/stderr (over a `SOCK_SEQPACKET` socket, descriptors with
 /// `SCM_RIGHTS`), forwards SIGTERM/SIGINT to the worker's process group and exits with the

@@ -75,7 +75,7 @@ def main():
     path = sys.argv[sys.argv.index("--socket") + 1]
     detached = "--detached" in sys.argv
     parent = os.getppid()
-    for name in os.environ.get("TRELLIS_PRELOAD", "vineyard,numpy,pandas").split(","):
+    for name in os.environ.get("TRELLIS_PRELOAD", "vineyard,numpy,pandas,trellis.accel").split(","):
         name = name.strip()
         if name:
             try:
