@@ -5,13 +5,18 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+SECONDS=0
+phase() { echo "[test.sh] $1 at ${SECONDS}s"; }
 TRELLIS_RELEASE_BUILD=0 bash scripts/setup.sh || exit 1
+phase "setup done"
 swift build --build-tests 2>&1 | grep -E "error|warning: |Build complete" | grep -v "unhandled; explicitly declare" | tail -20
+phase "build done"
 export TRELLIS_BIN=$ROOT/.build/debug/trellis
 # In parallel: suites that block on real sockets and processes run on the blocking pool
 # (their .onBlockingPool trait), so they cannot starve the async tasks of the others.
 swift test --skip-build 2>&1 | grep -E "✘|recorded an issue|Test run with|error:" | tail -40
 SWIFT_STATUS=${PIPESTATUS[0]}
+phase "swift tests done"
 PY_STATUS=0
 if [ -d tests ]; then
   # tests/tutorial runs the seed tutorial's notebook (read from ../shared/seed) on trellis.fluid.
@@ -19,6 +24,7 @@ if [ -d tests ]; then
   PY_STATUS=$?
   [ $PY_STATUS -eq 5 ] && PY_STATUS=0  # no Python tests collected
 fi
+phase "python tests done"
 # The trellis package's own tests (python/tests, on the source tree).
 "$ROOT/.venv/bin/python" -m pytest python/tests -q -p no:cacheprovider
 PKG_STATUS=$?
@@ -30,5 +36,6 @@ if [ "${TRELLIS_SKIP_FUZZ:-0}" != "1" ]; then
   timeout 2700 bash "$ROOT/scripts/fuzz.sh" 20
   FUZZ_STATUS=$?
 fi
+phase "fuzzing done"
 echo "swift test exit $SWIFT_STATUS, pytest exit $PY_STATUS, fuzz exit $FUZZ_STATUS"
 [ $SWIFT_STATUS -eq 0 ] && [ $PY_STATUS -eq 0 ] && [ $FUZZ_STATUS -eq 0 ]
