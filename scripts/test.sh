@@ -20,7 +20,7 @@ phase "swift tests done"
 PY_STATUS=0
 if [ -d tests ]; then
   # tests/tutorial runs the seed tutorial's notebook (read from ../shared/seed) on trellis.fluid.
-  "$ROOT/.venv/bin/python" -m pytest tests -q -p no:cacheprovider
+  "$ROOT/.venv/bin/python" -m pytest tests -q -p no:cacheprovider --durations=20
   PY_STATUS=$?
   [ $PY_STATUS -eq 5 ] && PY_STATUS=0  # no Python tests collected
 fi
