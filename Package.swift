@@ -144,8 +144,8 @@ let package = Package(
         .testTarget(
             name: "TrellisServerTests",
             dependencies: [
-                "TrellisServer", "TrellisStore", "TrellisSystem", "TrellisProtocol", "TrellisClient", "TrellisTestSupport",
-                .product(name: "Logging", package: "swift-log"),
+                "TrellisServer", "TrellisStore", "TrellisSystem", "TrellisProtocol", "TrellisClient", "TrellisMeta",
+                "TrellisTestSupport", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
     ]

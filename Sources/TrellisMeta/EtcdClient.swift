@@ -287,6 +287,24 @@ public struct EtcdClient: Sendable {
             header: Self.header(reply), kvs: try Self.keyValues(reply["kvs"]), count: Self.int64(reply["count"]))
     }
 
+    /// Reads at most `limit` keys in [`from`, end of `prefix`) at store revision `revision`
+    /// (0: the current one), in key order: one page of a large prefix, all pages at one
+    /// revision. `more` tells whether keys were left out.
+    public func rangePage(
+        prefix: String, from start: String, limit: Int64, revision: Int64
+    ) async throws(EtcdError) -> (response: EtcdRangeResponse, more: Bool) {
+        var body: [String: JSON] = [
+            "key": .string(Base64.encode(start)),
+            "range_end": .string(Base64.encode(Self.prefixEnd(Array(prefix.utf8)))),
+            "limit": .string(String(limit)),
+        ]
+        if revision > 0 { body["revision"] = .string(String(revision)) }
+        let reply = try await call("/v3/kv/range", .object(body))
+        let response = EtcdRangeResponse(
+            header: Self.header(reply), kvs: try Self.keyValues(reply["kvs"]), count: Self.int64(reply["count"]))
+        return (response, reply["more"]?.boolValue ?? false)
+    }
+
     /// Writes `value` at `key`, attached to `lease` unless it is 0.
     @discardableResult
     public func put(_ key: String, value: String, lease: Int64 = 0) async throws(EtcdError) -> EtcdResponseHeader {
@@ -325,6 +343,12 @@ public struct EtcdClient: Sendable {
         }
         return EtcdTxnResponse(
             header: Self.header(reply), succeeded: reply["succeeded"]?.boolValue ?? false, responses: results)
+    }
+
+    /// Discards the store's history before `revision`: reads and watches from an older
+    /// revision fail afterwards (etcd's `compaction`).
+    public func compact(revision: Int64) async throws(EtcdError) {
+        _ = try await call("/v3/kv/compaction", ["revision": .string(String(revision)), "physical": true])
     }
 
     // MARK: Leases

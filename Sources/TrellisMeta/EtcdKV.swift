@@ -41,6 +41,19 @@ struct EtcdKV: MetaKV {
         }
     }
 
+    func listPage(prefix: String, from start: String, limit: Int, revision: Int64) async throws
+        -> (entries: [KVEntry], revision: Int64, more: Bool)
+    {
+        do {
+            let (response, more) = try await client.rangePage(
+                prefix: prefix, from: start, limit: Int64(limit), revision: revision)
+            return (response.kvs.map { KVEntry(key: $0.key, value: $0.value, modRevision: $0.modRevision) },
+                revision > 0 ? revision : response.header.revision, more)
+        } catch {
+            throw Self.map(error)
+        }
+    }
+
     func listKeys(prefix: String) async throws -> [(key: String, modRevision: Int64)] {
         do {
             return try await client.range(prefix, prefix: true, keysOnly: true).kvs.map { ($0.key, $0.modRevision) }
@@ -62,43 +75,56 @@ struct EtcdKV: MetaKV {
     static let maxOpsPerTxn = 128
     static let maxBytesPerTxn = 1 << 20
 
-    func putAll(_ entries: [(key: String, value: String)], lease: Int64) async throws {
+    func putAll(_ entries: [(key: String, value: String)], lease: Int64, marker: String?) async throws {
         var batch: [EtcdOperation] = []
         var bytes = 0
+        let room = Self.maxOpsPerTxn - (marker == nil ? 0 : 1)
         func flush() async throws {
             guard !batch.isEmpty else { return }
-            try await commit(batch[...])
+            try await commit(batch[...], marker: marker)
             batch.removeAll(keepingCapacity: true)
             bytes = 0
         }
         for (key, value) in entries {
             let size = key.utf8.count + value.utf8.count
-            if batch.count == Self.maxOpsPerTxn || (!batch.isEmpty && bytes + size > Self.maxBytesPerTxn) { try await flush() }
+            if batch.count == room || (!batch.isEmpty && bytes + size > Self.maxBytesPerTxn) { try await flush() }
             batch.append(.put(key: key, value: value, lease: lease))
             bytes += size
         }
         try await flush()
     }
 
-    /// One transaction; an etcd configured with lower limits (`--max-txn-ops`,
-    /// `--max-request-bytes`) rejects it as too big, and then it goes in halves.
-    private func commit(_ ops: ArraySlice<EtcdOperation>) async throws {
+    /// One transaction (the marker's rewrite last); an etcd configured with lower limits
+    /// (`--max-txn-ops`, `--max-request-bytes`) rejects it as too big, and then it goes in halves.
+    private func commit(_ ops: ArraySlice<EtcdOperation>, marker: String?) async throws {
         do {
-            _ = try await client.txn(compare: [], success: Array(ops))
+            let all = Array(ops) + (marker.map { [EtcdOperation.put(key: $0, value: "", lease: 0)] } ?? [])
+            _ = try await client.txn(compare: [], success: all)
         } catch {
             let text = error.description
             guard ops.count > 1, text.contains("too many operations") || text.contains("too large") else {
                 throw Self.map(error)
             }
             let middle = ops.startIndex + ops.count / 2
-            try await commit(ops[..<middle])
-            try await commit(ops[middle...])
+            try await commit(ops[..<middle], marker: marker)
+            try await commit(ops[middle...], marker: marker)
         }
     }
 
     func delete(_ key: String) async throws -> Bool {
         do {
             return try await client.delete(key) > 0
+        } catch {
+            throw Self.map(error)
+        }
+    }
+
+    func delete(_ key: String, marker: String) async throws -> Bool {
+        do {
+            let answer = try await client.txn(
+                compare: [], success: [.delete(key: key, prefix: false), .put(key: marker, value: "", lease: 0)])
+            if case .delete(let deleted)? = answer.responses.first { return deleted > 0 }
+            return false
         } catch {
             throw Self.map(error)
         }
@@ -148,13 +174,13 @@ struct EtcdKV: MetaKV {
         }
     }
 
-    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVChange, any Error> {
+    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVEvent, any Error> {
         Changes(watch: client.watch(key, prefix: prefix, fromRevision: fromRevision))
     }
 
-    /// An ``EtcdWatch`` as ``KVChange``s.
+    /// An ``EtcdWatch`` as ``KVEvent``s.
     struct Changes: AsyncSequence {
-        typealias Element = KVChange
+        typealias Element = KVEvent
         typealias Failure = any Error
         let watch: EtcdWatch
 
@@ -163,12 +189,14 @@ struct EtcdKV: MetaKV {
         struct Iterator: AsyncIteratorProtocol {
             var inner: EtcdWatch.Iterator
 
-            mutating func next() async throws -> KVChange? {
+            mutating func next() async throws -> KVEvent? {
                 do {
                     guard let event = try await inner.next() else { return nil }
                     switch event.kind {
-                    case .put: return .put(key: event.kv.key, value: event.kv.value)
-                    case .delete: return .delete(key: event.kv.key)
+                    case .put:
+                        return KVEvent(change: .put(key: event.kv.key, value: event.kv.value), revision: event.kv.modRevision)
+                    case .delete:
+                        return KVEvent(change: .delete(key: event.kv.key), revision: event.kv.modRevision)
                     }
                 } catch let error as EtcdError {
                     throw EtcdKV.map(error)

@@ -24,7 +24,7 @@ public final class LocalMetaStore: Sendable {
     private struct Watcher {
         var key: String
         var prefix: Bool
-        var continuation: AsyncThrowingStream<KVChange, any Error>.Continuation
+        var continuation: AsyncThrowingStream<KVEvent, any Error>.Continuation
 
         func matches(_ key: String) -> Bool { prefix ? key.hasPrefix(self.key) : key == self.key }
     }
@@ -71,10 +71,15 @@ public final class LocalMetaStore: Sendable {
 
     /// Applies `changes` as one revision and tells the watchers.
     private static func apply(_ state: inout State, _ changes: [KVChange], lease: Int64 = 0) {
+        apply(&state, changes.map { ($0, lease) })
+    }
+
+    /// Applies `changes`, each with its lease, as one revision and tells the watchers.
+    private static func apply(_ state: inout State, _ changes: [(KVChange, Int64)]) {
         guard !changes.isEmpty else { return }
         state.revision += 1
         let revision = state.revision
-        for change in changes {
+        for (change, lease) in changes {
             switch change {
             case .put(let key, let value):
                 if let old = state.entries[key], old.lease != 0 { state.leases[old.lease]?.keys.remove(key) }
@@ -87,7 +92,7 @@ public final class LocalMetaStore: Sendable {
             }
             state.history.append((revision, change))
             for watcher in state.watchers.values where watcher.matches(change.key) {
-                watcher.continuation.yield(change)
+                watcher.continuation.yield(KVEvent(change: change, revision: revision))
             }
         }
         if state.history.count - state.historyStart > historyLimit {
@@ -133,18 +138,48 @@ extension LocalMetaStore: MetaKV {
         }
     }
 
+    /// Reads the current state whatever `revision` asks for unless it was compacted away:
+    /// pages of one listing may mix revisions, which a reader replaying the changes after
+    /// `revision` still converges from (each change overwrites or deletes a whole key).
+    func listPage(prefix: String, from start: String, limit: Int, revision: Int64) async throws
+        -> (entries: [KVEntry], revision: Int64, more: Bool)
+    {
+        try withState { state in
+            if revision > 0 && revision <= state.compacted {
+                throw MetaError.unavailable("required revision \(revision) has been compacted")
+            }
+            let all = state.entries.filter { $0.key.hasPrefix(prefix) && !$0.key.utf8.lexicographicallyPrecedes(start.utf8) }
+                .map { KVEntry(key: $0.key, value: $0.value.value, modRevision: $0.value.modRevision) }
+                .sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+            return (Array(all.prefix(limit)), revision > 0 ? revision : state.revision, all.count > limit)
+        }
+    }
+
     func listKeys(prefix: String) async throws -> [(key: String, modRevision: Int64)] {
         try await list(prefix: prefix).entries.map { ($0.key, $0.modRevision) }
     }
 
     func put(_ key: String, _ value: String, lease: Int64) async throws {
-        try await putAll([(key: key, value: value)], lease: lease)
+        try await putAll([(key: key, value: value)], lease: lease, marker: nil)
     }
 
-    func putAll(_ entries: [(key: String, value: String)], lease: Int64) async throws {
+    func putAll(_ entries: [(key: String, value: String)], lease: Int64, marker: String?) async throws {
         try withState { state in
             if lease != 0 && state.leases[lease] == nil { throw MetaError.leaseLost }
-            Self.apply(&state, entries.map { .put(key: $0.key, value: $0.value) }, lease: lease)
+            guard !entries.isEmpty else { return }
+            // One revision; the marker last and without the lease.
+            Self.apply(
+                &state,
+                entries.map { (KVChange.put(key: $0.key, value: $0.value), lease) }
+                    + (marker.map { [(KVChange.put(key: $0, value: ""), Int64(0))] } ?? []))
+        }
+    }
+
+    func delete(_ key: String, marker: String) async throws -> Bool {
+        withState { state in
+            let existed = state.entries[key] != nil
+            Self.apply(&state, (existed ? [.delete(key: key)] : []) + [.put(key: marker, value: "")])
+            return existed
         }
     }
 
@@ -191,8 +226,8 @@ extension LocalMetaStore: MetaKV {
         }
     }
 
-    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVChange, any Error> {
-        let (stream, continuation) = AsyncThrowingStream.makeStream(of: KVChange.self)
+    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVEvent, any Error> {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: KVEvent.self)
         let id = state.withLock {
             $0.nextWatcher += 1
             return $0.nextWatcher
@@ -204,7 +239,7 @@ extension LocalMetaStore: MetaKV {
             if fromRevision > 0 {
                 for (revision, change) in state.history[state.historyStart...]
                 where revision >= fromRevision && watcher.matches(change.key) {
-                    continuation.yield(change)
+                    continuation.yield(KVEvent(change: change, revision: revision))
                 }
             }
             state.watchers[id] = watcher

@@ -25,6 +25,7 @@ import Synchronization
 /// P/next_instance_id        decimal, the next id to hand out
 /// P/instances/<id>          InstanceInfo JSON                     (lease of <id>)
 /// P/objects/<16 hex>        {"meta":"<metadata JSON text>","owner":<id>}  (no lease)
+/// P/objects.changed         empty; rewritten by every write of object records (no lease)
 /// P/names/<name>            decimal object id                     (no lease)
 /// ```
 public final class MetaCore: Sendable {
@@ -48,13 +49,8 @@ public final class MetaCore: Sendable {
 
     private let state = Mutex(State())
 
-    /// A published object record as last read, with the revision it had then.
-    private struct CachedObject: Sendable {
-        var modRevision: Int64
-        var object: PersistedObject?
-    }
-    /// Object records by key, for ``objects()``.
-    private let objectCache = Mutex<[String: CachedObject]>([:])
+    /// The cluster's published objects, mirrored for listing (started on first use).
+    let mirror: ObjectMirror
     private let stopSignal: AsyncStream<Void>
     private let stopContinuation: AsyncStream<Void>.Continuation
 
@@ -98,7 +94,10 @@ public final class MetaCore: Sendable {
         self.keepaliveInterval = .seconds(leaseTTLSeconds) / 3
         self.retryInterval = min(.milliseconds(500), .seconds(leaseTTLSeconds) / 4)
         (stopSignal, stopContinuation) = AsyncStream.makeStream(of: Void.self)
+        self.mirror = ObjectMirror(kv: kv, prefix: self.prefix, retryInterval: retryInterval, logger: logger)
     }
+
+    deinit { mirror.stop() }
 
     // MARK: Keys
 
@@ -400,7 +399,7 @@ public final class MetaCore: Sendable {
              value: PersistedObject(objectID: o.objectID, owner: instance.id, metadata: o.metadata).storedText)
         }
         // no lease: the record outlives its owner until someone deletes it
-        try await kv.putAll(entries, lease: 0)
+        try await kv.putAll(entries, lease: 0, marker: mirror.markerKey)
     }
 
     /// The ids of published objects as they are deleted (by any instance), for as long as
@@ -413,8 +412,8 @@ public final class MetaCore: Sendable {
                 while !Task.isCancelled {
                     do {
                         let (_, revision) = try await kv.get(prefix)
-                        for try await change in kv.watch(prefix, prefix: true, fromRevision: revision + 1) {
-                            if case .delete(let key) = change, let id = UInt64(key.dropFirst(prefix.count), radix: 16) {
+                        for try await event in kv.watch(prefix, prefix: true, fromRevision: revision + 1) {
+                            if case .delete(let key) = event.change, let id = UInt64(key.dropFirst(prefix.count), radix: 16) {
                                 continuation.yield(id)
                             }
                         }
@@ -449,7 +448,7 @@ public final class MetaCore: Sendable {
     /// Removes a published object; returns whether it was there.
     @discardableResult
     public func removeObject(_ objectID: UInt64) async throws -> Bool {
-        try await kv.delete(objectKey(objectID))
+        try await kv.delete(objectKey(objectID), marker: mirror.markerKey)
     }
 
     /// One published object, or `nil`.
@@ -462,51 +461,32 @@ public final class MetaCore: Sendable {
         return object
     }
 
-    /// Every published object. A record changes only when it is written again (a new
-    /// modification revision), so records are cached by key and revision: a listing reads
-    /// the keys only and fetches just the records it has not seen — one full read when
-    /// most are new (the first listing), single reads for the few new ones after.
+    /// Every published object, in id order (from the mirrored listing, after
+    /// ``syncObjects(timeout:)``).
     public func objects() async throws -> [PersistedObject] {
-        let keys = try await kv.listKeys(prefix: objectsPrefix)
-        let cached = objectCache.withLock { $0 }
-        let missing = keys.filter { cached[$0.key]?.modRevision != $0.modRevision }
-        var fresh: [String: CachedObject] = [:]
-        if missing.count > 8 {
-            let (entries, _) = try await kv.list(prefix: objectsPrefix)
-            for entry in entries { fresh[entry.key] = CachedObject(modRevision: entry.modRevision, object: parseObject(entry)) }
-        } else {
-            for (key, _) in missing {
-                guard let entry = try await kv.get(key).entry else { continue }  // deleted meanwhile
-                fresh[key] = CachedObject(modRevision: entry.modRevision, object: parseObject(entry))
-            }
-        }
-        var result: [PersistedObject] = []
-        let current = objectCache.withLock { cache -> [String: CachedObject] in
-            var next: [String: CachedObject] = [:]
-            for (key, revision) in keys {
-                if let f = fresh[key] {
-                    next[key] = f
-                } else if let c = cache[key], c.modRevision == revision {
-                    next[key] = c
-                }
-            }
-            cache = next
-            return next
-        }
-        for (key, _) in keys {
-            if let object = current[key]?.object { result.append(object) }
-        }
-        return result.sorted { $0.objectID < $1.objectID }
+        try await syncObjects()
+        return mirror.all().map { PersistedObject(objectID: $0.id, owner: $0.record.owner, metadata: $0.record.metadata) }
     }
 
-    private func parseObject(_ entry: KVEntry) -> PersistedObject? {
-        guard let id = UInt64(entry.key.dropFirst(objectsPrefix.count), radix: 16),
-            let object = PersistedObject(objectID: id, storedText: entry.value)
-        else {
-            logger.warning("skipping corrupt object record", metadata: ["key": "\(entry.key)"])
-            return nil
-        }
-        return object
+    /// Brings this instance's copy of the published objects up to date: one small request
+    /// to the metadata service, then a wait (at most `timeout`) until the copy has applied
+    /// every publish and removal that had returned before, on any instance. The first
+    /// call reads every object and starts following changes. Then ``objectPage(after:count:)``
+    /// and ``objectMetadata(_:)`` read the copy without further requests.
+    public func syncObjects(timeout: Duration = .seconds(20)) async throws {
+        try await mirror.sync(timeout: timeout)
+    }
+
+    /// Up to `count` published objects with ids greater than `after` (from the smallest
+    /// when nil), in id order, with their type names, and whether more follow: the copy
+    /// as of the last ``syncObjects(timeout:)`` or later.
+    public func objectPage(after: UInt64?, count: Int) -> (page: [(id: UInt64, typename: String)], more: Bool) {
+        mirror.page(after: after, count: count)
+    }
+
+    /// The metadata (JSON text) of those of `ids` that are published, in the order given.
+    public func objectMetadata(_ ids: [UInt64]) -> [(id: UInt64, metadata: String)] {
+        mirror.records(ids).map { ($0.id, $0.record.metadata) }
     }
 
     // MARK: Names
@@ -576,8 +556,8 @@ public final class MetaCore: Sendable {
             do {
                 let (entry, revision) = try await kv.get(key)
                 if let result = try onEntry(entry) { return result }
-                for try await change in kv.watch(key, prefix: false, fromRevision: revision + 1) {
-                    if let result = try onChange(change) { return result }
+                for try await event in kv.watch(key, prefix: false, fromRevision: revision + 1) {
+                    if let result = try onChange(event.change) { return result }
                 }
                 try Task.checkCancellation()
             } catch {

@@ -17,6 +17,13 @@ enum KVChange: Sendable, Hashable {
     }
 }
 
+/// A change with the store revision it happened at (the changes of one write share it
+/// and arrive in the write's order).
+struct KVEvent: Sendable, Hashable {
+    var change: KVChange
+    var revision: Int64
+}
+
 /// The result of refreshing a lease.
 struct KVKeepAlive: Sendable, Hashable {
     /// Whether the lease still exists.
@@ -37,13 +44,23 @@ protocol MetaKV: Sendable {
 
     func get(_ key: String) async throws -> (entry: KVEntry?, revision: Int64)
     func list(prefix: String) async throws -> (entries: [KVEntry], revision: Int64)
+    /// At most `limit` entries under `prefix` from key `start` on (inclusive), read at store
+    /// revision `revision` (0: the current one, returned), and whether more follow.
+    /// Throws when `revision` was compacted away.
+    func listPage(prefix: String, from start: String, limit: Int, revision: Int64) async throws
+        -> (entries: [KVEntry], revision: Int64, more: Bool)
     /// The keys under `prefix` with their modification revisions, values left out.
     func listKeys(prefix: String) async throws -> [(key: String, modRevision: Int64)]
     func put(_ key: String, _ value: String, lease: Int64) async throws
     /// Writes every entry, attached to `lease`, in as few round trips as the store allows
-    /// (each batch atomically).
-    func putAll(_ entries: [(key: String, value: String)], lease: Int64) async throws
+    /// (each batch atomically). With a `marker` key, each batch also rewrites it (empty
+    /// value, no lease) as its last operation: the marker's modification revision is then
+    /// that of the last batch written.
+    func putAll(_ entries: [(key: String, value: String)], lease: Int64, marker: String?) async throws
     func delete(_ key: String) async throws -> Bool
+    /// Deletes `key` and rewrites `marker` (empty value, no lease) in one atomic write,
+    /// the marker last; returns whether the key was there.
+    func delete(_ key: String, marker: String) async throws -> Bool
     /// Writes `value` if the key's modification revision is `expectedModRevision`
     /// (0: the key must not exist); returns whether it wrote.
     func swap(_ key: String, expectedModRevision: Int64, value: String) async throws -> Bool
@@ -55,6 +72,7 @@ protocol MetaKV: Sendable {
     func revoke(_ lease: Int64) async throws
 
     /// Changes of `key` (or of keys under it with `prefix`) from `fromRevision` on.
-    /// Iteration throws when the watch breaks and ends when the task is cancelled.
-    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVChange, any Error>
+    /// Iteration throws when the watch breaks (including when `fromRevision` was
+    /// compacted away) and ends when the task is cancelled.
+    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVEvent, any Error>
 }

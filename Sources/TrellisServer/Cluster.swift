@@ -122,11 +122,30 @@ final class Cluster: Sendable {
         return try call("find referrers") { try await backend.referrers(of: raw) }.map(ObjectID.init(rawValue:))
     }
 
-    /// Every published object (for `list_data` and `clear` views).
-    func allObjects() throws(VineyardError) -> [(ObjectID, JSON)] {
+    /// Up to `count` published objects whose type name `matches` and whose metadata is not
+    /// in `store`, in id order (the cluster's part of `list_data`). One small request to the
+    /// metadata service makes the mirrored listing current (read-your-writes across
+    /// instances); the walk then stops as soon as `count` are found.
+    func listObjects(
+        count: Int, matching matches: (String) -> Bool, notHeldIn store: ObjectStore
+    ) throws(VineyardError) -> [(ObjectID, JSON)] {
+        guard count > 0 else { return [] }
         let backend = self.backend
-        let all = try call("list objects") { try await backend.objects().map { ($0.objectID, $0.metadata) } }
-        return all.compactMap { (id, text) in (try? JSONParser.parse(text)).map { (ObjectID(id), $0) } }
+        let wait = callTimeout * 0.8
+        try call("list objects") { try await backend.syncObjects(timeout: wait) }
+        var out: [(ObjectID, JSON)] = []
+        var after: UInt64?
+        let pageSize = min(max(count, 64), 4096)
+        while out.count < count {
+            let (page, more) = backend.objectPage(after: after, count: pageSize)
+            let candidates = page.filter { matches($0.typename) }.map { ObjectID(rawValue: $0.id) }
+            for (id, text) in backend.objectMetadata(store.notHeld(candidates).map(\.rawValue)) where out.count < count {
+                if let tree = try? JSONParser.parse(text) { out.append((ObjectID(rawValue: id), tree)) }
+            }
+            guard more, let last = page.last else { break }
+            after = last.id
+        }
+        return out
     }
 
     // MARK: Names

@@ -149,8 +149,12 @@ final class RequestHandler: Sendable {
             }
             return .reply(.data(store.getData(ids).objectValue ?? [:]))
         case .listData(let pattern, let regex, let limit):
-            let remote = try cluster?.allObjects() ?? []
-            return .reply(.data(store.listData(pattern: pattern, regex: regex, limit: limit, remote: remote).objectValue ?? [:]))
+            let store = self.store
+            let listing = try store.listData(pattern: pattern, regex: regex, limit: limit) {
+                (count, matches) throws(VineyardError) -> [(ObjectID, JSON)] in
+                try cluster?.listObjects(count: count, matching: matches, notHeldIn: store) ?? []
+            }
+            return .reply(.data(listing.objectValue ?? [:]))
         case .exists(let id):
             // Unknown ids are looked up, imported ones re-checked (their owner may have deleted them).
             try cluster?.sync([id], into: store)

@@ -95,6 +95,21 @@ extension ObjectStore {
     /// already here are listed too, so that the listing is the cluster's view as
     /// upstream's synced meta tree gives it.
     public func listData(pattern: String, regex: Bool, limit: Int, remote: [(ObjectID, JSON)] = []) -> JSON {
+        listData(pattern: pattern, regex: regex, limit: limit) { _, matches in
+            remote.filter { (_, tree) in
+                if case .string(let typename)? = tree["typename"] { return matches(typename) }
+                return false
+            }
+        }
+    }
+
+    /// `list_data` with the cluster's objects from `remote`, asked only when what is here
+    /// leaves room: it gets how many more may be listed and the type-name matcher, and
+    /// returns matching trees in id order (those already here are skipped).
+    public func listData<E: Error>(
+        pattern: String, regex: Bool, limit: Int,
+        remote: (_ count: Int, _ matches: (String) -> Bool) throws(E) -> [(ObjectID, JSON)]
+    ) throws(E) -> JSON {
         // Matching runs outside the store's lock (a slow pattern must not stall other
         // clients): copy a page of typenames in id order under it, match, and go on until
         // `limit` matched; then expand the matches under it. The cost follows what is
@@ -110,12 +125,24 @@ extension ObjectStore {
             guard more, let last = page.last else { break }
             after = last.0
         }
-        let remoteMatches = remote.filter { (_, tree) in
-            if case .string(let typename)? = tree["typename"] { return matcher.matches(typename) }
-            return false
+        var content = locked { $0.listing(matched: matched, blobsToo: blobsMatch, remote: [], limit: limit) }
+        if content.count < limit {
+            let extra = try remote(limit - content.count) { matcher.matches($0) }
+            if !extra.isEmpty {
+                locked { s in
+                    for (id, tree) in extra where content.count < limit && s.objects[id] == nil {
+                        content[id.description] = tree
+                    }
+                }
+            }
         }
-        let content = locked { $0.listing(matched: matched, blobsToo: blobsMatch, remote: remoteMatches, limit: limit) }
         return content.isEmpty ? .null : .object(content)
+    }
+
+    /// Those of `ids` whose metadata is not in this store, in the order given.
+    public func notHeld(_ ids: [ObjectID]) -> [ObjectID] {
+        guard !ids.isEmpty else { return [] }
+        return locked { s in ids.filter { s.objects[$0] == nil } }
     }
 
     // MARK: - Persist, labels, copies

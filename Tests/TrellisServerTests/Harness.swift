@@ -1,5 +1,6 @@
 import Logging
 import TrellisClient
+import TrellisMeta
 import TrellisProtocol
 import TrellisServer
 import TrellisStore
@@ -21,7 +22,7 @@ final class TestDaemon: @unchecked Sendable {
 
     init(
         capacity: Int = 64 << 20, rpc: Bool = false, maxMessageSize: Int = Frame.defaultMaxMessageSize,
-        clientLimits: ClientLimits = ClientLimits()
+        clientLimits: ClientLimits = ClientLimits(), meta: MetaCore? = nil, instanceID: UInt64 = 0
     ) throws {
         var template = Array("/tmp/trsXXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { throw SystemError("mkdtemp") }
@@ -30,13 +31,13 @@ final class TestDaemon: @unchecked Sendable {
         cfg.maxMessageSize = maxMessageSize
         cfg.clientLimits = clientLimits
         if rpc { cfg.rpcPort = 0 }
-        store = try ObjectStore(capacity: capacity)
+        store = try ObjectStore(capacity: capacity, instanceID: instanceID)
         let bound = try Daemon.bind(cfg)
         listeners = bound.listeners
         config = bound.config
         var logger = Logger(label: "test.daemon")
         logger.logLevel = .critical
-        daemon = Daemon(store: store, config: config, logger: logger)
+        daemon = Daemon(store: store, config: config, logger: logger, meta: meta)
         try daemon.run(listeners: listeners)
     }
 

@@ -1,17 +1,16 @@
-import TrellisProtocol
-
 /// Ids in ascending order, so that `list_data` walks from the smallest id and stops at its
-/// limit instead of copying and sorting every id the store holds.
+/// limit instead of copying and sorting every id the store holds (the store's objects and
+/// blobs, and the cluster's persisted objects as a daemon mirrors them).
 ///
-/// Ids made here grow with time (``ObjectIDGenerator``), so an insert is almost always an
+/// Ids grow with time (``ObjectIDGenerator``), so an insert is almost always an
 /// append; an id from elsewhere (a cluster import, a session's blob) is placed by binary
 /// search. Removal is lazy: the id stays until the removed outnumber the rest, then the
 /// array is compacted, so each removal costs amortized O(1). Readers skip ids that are
 /// gone (`isLive`); an id that comes back is not stored twice.
-struct IDOrder: Sendable {
-    private(set) var ids: [ObjectID] = []
+public struct IDOrder: Sendable {
+    public private(set) var ids: [ObjectID] = []
     /// Entries whose id is gone (an upper bound: compaction recounts).
-    private(set) var removed = 0
+    public private(set) var removed = 0
 
     /// Index of the first id ≥ `id`.
     private func lowerBound(_ id: ObjectID) -> Int {
@@ -24,7 +23,9 @@ struct IDOrder: Sendable {
         return lo
     }
 
-    mutating func insert(_ id: ObjectID) {
+    public init() {}
+
+    public mutating func insert(_ id: ObjectID) {
         guard let last = ids.last, id <= last else {
             ids.append(id)
             return
@@ -38,7 +39,7 @@ struct IDOrder: Sendable {
     }
 
     /// One id went away; compacts when most entries are gone.
-    mutating func remove(_ id: ObjectID, isLive: (ObjectID) -> Bool) {
+    public mutating func remove(_ id: ObjectID, isLive: (ObjectID) -> Bool) {
         removed += 1
         if removed > 1024 && removed > ids.count / 2 {
             ids.removeAll { !isLive($0) }
@@ -46,14 +47,14 @@ struct IDOrder: Sendable {
         }
     }
 
-    mutating func removeAll() {
+    public mutating func removeAll() {
         ids = []
         removed = 0
     }
 
     /// Up to `count` live ids greater than `after` (from the start when nil), in order, and
     /// whether the walk stopped short of the end.
-    func page(after: ObjectID?, count: Int, isLive: (ObjectID) -> Bool) -> (ids: [ObjectID], more: Bool) {
+    public func page(after: ObjectID?, count: Int, isLive: (ObjectID) -> Bool) -> (ids: [ObjectID], more: Bool) {
         var i = 0
         if let after {
             i = lowerBound(after)

@@ -1,0 +1,243 @@
+import Synchronization
+import Testing
+import TrellisProtocol
+
+@testable import TrellisMeta
+import TrellisTestSupport
+
+/// What `list_data` reads from ``MetaCore``: ``MetaCore/syncObjects(timeout:)``, then
+/// ``MetaCore/objectPage(after:count:)`` and ``MetaCore/objectMetadata(_:)`` from the
+/// mirrored copy.
+enum Listing {
+    static func tensor(_ i: Int) -> String { #"{"typename":"vineyard::Tensor<int64>","i":\#(i)}"# }
+    static func frame(_ i: Int) -> String { #"{"typename":"vineyard::DataFrame","i":\#(i)}"# }
+
+    /// The first `count` ids in the copy, after a sync.
+    static func firstIDs(_ backend: MetaCore, _ count: Int) async throws -> [UInt64] {
+        try await backend.syncObjects(timeout: .seconds(30))
+        return backend.objectPage(after: nil, count: count).page.map(\.id)
+    }
+
+    /// Every id, walking the copy in pages of `step`.
+    static func walk(_ backend: MetaCore, step: Int) async throws -> [UInt64] {
+        try await backend.syncObjects(timeout: .seconds(30))
+        var out: [UInt64] = []
+        var after: UInt64?
+        while true {
+            let (page, more) = backend.objectPage(after: after, count: step)
+            out += page.map(\.id)
+            guard more, let last = page.last else { return out }
+            after = last.id
+        }
+    }
+
+    /// A publish (or removal) through A is in B's listing as soon as it returned,
+    /// every time, with no waiting in between.
+    static func readYourWrites(_ cluster: some TestCluster) async throws {
+        let a = cluster.backend()
+        let b = cluster.backend()
+        try await registerSample(a, "a")
+        try await registerSample(b, "b")
+        #expect(try await firstIDs(b, 10) == [])  // starts the copy
+        for i in 1...25 {
+            try await a.publishObject(UInt64(1000 + i), metadata: tensor(i))
+            let seen = try await walk(b, step: 7)
+            #expect(seen == (1...i).map { UInt64(1000 + $0) }, "after publish \(i)")
+        }
+        for i in stride(from: 25, through: 1, by: -3) {
+            try await a.removeObject(UInt64(1000 + i))
+            let seen = try await walk(b, step: 7)
+            #expect(!seen.contains(UInt64(1000 + i)), "after removal of \(i)")
+        }
+        // a rewrite replaces the record (type name and metadata)
+        try await a.publishObject(1002, metadata: frame(2))
+        try await b.syncObjects(timeout: .seconds(30))
+        #expect(b.objectPage(after: 1001, count: 1).page.first?.typename == "vineyard::DataFrame")
+        #expect(b.objectMetadata([1002, 1025, 1003]).map(\.id) == [1002, 1003])
+        #expect(b.objectMetadata([1002]).first?.metadata == frame(2))
+    }
+
+    /// Ids published out of order, in batches, by two instances: pages give the id order,
+    /// a limit gives the smallest ids, type names come along for filtering.
+    static func orderAndFilter(_ cluster: some TestCluster) async throws {
+        let a = cluster.backend()
+        let b = cluster.backend()
+        try await registerSample(a, "a")
+        try await registerSample(b, "b")
+        var rng = SystemRandomNumberGenerator()
+        let ids = (1...600).map { UInt64($0) * 7919 % 1_000_003 }.shuffled(using: &rng)
+        let half = ids.count / 2
+        try await a.publishObjects(ids[..<half].map { (objectID: $0, metadata: $0 % 3 == 0 ? frame(Int($0)) : tensor(Int($0))) })
+        #expect(try await firstIDs(b, 5) == Array(ids[..<half].sorted().prefix(5)))
+        try await b.publishObjects(ids[half...].map { (objectID: $0, metadata: $0 % 3 == 0 ? frame(Int($0)) : tensor(Int($0))) })
+        let sorted = ids.sorted()
+        #expect(try await firstIDs(a, 5) == Array(sorted.prefix(5)))
+        #expect(try await firstIDs(b, 100) == Array(sorted.prefix(100)))
+        #expect(try await walk(a, step: 64) == sorted)
+        #expect(try await a.objects().map(\.objectID) == sorted)
+        // the type names let a reader filter while walking
+        try await b.syncObjects(timeout: .seconds(30))
+        var frames: [UInt64] = []
+        var after: UInt64?
+        while frames.count < 10 {
+            let (page, more) = b.objectPage(after: after, count: 16)
+            frames += page.filter { $0.typename == "vineyard::DataFrame" }.map(\.id).prefix(10 - frames.count)
+            guard more, let last = page.last else { break }
+            after = last.id
+        }
+        #expect(frames == Array(sorted.filter { $0 % 3 == 0 }.prefix(10)))
+        // removals leave the order intact
+        for id in sorted.prefix(50) { try await a.removeObject(id) }
+        #expect(try await firstIDs(b, 5) == Array(sorted.dropFirst(50).prefix(5)))
+        #expect(try await walk(b, step: 33) == Array(sorted.dropFirst(50)))
+    }
+}
+
+@Suite("Mirrored object listing, local backend", .onBlockingPool)
+struct LocalListingTests {
+    @Test func readYourWrites() async throws { try await Listing.readYourWrites(LocalCluster()) }
+    @Test func orderAndFilter() async throws { try await Listing.orderAndFilter(LocalCluster()) }
+}
+
+/// A real etcd, read through a wrapper that compacts etcd's history right after the
+/// first page of the first full read, so that reading the next page at that revision
+/// fails as it would if a compaction came at that moment.
+final class CompactingKV: MetaKV, Sendable {
+    let inner: EtcdKV
+    let fullReads = Mutex(0)
+    private let compacted = Mutex(false)
+
+    init(_ inner: EtcdKV) { self.inner = inner }
+
+    var endpointDescription: String { inner.endpointDescription }
+    func ping(timeout: Duration) async throws -> String { try await inner.ping(timeout: timeout) }
+    func get(_ key: String) async throws -> (entry: KVEntry?, revision: Int64) { try await inner.get(key) }
+    func list(prefix: String) async throws -> (entries: [KVEntry], revision: Int64) { try await inner.list(prefix: prefix) }
+    func listPage(prefix: String, from start: String, limit: Int, revision: Int64) async throws
+        -> (entries: [KVEntry], revision: Int64, more: Bool)
+    {
+        if revision == 0 { fullReads.withLock { $0 += 1 } }
+        let page = try await inner.listPage(prefix: prefix, from: start, limit: limit, revision: revision)
+        if revision == 0 && page.more && !compacted.withLock({ $0 }) {
+            compacted.withLock { $0 = true }
+            // a write after the read's revision, then the history up to now goes
+            try await inner.put(prefix + "ffffffffffffffff", PersistedObject(objectID: .max, owner: 0, metadata: "{}").storedText, lease: 0)
+            let now = try await inner.get(prefix).revision
+            try await inner.client.compact(revision: now)
+        }
+        return page
+    }
+    func listKeys(prefix: String) async throws -> [(key: String, modRevision: Int64)] { try await inner.listKeys(prefix: prefix) }
+    func put(_ key: String, _ value: String, lease: Int64) async throws { try await inner.put(key, value, lease: lease) }
+    func putAll(_ entries: [(key: String, value: String)], lease: Int64, marker: String?) async throws {
+        try await inner.putAll(entries, lease: lease, marker: marker)
+    }
+    func delete(_ key: String) async throws -> Bool { try await inner.delete(key) }
+    func delete(_ key: String, marker: String) async throws -> Bool { try await inner.delete(key, marker: marker) }
+    func swap(_ key: String, expectedModRevision: Int64, value: String) async throws -> Bool {
+        try await inner.swap(key, expectedModRevision: expectedModRevision, value: value)
+    }
+    func grantLease(ttlSeconds: Int64) async throws -> (lease: Int64, epoch: String) {
+        try await inner.grantLease(ttlSeconds: ttlSeconds)
+    }
+    func keepAlive(_ lease: Int64, timeout: Duration) async throws -> KVKeepAlive {
+        try await inner.keepAlive(lease, timeout: timeout)
+    }
+    func revoke(_ lease: Int64) async throws { try await inner.revoke(lease) }
+    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVEvent, any Error> {
+        inner.watch(key, prefix: prefix, fromRevision: fromRevision)
+    }
+}
+
+@Suite("Mirrored object listing, etcd", .serialized, .enabled(if: EtcdBinary.available, EtcdBinary.skipMessage), .onBlockingPool)
+struct EtcdListingTests {
+    @Test func readYourWrites() async throws {
+        try await withEtcd { try await Listing.readYourWrites(EtcdCluster(server: $0)) }
+    }
+
+    @Test func orderAndFilter() async throws {
+        try await withEtcd { try await Listing.orderAndFilter(EtcdCluster(server: $0)) }
+    }
+
+    /// etcd killed (listing fails with a clear error meanwhile, the copy stays) and
+    /// started again on its data: the copy is read again and follows changes as before.
+    @Test func etcdRestart() async throws {
+        try await withEtcd { server in
+            let cluster = EtcdCluster(server: server)
+            let a = cluster.backend()
+            let b = cluster.backend()
+            try await registerSample(a, "a")
+            try await registerSample(b, "b")
+            try await a.publishObjects((1...40).map { (objectID: UInt64($0), metadata: Listing.tensor($0)) })
+            #expect(try await Listing.walk(b, step: 16) == (1...40).map(UInt64.init))
+            server.kill()
+            let error = await #expect(throws: MetaError.self) { try await b.syncObjects(timeout: .seconds(2)) }
+            #expect("\(error.map { "\($0)" } ?? "")".contains("metadata service request failed"))
+            try server.launch()
+            try await server.waitHealthy()
+            for i in 41...45 { try await a.publishObject(UInt64(i), metadata: Listing.tensor(i)) }
+            try await a.removeObject(3)
+            #expect(try await Listing.walk(b, step: 16) == (1...45).filter { $0 != 3 }.map(UInt64.init))
+            try await a.removeObject(4)
+            #expect(try await Listing.walk(b, step: 16) == (1...45).filter { $0 != 3 && $0 != 4 }.map(UInt64.init))
+        }
+    }
+
+    /// etcd comes back empty: the copy drops what etcd no longer holds and shows what
+    /// is published afterwards.
+    @Test func etcdLostData() async throws {
+        try await withEtcd { server in
+            let cluster = EtcdCluster(server: server)
+            let a = cluster.backend()
+            let b = cluster.backend()
+            try await registerSample(a, "a")
+            try await registerSample(b, "b")
+            try await a.publishObjects((1...30).map { (objectID: UInt64($0), metadata: Listing.tensor($0)) })
+            #expect(try await Listing.walk(b, step: 8).count == 30)
+            server.kill()
+            try server.wipeData()
+            try server.launch()
+            try await server.waitHealthy()
+            try await registerSample(a, "a")
+            try await a.publishObject(500, metadata: Listing.tensor(500))
+            #expect(try await Listing.walk(b, step: 8) == [500])
+        }
+    }
+
+    /// The history the copy reads at is compacted in the middle of a full read: the read
+    /// starts over and the copy is complete.
+    @Test func compactionDuringFullRead() async throws {
+        try await withEtcd { server in
+            let cluster = EtcdCluster(server: server)
+            let a = cluster.backend()
+            try await registerSample(a, "a")
+            try await a.publishObjects((1...50).map { (objectID: UInt64($0), metadata: Listing.tensor($0)) })
+            let etcd = try #require(a.kv as? EtcdKV)
+            let kv = CompactingKV(etcd)
+            let mirror = ObjectMirror(kv: kv, prefix: cluster.prefix, retryInterval: .milliseconds(50), logger: testLogger, pageSize: 10)
+            defer { mirror.stop() }
+            try await mirror.sync(timeout: .seconds(30))
+            #expect(kv.fullReads.withLock { $0 } >= 2)
+            #expect(mirror.all().map(\.id) == (1...50).map(UInt64.init) + [.max])
+            try await a.publishObject(51, metadata: Listing.tensor(51))
+            try await mirror.sync(timeout: .seconds(30))
+            #expect(mirror.all().count == 52)
+        }
+    }
+
+    /// With etcd gone for good, a listing fails within its bound with an error naming the
+    /// metadata service.
+    @Test func etcdGone() async throws {
+        try await withEtcd { server in
+            let cluster = EtcdCluster(server: server)
+            let b = cluster.backend()
+            try await registerSample(b, "b")
+            #expect(try await Listing.firstIDs(b, 5) == [])
+            server.kill()
+            let clock = ContinuousClock()
+            let start = clock.now
+            await #expect(throws: MetaError.self) { try await b.syncObjects(timeout: .seconds(3)) }
+            #expect(clock.now - start < .seconds(30))
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import Logging
+import Testing
+import TrellisMeta
+import TrellisProtocol
+import TrellisTestSupport
+
+/// `list_data` of two in-process daemons forming a cluster on one shared
+/// ``LocalMetaStore`` (the same ``MetaCore`` code as with etcd; the etcd side of the
+/// mirrored listing is tested in TrellisMetaTests): a persist through one daemon is in
+/// the other's listing as soon as it returned, a delete leaves it, and a limit or a
+/// pattern selects what it selected before the listing was mirrored — this daemon's
+/// matches first, then the cluster's, smallest ids first.
+@Suite("Cluster list_data", .onBlockingPool)
+struct ClusterListTests {
+    static func node(_ store: LocalMetaStore, _ tag: String) async throws -> (TestDaemon, MetaCore) {
+        var logger = Logger(label: "test.meta")
+        logger.logLevel = .critical
+        let meta = MetaCore(local: store, prefix: "/list", logger: logger)
+        let id = try await meta.allocateInstanceID()
+        try await meta.register(
+            InstanceInfo(
+                id: id, hostname: tag, nodename: tag, rpcEndpoint: "127.0.0.1:1", ipcSocket: "/tmp/\(tag)", hostid: 1,
+                timestamp: 1),
+            republish: { _ in })
+        return (try TestDaemon(meta: meta, instanceID: id), meta)
+    }
+
+    static func create(_ c: RawClient, _ typename: String, persist: Bool) throws -> ObjectID {
+        guard case .createData(let created) = try c.call(Request.createData(["typename": .string(typename), "instance_id": 0]))
+        else { throw TestFailure("create_data refused") }
+        if persist {
+            guard try c.call(Request.persist(created.id)) == .done(.persist) else { throw TestFailure("persist refused") }
+        }
+        return created.id
+    }
+
+    static func listed(_ c: RawClient, _ pattern: String, regex: Bool = false, limit: Int) throws -> Set<ObjectID> {
+        guard case .data(let content) = try c.call(Request.listData(pattern: pattern, regex: regex, limit: limit)) else {
+            throw TestFailure("list_data refused")
+        }
+        return Set(content.keys.compactMap { ObjectID(string: $0) })
+    }
+
+    struct TestFailure: Error, CustomStringConvertible {
+        let description: String
+        init(_ d: String) { description = d }
+    }
+
+    @Test func persistDeleteAndSelection() async throws {
+        let shared = LocalMetaStore()
+        let (a, _) = try await Self.node(shared, "a")
+        defer { a.stop() }
+        let (b, _) = try await Self.node(shared, "b")
+        defer { b.stop() }
+        let ca = try a.connect()
+        try ca.register()
+        let cb = try b.connect()
+        try cb.register()
+
+        // persisted on A: in B's listing right away, every time
+        var remote: [(ObjectID, String)] = []
+        for i in 0..<24 {
+            let typename = i % 3 == 0 ? "vineyard::DataFrame" : "vineyard::Tensor<int64>"
+            let id = try Self.create(ca, typename, persist: true)
+            remote.append((id, typename))
+            #expect(try Self.listed(cb, "*", limit: 1000).contains(id), "persist \(i)")
+        }
+        // not persisted on A: never in B's listing
+        let transient = try Self.create(ca, "vineyard::DataFrame", persist: false)
+        #expect(!(try Self.listed(cb, "*", limit: 1000).contains(transient)))
+        // B's own objects (persisted or not)
+        var local: [(ObjectID, String)] = []
+        for i in 0..<6 {
+            let typename = i % 2 == 0 ? "vineyard::DataFrame" : "vineyard::Tensor<int64>"
+            local.append((try Self.create(cb, typename, persist: i < 3), typename))
+        }
+
+        // what list_data selected before: B's matches in id order, then the others' in id order
+        func expected(_ matches: (String) -> Bool, limit: Int) -> Set<ObjectID> {
+            let mine = local.filter { matches($0.1) }.map(\.0).sorted()
+            let theirs = remote.filter { matches($0.1) }.map(\.0).sorted()
+            return Set((mine + theirs).prefix(limit))
+        }
+        for limit in [1, 3, 5, 8, 13, 100] {
+            #expect(try Self.listed(cb, "vineyard::DataFrame", limit: limit) == expected({ $0 == "vineyard::DataFrame" }, limit: limit))
+            #expect(try Self.listed(cb, "vineyard::Tensor*", limit: limit) == expected({ $0.hasPrefix("vineyard::Tensor") }, limit: limit))
+            #expect(try Self.listed(cb, "vineyard::(DataFrame|Tensor<int64>)", regex: true, limit: limit) == expected({ _ in true }, limit: limit))
+            #expect(try Self.listed(ca, "*", limit: limit).count == min(limit, 24 + 1 + 3))  // its own, then B's persisted
+        }
+        #expect(try Self.listed(cb, "nothing::*", limit: 10).isEmpty)
+
+        // deleted on A: gone from B's listing right away
+        for (id, _) in remote.prefix(5) {
+            #expect(try ca.call(Request.delete([id], force: false, deep: true, memoryTrim: false)) == .done(.delData))
+            #expect(!(try Self.listed(cb, "*", limit: 1000).contains(id)))
+        }
+        remote.removeFirst(5)
+        #expect(try Self.listed(cb, "vineyard::DataFrame", limit: 6) == expected({ $0 == "vineyard::DataFrame" }, limit: 6))
+    }
+}
