@@ -19,10 +19,16 @@ final class EpochKV: MetaKV {
     func listKeys(prefix: String) async throws -> [(key: String, modRevision: Int64)] {
         try await store.listKeys(prefix: prefix)
     }
-    func putAll(_ entries: [(key: String, value: String)], lease: Int64) async throws {
-        try await store.putAll(entries, lease: lease)
+    func listPage(prefix: String, from start: String, limit: Int, revision: Int64) async throws
+        -> (entries: [KVEntry], revision: Int64, more: Bool)
+    {
+        try await store.listPage(prefix: prefix, from: start, limit: limit, revision: revision)
+    }
+    func putAll(_ entries: [(key: String, value: String)], lease: Int64, marker: String?) async throws {
+        try await store.putAll(entries, lease: lease, marker: marker)
     }
     func delete(_ key: String) async throws -> Bool { try await store.delete(key) }
+    func delete(_ key: String, marker: String) async throws -> Bool { try await store.delete(key, marker: marker) }
     func swap(_ key: String, expectedModRevision: Int64, value: String) async throws -> Bool {
         try await store.swap(key, expectedModRevision: expectedModRevision, value: value)
     }
@@ -33,7 +39,7 @@ final class EpochKV: MetaKV {
         KVKeepAlive(alive: try await store.keepAlive(lease, timeout: timeout).alive, epoch: epoch.withLock { $0 })
     }
     func revoke(_ lease: Int64) async throws { try await store.revoke(lease) }
-    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVChange, any Error> {
+    func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVEvent, any Error> {
         store.watch(key, prefix: prefix, fromRevision: fromRevision)
     }
 }

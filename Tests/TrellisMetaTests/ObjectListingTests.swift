@@ -198,8 +198,10 @@ struct EtcdListingTests {
             try server.wipeData()
             try server.launch()
             try await server.waitHealthy()
-            try await registerSample(a, "a")
-            try await a.publishObject(500, metadata: Listing.tensor(500))
+            // a daemon that joins the empty etcd publishes
+            let c = cluster.backend()
+            try await registerSample(c, "c")
+            try await c.publishObject(500, metadata: Listing.tensor(500))
             #expect(try await Listing.walk(b, step: 8) == [500])
         }
     }
