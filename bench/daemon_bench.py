@@ -280,20 +280,43 @@ def worker_echo_client(a):
     result(res)
 
 
+def _zero_copy_or_fail(sock):
+    """trellis-zc: from now on numpy places big buffers in the daemon's arena."""
+    sys.path.insert(0, os.path.join(REPO, "python"))
+    import trellis.accel
+
+    if not trellis.accel.zero_copy(sock):
+        raise RuntimeError("zero-copy put is not available (is trellis._zerocopy built?)")
+
+
 def worker_large(a):
-    """put throughput and zero-copy get latency of large arrays; delete in between."""
+    """put throughput and zero-copy get latency of large arrays; delete in between.
+
+    The source is written (filled) before timing. trellis-zc allocates it in the arena
+    (numpy through trellis._zerocopy) and fills it there, a new one each round (a put
+    publishes its array read-only, in place): its put seals it where it is."""
     import numpy as np
 
+    zc = os.environ.get("TRELLIS_BENCH_ZC") == "1"
+    if zc:
+        _zero_copy_or_fail(a["sock"])
     c = _connect(a["sock"])
     c.delete(c.put(np.zeros(1)))  # map the arena before timing anything
     ready_then_wait_go()
     out = {}
     pid = a["pid"]
-    for size, reps in zip(a["sizes"], a["repeats"]):
+
+    def source(size):
         arr = np.empty(size, dtype=np.uint8)
         arr.fill(7)  # fault the source in before timing
+        return arr
+
+    for size, reps in zip(a["sizes"], a["repeats"]):
+        arr = None if zc else source(size)
         rows = []
         for _ in range(reps):
+            if zc:
+                arr = source(size)
             f0, d0 = proc_minflt(), proc_cpu_ns(pid)
             t0 = time.perf_counter_ns()
             oid = c.put(arr)
@@ -307,7 +330,13 @@ def worker_large(a):
                 gets.append((g1 - g0) / 1e3)
                 assert back.nbytes == size
                 del back
+            back = c.get(oid)
+            if int(back[0]) != 7 or int(back[-1]) != 7:
+                raise RuntimeError("get returned different bytes")
+            del back
             c.delete(oid)
+            if zc:
+                arr = None  # its memory goes back to the arena
             rows.append(
                 {
                     "put_s": (t1 - t0) / 1e9,
@@ -322,6 +351,8 @@ def worker_large(a):
             "rounds": rows,
             "put_gbps_first": rows[0]["put_gbps"],
             "put_gbps_warm": median([r["put_gbps"] for r in rows[1:]]) if len(rows) > 1 else None,
+            "put_minflt_first": rows[0]["put_minflt"],
+            "put_minflt_warm": median([r["put_minflt"] for r in rows[1:]]) if len(rows) > 1 else None,
             "get_us_median": median([g for r in rows for g in r["get_us"]]),
             "get_us_first": rows[0]["get_us"][0],
         }
@@ -329,14 +360,45 @@ def worker_large(a):
     result(out)
 
 
+def worker_memcpy_large(a):
+    """The anchor of the large puts: a single-threaded memcpy (np.copyto) of the same
+    bytes from the same kind of source, into fresh memory (a new allocation: its page
+    faults, the kernel zeroing the pages, then the copy) and into a destination already
+    written (the copy alone); median of `repeats` each."""
+    import numpy as np
+
+    out = {}
+    ready_then_wait_go()
+    for size in a["sizes"]:
+        src = np.empty(size, dtype=np.uint8)
+        src.fill(7)
+        fresh, faults, warm = [], [], []
+        for _ in range(a["repeats"]):
+            f0, t0 = proc_minflt(), time.perf_counter()
+            dst = np.empty(size, dtype=np.uint8)
+            np.copyto(dst, src)
+            t1, f1 = time.perf_counter(), proc_minflt()
+            fresh.append(t1 - t0)
+            faults.append(f1 - f0)
+            w0 = time.perf_counter()
+            np.copyto(dst, src)
+            warm.append(time.perf_counter() - w0)
+            del dst
+        del src
+        out[str(size)] = {
+            "fresh_s": median(fresh),
+            "fresh_minflt": median(faults),
+            "warm_s": median(warm),
+            "fresh_gbps": size / median(fresh) / 1e9,
+            "warm_gbps": size / median(warm) / 1e9,
+        }
+    result(out)
+
+
 def worker_df_writer(a):
     if os.environ.get("TRELLIS_BENCH_ZC") == "1" and a.get("sock"):
         # trellis-zc: numpy builds the frame in the daemon's arena; put seals it in place
-        sys.path.insert(0, os.path.join(REPO, "python"))
-        import trellis.accel
-
-        if not trellis.accel.zero_copy(a["sock"]):
-            raise RuntimeError("zero-copy put is not available (is trellis._zerocopy built?)")
+        _zero_copy_or_fail(a["sock"])
     df = _make_df(a["rows"], a["cols"], a["seed"])
     checksum = _df_checksum(df)
     nbytes = int(sum(df[c].to_numpy().nbytes for c in df.columns))
@@ -576,6 +638,7 @@ WORKERS = {
     "df_writer": worker_df_writer,
     "df_reader": worker_df_reader,
     "memcpy": worker_memcpy,
+    "memcpy_large": worker_memcpy_large,
     "ray_writer": worker_ray_writer,
     "ray_reader": worker_ray_reader,
 }
@@ -743,6 +806,16 @@ class Bench:
         }
         self.res[label]["large"] = run_one("large", a, self.tmp)
 
+    def memcpy_large(self):
+        """The large puts' anchor: memcpy of the same sizes, fresh and warm destination."""
+        log("anchors: memcpy of the large sizes")
+        meter = NoiseMeter([d.pid for d in self.daemons.values() if d.alive()])
+        self.anchors["memcpy_large"] = run_one(
+            "memcpy_large", {"sizes": self.o.large_sizes, "repeats": max(self.o.large_repeats(s) for s in self.o.large_sizes)},
+            self.tmp,
+        )
+        self.note_noise("anchors: memcpy of the large sizes", meter.stop())
+
     def rss_end(self, label, d):
         time.sleep(1.0)
         self.res[label]["rss_end"] = proc_status_kib(d.pid)
@@ -876,18 +949,29 @@ class Bench:
         if self.o.wait_idle > 0:
             self.wait_idle()
         self.start_daemons()
-        self.section("small put+get", self.small_pairs)
-        self.section("daemon CPU per request", self.trivial)
-        self.section("DataFrame handoff", self.df_handoff)
-        self.section("large put/get", self.large)
-        self.section("idle RSS at end", self.rss_end)
-        self.run_anchors()
-        if self.o.ray:
+        only = self.o.only
+        if "small" in only:
+            self.section("small put+get", self.small_pairs)
+        if "trivial" in only:
+            self.section("daemon CPU per request", self.trivial)
+        if "df" in only:
+            self.section("DataFrame handoff", self.df_handoff)
+        if "large" in only:
+            self.section("large put/get", self.large)
+            self.memcpy_large()
+        if "rss" in only:
+            self.section("idle RSS at end", self.rss_end)
+        if "anchors" in only:
+            self.run_anchors()
+        if self.o.ray and "df" in only:
             self.run_ray()
 
 
 
 # --------------------------------------------------------------------------- main
+
+# what --only chooses from, in the order they run
+SECTIONS = ("small", "trivial", "df", "large", "rss", "anchors")
 
 
 def parse_args(argv):
@@ -901,11 +985,16 @@ def parse_args(argv):
                    f"with --notransparent_huge_pages, {TRELLIS_HP} with --huge_pages --reserve_memory "
                    "(reserves a hugetlb pool of --arena for the run: root)")
     p.add_argument("--quick", action="store_true", help="small iteration counts and sizes (CI smoke)")
+    p.add_argument("--only", metavar="SECTIONS",
+                   help=f"comma list of the sections to run, of {','.join(SECTIONS)} (default: all); "
+                   "large includes its memcpy anchor")
     p.add_argument("--ray", action="store_true",
                    help="also hand the DataFrame over through Ray's object store (a local Ray node started for "
                    "the run from .venv-ray, made by bench/setup_ray.sh; skipped with a note if it is missing)")
     p.add_argument("--small-sizes", help="put+get sizes (default 8,1Ki)")
     p.add_argument("--large-sizes", help="large put/get sizes (default 1Mi,64Mi,1Gi; quick 1Mi,64Mi)")
+    p.add_argument("--large-rounds", type=int,
+                   help="puts of each large size (default 20 up to 16 MiB, 5 up to 512 MiB, 3 above; quick fewer)")
     p.add_argument("--duration", type=float, help="seconds per put+get measurement (default 3, quick 0.5)")
     p.add_argument("--requests", type=int, help="exists/get_name calls (default 20000, quick 2000)")
     p.add_argument("--df-rows", type=int, help="DataFrame rows (default 600000, quick 60000)")
@@ -928,6 +1017,10 @@ def parse_args(argv):
     o = p.parse_args(argv)
     q = o.quick
     o.daemons = [d.strip() for d in o.daemons.split(",") if d.strip()]
+    o.only = [s.strip() for s in o.only.split(",") if s.strip()] if o.only else list(SECTIONS)
+    for s in o.only:
+        if s not in SECTIONS:
+            p.error(f"unknown section {s!r} (of {','.join(SECTIONS)})")
     for d in o.daemons:
         if d not in (TRELLIS, TRELLIS_4K, TRELLIS_HP, TRELLIS_ACCEL, TRELLIS_ZC, UPSTREAM):
             p.error(f"unknown daemon {d!r}")
@@ -940,8 +1033,10 @@ def parse_args(argv):
     o.df_rounds = o.df_rounds or (1 if q else 3)
 
     def large_repeats(size):
+        if o.large_rounds:
+            return max(1, o.large_rounds)
         if size >= 512 * MiB:
-            return 1 if q else 2
+            return 1 if q else 3
         if size >= 16 * MiB:
             return 2 if q else 5
         return 5 if q else 20
