@@ -317,11 +317,11 @@ def worker_large(a):
         for _ in range(reps):
             if zc:
                 arr = source(size)
-            f0, d0 = proc_minflt(), proc_cpu_ns(pid)
+            f0, d0, s0 = proc_minflt(), proc_cpu_ns(pid), _sys_s()
             t0 = time.perf_counter_ns()
             oid = c.put(arr)
             t1 = time.perf_counter_ns()
-            f1, d1 = proc_minflt(), proc_cpu_ns(pid)
+            f1, d1, s1 = proc_minflt(), proc_cpu_ns(pid), _sys_s()
             gets = []
             for _ in range(a["gets"]):
                 g0 = time.perf_counter_ns()
@@ -342,6 +342,9 @@ def worker_large(a):
                     "put_s": (t1 - t0) / 1e9,
                     "put_gbps": size / ((t1 - t0) / 1e9) / 1e9,
                     "put_minflt": f1 - f0,
+                    # the writer's kernel time: page faults, the kernel allocating and
+                    # zeroing the pages the copy lands in
+                    "put_sys_ms": (s1 - s0) * 1e3,
                     "put_daemon_cpu_ms": (d1 - d0) / 1e6,
                     "get_us": gets,
                 }
@@ -352,6 +355,8 @@ def worker_large(a):
             "put_gbps_first": rows[0]["put_gbps"],
             "put_gbps_warm": median([r["put_gbps"] for r in rows[1:]]) if len(rows) > 1 else None,
             "put_minflt_first": rows[0]["put_minflt"],
+            "put_sys_ms_first": rows[0]["put_sys_ms"],
+            "put_sys_ms_warm": median([r["put_sys_ms"] for r in rows[1:]]) if len(rows) > 1 else None,
             "put_minflt_warm": median([r["put_minflt"] for r in rows[1:]]) if len(rows) > 1 else None,
             "get_us_median": median([g for r in rows for g in r["get_us"]]),
             "get_us_first": rows[0]["get_us"][0],
@@ -360,11 +365,19 @@ def worker_large(a):
     result(out)
 
 
+def _sys_s():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 def worker_memcpy_large(a):
     """The anchor of the large puts: a single-threaded memcpy (np.copyto) of the same
     bytes from the same kind of source, into fresh memory (a new allocation: its page
-    faults, the kernel zeroing the pages, then the copy) and into a destination already
-    written (the copy alone); median of `repeats` each."""
+    faults, the kernel allocating and zeroing the pages, then the copy) and into a
+    destination already written (the copy alone). Fresh: the first round (this process's
+    first allocation of the size, as a daemon's first put of it) and the median of all;
+    written: the median."""
     import numpy as np
 
     out = {}
@@ -372,14 +385,15 @@ def worker_memcpy_large(a):
     for size in a["sizes"]:
         src = np.empty(size, dtype=np.uint8)
         src.fill(7)
-        fresh, faults, warm = [], [], []
+        fresh, faults, sys_ms, warm = [], [], [], []
         for _ in range(a["repeats"]):
-            f0, t0 = proc_minflt(), time.perf_counter()
+            f0, s0, t0 = proc_minflt(), _sys_s(), time.perf_counter()
             dst = np.empty(size, dtype=np.uint8)
             np.copyto(dst, src)
-            t1, f1 = time.perf_counter(), proc_minflt()
+            t1, s1, f1 = time.perf_counter(), _sys_s(), proc_minflt()
             fresh.append(t1 - t0)
             faults.append(f1 - f0)
+            sys_ms.append((s1 - s0) * 1e3)
             w0 = time.perf_counter()
             np.copyto(dst, src)
             warm.append(time.perf_counter() - w0)
@@ -388,6 +402,10 @@ def worker_memcpy_large(a):
         out[str(size)] = {
             "fresh_s": median(fresh),
             "fresh_minflt": median(faults),
+            "fresh_sys_ms": median(sys_ms),
+            "fresh_s_first": fresh[0],
+            "fresh_sys_ms_first": sys_ms[0],
+            "fresh_gbps_first": size / fresh[0] / 1e9,
             "warm_s": median(warm),
             "fresh_gbps": size / median(fresh) / 1e9,
             "warm_gbps": size / median(warm) / 1e9,
