@@ -396,7 +396,11 @@ trellis-zc allocates and fills each source array in the arena (numpy through
 first round of a new process (its first allocation of the size, like a daemon's first put
 of it); repeat puts are compared with a memcpy of the same bytes into a written buffer
 timed in the writer process right after each put (the same machine load), the median of
-the per-round ratios. Sections run in the order of the table; the anchors run last.
+the per-round ratios. Fresh memory's cost is the machine's: on a VM whose balloon reports
+free pages to the host (virtio-balloon free page reporting), memory freed a few seconds
+earlier costs a host fault again on its next first touch (~1.3 s of kernel time per GiB
+here, against ~0.1 s for pages just recycled), so 1st-put and fresh-memcpy figures vary
+from run to run; a reserved arena (`--reserve-memory`) takes that cost at daemon start. Sections run in the order of the table; the anchors run last.
 """
 
 
