@@ -394,7 +394,7 @@ pages a deleted object left). trellis-accel writes through `trellis.accel`'s bui
 trellis-zc allocates and fills each source array in the arena (numpy through
 `trellis._zerocopy`), so its put only seals it in place. The fresh-memory anchor is the
 first round of a new process (its first allocation of the size, like a daemon's first put
-of it); repeat puts are compared with a memcpy of the same bytes into a written buffer
+of it, 3 s after its source is written so that it does not recycle memory just freed); repeat puts are compared with a memcpy of the same bytes into a written buffer
 timed in the writer process right after each put (the same machine load), the median of
 the per-round ratios. Fresh memory's cost is the machine's: on a VM whose balloon reports
 free pages to the host (virtio-balloon free page reporting), memory freed a few seconds
