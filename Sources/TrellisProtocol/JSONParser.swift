@@ -39,21 +39,22 @@ public struct JSONParser {
         return value
     }
 
-    private let buf: UnsafeBufferPointer<UInt8>
-    private let maxDepth: Int
-    private var pos = 0
+    // Internal, not private: `RequestScanner` walks a request with the same primitives.
+    let buf: UnsafeBufferPointer<UInt8>
+    let maxDepth: Int
+    var pos = 0
 
-    private init(buffer: UnsafeBufferPointer<UInt8>, maxDepth: Int) {
+    init(buffer: UnsafeBufferPointer<UInt8>, maxDepth: Int) {
         self.buf = buffer
         self.maxDepth = maxDepth
     }
 
-    private func error(_ reason: String) -> JSONParseError {
+    func error(_ reason: String) -> JSONParseError {
         JSONParseError(offset: pos, reason: reason)
     }
 
     @inline(__always)
-    private mutating func skipSpace() {
+    mutating func skipSpace() {
         while pos < buf.count {
             switch buf[pos] {
             case 0x20, 0x0A, 0x0D, 0x09: pos += 1
@@ -62,7 +63,7 @@ public struct JSONParser {
         }
     }
 
-    private mutating func parseValue(depth: Int) throws(JSONParseError) -> JSON {
+    mutating func parseValue(depth: Int) throws(JSONParseError) -> JSON {
         guard pos < buf.count else { throw error("unexpected end of input") }
         switch buf[pos] {
         case UInt8(ascii: "{"): return try parseObject(depth: depth + 1)
@@ -130,7 +131,7 @@ public struct JSONParser {
         }
     }
 
-    private mutating func parseString() throws(JSONParseError) -> String {
+    mutating func parseString() throws(JSONParseError) -> String {
         pos += 1  // opening quote
         let start = pos
         // Fast path: no escapes.
@@ -210,7 +211,7 @@ public struct JSONParser {
         return v
     }
 
-    private mutating func parseNumber() throws(JSONParseError) -> JSON {
+    mutating func parseNumber() throws(JSONParseError) -> JSON {
         let start = pos
         var negative = false
         if buf[pos] == UInt8(ascii: "-") {

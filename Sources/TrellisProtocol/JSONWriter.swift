@@ -31,25 +31,29 @@ public struct JSONWriter {
                 write(e)
             }
             bytes.append(UInt8(ascii: "]"))
-        case .object(let o):
-            bytes.append(UInt8(ascii: "{"))
-            var first = true
-            for key in o.keys.sorted(by: Self.utf8Less) {
-                if !first { bytes.append(UInt8(ascii: ",")) }
-                first = false
-                writeString(key)
-                bytes.append(UInt8(ascii: ":"))
-                write(o[key]!)
-            }
-            bytes.append(UInt8(ascii: "}"))
+        case .object(let o): writeObject(o)
         }
+    }
+
+    public mutating func writeObject(_ o: [String: JSON]) {
+        bytes.append(UInt8(ascii: "{"))
+        var first = true
+        // Sorting (key, value) pairs, not keys, saves a hash lookup per key.
+        for (key, value) in o.sorted(by: { Self.utf8Less($0.key, $1.key) }) {
+            if !first { bytes.append(UInt8(ascii: ",")) }
+            first = false
+            writeString(key)
+            bytes.append(UInt8(ascii: ":"))
+            write(value)
+        }
+        bytes.append(UInt8(ascii: "}"))
     }
 
     @inline(__always)
     static func utf8Less(_ a: String, _ b: String) -> Bool {
-        // std::map<std::string> orders by bytes; Swift's String < is by Unicode scalars,
-        // which agrees for UTF-8 (scalar order == UTF-8 byte order).
-        a.unicodeScalars.lexicographicallyPrecedes(b.unicodeScalars)
+        // std::map<std::string> orders by bytes (Swift's String < is by canonical
+        // equivalence, which does not); UTF-8 byte order is also Unicode scalar order.
+        a.utf8.lexicographicallyPrecedes(b.utf8)
     }
 
     @inline(__always)

@@ -41,17 +41,18 @@ public struct ObjectID: RawRepresentable, Hashable, Comparable, Sendable, Custom
     }
 
     public static func text(_ value: UInt64, prefix: Character) -> String {
-        let hex: [UInt8] = Array("0123456789abcdef".utf8)
-        var out = [UInt8](repeating: UInt8(ascii: "0"), count: 17)
-        out[0] = UInt8(ascii: prefix.asciiValue.map { Unicode.Scalar($0) } ?? "o")
-        var v = value
-        var i = 16
-        while i > 0 {
-            out[i] = hex[Int(v & 0xF)]
-            v >>= 4
-            i -= 1
+        let first = prefix.asciiValue ?? UInt8(ascii: "o")
+        // Written in place: no scratch arrays (this runs for every id of every tree served).
+        return String(unsafeUninitializedCapacity: 17) { out in
+            out[0] = first
+            var v = value
+            for i in stride(from: 16, to: 0, by: -1) {
+                let d = UInt8(truncatingIfNeeded: v & 0xF)
+                out[i] = d < 10 ? UInt8(ascii: "0") &+ d : UInt8(ascii: "a") &+ (d &- 10)
+                v >>= 4
+            }
+            return 17
         }
-        return String(decoding: out, as: UTF8.self)
     }
 }
 

@@ -100,30 +100,16 @@ struct ConnectionLoop {
     }
 
     private mutating func serve(_ body: UnsafeBufferPointer<UInt8>, _ reader: inout FrameReader) throws(SystemError) -> Bool {
-        let message: JSON
-        do {
-            message = try JSONParser.parse(body)
-        } catch {
-            requestStatus = .invalid
-            try send(.error(VineyardError(.invalid, "Failed to parse the JSON message: \(error)")))
-            return true
-        }
-        if handler.config.metrics != nil { requestType = message["type"]?.stringValue }
         let outcome: Outcome
         do throws(VineyardError) {
-            let request = try Request.decode(message)
-            if !state.registered, case .register = request {} else if !state.registered {
-                throw VineyardError(.invalid, "The connection is not registered yet, command is: \(try Request.type(of: message))")
-            }
-            if case .register(let r) = request, state.isRPC, r.sessionID != handler.config.sessionID {
-                // RPC attaches the connection to the session it names (IPC: the socket decides)
-                guard !state.registered else {
-                    throw VineyardError(.invalid, "register: a registered connection cannot move to another session")
-                }
-                guard let other = handler.sessions?.handler(r.sessionID) else {
-                    throw VineyardError(.invalid, "Session (sid = \(Sessions.label(r.sessionID))) not exit")
-                }
-                handler = other
+            let request: Request
+            // A registered connection's hot requests skip the JSON tree (`Request.scan`);
+            // anything else, and any error, goes the general way.
+            if state.registered, let fast = Request.scan(body) {
+                if handler.config.metrics != nil { requestType = fast.type }
+                request = fast.request
+            } else {
+                request = try decodeGeneral(body)
             }
             let socket = socket
             outcome = try handler.handle(request, &state, cancelled: { socket.peerHasClosed() })
@@ -163,6 +149,32 @@ struct ConnectionLoop {
         return true
     }
 
+    /// The general path: parse the JSON, decode it, and check the connection may send it.
+    private mutating func decodeGeneral(_ body: UnsafeBufferPointer<UInt8>) throws(VineyardError) -> Request {
+        let message: JSON
+        do {
+            message = try JSONParser.parse(body)
+        } catch {
+            throw VineyardError(.invalid, "Failed to parse the JSON message: \(error)")
+        }
+        if handler.config.metrics != nil { requestType = message["type"]?.stringValue }
+        let request = try Request.decode(message)
+        if !state.registered, case .register = request {} else if !state.registered {
+            throw VineyardError(.invalid, "The connection is not registered yet, command is: \(try Request.type(of: message))")
+        }
+        if case .register(let r) = request, state.isRPC, r.sessionID != handler.config.sessionID {
+            // RPC attaches the connection to the session it names (IPC: the socket decides)
+            guard !state.registered else {
+                throw VineyardError(.invalid, "register: a registered connection cannot move to another session")
+            }
+            guard let other = handler.sessions?.handler(r.sessionID) else {
+                throw VineyardError(.invalid, "Session (sid = \(Sessions.label(r.sessionID))) not exit")
+            }
+            handler = other
+        }
+        return request
+    }
+
     /// Frames at least this large are followed by returning free heap to the OS.
     static let largeFrame = 1 << 20
 
@@ -170,7 +182,7 @@ struct ConnectionLoop {
     /// as it binds requests — an Invalid error instead; false when it was refused.
     @discardableResult
     private mutating func send(_ reply: Reply) throws(SystemError) -> Bool {
-        let frame = Frame.encode(reply.encode())
+        let frame = reply.frame()
         let length = frame.count - Frame.headerSize
         guard length <= maxMessageSize else {
             logger.warning("oversized reply refused", metadata: ["frame.length": "\(length)", "frame.limit": "\(maxMessageSize)"])
@@ -179,7 +191,7 @@ struct ConnectionLoop {
                 "the reply of \(length) bytes exceeds the message limit of \(maxMessageSize) bytes: ask for less (a smaller limit, fewer ids)")
             largeReply = true
             requestStatus = .invalid
-            try socket.writeAll(Frame.encode(Reply.error(error).encode()))
+            try socket.writeAll(Reply.error(error).frame())
             return false
         }
         if length >= Self.largeFrame { largeReply = true }

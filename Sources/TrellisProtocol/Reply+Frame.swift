@@ -1,0 +1,118 @@
+/// Writing a reply's frame. The replies of the hot requests (see ``RequestScanner``) are
+/// written straight into the frame's bytes, keys already in upstream's sorted order,
+/// without building a `JSON` tree and sorting its keys; every other reply goes through
+/// ``encode()`` and ``JSONWriter``. Either way the bytes are exactly
+/// `Frame.encode(reply.encode())` (the protocol tests compare the two for every case).
+extension Reply {
+    /// The complete frame: the 8-byte length header, then the JSON body.
+    public func frame() -> [UInt8] {
+        var w = JSONWriter(capacity: 256)
+        w.bytes.append(contentsOf: [0, 0, 0, 0, 0, 0, 0, 0])
+        if !writeDirect(&w) { w.write(encode()) }
+        var bytes = w.bytes
+        let n = UInt64(bytes.count - Frame.headerSize)
+        withUnsafeBytes(of: n.littleEndian) { h in
+            for i in 0..<Frame.headerSize { bytes[i] = h[i] }
+        }
+        return bytes
+    }
+
+    /// Writes the body of a hot reply; false for the others.
+    private func writeDirect(_ w: inout JSONWriter) -> Bool {
+        switch self {
+        case .createBuffer(let p, let fd):
+            w.append("{\"created\":")
+            p.write(&w)
+            w.append(",\"fd\":")
+            w.writeInteger(Int64(fd))
+            w.append(",\"id\":")
+            w.writeUnsigned(p.objectID.rawValue)
+            w.append(",\"type\":\"create_buffer_reply\"}")
+        case .getBuffers(let ps, let fds, let compress):
+            // Keys: "0" … "9" (more than ten would not sort numerically: the general way),
+            // "compress", "fds", "num", "payloads", "type".
+            guard ps.count <= 10 else { return false }
+            w.append("{")
+            for (i, p) in ps.enumerated() {
+                w.bytes.append(UInt8(ascii: "\""))
+                w.writeUnsigned(UInt64(i))
+                w.append("\":")
+                p.write(&w)
+                w.append(",")
+            }
+            w.append(compress ? "\"compress\":true,\"fds\":[" : "\"compress\":false,\"fds\":[")
+            for (i, fd) in fds.enumerated() {
+                if i > 0 { w.append(",") }
+                w.writeInteger(Int64(fd))
+            }
+            w.append("],\"num\":")
+            w.writeUnsigned(UInt64(ps.count))
+            w.append(",\"payloads\":[")
+            for (i, p) in ps.enumerated() {
+                if i > 0 { w.append(",") }
+                p.write(&w)
+            }
+            w.append("],\"type\":\"get_buffers_reply\"}")
+        case .createData(let c):
+            w.append("{\"id\":")
+            w.writeUnsigned(c.id.rawValue)
+            w.append(",\"instance_id\":")
+            w.writeUnsigned(c.instanceID)
+            w.append(",\"signature\":")
+            w.writeUnsigned(c.signature)
+            w.append(",\"type\":\"create_data_reply\"}")
+        case .data(let content):
+            w.append("{\"content\":")
+            if content.isEmpty { w.append("null") } else { w.writeObject(content) }
+            w.append(",\"type\":\"get_data_reply\"}")
+        case .exists(let b):
+            w.append(b ? "{\"exists\":true,\"type\":\"exists_reply\"}" : "{\"exists\":false,\"type\":\"exists_reply\"}")
+        case .ifPersist(let b):
+            w.append(b ? "{\"persist\":true,\"type\":\"if_persist_reply\"}" : "{\"persist\":false,\"type\":\"if_persist_reply\"}")
+        case .getName(let id):
+            w.append("{\"object_id\":")
+            w.writeUnsigned(id.rawValue)
+            w.append(",\"type\":\"get_name_reply\"}")
+        case .deletedBlobs(let list):
+            w.append("{\"deleted_bids\":[")
+            for (i, id) in list.enumerated() {
+                if i > 0 { w.append(",") }
+                w.writeUnsigned(id.rawValue)
+            }
+            w.append("],\"type\":\"del_data_with_feedbacks_reply\"}")
+        case .done(let d):
+            w.append("{\"type\":")
+            w.writeString(d.rawValue)
+            w.append("}")
+        case .error(let e):
+            w.append("{\"code\":")
+            w.writeInteger(Int64(e.code.rawValue))
+            w.append(",\"message\":")
+            w.writeString(e.message)
+            w.append("}")
+        default:
+            return false
+        }
+        return true
+    }
+}
+
+extension Payload {
+    /// ``json``, written directly (its keys in sorted order).
+    func write(_ w: inout JSONWriter) {
+        w.append("{\"data_offset\":")
+        w.writeInteger(Int64(dataOffset))
+        w.append(",\"data_size\":")
+        w.writeInteger(Int64(dataSize))
+        w.append(isOwner ? ",\"is_gpu\":false,\"is_owner\":true,\"is_sealed\":" : ",\"is_gpu\":false,\"is_owner\":false,\"is_sealed\":")
+        w.append(isSealed ? "true,\"map_size\":" : "false,\"map_size\":")
+        w.writeInteger(Int64(mapSize))
+        w.append(",\"object_id\":")
+        w.writeUnsigned(objectID.rawValue)
+        w.append(",\"pointer\":")
+        w.writeUnsigned(pointer)
+        w.append(",\"store_fd\":")
+        w.writeInteger(Int64(storeFD))
+        w.append("}")
+    }
+}
