@@ -47,33 +47,14 @@ struct RequestScanner {
         }
     }
 
-    /// The fields the hot requests read; each may be given once.
-    enum Field: Int, CaseIterable {
+    /// The fields the hot requests read (keys: `field(_:)`); each may be given once.
+    enum Field: Int {
         case size, objectID, content, id, ids, syncRemote, wait, num, unsafe, force, deep, memoryTrim, fastpath, name
-
-        var key: StaticString {
-            switch self {
-            case .size: return "size"
-            case .objectID: return "object_id"
-            case .content: return "content"
-            case .id: return "id"
-            case .ids: return "ids"
-            case .syncRemote: return "sync_remote"
-            case .wait: return "wait"
-            case .num: return "num"
-            case .unsafe: return "unsafe"
-            case .force: return "force"
-            case .deep: return "deep"
-            case .memoryTrim: return "memory_trim"
-            case .fastpath: return "fastpath"
-            case .name: return "name"
-            }
-        }
     }
 
     private var parser: JSONParser
     private var hot: Hot?
-    /// The fields' values by `Field.rawValue` (inline: no allocation per request).
+    /// The fields' values by `Field.rawValue`, one slot per case (inline: no allocation per request).
     private var values = InlineArray<14, JSON?>(repeating: nil)
     /// Numbered keys by index: `numbered[i]` is the key `String(i)`.
     private var numbered = InlineArray<16, JSON?>(repeating: nil)
@@ -233,16 +214,28 @@ struct RequestScanner {
         return true
     }
 
+    /// The field a key names (by length first: no loop over `allCases`, which would
+    /// allocate an array per call).
     static func field(_ key: UnsafeBufferPointer<UInt8>) -> Field? {
-        for f in Field.allCases where equal(key, f.key) { return f }
-        return nil
+        switch key.count {
+        case 2: return equal(key, "id") ? .id : nil
+        case 3: return equal(key, "ids") ? .ids : equal(key, "num") ? .num : nil
+        case 4: return equal(key, "size") ? .size : equal(key, "wait") ? .wait : equal(key, "deep") ? .deep : equal(key, "name") ? .name : nil
+        case 5: return equal(key, "force") ? .force : nil
+        case 6: return equal(key, "unsafe") ? .unsafe : nil
+        case 7: return equal(key, "content") ? .content : nil
+        case 8: return equal(key, "fastpath") ? .fastpath : nil
+        case 9: return equal(key, "object_id") ? .objectID : nil
+        case 11: return equal(key, "sync_remote") ? .syncRemote : equal(key, "memory_trim") ? .memoryTrim : nil
+        default: return nil
+        }
     }
 
+    /// The hot types' wire names as bytes, built once.
+    static let hotTypes: [([UInt8], Hot)] = Hot.allCases.map { (Array($0.wireType.utf8), $0) }
+
     static func hotType(_ t: UnsafeBufferPointer<UInt8>) -> Hot? {
-        for h in Hot.allCases {
-            let w = h.wireType
-            if w.utf8.count == t.count, w.utf8.elementsEqual(t) { return h }
-        }
+        for (name, hot) in hotTypes where name.count == t.count && name.elementsEqual(t) { return hot }
         return nil
     }
 
