@@ -49,11 +49,24 @@ public struct JSONWriter {
         bytes.append(UInt8(ascii: "}"))
     }
 
-    @inline(__always)
     static func utf8Less(_ a: String, _ b: String) -> Bool {
         // std::map<std::string> orders by bytes (Swift's String < is by canonical
         // equivalence, which does not); UTF-8 byte order is also Unicode scalar order.
-        a.utf8.lexicographicallyPrecedes(b.utf8)
+        // Compared over the contiguous bytes: the generic `utf8.lexicographicallyPrecedes`
+        // walks an iterator per byte.
+        var a = a
+        var b = b
+        return a.withUTF8 { x in
+            b.withUTF8 { y in
+                let n = min(x.count, y.count)
+                var i = 0
+                while i < n {
+                    if x[i] != y[i] { return x[i] < y[i] }
+                    i += 1
+                }
+                return x.count < y.count
+            }
+        }
     }
 
     @inline(__always)

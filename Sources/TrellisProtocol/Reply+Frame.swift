@@ -6,15 +6,14 @@
 extension Reply {
     /// The complete frame: the 8-byte length header, then the JSON body.
     public func frame() -> [UInt8] {
-        var w = JSONWriter(capacity: 256)
+        // 512 bytes hold the hot replies (a payload is ~190) without growing.
+        var w = JSONWriter(capacity: 512)
         w.bytes.append(contentsOf: [0, 0, 0, 0, 0, 0, 0, 0])
         if !writeDirect(&w) { w.write(encode()) }
-        var bytes = w.bytes
-        let n = UInt64(bytes.count - Frame.headerSize)
-        withUnsafeBytes(of: n.littleEndian) { h in
-            for i in 0..<Frame.headerSize { bytes[i] = h[i] }
-        }
-        return bytes
+        let n = UInt64(w.bytes.count - Frame.headerSize)
+        // The header written in place (a copy of `w.bytes` to patch would copy the frame).
+        w.bytes.withUnsafeMutableBytes { $0.storeBytes(of: n.littleEndian, toByteOffset: 0, as: UInt64.self) }
+        return w.bytes
     }
 
     /// Writes the body of a hot reply; false for the others.
