@@ -82,6 +82,8 @@ class _Connection:
         self.read_uses: Dict[int, int] = {}
         self.dead_holds: List[Tuple[int, ...]] = []
         self.skip_replies = 0
+        # requests of numpy's free hook that came while this thread was inside a request
+        self.deferred: List[Dict[str, Any]] = []
         # re-entrant: a zero-copy reservation may be asked for by numpy on a thread that
         # already holds it
         self.lock = threading.RLock()
@@ -101,12 +103,9 @@ class _Connection:
         try:
             self.sock.close()
         finally:
-            if self.ro_arena is not None:
-                try:
-                    self.ro_arena.close()
-                except BufferError:
-                    pass  # values read through it still live: it goes when they do
-                self.ro_arena = None
+            # the read-only mapping is not closed: values read through it may live on
+            # (each keeps the mmap object); it is unmapped when the last of them goes
+            self.ro_arena = None
             if self.arena is not None:
                 self.arena.close()
                 self.arena = None
@@ -140,15 +139,17 @@ class _Connection:
 
     def _send(self, messages: List[Dict[str, Any]]) -> None:
         releases = self._releases()
+        if self.deferred:
+            releases, self.deferred = self.deferred + releases, []
         # the releases go first in the same write; their replies are read and dropped
         # ahead of the next reply this connection waits for
-        self.skip_replies += len(releases)
         parts = []
         for m in releases + messages:
             body = json.dumps(m, separators=(",", ":")).encode()
             parts.append(_HEADER.pack(len(body)))
             parts.append(body)
         self.sock.sendall(b"".join(parts))
+        self.skip_replies += len(releases)
 
     def _exact(self, n: int) -> bytes:
         buf = bytearray(n)
@@ -652,6 +653,12 @@ def _zc_release(addr: int) -> None:
         messages = [{"type": "release_request", "object_id": b} for b in r.pieces]
     else:  # sealed in place but never recorded in an object
         messages = [{"type": "drop_buffer_request", "id": b} for b in r.pieces]
+    owned = getattr(r.conn.lock, "_is_owned", None)
+    if owned is not None and owned():
+        # freed (by the garbage collector, say) while this thread is inside a request on
+        # this connection: no nested I/O — they go ahead of its next request
+        r.conn.deferred.extend(messages)
+        return
     try:
         with r.conn.lock:
             r.conn.pipeline(messages)
@@ -1167,19 +1174,37 @@ def _read_mapping(conn: _Connection, payloads: List[Dict[str, Any]], fds: List[i
     return memoryview(conn.ro_arena)
 
 
+class _Mem:
+    """One blob's bytes in the read-only mapping, as numpy sees them (``__array_interface__``).
+    Every array made from it — and every view of those, however taken (``np.asarray``,
+    ``.view(np.ndarray)``, ``to_numpy()``, a Series over it) — has this object at the end of
+    its ``base`` chain (numpy collapses chains to the first non-array), so it keeps the
+    value's hold (the daemon keeps the blob's memory) and the mapping alive."""
+
+    __slots__ = ("__array_interface__", "hold", "mapping")
+
+    def __init__(self, address: int, size: int, hold: "_ReadHold", mapping) -> None:
+        self.__array_interface__ = {"shape": (size,), "typestr": "|u1", "data": (address, True), "version": 3}
+        self.hold = hold
+        self.mapping = mapping
+
+
 class _View:
     """The blobs of one value read the fast way, as memory, and the hold its arrays keep."""
 
-    __slots__ = ("arena", "where", "hold")
+    __slots__ = ("mapping", "base", "where", "hold")
 
-    def __init__(self, arena, where: Dict[int, Tuple[int, int]], hold: _ReadHold) -> None:
-        self.arena = arena
+    def __init__(self, mapping, base: int, where: Dict[int, Tuple[int, int]], hold: _ReadHold) -> None:
+        self.mapping = mapping
+        self.base = base
         self.where = where
         self.hold = hold
 
-    def __call__(self, blob: Dict[str, Any]) -> memoryview:
+    def __call__(self, blob: Dict[str, Any]):
+        import numpy as np
+
         off, size = self.where[_blob_id(blob["id"])]
-        return self.arena[off:off + size]
+        return np.asarray(_Mem(self.base + off, size, self.hold, self.mapping))
 
     def keep(self, array):
         setattr(array, "__trellis_hold", self.hold)
@@ -1191,6 +1216,11 @@ def _direct_get(client, object_id, name):
     from vineyard import ObjectID
 
     conn = _connection(client)
+    if _reservations and any(r.conn is conn for r in list(_reservations.values())):
+        # the daemon counts one use per connection and blob: zero-copy arrays of this
+        # connection and values read through it would share it, and either's release would
+        # end the other's (the upstream get uses the client's own connection)
+        raise _StepAside("zero-copy reservations on this connection")
     if object_id is not None:
         oid = int(ObjectID(object_id)) if isinstance(object_id, str) else int(object_id)
     elif name is not None:
@@ -1234,7 +1264,7 @@ def _direct_get(client, object_id, name):
                 raise _StepAside("a value larger than its blob")
         else:
             hold, arena = _ReadHold(conn, (), ObjectID(oid), tree["typename"]), memoryview(b"")
-    value = build(_View(arena, where, hold))
+    value = build(_View(conn.ro_arena, conn.ro_base, where, hold))
     _stats["direct_gets"] = _stats.get("direct_gets", 0) + 1
     return value, hold
 

@@ -265,3 +265,39 @@ print(int(c.get(a)["s"].sum()), int(c.get(b).to_numpy().sum()))
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(int(np.arange(1000).sum())), str(int((df * 2).to_numpy().sum()))]
+
+
+@pytest.mark.trellis_only
+def test_plain_views_of_values_read_directly_keep_their_memory(daemon_factory, accel):
+    """np.asarray, .view(np.ndarray), Series.to_numpy, Index.to_numpy: views that drop
+    the vineyard ndarray type must still keep the blob's memory (the daemon must not reuse
+    it after a delete while they live)."""
+    import vineyard
+
+    d = daemon_factory(size="16Mi")
+    writer, reader = harness.connect(d.socket), harness.connect(d.socket)
+    try:
+        n = 1 << 16  # 512 KiB per array
+        tid = writer.put(np.arange(n) * 3)
+        sid = writer.put(pd.Series(np.arange(n) * 5.0, index=np.arange(n) + 7))
+        fid = writer.put(pd.DataFrame({"a": np.arange(n) * 7}, index=np.arange(n) * 2))
+        before = _direct(accel)
+        t, s, f = reader.get(tid), reader.get(sid), reader.get(fid)
+        assert _direct(accel) == before + 3
+        kept = [np.asarray(t), t.view(np.ndarray), s.to_numpy(), s.index.to_numpy(),
+                f.index.to_numpy(), np.asarray(f["a"].to_numpy())]
+        want = [a.copy() for a in kept]
+        del t, s, f
+        gc.collect()
+        writer.delete([tid, sid, fid], deep=True)
+        reader.exists(tid)  # (the reader's connection sends whatever it released)
+        for _ in range(64):  # fill the arena: memory freed too early would be reused
+            try:
+                writer.put(np.full(n // 4, -1))
+            except vineyard.NotEnoughMemoryException:
+                break
+        for a, w in zip(kept, want):
+            np.testing.assert_array_equal(a, w)
+    finally:
+        harness.disconnect(writer)
+        harness.disconnect(reader)
