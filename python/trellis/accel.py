@@ -1211,6 +1211,14 @@ class _View:
         return array
 
 
+class _StepAsideWithID(_StepAside):
+    """Stepping aside after the name was resolved: upstream gets the id, not the name again."""
+
+    def __init__(self, reason: str, oid: int) -> None:
+        super().__init__(reason)
+        self.oid = oid
+
+
 def _direct_get(client, object_id, name):
     """The value `client.get(object_id, name)` returns, read the fast way (or _StepAside)."""
     from vineyard import ObjectID
@@ -1230,6 +1238,17 @@ def _direct_get(client, object_id, name):
         oid = int(client.get_name(name))
     else:
         raise _StepAside("neither an id nor a name")
+    try:
+        return _direct_get_id(client, conn, oid)
+    except _StepAside as e:
+        if name is not None and object_id is None:
+            raise _StepAsideWithID(str(e), oid) from None
+        raise
+
+
+def _direct_get_id(client, conn, oid):
+    from vineyard import ObjectID
+
     with conn.lock:
         reply = conn.call({"type": "get_data_request", "id": [oid], "sync_remote": True, "wait": False})
         content = reply.get("content") or {}
@@ -1274,6 +1293,10 @@ def _accelerated_get(upstream: Callable) -> Callable:
         if resolver is None and not kwargs and enabled() and _expected_resolvers:
             try:
                 value, hold = _direct_get(self, object_id, name)
+            except _StepAsideWithID as e:
+                from vineyard import ObjectID
+
+                object_id, name = ObjectID(e.oid), None  # (the name is not looked up twice)
             except (_StepAside, _DaemonError):
                 pass  # (a missing name or object: upstream's own exception, below)
             except (OSError, ConnectionError):
@@ -1313,9 +1336,15 @@ def _install_get() -> None:
             continue
         _get_originals[cls] = current
         setattr(cls, "get", _accelerated_get(current))
-    _expected_resolvers.update({"tensor": ctx._factory.get("vineyard::Tensor"),
-                                "index": ctx._factory.get("vineyard::Index"),
-                                "series": ctx._factory.get("vineyard::Series"),
+    # the upstream resolvers themselves (what the readers reproduce), not whatever was
+    # registered for those types before install()
+    from vineyard.data.index import pandas_index_resolver
+    from vineyard.data.series import pandas_series_resolver
+    from vineyard.data.tensor import numpy_ndarray_resolver
+
+    _expected_resolvers.update({"tensor": numpy_ndarray_resolver,
+                                "index": pandas_index_resolver,
+                                "series": pandas_series_resolver,
                                 "frame": _resolve_dataframe})
 
 

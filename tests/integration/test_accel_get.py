@@ -301,3 +301,16 @@ def test_plain_views_of_values_read_directly_keep_their_memory(daemon_factory, a
     finally:
         harness.disconnect(writer)
         harness.disconnect(reader)
+
+
+@pytest.mark.trellis_only
+def test_a_name_is_looked_up_once_when_the_fast_get_steps_aside(daemon, client, accel, monkeypatch):
+    from vineyard.core.client import Client
+
+    strings = pd.DataFrame({"s": ["x", "y"]})
+    client.put(strings, name="accel-once", persist=True)
+    calls = []
+    plain = Client.get_name
+    monkeypatch.setattr(Client, "get_name", lambda self, name, wait=False: calls.append(name) or plain(self, name, wait))
+    pdt.assert_frame_equal(client.get(name="accel-once"), strings)
+    assert calls == ["accel-once"]
