@@ -1034,7 +1034,6 @@ def _tensor_reader(m: Dict[str, Any], need: "_Need") -> Callable:
     """How to build the array upstream's tensor resolver returns for tree `m`."""
     import numpy as np
     from vineyard.data.tensor import ndarray as vineyard_ndarray
-    from vineyard.data.utils import from_json, normalize_dtype
 
     if not str(m.get("typename", "")).startswith("vineyard::Tensor<"):
         raise _StepAside("not a tensor")
@@ -1056,7 +1055,7 @@ def _tensor_reader(m: Dict[str, Any], need: "_Need") -> Callable:
     def build(view):
         c_array = np.frombuffer(view(blob), dtype=dtype, count=count).reshape(shape)
         array = c_array if order == "C" else np.asfortranarray(c_array)
-        return view.keep(array.view(vineyard_ndarray))
+        return array.view(vineyard_ndarray)
 
     return build
 
@@ -1205,10 +1204,6 @@ class _View:
 
         off, size = self.where[_blob_id(blob["id"])]
         return np.asarray(_Mem(self.base + off, size, self.hold, self.mapping))
-
-    def keep(self, array):
-        setattr(array, "__trellis_hold", self.hold)
-        return array
 
 
 class _StepAsideWithID(_StepAside):
