@@ -37,16 +37,61 @@ public struct JSONWriter {
 
     public mutating func writeObject(_ o: [String: JSON]) {
         bytes.append(UInt8(ascii: "{"))
-        var first = true
-        // Sorting (key, value) pairs, not keys, saves a hash lookup per key.
-        for (key, value) in o.sorted(by: { Self.utf8Less($0.key, $1.key) }) {
-            if !first { bytes.append(UInt8(ascii: ",")) }
-            first = false
+        if o.count == 1, let (key, value) = o.first {
             writeString(key)
             bytes.append(UInt8(ascii: ":"))
             write(value)
+        } else if o.count > 1 {
+            // Sorted by each key's first 16 bytes packed big-endian into two integers, so
+            // the sort moves plain values instead of (String, JSON) pairs (whose copies are
+            // reference-count traffic) and compares two words; only keys that agree in all
+            // 16 bytes are compared in full.
+            let entries = ContiguousArray(o)
+            var order = ContiguousArray<SortKey>()
+            order.reserveCapacity(entries.count)
+            for i in entries.indices { order.append(SortKey(entries[i].key, index: i)) }
+            order.sort { a, b in
+                if a.high != b.high { return a.high < b.high }
+                if a.low != b.low { return a.low < b.low }
+                return Self.utf8Less(entries[a.index].key, entries[b.index].key)
+            }
+            var first = true
+            for k in order {
+                if !first { bytes.append(UInt8(ascii: ",")) }
+                first = false
+                writeString(entries[k.index].key)
+                bytes.append(UInt8(ascii: ":"))
+                write(entries[k.index].value)
+            }
         }
         bytes.append(UInt8(ascii: "}"))
+    }
+
+    /// A key's first 16 UTF-8 bytes as two big-endian words (zero-padded), and where it is.
+    struct SortKey {
+        var high: UInt64
+        var low: UInt64
+        var index: Int
+
+        init(_ key: String, index: Int) {
+            var key = key
+            (high, low) = key.withUTF8 { u in
+                var h: UInt64 = 0
+                var l: UInt64 = 0
+                let n = min(u.count, 16)
+                var i = 0
+                while i < n {
+                    if i < 8 {
+                        h |= UInt64(u[i]) << (56 - 8 * UInt64(i))
+                    } else {
+                        l |= UInt64(u[i]) << (56 - 8 * UInt64(i - 8))
+                    }
+                    i += 1
+                }
+                return (h, l)
+            }
+            self.index = index
+        }
     }
 
     static func utf8Less(_ a: String, _ b: String) -> Bool {

@@ -28,15 +28,15 @@ extension Reply {
             w.writeUnsigned(p.objectID.rawValue)
             w.append(",\"type\":\"create_buffer_reply\"}")
         case .getBuffers(let ps, let fds, let compress):
-            // Keys: "0" … "9" (more than ten would not sort numerically: the general way),
-            // "compress", "fds", "num", "payloads", "type".
-            guard ps.count <= 10 else { return false }
+            // Keys: the payloads' positions "0", "1", "10", "11", …, "2", … (in byte order, as
+            // std::map orders them: digits sort before letters), then "compress", "fds",
+            // "num", "payloads", "type".
             w.append("{")
-            for (i, p) in ps.enumerated() {
+            for i in Self.positionsInKeyOrder(ps.count) {
                 w.bytes.append(UInt8(ascii: "\""))
                 w.writeUnsigned(UInt64(i))
                 w.append("\":")
-                p.write(&w)
+                ps[i].write(&w)
                 w.append(",")
             }
             w.append(compress ? "\"compress\":true,\"fds\":[" : "\"compress\":false,\"fds\":[")
@@ -93,6 +93,15 @@ extension Reply {
             return false
         }
         return true
+    }
+}
+
+extension Reply {
+    /// 0..<n ordered as their decimal spellings sort bytewise.
+    static func positionsInKeyOrder(_ n: Int) -> [Int] {
+        if n <= 10 { return Array(0..<n) }
+        let names = (0..<n).map { Array(String($0).utf8) }
+        return (0..<n).sorted { names[$0].lexicographicallyPrecedes(names[$1]) }
     }
 }
 

@@ -259,6 +259,11 @@ struct FastPathTests {
             .getBuffers([payload], fds: [], compress: false), .getBuffers([payload, other], fds: [9], compress: true),
             .getBuffers([], fds: [], compress: false), .getBuffers(Array(many.prefix(10)), fds: [3, 4], compress: false),
             .getBuffers(many, fds: [], compress: false),
+            .getBuffers((0..<120).map { i -> Payload in
+                var p = payload
+                p.dataOffset = i * 64
+                return p
+            }, fds: [5], compress: false),
             .createData(.init(id: ObjectID(7_531_272_306_849_480_706), signature: 7_531_272_306_849_480_705, instanceID: 0)),
             .createData(.init(id: .invalid, signature: UInt64.max, instanceID: UInt64.max)),
             .data([:]),
@@ -288,6 +293,26 @@ struct FastPathTests {
         let expected = keys.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
         let written = expected.map { k in JSON.string(k).description + ":" + String(keys.firstIndex(of: k)!) }
         #expect(text == "{" + written.joined(separator: ",") + "}")
+    }
+
+    @Test("keys that agree in their first 16 bytes or more, and random keys, sort by all their bytes")
+    func keyOrderLongPrefixes() throws {
+        var keys = ["partition_index_", "partition_index_row_", "partition_index_column_", "__values_-value-1",
+                    "__values_-value-10", "__values_-value-2", "__values_-key-1", "0123456789abcdef",
+                    "0123456789abcdef\u{0}", "0123456789abcdeg", "0123456789abcde", "0123456789abcdef\u{e9}",
+                    "0123456789abcdef\u{7f}"]
+        var rng = SplitMix(seed: 42)
+        let alphabet = Array("ab_\u{0}\u{7f}\u{e9}\u{1F600}")
+        for _ in 0..<300 {
+            let n = Int(rng.next() % 24)
+            keys.append(String((0..<n).map { _ in alphabet[Int(rng.next() % UInt64(alphabet.count))] }))
+        }
+        keys = Array(Set(keys))
+        var o: [String: JSON] = [:]
+        for (i, k) in keys.enumerated() { o[k] = .number(i) }
+        let expected = keys.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+        let written = expected.map { k in JSON.string(k).description + ":" + String(keys.firstIndex(of: k)!) }
+        #expect(JSON.object(o).description == "{" + written.joined(separator: ",") + "}")
     }
 
     @Test("every reply in the captured transcripts frames as it encodes", arguments: Transcripts.files())
