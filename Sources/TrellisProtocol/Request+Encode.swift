@@ -48,9 +48,10 @@ extension Request {
         case .dropBuffer(let id): return typed("drop_buffer_request", ["id": .number(id.rawValue)])
         case .shrinkBuffer(let id, let size):
             return typed("shrink_buffer_request", ["id": .number(id.rawValue), "size": .number(size)])
-        case .splitBuffer(let id, let s):
+        case .splitBuffer(let id, let s, let seal):
             var fields = sizes(s)
             fields["id"] = .number(id.rawValue)
+            if seal { fields["seal"] = .bool(true) }
             return typed("trellis_split_buffer_request", fields)
         case .increaseReferenceCount(let ids): return typed("increase_reference_count_request", ["ids": idList(ids)])
         case .release(let id): return typed("release_request", ["object_id": .number(id.rawValue)])

@@ -13,8 +13,10 @@ public enum Request: Sendable, Equatable {
     case dropBuffer(ObjectID)
     case shrinkBuffer(ObjectID, size: Int)
     /// Trellis extension (`trellis_split_buffer_request`, advertised in the register reply):
-    /// an unsealed blob becomes consecutive blobs of these sizes, tiling it exactly.
-    case splitBuffer(ObjectID, sizes: [Int])
+    /// an unsealed blob becomes consecutive blobs of these sizes, tiling it exactly;
+    /// with `seal` (`"seal": true`, extension `split_seal`) the pieces come out sealed and
+    /// used by the connection, as if each had been sealed by a `seal_request`.
+    case splitBuffer(ObjectID, sizes: [Int], seal: Bool)
     case increaseReferenceCount([ObjectID])
     case release(ObjectID)
     case createData(JSON)
@@ -183,7 +185,7 @@ public enum Request: Sendable, Equatable {
             return .getBuffers(ids: try batch(r.numberedIDs(), type).map(ObjectID.init(rawValue:)), unsafe: try r.bool("unsafe", default: false))
         case "drop_buffer_request": return .dropBuffer(try id("id"))
         case "shrink_buffer_request": return .shrinkBuffer(try id("id"), size: try r.size("size"))
-        case "trellis_split_buffer_request": return .splitBuffer(try id("id"), sizes: try sizes(r))
+        case "trellis_split_buffer_request": return .splitBuffer(try id("id"), sizes: try sizes(r), seal: try r.bool("seal", default: false))
         case "increase_reference_count_request": return .increaseReferenceCount(try ids("ids"))
         case "release_request": return .release(try id("object_id"))
         case "create_data_request":

@@ -61,7 +61,7 @@ final class RequestHandler: Sendable {
 
     /// The protocol extensions this daemon serves, advertised in the register reply
     /// (`trellis_extensions`; upstream clients ignore the field).
-    static let extensions = ["split_buffer"]
+    static let extensions = ["split_buffer", "split_seal"]
 
     func handle(_ request: Request, _ conn: inout ConnectionState, cancelled: () -> Bool) throws(VineyardError) -> Outcome {
         switch request {
@@ -122,9 +122,9 @@ final class RequestHandler: Sendable {
         case .shrinkBuffer(let id, let size):
             try store.shrinkBlob(id, size: size)
             return .reply(.done(.shrinkBuffer))
-        case .splitBuffer(let id, let sizes):
+        case .splitBuffer(let id, let sizes, let seal):
             try requireIPC(conn, "trellis_split_buffer_request")
-            return .reply(.splitBuffer(try store.splitBlob(id, sizes: sizes, connection: conn.id)))
+            return .reply(.splitBuffer(try store.splitBlob(id, sizes: sizes, seal: seal, connection: conn.id)))
         case .increaseReferenceCount(let ids):
             store.addUse(ids, connection: conn.id)
             return .reply(.done(.increaseReferenceCount))

@@ -143,11 +143,13 @@ public final class ObjectStore: Sendable {
 
     /// Cuts an unsealed blob of `connection`'s into consecutive blobs of `sizes` bytes
     /// (Trellis' `split_buffer` extension); returns their ids in order.
-    public func splitBlob(_ id: ObjectID, sizes: [Int], connection: ConnectionID) throws(VineyardError) -> [ObjectID] {
+    public func splitBlob(_ id: ObjectID, sizes: [Int], seal: Bool = false, connection: ConnectionID) throws(VineyardError) -> [ObjectID] {
         let now = clock()
-        return try withState { (s) throws(VineyardError) in
-            try s.splitBlob(id, sizes: sizes, connection: connection, now: now).map(\.id)
+        let (pieces, effects) = try withState { (s) throws(VineyardError) in
+            try s.splitBlob(id, sizes: sizes, seal: seal, connection: connection, now: now)
         }
+        run(effects)
+        return pieces.map(\.id)
     }
 
     public func shrinkBlob(_ id: ObjectID, size: Int) throws(VineyardError) {

@@ -104,8 +104,8 @@ extension StoreState {
     /// in place — a pandas block of several columns — published as one blob per column,
     /// with no copy). All or nothing; the original id is gone afterwards.
     mutating func splitBlob(
-        _ id: ObjectID, sizes: [Int], connection: ConnectionID, now: UInt64
-    ) throws(VineyardError) -> [(id: ObjectID, record: BlobRecord)] {
+        _ id: ObjectID, sizes: [Int], seal: Bool = false, connection: ConnectionID, now: UInt64
+    ) throws(VineyardError) -> (pieces: [(id: ObjectID, record: BlobRecord)], effects: StoreEffects) {
         guard let b = blobs[id] else { throw VineyardError(.objectNotExists, "split: id = \(id)") }
         if b.sealed { throw VineyardError(.objectSealed, "cannot split a sealed blob: \(id)") }
         guard b.creator == connection else {
@@ -139,7 +139,14 @@ extension StoreState {
             addBlob(piece, rec)
             out.append((piece, rec))
         }
-        return out
+        var effects = StoreEffects()
+        if seal {
+            for i in out.indices {
+                effects.wake += try self.seal(out[i].id, connection: connection).wake
+                out[i].record = blobs[out[i].id] ?? out[i].record
+            }
+        }
+        return (out, effects)
     }
 
     /// Drops `connection`'s use of blobs (of deleted ones too: the last use frees their memory).

@@ -62,10 +62,18 @@ struct RequestTests {
 struct ExtensionTests {
     @Test("split_buffer round-trips both ways; bad sizes are refused with upstream's Invalid")
     func splitBuffer() throws {
-        let r = Request.splitBuffer(ObjectID(0x8000_0000_0000_0042), sizes: [4096, 4096, 100])
+        let r = Request.splitBuffer(ObjectID(0x8000_0000_0000_0042), sizes: [4096, 4096, 100], seal: false)
         let text = String(decoding: JSONWriter.encode(r.encode()), as: UTF8.self)
         #expect(text.contains(#""type":"trellis_split_buffer_request""#) && text.contains(#""sizes":[4096,4096,100]"#))
+        #expect(!text.contains("seal"))
         #expect(try Request.decode(try JSONParser.parse(text)) == r)
+        let sealed = Request.splitBuffer(ObjectID(0x8000_0000_0000_0042), sizes: [64], seal: true)
+        let sealedText = String(decoding: JSONWriter.encode(sealed.encode()), as: UTF8.self)
+        #expect(sealedText.contains(#""seal":true"#))
+        #expect(try Request.decode(try JSONParser.parse(sealedText)) == sealed)
+        #expect(throws: VineyardError.self) {
+            try Request.decode(try JSONParser.parse(#"{"type":"trellis_split_buffer_request","id":5,"sizes":[64],"seal":"yes"}"#))
+        }
         for bad in [#"{"type":"trellis_split_buffer_request","id":5,"sizes":["64"]}"#,
                     #"{"type":"trellis_split_buffer_request","sizes":[64]}"#,
                     #"{"type":"trellis_split_buffer_request","id":5,"num":3,"sizes":[64]}"#] {

@@ -55,7 +55,7 @@ final class StoreStateTests {
         #expect(throws: VineyardError.self) { try self.s.splitBlob(parent.id, sizes: [4096, 4096, 4096], connection: 2, now: self.now) }
         #expect(throws: VineyardError.self) { try self.s.splitBlob(parent.id, sizes: [4096, 4096], connection: 1, now: self.now) }
         #expect(throws: VineyardError.self) { try self.s.splitBlob(parent.id, sizes: [100, 3 * 4096 - 100], connection: 1, now: self.now) }
-        let pieces = try s.splitBlob(parent.id, sizes: [4096, 4096, 4096], connection: 1, now: now)
+        let pieces = try s.splitBlob(parent.id, sizes: [4096, 4096, 4096], connection: 1, now: now).pieces
         #expect(s.blobs[parent.id] == nil)
         #expect(pieces.map(\.record.offset) == [parent.record.offset, parent.record.offset + 4096, parent.record.offset + 8192])
         #expect(Set(pieces.map(\.id)).count == 3 && pieces.allSatisfy { $0.id.isBlob && !$0.record.sealed })
@@ -66,6 +66,21 @@ final class StoreStateTests {
         #expect(s.blobs[pieces[1].id]?.sealed == true)
         #expect(s.allocator.allocatedBytes == 4096)
         #expect(throws: VineyardError.self) { try self.s.splitBlob(pieces[1].id, sizes: [4096], connection: 1, now: self.now) }
+    }
+
+    @Test("split_buffer with seal: the pieces come out sealed and used by the writer, which keeps them when it leaves until they are released")
+    func splitBlobSealed() throws {
+        let parent = try #require(try s.createBlobs(sizes: [2 * 4096], connection: 1, now: now)[0])
+        let (pieces, _) = try s.splitBlob(parent.id, sizes: [4096, 4096], seal: true, connection: 1, now: now)
+        #expect(pieces.allSatisfy { $0.record.sealed && $0.record.creator == nil && $0.record.users == [1] })
+        #expect(pieces.allSatisfy { s.blobs[$0.id]?.sealed == true })
+        // sealed: an object can use them at once, and a second seal is a no-op
+        _ = try s.seal(pieces[0].id, connection: 1)
+        #expect(s.allExist(pieces.map(\.id)))
+        // the writer leaves: sealed pieces are not reclaimed as unsealed ones are
+        _ = s.disconnect(1)
+        #expect(pieces.allSatisfy { s.blobs[$0.id]?.sealed == true })
+        #expect(s.allocator.allocatedBytes == 2 * 4096)
     }
 
     @Test("evict picks an object's idle, unpinned blobs through its whole tree")
