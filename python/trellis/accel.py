@@ -61,6 +61,11 @@ class _DaemonError(Exception):
         self.code = code
 
 
+# one encoder for every request (json.dumps with arguments makes a new one per call);
+# requests are trees of dicts, lists and scalars, never cyclic
+_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
 class _Connection:
     """A raw IPC connection to a Trellis daemon (frames of u64le length + JSON)."""
 
@@ -84,6 +89,7 @@ class _Connection:
         self.skip_replies = 0
         # requests of numpy's free hook that came while this thread was inside a request
         self.deferred: List[Dict[str, Any]] = []
+        self.presealed = False  # the last _zc_publish's pieces came back sealed
         # re-entrant: a zero-copy reservation may be asked for by numpy on a thread that
         # already holds it
         self.lock = threading.RLock()
@@ -145,7 +151,7 @@ class _Connection:
         # ahead of the next reply this connection waits for
         parts = []
         for m in releases + messages:
-            body = json.dumps(m, separators=(",", ":")).encode()
+            body = _ENCODE(m).encode()
             parts.append(_HEADER.pack(len(body)))
             parts.append(body)
         self.sock.sendall(b"".join(parts))
@@ -285,6 +291,13 @@ def _dtype_facts(dtype) -> Tuple[str, str, str]:
     return normalize_cpptype(dtype), dtype.name, dtype.str
 
 
+@functools.lru_cache(maxsize=256)
+def _tensor_facts(dtype) -> Tuple[str, str, str]:
+    """A tensor's typename, ``dtype.name`` and ``dtype.str``."""
+    cpptype, name, typestr = _dtype_facts(dtype)
+    return "vineyard::Tensor<%s>" % cpptype, name, typestr
+
+
 _NUMERIC_KINDS = set("biuf")
 
 
@@ -295,6 +308,7 @@ class _Plan:
         self.arrays: List[Any] = []  # C-contiguous numpy arrays, one blob each
         # the array each one's memory belongs to (made read-only when published in place)
         self.owners: List[Any] = []
+        self.slots: List[Dict[str, Any]] = []  # each array's blob member, filled in by _write
         self.client = client
         # this process's connection that reads the fast way from the client's daemon
         # (looked up once: ``client.ipc_socket`` is slow)
@@ -303,10 +317,12 @@ class _Plan:
             self.reader = _connections.get(getattr(client, "ipc_socket", None) or "")
 
     def blob(self, array, owner=None) -> Dict[str, Any]:
-        """A placeholder member for `array`'s blob, filled in once allocated."""
+        """A placeholder member for `array`'s blob, filled in (in place) once allocated."""
         self.arrays.append(array)
         self.owners.append(owner)
-        return {"__trellis_blob": len(self.arrays) - 1}
+        slot: Dict[str, Any] = {"__trellis_blob": len(self.arrays) - 1}
+        self.slots.append(slot)
+        return slot
 
     def tensor(self, value, owner=None) -> Dict[str, Any]:
         import numpy as np
@@ -330,13 +346,13 @@ class _Plan:
             finder = getattr(self.client, "find_shared_memory", None)
             if buffer is None and finder is not None and finder(ptr) is not None:
                 raise _StepAside("the array is in shared memory already")
-        cpptype, name, typestr = _dtype_facts(value.dtype)
+        typename, name, typestr = _tensor_facts(value.dtype)
         return {
-            "typename": "vineyard::Tensor<%s>" % cpptype,
+            "typename": typename,
             "shape_": _to_json(value.shape),
             "partition_index_": "[]",  # (to_json([]))
             "nbytes": int(value.nbytes),
-            "order_": _to_json(order),
+            "order_": '"C"' if order == "C" else '"F"',  # (to_json(order))
             "value_type_": name,
             "value_type_meta_": typestr,
             "buffer_": buffer if buffer is not None else self.blob(data, owner if owner is not None else value),
@@ -478,7 +494,7 @@ class _Plan:
 def _finish(tree: Dict[str, Any], instance_id: int) -> None:
     """Adds what ``create_metadata`` adds to every new object, recursively."""
     for v in tree.values():
-        if isinstance(v, dict) and "typename" in v:
+        if type(v) is dict and "typename" in v and "instance_id" not in v:
             _finish(v, instance_id)
     tree.setdefault("instance_id", instance_id)
     tree.setdefault("transient", True)
@@ -486,13 +502,10 @@ def _finish(tree: Dict[str, Any], instance_id: int) -> None:
     tree.setdefault("nbytes", 0)
 
 
-def _fill_blobs(tree: Dict[str, Any], blobs: List[Dict[str, Any]]) -> None:
-    for key, v in list(tree.items()):
-        if isinstance(v, dict):
-            if "__trellis_blob" in v:
-                tree[key] = blobs[v["__trellis_blob"]]
-            else:
-                _fill_blobs(v, blobs)
+def _fill_slot(slot: Dict[str, Any], conn: "_Connection", blob_id: int, size: int) -> None:
+    """Turns a placeholder member into the blob's member (the same dict, so no tree walk)."""
+    slot.clear()
+    slot.update(_blob_meta(conn, blob_id, size))
 
 
 def _read_blob_member(conn: Optional[_Connection], ptr: int, nbytes: int) -> Optional[Dict[str, Any]]:
@@ -525,21 +538,19 @@ def _write(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
         payloads = conn.create_buffers(sizes) if sizes else []
         written = [p["object_id"] for p in payloads if p["data_size"] > 0]
         try:
-            blobs: List[Dict[str, Any]] = [{}] * len(plan.arrays)
             for i, p in zip(copied, payloads):
                 array = plan.arrays[i]
                 if p["data_size"] > 0:
                     dst = np.frombuffer(conn.arena, dtype=array.dtype, count=array.size, offset=p["data_offset"])
                     np.copyto(dst.reshape(array.shape), array)
-                blobs[i] = _blob_meta(conn, p["object_id"], p["data_size"])
+                _fill_slot(plan.slots[i], conn, p["object_id"], p["data_size"])
             for i, (blob_id, size) in placed.items():
-                blobs[i] = _blob_meta(conn, blob_id, size)
-            _fill_blobs(tree, blobs)
+                _fill_slot(plan.slots[i], conn, blob_id, size)
             _finish(tree, conn.instance_id)
             # in order on the daemon: the seals, the tree (which needs them sealed), then
             # this connection lets the blobs go (the object holds them), so a delete frees
             # their memory at once
-            sealed = [b for b, _ in placed.values()] + written
+            sealed = written if conn.presealed else [b for b, _ in placed.values()] + written
             replies = conn.pipeline(
                 [{"type": "seal_request", "object_id": b} for b in sealed]
                 + [{"type": "create_data_request", "content": tree}]
@@ -676,8 +687,12 @@ def _zc_find(address: int) -> Optional[_Reservation]:
 
 
 def _zc_publish(conn: _Connection, plan: _Plan) -> Dict[int, Tuple[int, int]]:
-    """Seals in place the planned arrays that live in reservations of `conn` and tile them
-    exactly (cutting a reservation into one blob per array); returns index -> (blob, size)."""
+    """Publishes in place the planned arrays that live in reservations of `conn` and tile
+    them exactly (cutting a reservation into one blob per array); returns index -> (blob,
+    size). With the daemon's ``split_seal`` the pieces come back sealed; without it they
+    are sealed in the write's pipelined round trip (``conn.presealed`` says which)."""
+    presealed = "split_seal" in conn.extensions
+    conn.presealed = presealed
     if not _reservations:
         return {}
     groups: Dict[int, Tuple[_Reservation, List[Tuple[int, int, int]]]] = {}
@@ -700,7 +715,12 @@ def _zc_publish(conn: _Connection, plan: _Plan) -> Dict[int, Tuple[int, int]]:
             at += n
         if not tiles or at != r.size or any(n % 64 for _, n, _ in parts[:-1]):
             continue  # not publishable as is: copied
-        if len(parts) == 1:
+        if presealed:
+            # one request cuts and seals (this connection then uses every piece)
+            reply = conn.call({"type": "trellis_split_buffer_request", "id": r.blob, "num": len(parts),
+                               "sizes": [n for _, n, _ in parts], "seal": True})
+            pieces = [int(b) for b in reply["ids"]]
+        elif len(parts) == 1:
             pieces = [r.blob]
         else:
             reply = conn.call({"type": "trellis_split_buffer_request", "id": r.blob,
@@ -1057,6 +1077,7 @@ def _tensor_reader(m: Dict[str, Any], need: "_Need") -> Callable:
         array = c_array if order == "C" else np.asfortranarray(c_array)
         return array.view(vineyard_ndarray)
 
+    build.column = (blob, dtype, count) if len(shape) == 1 else None  # (what a frame's fast path needs)
     return build
 
 
@@ -1097,16 +1118,53 @@ def _frame_reader(m: Dict[str, Any], need: "_Need") -> Callable:
     index = _index_reader(m["index_"], need) if "index_" in m else None
 
     def build(view):
+        whole = _adjacent_columns(view, readers)
         blocks, rows = [], 0
-        for i, read in enumerate(readers):
-            column = read(view)
-            rows = len(column)
-            values = np.asarray(column.reshape(1, rows)) if rows else np.zeros((1, 0), dtype=column.dtype)
-            blocks.append(new_block(values, BlockPlacement(slice(i, i + 1, 1)), ndim=2))
+        if whole is not None:
+            # the columns' blobs lie one after another in the arena (as a block's columns
+            # written by the builders or published in place do): one view over all of them,
+            # one row of it per column's block — the same blocks, without making each
+            # column's array on its own
+            rows = whole.shape[1]
+            for i in range(len(readers)):
+                blocks.append(new_block(whole[i:i + 1], BlockPlacement(slice(i, i + 1, 1)), ndim=2))
+        else:
+            for i, read in enumerate(readers):
+                column = read(view)
+                rows = len(column)
+                values = np.asarray(column.reshape(1, rows)) if rows else np.zeros((1, 0), dtype=column.dtype)
+                blocks.append(new_block(values, BlockPlacement(slice(i, i + 1, 1)), ndim=2))
         axis = index(view) if index is not None else pd.RangeIndex(rows)
         return pd.DataFrame(BlockManager(blocks, [ensure_index(names), axis]))
 
     return build
+
+
+def _adjacent_columns(view: "_View", readers: List[Callable]):
+    """A 2-D read-only array (one row per column) over the columns' blobs when every
+    column is a non-empty 1-D array of one dtype and length, each blob starting where the
+    one before ends; else None."""
+    import numpy as np
+
+    first = getattr(readers[0], "column", None)
+    if first is None or len(readers) < 2:
+        return None
+    _, dtype, count = first
+    if count <= 0:
+        return None
+    step = count * dtype.itemsize
+    start = None
+    for i, read in enumerate(readers):
+        column = getattr(read, "column", None)
+        if column is None or column[1] != dtype or column[2] != count:
+            return None
+        off, size = view.where[_blob_id(column[0]["id"])]
+        if start is None:
+            start = off
+        if off != start + i * step or size < step:
+            return None
+    whole = view.span(start, step * len(readers))
+    return whole.view(dtype).reshape(len(readers), count)
 
 
 def _series_reader(m: Dict[str, Any], need: "_Need") -> Callable:
@@ -1200,9 +1258,14 @@ class _View:
         self.hold = hold
 
     def __call__(self, blob: Dict[str, Any]):
+        off, size = self.where[_blob_id(blob["id"])]
+        return self.span(off, size)
+
+    def span(self, off: int, size: int):
+        """`size` bytes of the mapping from `off` (inside it: checked by the caller), as a
+        read-only uint8 array whose base chain ends at a _Mem holding the value's hold."""
         import numpy as np
 
-        off, size = self.where[_blob_id(blob["id"])]
         return np.asarray(_Mem(self.base + off, size, self.hold, self.mapping))
 
 

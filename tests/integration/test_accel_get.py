@@ -314,3 +314,54 @@ def test_a_name_is_looked_up_once_when_the_fast_get_steps_aside(daemon, client, 
     monkeypatch.setattr(Client, "get_name", lambda self, name, wait=False: calls.append(name) or plain(self, name, wait))
     pdt.assert_frame_equal(client.get(name="accel-once"), strings)
     assert calls == ["accel-once"]
+
+
+@pytest.mark.trellis_only
+def test_a_frame_whose_column_blobs_lie_one_after_another_is_read_through_one_view(daemon, client, accel, monkeypatch):
+    # the builders allocate one column after another: the reader takes one view over them
+    # all and gives each column's block its row — the same blocks as upstream's
+    value = pd.DataFrame({f"c{i}": np.arange(1000, dtype="int64") * (i + 1) for i in range(8)})
+    oid = client.put(value)
+    seen = []
+    original = accel._adjacent_columns
+    monkeypatch.setattr(accel, "_adjacent_columns", lambda view, readers: seen.append(original(view, readers)) or seen[-1])
+    fast = client.get(oid)
+    upstream = _upstream_get(accel, client, oid)
+    assert len(seen) == 1 and seen[0] is not None and seen[0].shape == (8, 1000)
+    pdt.assert_frame_equal(fast, upstream)
+    pdt.assert_frame_equal(fast, value)
+    assert len(fast._mgr.blocks) == len(upstream._mgr.blocks) == 8
+    for block in fast._mgr.blocks:
+        assert not block.values.flags.writeable and not block.values.flags.owndata
+    del fast, seen
+
+
+def test_columns_that_do_not_lie_one_after_another_are_read_one_by_one(accel):
+    # the fast path's conditions, over a view whose blobs are where the test says
+    import trellis.accel as mod
+
+    blobs = [{"id": "o%016x" % (0x8000000000000001 + i)} for i in range(3)]
+
+    def readers(dtypes, counts):
+        out = []
+        for b, dt, n in zip(blobs, dtypes, counts):
+            r = lambda view: None  # noqa: E731
+            r.column = (b, np.dtype(dt), n)
+            out.append(r)
+        return out
+
+    buf = np.zeros(1 << 16, dtype=np.uint8)
+    hold = mod._ReadHold.__new__(mod._ReadHold)
+    hold.blobs = ()
+
+    def view(offsets, size=800):
+        where = {int(b["id"][1:], 16): (off, size) for b, off in zip(blobs, offsets)}
+        return mod._View(buf, buf.__array_interface__["data"][0], where, hold)
+
+    i8 = ["int64"] * 3
+    assert mod._adjacent_columns(view([0, 800, 1600]), readers(i8, [100] * 3)).shape == (3, 100)
+    assert mod._adjacent_columns(view([0, 1600, 800]), readers(i8, [100] * 3)) is None  # out of order
+    assert mod._adjacent_columns(view([0, 832, 1664]), readers(i8, [100] * 3)) is None  # gaps
+    assert mod._adjacent_columns(view([0, 800, 1600]), readers(["int64", "float64", "int64"], [100] * 3)) is None
+    assert mod._adjacent_columns(view([0, 800, 1600]), readers(i8, [100, 100, 99])) is None
+    assert mod._adjacent_columns(view([0, 0, 0], size=0), readers(i8, [0] * 3)) is None
