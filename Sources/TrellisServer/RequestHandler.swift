@@ -181,7 +181,7 @@ final class RequestHandler: Sendable {
             return .reply(.done(.delData))
         case .persist(let id):
             if let cluster { try cluster.sync([id], into: store) }
-            let persisted = try store.persist(id)
+            let persisted = try store.persist(id, trees: cluster != nil)
             if let cluster {
                 do {
                     try cluster.publish(persisted)

@@ -149,8 +149,10 @@ extension ObjectStore {
 
     /// Marks an object and its transient non-blob members persistent; returns those
     /// that changed, with their trees, so the cluster metadata can publish them.
-    public func persist(_ id: ObjectID) throws(VineyardError) -> [PersistedObject] {
-        try withState { (s) throws(VineyardError) in try s.persist(id) }
+    /// `trees`: expand each newly persistent object's tree (what a cluster publishes); a
+    /// daemon without a cluster has nothing to publish and skips it (`.null` trees).
+    public func persist(_ id: ObjectID, trees: Bool = true) throws(VineyardError) -> [PersistedObject] {
+        try withState { (s) throws(VineyardError) in try s.persist(id, trees: trees) }
     }
 
     /// Undoes ``persist(_:)`` for objects whose publication failed: they are transient

@@ -103,12 +103,13 @@ extension StoreState {
 
     // MARK: - Persist, labels, copies
 
-    mutating func persist(_ id: ObjectID) throws(VineyardError) -> [PersistedObject] {
+    mutating func persist(_ id: ObjectID, trees: Bool = true) throws(VineyardError) -> [PersistedObject] {
         if id.isBlob { throw VineyardError(.assertionFailed, "!IsBlob(id): The blobs cannot be persisted") }
         guard objects[id] != nil else { throw VineyardError(.metaTreeSubtreeNotExists, "get subtree failed: \(id)") }
         var changed: [ObjectID] = []
         markPersistent(id, &changed)
         for c in changed { invalidate(c) }
+        if !trees { return changed.map { PersistedObject(id: $0, tree: .null) } }
         return changed.compactMap { c in expand(c).map { PersistedObject(id: c, tree: $0) } }
     }
 

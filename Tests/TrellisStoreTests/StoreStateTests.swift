@@ -33,6 +33,7 @@ final class StoreStateTests {
         #expect(s.parents[blob] == [created.id])
         let persisted = try s.persist(created.id)
         #expect(persisted.map(\.id) == [created.id])
+        #expect(persisted[0].tree["transient"] == .bool(false), "the tree a cluster publishes")
         #expect(try s.isPersistent(created.id))
         _ = try s.putName("x", for: created.id)
         #expect(s.names["x"] == created.id)
@@ -45,6 +46,14 @@ final class StoreStateTests {
         #expect(d.unpublished == [created.id])
         #expect(deleted.trim.count == 1, "memory_trim: the freed block is quarantined for the caller to punch")
         #expect(s.objects.isEmpty && s.blobs.isEmpty && s.names.isEmpty)
+    }
+
+    @Test("persist without trees (no cluster to publish to): the ids only, the objects persistent all the same")
+    func persistWithoutTrees() throws {
+        let other = try s.createData(tree(try sealedBlob()), now: now).0.id
+        let bare = try s.persist(other, trees: false)
+        #expect(bare.map(\.id) == [other] && bare[0].tree == .null)
+        #expect(try s.isPersistent(other) && s.getData([other])[other.description]?["transient"] == .bool(false))
     }
 
     @Test("split_buffer: an unsealed blob becomes one blob per piece, each sealed, used and freed alone")
