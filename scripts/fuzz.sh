@@ -4,6 +4,8 @@
 #
 #   scripts/fuzz.sh                 # CI: 20 s per harness
 #   scripts/fuzz.sh 3600 FuzzJSON   # by hand: an hour of one harness
+#   FUZZ_PHASE=build scripts/fuzz.sh   # only build the harnesses (test.sh does this at low
+#   FUZZ_PHASE=run scripts/fuzz.sh 20  #  priority beside the Python tests, then runs them)
 #
 # Seeds: Fuzz/corpus/<harness>/ (from the captured transcripts, scripts/fuzz_seeds.py).
 # The growing corpus lives in .build-fuzz/corpus/<harness>/, crashing inputs are written
@@ -21,13 +23,15 @@ export TRELLIS_FUZZ=1
 
 FLAGS=(-c release --scratch-path "$SCRATCH" -Xswiftc -sanitize=fuzzer -Xswiftc -D -Xswiftc TRELLIS_FUZZING
        -Xswiftc -enable-testing -Xswiftc -use-ld=lld)
+PHASE=${FUZZ_PHASE:-all}
 status=0
 for h in $HARNESSES; do
   mkdir -p "$SCRATCH"
-  if ! swift build "${FLAGS[@]}" --product "$h" > "$SCRATCH/build-$h.log" 2>&1; then
+  if [ "$PHASE" != run ] && ! swift build "${FLAGS[@]}" --product "$h" > "$SCRATCH/build-$h.log" 2>&1; then
     grep -E "error" "$SCRATCH/build-$h.log" | head -10
     echo "fuzz: building $h failed (log: $SCRATCH/build-$h.log)"; status=1; continue
   fi
+  [ "$PHASE" = build ] && continue
   bin=$(swift build "${FLAGS[@]}" --show-bin-path)/$h
   [ -x "$bin" ] || { echo "fuzz: $bin was not built"; status=1; continue; }
   mkdir -p "$SCRATCH/corpus/$h" "$SCRATCH/crashes/$h"

@@ -17,6 +17,15 @@ export TRELLIS_BIN=$ROOT/.build/debug/trellis
 swift test --skip-build 2>&1 | grep -E "✘|recorded an issue|Test run with|error:" | tail -40
 SWIFT_STATUS=${PIPESTATUS[0]}
 phase "swift tests done"
+# The fuzz harnesses' build (release, instrumented, its own scratch path: ~10 minutes on two
+# cores) runs beside the Python tests at the lowest priority, so it takes only the CPU they
+# leave; the harnesses run after them.
+FUZZ_BUILD_PID=
+if [ "${TRELLIS_SKIP_FUZZ:-0}" != "1" ]; then
+  FUZZ_PHASE=build nice -n 19 timeout 2700 bash "$ROOT/scripts/fuzz.sh" > "$ROOT/.build/fuzz-build.log" 2>&1 &
+  FUZZ_BUILD_PID=$!
+  trap '[ -n "$FUZZ_BUILD_PID" ] && kill "$FUZZ_BUILD_PID" 2>/dev/null' EXIT
+fi
 PY_STATUS=0
 if [ -d tests ]; then
   # tests/tutorial runs the seed tutorial's notebook (read from ../shared/seed) on trellis.fluid.
@@ -32,9 +41,16 @@ PKG_STATUS=$?
 # libFuzzer harnesses (frame reader, JSON parser, request handling): 20 s each, after a
 # build of their own (.build-fuzz); bounded as a whole. TRELLIS_SKIP_FUZZ=1 skips them.
 FUZZ_STATUS=0
-if [ "${TRELLIS_SKIP_FUZZ:-0}" != "1" ]; then
-  timeout 2700 bash "$ROOT/scripts/fuzz.sh" 20
+if [ -n "$FUZZ_BUILD_PID" ]; then
+  wait "$FUZZ_BUILD_PID"
   FUZZ_STATUS=$?
+  FUZZ_BUILD_PID=
+  cat "$ROOT/.build/fuzz-build.log"
+  phase "fuzz harnesses built"
+  if [ $FUZZ_STATUS -eq 0 ]; then
+    FUZZ_PHASE=run timeout 2700 bash "$ROOT/scripts/fuzz.sh" 20
+    FUZZ_STATUS=$?
+  fi
 fi
 phase "fuzzing done"
 echo "swift test exit $SWIFT_STATUS, pytest exit $PY_STATUS, fuzz exit $FUZZ_STATUS"
