@@ -31,8 +31,33 @@ extension StoreState {
             throw VineyardError(
                 .metaTreeInvalid, "metadata tree is \(depth) levels deep, more than the limit of \(ObjectStore.maxMetadataDepth)")
         }
+        // before anything is inserted (a nested tree is all or nothing)
+        try checkBlobMembers(of: tree)
         let created = try insert(tree, now: now)
         return (created, StoreEffects(wake: waiters.takeWoken()))
+    }
+
+    /// Every blob member of this instance that `tree` (and its nested trees) refers to by id
+    /// must be a blob here: allocated, not deleted or retired (a retired blob's memory is
+    /// only kept for the connections that still map it, and goes back to the arena when
+    /// they let go). The empty blob is always valid; another instance's blobs are that
+    /// instance's business. Called after the depth check, so the walk is bounded.
+    func checkBlobMembers(of tree: [String: JSON]) throws(VineyardError) {
+        for (key, value) in tree {
+            guard case .object(let m) = value else { continue }
+            guard let idValue = m["id"] else {
+                try checkBlobMembers(of: m)
+                continue
+            }
+            guard let text = idValue.stringValue, let mid = ObjectID(string: text),
+                mid.isBlob || m["typename"]?.stringValue == ObjectStore.blobTypename,
+                mid != .emptyBlob, m.count > 1,  // (a bare id: `insert` refuses it as a placeholder)
+                (m["instance_id"]?.uint64Value ?? instanceID) == instanceID
+            else { continue }
+            if blobs[mid] == nil {
+                throw VineyardError(.objectNotExists, "member '\(key)' refers to a missing blob \(mid)")
+            }
+        }
     }
 
     // MARK: - Cluster imports

@@ -83,6 +83,33 @@ struct StoreTests {
         #expect(code(["typename": "x", "instance_id": 0, "b": ["id": "o8000000000000001", "typename": "vineyard::Blob", "instance_id": 5]]) == 51)
     }
 
+    @Test("create_data refuses blob members that are not blobs here (never allocated, deleted, retired)")
+    func blobMembersMustBeLive() throws {
+        func code(_ content: JSON) -> Int? {
+            do { _ = try store.createData(content); return nil } catch { return error.code.rawValue }
+        }
+        let live = try sealedBlob()
+        // deleted while its sealer (connection 1) still uses it: retired, memory kept
+        let retired = try sealedBlob()
+        store.delete([try store.createData(tensor(retired)).id], force: false, deep: true, memoryTrim: false)
+        #expect(!store.exists(retired) && store.status().retiredBytes == 8)
+        // deleted by its only user: freed
+        let freed = try sealedBlob()
+        store.delete([try store.createData(tensor(freed)).id], force: false, deep: true, memoryTrim: false, connection: 1)
+        #expect(!store.exists(freed))
+        let objects = store.status().objects
+        #expect(code(tensor(retired)) == 12)
+        #expect(code(tensor(freed)) == 12)
+        #expect(code(tensor(ObjectID(1 << 63 | 0x4242))) == 12)
+        // nested: nothing of the tree is inserted when one column refers to a dead blob
+        #expect(code(["typename": "vineyard::DataFrame", "instance_id": 0, "a": tensor(live), "b": tensor(retired)]) == 12)
+        #expect(store.status().objects == objects)
+        // the empty blob, a live blob and an unsealed one of this instance are fine
+        #expect(code(tensor(.emptyBlob)) == nil)
+        #expect(code(tensor(live)) == nil)
+        #expect(code(tensor(try store.createBlob(size: 8, connection: 2).objectID)) == nil)
+    }
+
     @Test("get_data expands members; blob members read back with zero sizes")
     func readBack() throws {
         let blob = try sealedBlob()
