@@ -67,15 +67,34 @@ _ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 class _Connection:
-    """A raw IPC connection to a Trellis daemon (frames of u64le length + JSON)."""
+    """A raw IPC connection to a Trellis daemon (frames of u64le length + JSON).
+
+    The daemon answers a connection's requests strictly in order, so a request whose reply
+    (and the descriptors passed with it) is not read to the end — an exception, even
+    ``KeyboardInterrupt``, between sending it and having read it all — leaves the stream
+    out of step: the connection is then **broken**: it sends nothing more and leaves the
+    cache (the next use opens a fresh one). Its socket stays open while anything this
+    process has through it lives — values read through it (the daemon keeps their blobs
+    while the connection uses them) and zero-copy reservations made through it (the
+    daemon would hand their memory out again) — and closes when the last of them goes."""
 
     def __init__(self, path: str):
         self.path = path
         self.pid = os.getpid()
+        # no more requests (a reply was cut short, or close_connections() dropped it)
+        self.broken = False
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
         self.arena: Optional[mmap.mmap] = None
         self.arena_fd = -1
+        try:
+            self.sock.connect(path)
+            self._init(path)
+        except BaseException:
+            self.broken = True
+            self.close()
+            raise
+
+    def _init(self, path: str) -> None:
         self.arena_map_size = 0
         self.zc_base = 0  # where trellis._zerocopy mapped the arena (zero-copy put)
         # the reader's fast path: a read-only mapping of the arena, the blobs read through
@@ -106,6 +125,7 @@ class _Connection:
         self.instance_id = int(meta.get("instance_id", 0)) if isinstance(meta, dict) else 0
 
     def close(self) -> None:
+        self.broken = True
         try:
             self.sock.close()
         finally:
@@ -113,11 +133,43 @@ class _Connection:
             # (each keeps the mmap object); it is unmapped when the last of them goes
             self.ro_arena = None
             if self.arena is not None:
-                self.arena.close()
+                try:
+                    self.arena.close()
+                except BufferError:
+                    pass  # (a copy into it still being unwound: unmapped when that goes)
                 self.arena = None
             if self.arena_fd >= 0:
                 os.close(self.arena_fd)
                 self.arena_fd = -1
+
+    def __del__(self) -> None:
+        # a dropped connection (broken, or left by close_connections() or a fork) closes
+        # its socket once nothing that lives uses it (the values and reservations made
+        # through it hold it)
+        try:
+            if getattr(self, "sock", None) is not None and self.sock.fileno() >= 0:
+                self.close()
+        except Exception:
+            pass
+
+    def in_use(self) -> bool:
+        """Whether a live value read through this connection, or a zero-copy reservation
+        made through it, still needs its socket open (called with the lock held)."""
+        self._releases()  # (the holds that died: their uses end with the socket anyway)
+        if self.read_uses:
+            return True
+        return any(r.conn is self for r in list(_reservations.values()))
+
+    def _break(self) -> None:
+        """A request's reply was not read to the end: nothing more goes on this connection;
+        it leaves the cache and closes now, or once nothing uses it."""
+        if self.broken and self.sock.fileno() < 0:
+            return
+        self.broken = True
+        _stats["broken_connections"] = _stats.get("broken_connections", 0) + 1
+        _forget(self)
+        if not self.in_use():
+            self.close()
 
     # -- frames -------------------------------------------------------------------------
     def _releases(self) -> List[Dict[str, Any]]:
@@ -187,26 +239,51 @@ class _Connection:
             raise _DaemonError(code, reply.get("message", ""))
         return reply
 
-    def call(self, message: Dict[str, Any]) -> Dict[str, Any]:
-        self._send([message])
-        return self._receive()
+    def call(self, message: Dict[str, Any], fds: bool = False) -> Dict[str, Any]:
+        return self.pipeline([message], fds)[0]
 
-    def pipeline(self, messages: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    def pipeline(self, messages: List[Dict[str, Any]], fds: bool = False) -> List[Dict[str, Any]]:
         """Sends every request at once and reads the replies in order (the daemon answers
-        one connection's requests strictly in order). All are read even if one fails."""
+        one connection's requests strictly in order). All are read even if one fails; with
+        `fds`, so are the descriptors a reply announces (the arena's). Anything that stops
+        this before every reply is read breaks the connection."""
         if not messages:
             return []
-        self._send(messages)
-        replies, error = [], None
-        for _ in messages:
-            try:
-                replies.append(self._receive())
-            except _DaemonError as e:
-                error = error or e
-                replies.append({})
+        if self.broken:
+            raise ConnectionError("this connection to %s was dropped" % self.path)
+        complete = False
+        try:
+            self._send(messages)
+            replies, error = [], None
+            for _ in messages:
+                try:
+                    reply = self._receive()
+                except _DaemonError as e:  # (a whole reply, read)
+                    error = error or e
+                    replies.append({})
+                    continue
+                if fds:
+                    self._adopt_fds(reply)
+                replies.append(reply)
+            complete = True
+        finally:
+            if not complete:
+                self._break()
         if error is not None:
             raise error
         return replies
+
+    def _adopt_fds(self, reply: Dict[str, Any]) -> None:
+        """Receives the descriptors `reply` announces: the arena's, kept the first time
+        (with the size to map from its payloads), closed after that."""
+        payloads = reply.get("payloads") or []
+        for _ in reply.get("fds") or []:
+            fd = self._receive_fd()
+            if self.arena_fd >= 0:
+                os.close(fd)
+                continue
+            self.arena_fd = fd
+            self.arena_map_size = next((p["map_size"] for p in payloads if p["data_size"] > 0), 8) - 8
 
     def _receive_fd(self) -> int:
         _, fds, _, _ = socket.recv_fds(self.sock, 1, 1)
@@ -218,16 +295,9 @@ class _Connection:
 
     # -- blobs ----------------------------------------------------------------------------
     def create_buffers(self, sizes: List[int]) -> List[Dict[str, Any]]:
-        reply = self.call({"type": "create_buffers_request", "num": len(sizes), "sizes": sizes})
-        fds = reply.get("fds") or []
+        # (one carrier per descriptor announced — Trellis: the arena, once)
+        reply = self.call({"type": "create_buffers_request", "num": len(sizes), "sizes": sizes}, fds=True)
         payloads = reply["payloads"]
-        for _ in fds:  # one carrier per descriptor announced (Trellis: the arena, once)
-            fd = self._receive_fd()
-            if self.arena_fd >= 0:
-                os.close(fd)
-                continue
-            self.arena_fd = fd
-            self.arena_map_size = next(p["map_size"] for p in payloads if p["data_size"] > 0) - 8
         if self.arena is None and self.arena_fd >= 0 and any(p["data_size"] > 0 for p in payloads):
             # (the descriptor may have come with a get's reply, on the reader's path)
             self.arena = mmap.mmap(self.arena_fd, self.arena_map_size, mmap.MAP_SHARED,
@@ -236,7 +306,8 @@ class _Connection:
 
 
 _connections: Dict[str, _Connection] = {}
-_connections_lock = threading.Lock()
+# re-entrant: a connection that breaks while being opened (under it) drops itself
+_connections_lock = threading.RLock()
 _stats = {"accelerated": 0, "stepped_aside": 0}
 
 
@@ -247,10 +318,17 @@ def _connection(client) -> _Connection:
     return _connection_at(path)
 
 
+def _forget(conn: _Connection) -> None:
+    """Takes `conn` out of the cache (if it is still the one there)."""
+    with _connections_lock:
+        if _connections.get(conn.path) is conn:
+            del _connections[conn.path]
+
+
 def _connection_at(path: str) -> _Connection:
     with _connections_lock:
         c = _connections.get(path)
-        if c is not None and c.pid != os.getpid():
+        if c is not None and (c.pid != os.getpid() or c.broken):
             # a forked child must not share its parent's socket: open its own
             _connections.pop(path, None)
             c = None
@@ -584,6 +662,9 @@ def _write(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
 #   * the connection holding the reservations stays open while any lives
 #     (``close_connections()`` keeps it); if the daemon goes away the arrays stay readable
 #     and writable in this process, and puts fall back to the upstream builders.
+#   * a connection broken by a cut request (see _Connection) keeps its socket open while
+#     its reserved arrays live; they are never published in place (put copies them) and
+#     freeing them sends nothing; the socket closes with the last of them.
 #   * only what could be published as is goes in place (C-contiguous arrays tiling their
 #     allocation exactly, each column but the last a multiple of 64 bytes); anything else
 #     is copied as before. Allocations the arena cannot hold come from the heap.
@@ -608,6 +689,7 @@ _zc_pid = 0
 _zc_threshold = 1 << 20
 _reservations: Dict[int, _Reservation] = {}
 _reserved_addrs: List[int] = []  # sorted
+_zc_maps: Dict[Tuple[int, int, int], int] = {}  # the arenas trellis._zerocopy mapped
 _zc_lock = threading.RLock()
 
 
@@ -631,11 +713,17 @@ def _zc_reserve(size: int) -> int:
         with conn.lock:
             payload = conn.create_buffers([size])[0]
             if conn.zc_base == 0:
-                fd = os.dup(conn.arena_fd)
-                try:
-                    conn.zc_base = _zc_module.map(fd, conn.arena_map_size)
-                finally:
-                    os.close(fd)
+                # one mapping per arena for the process's life (a connection opened after
+                # another broke maps the same arena: the same memfd)
+                st = os.fstat(conn.arena_fd)
+                key = (st.st_dev, st.st_ino, conn.arena_map_size)
+                if key not in _zc_maps:
+                    fd = os.dup(conn.arena_fd)
+                    try:
+                        _zc_maps[key] = _zc_module.map(fd, conn.arena_map_size)
+                    finally:
+                        os.close(fd)
+                conn.zc_base = _zc_maps[key]
     except Exception:
         return 0
     addr = conn.zc_base + payload["data_offset"]
@@ -664,6 +752,11 @@ def _zc_release(addr: int) -> None:
         messages = [{"type": "release_request", "object_id": b} for b in r.pieces]
     else:  # sealed in place but never recorded in an object
         messages = [{"type": "drop_buffer_request", "id": b} for b in r.pieces]
+    if r.conn.broken:
+        # its connection was dropped with this reservation alive (the socket stayed open
+        # for it): nothing goes on it any more; the daemon frees or releases the blob when
+        # that socket closes, once nothing else of it lives
+        return
     owned = getattr(r.conn.lock, "_is_owned", None)
     if owned is not None and owned():
         # freed (by the garbage collector, say) while this thread is inside a request on
@@ -701,7 +794,7 @@ def _zc_publish(conn: _Connection, plan: _Plan) -> Dict[int, Tuple[int, int]]:
             continue
         ptr = a.__array_interface__["data"][0]
         r = _zc_find(ptr)
-        if r is None or r.conn is not conn or r.state != "open":
+        if r is None or r.conn is not conn or r.state != "open" or conn.broken:
             continue
         groups.setdefault(r.addr, (r, []))[1].append((ptr - r.addr, int(a.nbytes), i))
     placed: Dict[int, Tuple[int, int]] = {}
@@ -813,12 +906,30 @@ def _zc_after_fork_in_child() -> None:
     _zc_lock = threading.RLock()
     _reservations.clear()
     del _reserved_addrs[:]
+    _zc_maps.clear()
     _zc_path = None
     if _zc_module is not None:
         _zc_module.forked()
 
 
-os.register_at_fork(after_in_child=_zc_after_fork_in_child)
+def _after_fork_in_child() -> None:
+    """A forked child starts with fresh locks (another thread of the parent may have held
+    one at the fork: it would never be released here) and none of its parent's
+    connections: their sockets are the parent's, and the child's requests would interleave
+    with the parent's. The inherited ones are marked dropped (nothing is sent on them;
+    values inherited through them keep their mapping); collecting them closes the child's
+    copies of their descriptors only."""
+    global _connections_lock
+    _connections_lock = threading.RLock()
+    inherited = list(_connections.values())
+    _connections.clear()
+    for c in inherited:
+        c.lock = threading.RLock()
+        c.broken = True
+    _zc_after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # -- the builders ------------------------------------------------------------------------------
@@ -862,8 +973,7 @@ def _accelerated(kind: str, upstream: Callable) -> Callable:
                 raise NotEnoughMemoryException(str(e)) from None
             return aside()
         except (OSError, ConnectionError):
-            close_connections()
-            return aside()
+            return aside()  # (a connection cut mid-request dropped itself)
         _stats["accelerated"] += 1
         return ObjectID(oid)
 
@@ -1211,16 +1321,9 @@ def _blob_id(text) -> int:
     return int(text[1:], 16) if text.startswith("o") else int(text)
 
 
-def _read_mapping(conn: _Connection, payloads: List[Dict[str, Any]], fds: List[int]) -> memoryview:
-    """The connection's read-only view of the arena (mapped once; the descriptor comes
-    with the first reply that sends it, or is the one create_buffers brought)."""
-    for _ in fds:
-        fd = conn._receive_fd()
-        if conn.arena_fd < 0:
-            conn.arena_fd = fd
-            conn.arena_map_size = next(p["map_size"] for p in payloads if p["data_size"] > 0) - 8
-        else:
-            os.close(fd)
+def _read_mapping(conn: _Connection) -> memoryview:
+    """The connection's read-only view of the arena (mapped once; the descriptor came with
+    the first reply that sent it — a get_buffers or a create_buffers)."""
     if conn.ro_arena is None:
         if conn.arena_fd < 0:
             raise _StepAside("no descriptor for the arena")
@@ -1321,7 +1424,7 @@ def _direct_get_id(client, conn, oid):
         ids = sorted({_blob_id(b["id"]) for b, _ in blobs})
         where: Dict[int, Tuple[int, int]] = {}
         if ids:
-            reply = conn.call({"type": "get_buffers_request", "ids": ids, "unsafe": False})
+            reply = conn.call({"type": "get_buffers_request", "ids": ids, "unsafe": False}, fds=True)
             payloads = reply.get("payloads") or []
             # the daemon counts these as this connection's uses now: so does the hold,
             # before anything else can fail (whatever happens, they are released)
@@ -1329,7 +1432,7 @@ def _direct_get_id(client, conn, oid):
             for b in got:
                 conn.read_uses[b] = conn.read_uses.get(b, 0) + 1
             hold = _ReadHold(conn, got, ObjectID(oid), tree["typename"])
-            arena = _read_mapping(conn, payloads, reply.get("fds") or [])
+            arena = _read_mapping(conn)
             for p in payloads:
                 where[int(p["object_id"])] = (int(p["data_offset"]), int(p["data_size"]))
                 conn.read_blobs[int(p["data_offset"])] = (int(p["object_id"]), int(p["data_size"]))
@@ -1341,7 +1444,10 @@ def _direct_get_id(client, conn, oid):
                 raise _StepAside("a value larger than its blob")
         else:
             hold, arena = _ReadHold(conn, (), ObjectID(oid), tree["typename"]), memoryview(b"")
-    value = build(_View(conn.ro_arena, conn.ro_base, where, hold))
+        # (taken under the lock: a connection dropped meanwhile lets go of its mapping,
+        # which then lives only as long as the values over it)
+        mapping, base = conn.ro_arena, conn.ro_base
+    value = build(_View(mapping, base, where, hold))
     _stats["direct_gets"] = _stats.get("direct_gets", 0) + 1
     return value, hold
 
@@ -1358,7 +1464,7 @@ def _accelerated_get(upstream: Callable) -> Callable:
             except (_StepAside, _DaemonError):
                 pass  # (a missing name or object: upstream's own exception, below)
             except (OSError, ConnectionError):
-                close_connections()
+                pass  # (a connection cut mid-request dropped itself: the upstream get)
             else:
                 # what the upstream resolver context adds to every value it returns
                 try:
@@ -1467,17 +1573,26 @@ def warm(client) -> bool:
 
 
 def close_connections() -> None:
-    """Closes this process's connections to daemons (they are opened again on demand)."""
+    """Closes this process's connections to daemons (they are opened again on demand).
+    Each is closed under its own lock (a request in flight on another thread ends first).
+    A connection that holds zero-copy reservations stays open and cached: the daemon would
+    take their memory back while the arrays still use it. One that values read through it
+    still use leaves the cache and closes once the last of them goes (the daemon keeps
+    their blobs while it is open)."""
+    holding = {id(r.conn) for r in list(_reservations.values())}
     with _connections_lock:
-        # a connection that holds zero-copy reservations stays: the daemon would take
-        # their memory back while the arrays still use it
-        holding = {id(r.conn) for r in list(_reservations.values())}
-        for path, c in list(_connections.items()):
-            if id(c) in holding and c.pid == os.getpid():
-                continue
-            if c.pid == os.getpid():
+        dropped = [c for c in _connections.values() if id(c) not in holding or c.pid != os.getpid()]
+        for c in dropped:
+            del _connections[c.path]
+    # (the locks are taken outside the cache's: a request holding its connection's lock
+    # may open a connection — numpy asking for a zero-copy reservation)
+    for c in dropped:
+        if c.pid != os.getpid():
+            continue  # (an inherited one: the fork hook dropped it; only collection closes it)
+        with c.lock:
+            c.broken = True
+            if not c.in_use():
                 c.close()
-            del _connections[path]
 
 
 def stats() -> Dict[str, int]:
