@@ -293,3 +293,24 @@ def test_arrow_tables_are_written_exactly_as_upstream_writes_them(daemon, client
         up, fast, accelerated = _both(daemon, client, accel, batch)
         assert accelerated
         assert _tree(daemon, fast) == _tree(daemon, up)
+
+
+@pytest.mark.trellis_only
+def test_a_large_put_maps_its_pages_in_with_one_call_per_run_of_blobs(daemon, client, accel, monkeypatch):
+    # a frame of 8 MB columns: the copies' destination pages are populated (MADV_POPULATE_WRITE)
+    # in one call over the adjacent blobs, and the frame reads back exactly
+    accel, _ = accel
+    calls = []
+    original = accel._populate
+
+    def spy(conn, payloads):
+        before = accel._populate_works
+        original(conn, payloads)
+        calls.append((before, accel._populate_works, sum(p["data_size"] for p in payloads)))
+
+    monkeypatch.setattr(accel, "_populate", spy)
+    value = pd.DataFrame({f"c{i}": np.arange(1 << 20, dtype="int64") + i for i in range(3)})
+    oid = client.put(value)
+    assert calls and calls[0][2] >= 3 * 8 << 20
+    assert calls[0][0] and calls[0][1], "MADV_POPULATE_WRITE failed on this kernel (5.14+ has it)"
+    pdt.assert_frame_equal(client.get(oid), value)
