@@ -358,10 +358,6 @@ def _to_json_memo(value) -> str:  # shapes and orders: the same few strings over
     return to_json(value)
 
 
-def _cpptype(dtype) -> str:
-    return _dtype_facts(dtype)[0]
-
-
 @functools.lru_cache(maxsize=256)
 def _dtype_facts(dtype) -> Tuple[str, str, str]:
     """(the C++ type name, ``dtype.name``, ``dtype.str``) — each a slow property in numpy."""
