@@ -108,7 +108,6 @@ class _Connection:
         self.skip_replies = 0
         # requests of numpy's free hook that came while this thread was inside a request
         self.deferred: List[Dict[str, Any]] = []
-        self.presealed = False  # the last _zc_publish's pieces came back sealed
         self.populated: Optional[bytearray] = None  # 2 MiB chunks of self.arena mapped in
         # re-entrant: a zero-copy reservation may be asked for by numpy on a thread that
         # already holds it
@@ -668,7 +667,8 @@ def _write(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
             # in order on the daemon: the seals, the tree (which needs them sealed), then
             # this connection lets the blobs go (the object holds them), so a delete frees
             # their memory at once
-            sealed = written if conn.presealed else [b for b, _ in placed.values()] + written
+            # (with split_seal, the pieces published in place came back sealed)
+            sealed = written if "split_seal" in conn.extensions else [b for b, _ in placed.values()] + written
             replies = conn.pipeline(
                 [{"type": "seal_request", "object_id": b} for b in sealed]
                 + [{"type": "create_data_request", "content": tree}]
@@ -823,9 +823,8 @@ def _zc_publish(conn: _Connection, plan: _Plan) -> Dict[int, Tuple[int, int]]:
     """Publishes in place the planned arrays that live in reservations of `conn` and tile
     them exactly (cutting a reservation into one blob per array); returns index -> (blob,
     size). With the daemon's ``split_seal`` the pieces come back sealed; without it they
-    are sealed in the write's pipelined round trip (``conn.presealed`` says which)."""
+    are sealed in the write's pipelined round trip."""
     presealed = "split_seal" in conn.extensions
-    conn.presealed = presealed
     if not _reservations:
         return {}
     groups: Dict[int, Tuple[_Reservation, List[Tuple[int, int, int]]]] = {}
