@@ -40,7 +40,7 @@ let package = Package(
         .target(
             name: "TrellisMeta",
             dependencies: [
-                "TrellisProtocol",
+                "TrellisProtocol", "TrellisSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Logging
 import Synchronization
+import TrellisSystem
 
 /// Cluster metadata: membership, persisted objects and names shared between the daemons
 /// of one cluster, on a key-value service (``MetaKV``): a real etcd (`--meta etcd`,
@@ -407,7 +408,8 @@ public final class MetaCore: Sendable {
     /// while it was broken are not reported (a reader re-checks what it imported anyway).
     public func objectRemovals() -> AsyncStream<UInt64> {
         AsyncStream { continuation in
-            let task = Task {
+            // on the blocking pool's executor for the reason ObjectMirror's feeder is
+            let task = Task(executorPreference: Blocking.executor) { [self] in
                 let prefix = self.objectsPrefix
                 while !Task.isCancelled {
                     do {

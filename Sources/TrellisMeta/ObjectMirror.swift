@@ -1,6 +1,7 @@
 import Logging
 import Synchronization
 import TrellisProtocol
+import TrellisSystem
 
 /// This daemon's copy of the cluster's published objects, in id order, kept current by a
 /// watch on the objects' keys: listing walks it from the smallest id and stops at its
@@ -191,9 +192,13 @@ final class ObjectMirror: Sendable {
             return !s.started && !s.stopped
         }
         guard start else { return }
-        let task = Task { [weak self] in
+        // The watch's feeder runs on the blocking pool's executor, not the cooperative pool:
+        // readers wait on it with a deadline, and on a 2-core machine the cooperative pool's
+        // two threads can be held for seconds by work that blocks or computes (a CI run
+        // saw a reader's 20 s deadline pass with the feeder never scheduled).
+        let task = Task(executorPreference: Blocking.executor) { [weak self] in
             while let self, !Task.isCancelled {
-                let cycle = Task { await self.cycle() }
+                let cycle = Task(executorPreference: Blocking.executor) { await self.cycle() }
                 self.state.withLock { $0.cycle = cycle }
                 await withTaskCancellationHandler { await cycle.value } onCancel: { cycle.cancel() }
                 let restarted = self.state.withLock { s -> Bool in

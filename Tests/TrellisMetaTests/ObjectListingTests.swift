@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 import Testing
 import TrellisProtocol
@@ -97,6 +100,41 @@ enum Listing {
 struct LocalListingTests {
     @Test func readYourWrites() async throws { try await Listing.readYourWrites(LocalCluster()) }
     @Test func orderAndFilter() async throws { try await Listing.orderAndFilter(LocalCluster()) }
+
+    /// The copy is kept current off the cooperative pool: with every thread of that pool
+    /// held (as blocking or busy tests can hold both of a 2-core machine's), a reader's
+    /// sync still sees a write made before it. (The feeder once ran there, and a CI run
+    /// under load saw a sync's 20 s deadline pass.)
+    @Test func catchesUpWhileTheCooperativePoolIsHeld() async throws {
+        let cluster = LocalCluster()
+        let a = cluster.backend()
+        let b = cluster.backend()
+        try await registerSample(a, "a")
+        try await registerSample(b, "b")
+        try await b.publishObject(1, metadata: Listing.tensor(1))
+        let width = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        final class Hold: Sendable {
+            let started = Atomic<Int>(0)
+            let release = Atomic<Bool>(false)
+        }
+        let hold = Hold()
+        defer { hold.release.store(true, ordering: .releasing) }
+        for _ in 0..<width {
+            Task.detached {  // the global (cooperative) executor
+                hold.started.add(1, ordering: .acquiringAndReleasing)
+                while !hold.release.load(ordering: .acquiring) { usleep(1000) }
+            }
+        }
+        // (this test runs on the blocking pool: waiting here holds none of the pool's threads)
+        let waitStart = ContinuousClock.now
+        while hold.started.load(ordering: .acquiring) < width {
+            try #require(ContinuousClock.now - waitStart < .seconds(600), "the cooperative pool's threads never all came free")
+            usleep(1000)
+        }
+        try await b.publishObject(2, metadata: Listing.tensor(2))
+        try await a.syncObjects(timeout: .seconds(60))
+        #expect(a.objectPage(after: nil, count: 10).page.map(\.id) == [1, 2])
+    }
 }
 
 /// A real etcd, read through a wrapper that compacts etcd's history right after the

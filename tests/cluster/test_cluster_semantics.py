@@ -16,24 +16,37 @@ KINDS = ["trellis", "vineyardd"]
 MIB = 1 << 20
 
 
-def _serving(node):
-    try:
-        return node.alive() and node.status()["instance_id"] >= 0
-    except Exception:
-        return False
+def _serving(node, timeout=60):
+    """Whether `node` answers with an instance id: waited for while it lives (a loaded
+    machine can take seconds to let a fresh daemon join), False at once when it dies."""
+    deadline = time.monotonic() + timeout
+    while node.alive():
+        try:
+            if node.status()["instance_id"] >= 0:
+                return True
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return False
 
 
-def _nodes(cluster, n, kind):
+def _nodes(cluster, n, kind, attempts=5):
     """`n` daemons of `kind` that answer. Upstream vineyardd 0.24.2 now and then dies with
     SIGTRAP right after joining the cluster on a loaded machine (seen in CI: "Instance
-    join", exit -5); such a start is retried — its crash is not what these tests compare."""
-    for attempt in range(3):
+    join", exit -5); such a start is retried — its crash is not what these tests compare.
+    Trellis gets no retries."""
+    why = []
+    for attempt in range(attempts if kind != "trellis" else 1):
         nodes = cluster.start(n, kind=kind, size="512Mi")
         if kind == "trellis" or all(_serving(x) for x in nodes):
             return nodes
         for x in nodes:
+            why.append("attempt %d: pid %d %s; log tail: %s" % (
+                attempt + 1, x.pid, "alive" if x.alive() else "exited", x.log_tail(400)))
             cluster.stop(x)
-    pytest.fail("%s did not start %d answering daemons in 3 attempts" % (kind, n))
+    pytest.fail("%s did not start %d answering daemons in %d attempts:\n%s" % (kind, n, attempts, "\n".join(why)))
 
 
 def _settled(node, baseline, timeout=20):
