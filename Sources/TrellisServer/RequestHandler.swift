@@ -61,7 +61,7 @@ final class RequestHandler: Sendable {
 
     /// The protocol extensions this daemon serves, advertised in the register reply
     /// (`trellis_extensions`; upstream clients ignore the field).
-    static let extensions = ["split_buffer", "split_seal"]
+    static let extensions = ["split_buffer", "split_seal", "split_unaligned"]
 
     func handle(_ request: Request, _ conn: inout ConnectionState, cancelled: () -> Bool) throws(VineyardError) -> Outcome {
         switch request {

@@ -22,6 +22,11 @@ public struct Allocator: Sendable {
     private var freeByEnd: [Int: Int] = [:]
     /// Allocated blocks: start → size (rounded).
     private var allocated: [Int: Int] = [:]
+    /// Pieces of a block cut at offsets the alignment does not allow as blocks of their
+    /// own (see ``split(_:sizes:)``): piece start → the start of the block they share.
+    private var pieceBlock: [Int: Int] = [:]
+    /// Blocks shared by such pieces: start → pieces not yet freed.
+    private var livePieces: [Int: Int] = [:]
     private var bins: [Set<Int>]
     private var bitmap: [UInt64]
     public private(set) var allocatedBytes = 0
@@ -129,8 +134,22 @@ public struct Allocator: Sendable {
     }
 
     /// Frees the block at `offset`; returns the coalesced free block it now belongs to.
+    /// For a piece of a shared block (``split(_:sizes:)``) the block is freed with the last
+    /// of its pieces; until then nothing is freed (nil).
     @discardableResult
     public mutating func free(_ offset: Int) -> (start: Int, size: Int)? {
+        var offset = offset
+        if let block = pieceBlock.removeValue(forKey: offset) {
+            let left = livePieces[block, default: 1] - 1
+            guard left == 0 else {
+                livePieces[block] = left
+                return nil
+            }
+            livePieces[block] = nil
+            offset = block
+        } else if livePieces[offset] != nil {
+            return nil  // a shared block whose first piece was freed already: its others live
+        }
         guard let size = allocated.removeValue(forKey: offset) else { return nil }
         allocatedBytes -= size
         return coalescingInsert(start: offset, size: size)
@@ -160,6 +179,8 @@ public struct Allocator: Sendable {
         shrink(&freeByStart)
         shrink(&freeByEnd)
         shrink(&allocated)
+        shrink(&pieceBlock)
+        shrink(&livePieces)
         for i in bins.indices where bins[i].capacity > 256 && bins[i].count < bins[i].capacity / 4 {
             var fresh = Set<Int>(minimumCapacity: bins[i].count)
             fresh.formUnion(bins[i])
@@ -204,7 +225,8 @@ public struct Allocator: Sendable {
 
     /// Shrinks an allocated block in place, returning the tail to the free space.
     public mutating func shrink(_ offset: Int, to size: Int) {
-        guard let old = allocated[offset] else { return }
+        // (a piece keeps its block)
+        guard pieceBlock[offset] == nil, livePieces[offset] == nil, let old = allocated[offset] else { return }
         let need = Self.roundedSize(size)
         guard need < old else { return }
         allocated[offset] = need
@@ -217,29 +239,42 @@ public struct Allocator: Sendable {
         insertFree(start: offset + need, size: tailSize)
     }
 
-    /// Cuts the allocated block at `offset` into consecutive blocks of `sizes` bytes that
-    /// tile it from its start (each one allocated and freed on its own from now on); what
-    /// the last one leaves of the block's rounding returns to the free space. Every piece
-    /// but the last must be a multiple of ``alignment`` (so the next starts aligned), and
-    /// the pieces must not outgrow the block. Returns the pieces' offsets, or nil (and
-    /// changes nothing) when the cut is not possible.
+    /// Cuts the allocated block at `offset` into consecutive pieces of `sizes` bytes that
+    /// tile it from its start, each freed on its own from now on. When every piece but the
+    /// last is a multiple of ``alignment``, the pieces become blocks of their own (what the
+    /// last leaves of the block's rounding returns to the free space). Otherwise they share
+    /// the block, which is freed with the last of them (a column of 600,001 int64 values
+    /// is not a whole number of 64-byte units, and its neighbour starts where it ends).
+    /// The pieces must not outgrow the block; a piece of a shared block is not cut again.
+    /// Returns the pieces' offsets, or nil (and changes nothing) when the cut is not possible.
     public mutating func split(_ offset: Int, sizes: [Int]) -> [Int]? {
-        guard let old = allocated[offset], !sizes.isEmpty else { return nil }
+        guard pieceBlock[offset] == nil, livePieces[offset] == nil, let old = allocated[offset], !sizes.isEmpty else {
+            return nil
+        }
         var starts: [Int] = []
         starts.reserveCapacity(sizes.count)
         var at = offset
+        var aligned = true
         for (i, size) in sizes.enumerated() {
             guard size > 0 else { return nil }
-            if i < sizes.count - 1 && size % Self.alignment != 0 { return nil }
+            if i < sizes.count - 1 && size % Self.alignment != 0 { aligned = false }
             starts.append(at)
             at += size
         }
         guard at - offset <= old else { return nil }
+        guard aligned else {
+            for start in starts { pieceBlock[start] = offset }
+            livePieces[offset] = sizes.count
+            return starts
+        }
         for (start, size) in zip(starts.dropLast(), sizes.dropLast()) { allocated[start] = size }
         allocated[starts[starts.count - 1]] = offset + old - starts[starts.count - 1]
         shrink(starts[starts.count - 1], to: sizes[sizes.count - 1])
         return starts
     }
+
+    /// Pieces sharing blocks (for tests and diagnostics).
+    public var sharedPieceCount: Int { pieceBlock.count }
 
     /// The largest block that could be allocated now.
     public var largestFreeBlock: Int {

@@ -124,7 +124,7 @@ extension StoreState {
         }
         guard let starts = allocator.split(b.offset, sizes: sizes) else {
             throw VineyardError(
-                .invalid, "split: every piece but the last must be a multiple of \(Allocator.alignment) bytes")
+                .invalid, "split: blob \(id) is itself a piece of a block cut at unaligned offsets")
         }
         // the parent's record goes (its memory lives on as the pieces): out of the indexes too
         blobs[id] = nil

@@ -96,8 +96,53 @@ struct AllocatorTests {
         #expect(a.allocatedBytes == 0 && a.freeBlockCount == 1 && a.largestFreeBlock == 1 << 16)
     }
 
+    @Test("split at unaligned offsets: the pieces share their block, freed with the last of them")
+    func splitShared() throws {
+        var a = Allocator(capacity: 1 << 16)
+        let o = a.allocate(3 * 1000)!  // rounded to 3,008
+        let cut = a.split(o, sizes: [1000, 1000, 1000])
+        let starts = try #require(cut)
+        #expect(starts == [o, o + 1000, o + 2000])
+        #expect(a.allocatedBytes == 3008 && a.allocationCount == 1 && a.sharedPieceCount == 3)
+        // a piece of a shared block is neither cut again nor shrunk
+        #expect(a.split(starts[1], sizes: [500, 500]) == nil)
+        #expect(a.split(starts[0], sizes: [64, 936]) == nil)
+        a.shrink(starts[0], to: 10)
+        #expect(a.allocatedBytes == 3008)
+        // freeing pieces frees nothing until the last, in any order
+        #expect(a.free(starts[2]) == nil)
+        #expect(a.free(starts[0]) == nil)
+        #expect(a.allocatedBytes == 3008)
+        #expect(a.free(starts[0]) == nil)  // twice: still nothing
+        #expect(a.allocatedBytes == 3008)
+        #expect(a.split(starts[0], sizes: [3008]) == nil)  // nor is the freed first piece's offset a block again
+        a.shrink(starts[0], to: 64)
+        #expect(a.allocatedBytes == 3008)
+        let freed = a.free(starts[1])
+        let block = try #require(freed)
+        #expect(block == (start: 0, size: 1 << 16))
+        #expect(a.allocatedBytes == 0 && a.sharedPieceCount == 0 && a.freeBlockCount == 1)
+        // and the memory is whole again
+        #expect(a.allocate(1 << 16) != nil)
+    }
+
+    @Test("a shared block's last piece freed into quarantine hands out the whole block")
+    func splitSharedQuarantine() throws {
+        var a = Allocator(capacity: 1 << 16)
+        _ = a.allocate(64)!  // keeps the shared block from coalescing with the start
+        let o = a.allocate(200)!
+        let cut = a.split(o, sizes: [100, 100])
+        let starts = try #require(cut)
+        #expect(a.freeIntoQuarantine(starts[0]) == nil)
+        let quarantined = a.freeIntoQuarantine(starts[1])
+        let q = try #require(quarantined)
+        #expect(q.start == o && a.quarantinedBytes == q.size && a.allocatedBytes == 64)
+        a.returnQuarantined(start: q.start, size: q.size)
+        #expect(a.quarantinedBytes == 0)
+    }
+
     @Test("split refuses what it cannot cut and changes nothing",
-          arguments: [[100, 100], [64, 0], [4096, 4096, 64], [Int](), [4096 + 192 + 64]])
+          arguments: [[64, 0], [4096, 4096, 64], [Int](), [4096 + 192 + 64], [100, 4096 + 192]])
     func splitRefused(sizes: [Int]) throws {
         var a = Allocator(capacity: 1 << 16)
         let o = a.allocate(4096 + 192)!

@@ -63,7 +63,6 @@ final class StoreStateTests {
         // only its creator may cut it, only into pieces that tile it exactly
         #expect(throws: VineyardError.self) { try self.s.splitBlob(parent.id, sizes: [4096, 4096, 4096], connection: 2, now: self.now) }
         #expect(throws: VineyardError.self) { try self.s.splitBlob(parent.id, sizes: [4096, 4096], connection: 1, now: self.now) }
-        #expect(throws: VineyardError.self) { try self.s.splitBlob(parent.id, sizes: [100, 3 * 4096 - 100], connection: 1, now: self.now) }
         let pieces = try s.splitBlob(parent.id, sizes: [4096, 4096, 4096], connection: 1, now: now).pieces
         #expect(s.blobs[parent.id] == nil)
         #expect(pieces.map(\.record.offset) == [parent.record.offset, parent.record.offset + 4096, parent.record.offset + 8192])
@@ -75,6 +74,26 @@ final class StoreStateTests {
         #expect(s.blobs[pieces[1].id]?.sealed == true)
         #expect(s.allocator.allocatedBytes == 4096)
         #expect(throws: VineyardError.self) { try self.s.splitBlob(pieces[1].id, sizes: [4096], connection: 1, now: self.now) }
+    }
+
+    @Test("split_buffer at unaligned sizes: the pieces share their memory, which returns with the last")
+    func splitBlobUnaligned() throws {
+        let parent = try #require(try s.createBlobs(sizes: [3 * 1000], connection: 1, now: now)[0])
+        let (pieces, _) = try s.splitBlob(parent.id, sizes: [1000, 1000, 1000], seal: true, connection: 1, now: now)
+        #expect(pieces.map(\.record.offset) == [0, 1000, 2000].map { parent.record.offset + $0 })
+        #expect(pieces.map(\.record.size) == [1000, 1000, 1000])
+        // a piece is not cut again
+        let loose = try #require(try s.createBlobs(sizes: [200], connection: 1, now: now)[0])
+        let halves = try s.splitBlob(loose.id, sizes: [100, 100], connection: 1, now: now).pieces
+        #expect(throws: VineyardError.self) { try self.s.splitBlob(halves[0].id, sizes: [50, 50], connection: 1, now: self.now) }
+        _ = s.disconnect(1)  // the unsealed halves go (their block with the second); the sealed pieces stay
+        #expect(s.allocator.allocatedBytes == Allocator.roundedSize(3000))
+        // deleted one by one: the memory comes back with the last
+        for (i, p) in pieces.enumerated() {
+            s.release([p.id], connection: 1)
+            _ = try s.dropBlob(p.id, connection: nil)
+            #expect(s.allocator.allocatedBytes == (i < 2 ? Allocator.roundedSize(3000) : 0))
+        }
     }
 
     @Test("split_buffer with seal: the pieces come out sealed and used by the writer, which keeps them when it leaves until they are released")

@@ -706,7 +706,8 @@ def _write(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
 #     its reserved arrays live; they are never published in place (put copies them) and
 #     freeing them sends nothing; the socket closes with the last of them.
 #   * only what could be published as is goes in place (C-contiguous arrays tiling their
-#     allocation exactly, each column but the last a multiple of 64 bytes); anything else
+#     allocation exactly; without the daemon's ``split_unaligned``, each column but the
+#     last a multiple of 64 bytes); anything else
 #     is copied as before. Allocations the arena cannot hold come from the heap.
 #   * a forked child's inherited arrays are the parent's; the child reserves through its
 #     own connection once it calls ``zero_copy()`` itself.
@@ -845,8 +846,10 @@ def _zc_publish(conn: _Connection, plan: _Plan) -> Dict[int, Tuple[int, int]]:
                 tiles = False
                 break
             at += n
-        if not tiles or at != r.size or any(n % 64 for _, n, _ in parts[:-1]):
+        if not tiles or at != r.size:
             continue  # not publishable as is: copied
+        if "split_unaligned" not in conn.extensions and any(n % 64 for _, n, _ in parts[:-1]):
+            continue  # (an older daemon cuts only at its 64-byte alignment)
         if presealed:
             # one request cuts and seals (this connection then uses every piece)
             reply = conn.call({"type": "trellis_split_buffer_request", "id": r.blob, "num": len(parts),
