@@ -65,6 +65,31 @@ class _DaemonError(Exception):
 # requests are trees of dicts, lists and scalars, never cyclic
 _ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
+try:  # a seed frame's 25 KB tree: orjson writes it ~10x and reads it ~3x faster than json
+    import orjson as _orjson
+except ImportError:  # (optional: pip install 'trellis[accel]')
+    _orjson = None
+
+
+def _encode(message: Any) -> bytes:
+    """One request's JSON body."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(message)
+        except TypeError:
+            pass  # what orjson refuses (an int beyond 64 bits, a key that is no string) json writes
+    return _ENCODE(message).encode()
+
+
+def _decode(body) -> Any:
+    """One reply's JSON body (bytes)."""
+    if _orjson is not None:
+        try:
+            return _orjson.loads(body)
+        except _orjson.JSONDecodeError:
+            pass  # what orjson refuses (an int beyond 64 bits, a lone surrogate) json reads
+    return json.loads(body)
+
 
 class _Connection:
     """A raw IPC connection to a Trellis daemon (frames of u64le length + JSON).
@@ -203,7 +228,7 @@ class _Connection:
         # ahead of the next reply this connection waits for
         parts = []
         for m in releases + messages:
-            body = _ENCODE(m).encode()
+            body = _encode(m)
             parts.append(_HEADER.pack(len(body)))
             parts.append(body)
         self.sock.sendall(b"".join(parts))
@@ -233,7 +258,7 @@ class _Connection:
         (n,) = _HEADER.unpack(self._exact(8))
         if n > _MAX_REPLY:
             raise ConnectionError("reply of %d bytes is larger than %d" % (n, _MAX_REPLY))
-        reply = json.loads(self._exact(n))
+        reply = _decode(self._exact(n))
         code = reply.get("code", 0) if isinstance(reply, dict) else 0
         if code:
             raise _DaemonError(code, reply.get("message", ""))

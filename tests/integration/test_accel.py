@@ -314,3 +314,37 @@ def test_a_large_put_maps_its_pages_in_with_one_call_per_run_of_blobs(daemon, cl
     assert calls and calls[0][2] >= 3 * 8 << 20
     assert calls[0][0] and calls[0][1], "MADV_POPULATE_WRITE failed on this kernel (5.14+ has it)"
     pdt.assert_frame_equal(client.get(oid), value)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["orjson", "json"])
+def test_the_wire_json_is_the_json_modules_whatever_writes_it(monkeypatch, fast):
+    """Request bodies and replies go through orjson when it is installed (as
+    scripts/setup-python.sh installs it) and through the json module otherwise; either way
+    the bodies decode to the same values, and what orjson refuses (an int beyond 64 bits,
+    a key that is no string, a lone surrogate) takes the json module's path."""
+    import json
+
+    import trellis.accel as accel
+
+    if fast:
+        pytest.importorskip("orjson")
+        assert accel._orjson is not None
+    else:
+        monkeypatch.setattr(accel, "_orjson", None)
+    values = [
+        {"type": "create_data_request", "content": {"typename": "vineyard::Tensor<int64>", "shape_": "[600000]",
+                                                    "nbytes": 4800000, "ok": True, "none": None, "f": 0.1,
+                                                    "u": "\u00e9\u4e2d", "nested": [1, [2, {"k": -3}]]}},
+        {"id": (1 << 64) - 1, "neg": -(1 << 63)},
+        {"big": 1 << 70},
+        {1: "int key"},
+    ]
+    for v in values:
+        body = accel._encode(v)
+        assert isinstance(body, bytes)
+        assert json.loads(body) == json.loads(json.dumps(v))
+        assert accel._decode(body) == json.loads(body)
+    lone = b'{"s": "\\ud800"}'
+    assert accel._decode(lone) == json.loads(lone)
+    # (replies carry no integer beyond 64 bits: the daemon's JSON holds Int64, UInt64 or
+    # Double — orjson would read such a literal as a float)
