@@ -673,7 +673,8 @@ def _write(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
     import numpy as np
 
     with conn.lock:
-        placed = _zc_publish(conn, plan)  # array index -> (blob id, size), published in place
+        # array index -> (blob id, size), published in place; those still to seal
+        placed, unsealed = _zc_publish(conn, plan)
         copied = [i for i in range(len(plan.arrays)) if i not in placed]
         sizes = [int(plan.arrays[i].nbytes) for i in copied]
         payloads = conn.create_buffers(sizes) if sizes else []
@@ -692,8 +693,8 @@ def _write(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
             # in order on the daemon: the seals, the tree (which needs them sealed), then
             # this connection lets the blobs go (the object holds them), so a delete frees
             # their memory at once
-            # (with split_seal, the pieces published in place came back sealed)
-            sealed = written if "split_seal" in conn.extensions else [b for b, _ in placed.values()] + written
+            # (pieces cut with split_seal came back sealed; a whole reservation is sealed here)
+            sealed = unsealed + written
             replies = conn.pipeline(
                 [{"type": "seal_request", "object_id": b} for b in sealed]
                 + [{"type": "create_data_request", "content": tree}]
@@ -845,14 +846,16 @@ def _zc_find(address: int) -> Optional[_Reservation]:
         return r if address < r.addr + r.size else None
 
 
-def _zc_publish(conn: _Connection, plan: _Plan) -> Dict[int, Tuple[int, int]]:
+def _zc_publish(conn: _Connection, plan: _Plan) -> Tuple[Dict[int, Tuple[int, int]], List[int]]:
     """Publishes in place the planned arrays that live in reservations of `conn` and tile
     them exactly (cutting a reservation into one blob per array); returns index -> (blob,
-    size). With the daemon's ``split_seal`` the pieces come back sealed; without it they
-    are sealed in the write's pipelined round trip."""
+    size), and the blobs still to seal in the write's pipelined round trip: a reservation
+    that is one array whole (no cut: no request of its own), and without the daemon's
+    ``split_seal`` every piece."""
     presealed = "split_seal" in conn.extensions
+    unsealed: List[int] = []
     if not _reservations:
-        return {}
+        return {}, unsealed
     groups: Dict[int, Tuple[_Reservation, List[Tuple[int, int, int]]]] = {}
     for i, a in enumerate(plan.arrays):
         if a.nbytes == 0 or not a.flags["C_CONTIGUOUS"]:
@@ -875,17 +878,19 @@ def _zc_publish(conn: _Connection, plan: _Plan) -> Dict[int, Tuple[int, int]]:
             continue  # not publishable as is: copied
         if "split_unaligned" not in conn.extensions and any(n % 64 for _, n, _ in parts[:-1]):
             continue  # (an older daemon cuts only at its 64-byte alignment)
-        if presealed:
+        if len(parts) == 1:
+            pieces = [r.blob]
+            unsealed.append(r.blob)
+        elif presealed:
             # one request cuts and seals (this connection then uses every piece)
             reply = conn.call({"type": "trellis_split_buffer_request", "id": r.blob, "num": len(parts),
                                "sizes": [n for _, n, _ in parts], "seal": True})
             pieces = [int(b) for b in reply["ids"]]
-        elif len(parts) == 1:
-            pieces = [r.blob]
         else:
             reply = conn.call({"type": "trellis_split_buffer_request", "id": r.blob,
                                "num": len(parts), "sizes": [n for _, n, _ in parts]})
             pieces = [int(b) for b in reply["ids"]]
+            unsealed.extend(pieces)
         r.pieces = pieces
         r.state = "sealed"
         for (_, n, i), b in zip(parts, pieces):
@@ -898,10 +903,10 @@ def _zc_publish(conn: _Connection, plan: _Plan) -> Dict[int, Tuple[int, int]]:
                     except ValueError:
                         pass
     if placed:
-        # (sealed by this connection — which keeps using them while the arrays live — in
-        # the write's pipelined round trip, ahead of the tree)
+        # (whatever is still unsealed is sealed by this connection — which keeps using
+        # them while the arrays live — in the write's pipelined round trip, ahead of the tree)
         _stats["zero_copy_blobs"] = _stats.get("zero_copy_blobs", 0) + len(placed)
-    return placed
+    return placed, unsealed
 
 
 def _zc_mark(placed: Dict[int, Tuple[int, int]], state: str) -> None:

@@ -346,3 +346,37 @@ def test_against_upstream_vineyardd_zero_copy_stays_off(monkeypatch):
             harness.disconnect(client)
     finally:
         upstream.cleanup()
+
+
+def test_a_put_in_place_costs_one_round_trip_plus_one_per_block_cut(zc, monkeypatch):
+    """What goes to the daemon for a zero-copy put: an array that is its whole reservation
+    is sealed in the same pipelined round trip that creates its tree (no request of its
+    own); a block of several columns costs one ``split_buffer`` (cut and sealed) more."""
+    accel, d = zc
+    sent = []
+    original = accel._Connection.pipeline
+
+    def pipeline(self, messages, fds=False):
+        sent.append([m["type"] for m in messages])
+        return original(self, messages, fds)
+
+    monkeypatch.setattr(accel._Connection, "pipeline", pipeline)
+    client = harness.connect(d.socket)
+    try:
+        arr = np.arange(1 << 17, dtype=np.int64)  # 1 MiB: its own reservation
+        expected = arr.copy()
+        sent.clear()
+        oid = client.put(arr)
+        assert sent == [["seal_request", "create_data_request"]]
+        assert not arr.flags.writeable
+        np.testing.assert_array_equal(client.get(oid), expected)
+        df = _frame(rows=20_000, cols=4)  # one block of 4 columns; the index materialised at put
+        expected_df = df.copy()
+        sent.clear()
+        fid = client.put(df)
+        splits = [s for s in sent if s == ["trellis_split_buffer_request"]]
+        assert len(splits) == 1
+        assert sent[-1] == ["seal_request", "create_data_request"]  # the index's reservation, then the tree
+        pdt.assert_frame_equal(client.get(fid), expected_df)
+    finally:
+        harness.disconnect(client)
