@@ -1074,15 +1074,12 @@ _resolver_originals: Dict[str, Callable] = {}
 def _resolve_dataframe(obj, resolver):
     import numpy as np
     import pandas as pd
-    from pandas.core.indexes.api import ensure_index
-    from pandas.core.internals.managers import BlockManager
-    from vineyard.data.utils import from_json, normalize_dtype
+    from vineyard.data.utils import from_json
 
     upstream = _resolver_originals["vineyard::DataFrame"]
     if not enabled():
         return upstream(obj, resolver)
     try:
-        from pandas.core.internals.blocks import BlockPlacement, new_block
         from vineyard.data.tensor import ndarray as vineyard_ndarray
     except ImportError:
         return upstream(obj, resolver)
@@ -1090,31 +1087,31 @@ def _resolve_dataframe(obj, resolver):
     columns = from_json(meta["columns_"])
     if not columns:
         return upstream(obj, resolver)
-    names, blocks, rows = [], [], None
+    names, rows_2d, rows = [], [], None
     for i in range(len(columns)):
         member = obj.member("__values_-value-%d" % i)
         m = member.meta
-        value_type = m["value_type_"] if "value_type_" in m else None
-        if not m.typename.startswith("vineyard::Tensor<") or value_type not in _NUMERIC_VALUE_TYPES:
+        try:
+            dtype, shape = _numeric_tensor(
+                m.typename, m["value_type_"] if "value_type_" in m else None,
+                m["value_type_meta_"] if "value_type_meta_" in m else None, m["shape_"])
+        except _StepAside:
             return upstream(obj, resolver)
-        shape = json.loads(m["shape_"])
         if len(shape) != 1:  # (a 1-D array's order, "C" or "F", is the same layout)
             return upstream(obj, resolver)
-        dtype = np.dtype(normalize_dtype(value_type, m["value_type_meta_"] if "value_type_meta_" in m else None))
         n = int(shape[0])
         if rows is None:
             rows = n
         if n == 0:
-            values = np.zeros((1, 0), dtype=dtype)
+            column = np.zeros(0, dtype=dtype)
         else:
             column = np.frombuffer(memoryview(member.member("buffer_")), dtype=dtype, count=n).view(vineyard_ndarray)
             column.__vineyard_ref = member  # the column's object keeps its blob mapped
-            values = np.asarray(column.reshape(1, n))
         names.append(from_json(meta["__values_-key-%d" % i]))
-        blocks.append(new_block(values, BlockPlacement(slice(i, i + 1, 1)), ndim=2))
+        rows_2d.append(_block_row(column))
     index = resolver.run(obj.member("index_")) if "index_" in meta else pd.RangeIndex(rows or 0)
     _stats["resolved"] = _stats.get("resolved", 0) + 1
-    return pd.DataFrame(BlockManager(blocks, [ensure_index(names), index]))
+    return _frame_of_rows(rows_2d, names, index)
 
 
 def _install_resolvers() -> None:
@@ -1232,19 +1229,43 @@ def _read_dtype(value_type: str, value_type_meta: Optional[str]):
     return np.dtype(normalize_dtype(value_type, value_type_meta))
 
 
+def _numeric_tensor(typename: str, value_type: Optional[str], value_type_meta: Optional[str], shape_text: str):
+    """The dtype and shape of a tensor both readers build as a numpy view of its blob (a
+    numeric vineyard::Tensor); _StepAside for any other."""
+    if not typename.startswith("vineyard::Tensor<"):
+        raise _StepAside("not a tensor")
+    if value_type not in _NUMERIC_VALUE_TYPES:
+        raise _StepAside("tensor value type")
+    return _read_dtype(value_type, value_type_meta), _from_json_repeated(shape_text)
+
+
+def _block_row(column):
+    """A 1-D column as the (1, n) array of its own block (a view; an empty column's own)."""
+    import numpy as np
+
+    return np.asarray(column.reshape(1, len(column))) if len(column) else np.zeros((1, 0), dtype=column.dtype)
+
+
+def _frame_of_rows(rows_2d, names, index):
+    """The frame upstream's DataFrame resolver builds: one block per column (`rows_2d`,
+    each (1, n)), in order, with `names` and `index`."""
+    import pandas as pd
+    from pandas.core.indexes.api import ensure_index
+    from pandas.core.internals.blocks import BlockPlacement, new_block
+    from pandas.core.internals.managers import BlockManager
+
+    blocks = [new_block(values, BlockPlacement(slice(i, i + 1, 1)), ndim=2) for i, values in enumerate(rows_2d)]
+    return pd.DataFrame(BlockManager(blocks, [ensure_index(names), index]))
+
+
 def _tensor_reader(m: Dict[str, Any], need: "_Need") -> Callable:
     """How to build the array upstream's tensor resolver returns for tree `m`."""
     import numpy as np
     from vineyard.data.tensor import ndarray as vineyard_ndarray
 
-    if not str(m.get("typename", "")).startswith("vineyard::Tensor<"):
-        raise _StepAside("not a tensor")
+    dtype, shape = _numeric_tensor(str(m.get("typename", "")), m.get("value_type_"), m.get("value_type_meta_"),
+                                   m.get("shape_", "[]"))
     need.check(m["typename"], "tensor")
-    value_type = m.get("value_type_")
-    if value_type not in _NUMERIC_VALUE_TYPES:
-        raise _StepAside("tensor value type")
-    dtype = _read_dtype(value_type, m.get("value_type_meta_"))
-    shape = _from_json_repeated(m["shape_"])
     order = _from_json_repeated(m["order_"]) if "order_" in m else "C"
     count = math.prod(shape)
     blob = m.get("buffer_")
@@ -1279,11 +1300,7 @@ def _index_reader(m: Dict[str, Any], need: "_Need") -> Callable:
 def _frame_reader(m: Dict[str, Any], need: "_Need") -> Callable:
     """How to build the frame upstream's DataFrame resolver (and ``_resolve_dataframe``)
     returns for tree `m`: one block per column, each a view of its blob, the same index."""
-    import numpy as np
     import pandas as pd
-    from pandas.core.indexes.api import ensure_index
-    from pandas.core.internals.blocks import BlockPlacement, new_block
-    from pandas.core.internals.managers import BlockManager
     from vineyard.data.utils import from_json
 
     need.check("vineyard::DataFrame", "frame")
@@ -1301,23 +1318,18 @@ def _frame_reader(m: Dict[str, Any], need: "_Need") -> Callable:
 
     def build(view):
         whole = _adjacent_columns(view, readers)
-        blocks, rows = [], 0
         if whole is not None:
             # the columns' blobs lie one after another in the arena (as a block's columns
             # written by the builders or published in place do): one view over all of them,
             # one row of it per column's block — the same blocks, without making each
             # column's array on its own
             rows = whole.shape[1]
-            for i in range(len(readers)):
-                blocks.append(new_block(whole[i:i + 1], BlockPlacement(slice(i, i + 1, 1)), ndim=2))
+            rows_2d = [whole[i:i + 1] for i in range(len(readers))]
         else:
-            for i, read in enumerate(readers):
-                column = read(view)
-                rows = len(column)
-                values = np.asarray(column.reshape(1, rows)) if rows else np.zeros((1, 0), dtype=column.dtype)
-                blocks.append(new_block(values, BlockPlacement(slice(i, i + 1, 1)), ndim=2))
+            rows_2d = [_block_row(read(view)) for read in readers]
+            rows = rows_2d[-1].shape[1]
         axis = index(view) if index is not None else pd.RangeIndex(rows)
-        return pd.DataFrame(BlockManager(blocks, [ensure_index(names), axis]))
+        return _frame_of_rows(rows_2d, names, axis)
 
     return build
 
@@ -1326,8 +1338,6 @@ def _adjacent_columns(view: "_View", readers: List[Callable]):
     """A 2-D read-only array (one row per column) over the columns' blobs when every
     column is a non-empty 1-D array of one dtype and length, each blob starting where the
     one before ends; else None."""
-    import numpy as np
-
     first = getattr(readers[0], "column", None)
     if first is None or len(readers) < 2:
         return None
@@ -1564,8 +1574,6 @@ def _get_targets():
 
 
 def _install_get() -> None:
-    from vineyard.core.resolver import default_resolver_context as ctx
-
     for cls in _get_targets():
         current = cls.__dict__.get("get")
         if current is None or getattr(current, "__trellis_accel__", False):
