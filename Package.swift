@@ -29,8 +29,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
-        // libcrypt (libxcrypt, in every Debian): bcrypt and crypt(3) for --htpasswd.
-        .target(name: "CTrellisShim", linkerSettings: [.linkedLibrary("crypt")]),
+        // libcrypt (libxcrypt, in every Debian): bcrypt and crypt(3) for --htpasswd; zlib
+        // (zlib1g-dev): the cluster's object records, deflated.
+        .target(name: "CTrellisShim", linkerSettings: [.linkedLibrary("crypt"), .linkedLibrary("z")]),
         .target(name: "TrellisSystem", dependencies: ["CTrellisShim"], swiftSettings: strict),
         .target(name: "TrellisProtocol", swiftSettings: strict),
         .target(
@@ -76,7 +77,7 @@ let package = Package(
         .target(
             name: "TrellisFlow",
             dependencies: [
-                "TrellisClient", "TrellisSystem",
+                "TrellisClient", "TrellisSystem", "TrellisMeta",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Yams", package: "Yams"),
@@ -120,7 +121,7 @@ let package = Package(
         .testTarget(
             name: "TrellisStoreTests", dependencies: ["TrellisStore", "TrellisSystem", "TrellisTestSupport"],
             swiftSettings: strict),
-        .testTarget(name: "TrellisMetaTests", dependencies: ["TrellisMeta", "TrellisTestSupport"], swiftSettings: strict),
+        .testTarget(name: "TrellisMetaTests", dependencies: ["TrellisMeta", "TrellisProtocol", "TrellisSystem", "TrellisTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "TrellisMetricsTests",
             dependencies: [

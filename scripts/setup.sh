@@ -11,6 +11,11 @@ if ! command -v ip >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null \
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null; }
 fi
+# zlib1g-dev: the daemon links zlib (the cluster's object records are deflated).
+if [ ! -f /usr/include/zlib.h ] && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends zlib1g-dev >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends zlib1g-dev >/dev/null; }
+fi
 # apache2-utils (htpasswd): the --htpasswd tests write their databases with the real tool
 # and compare every verdict with `htpasswd -v` (vineyardd runs that tool itself).
 if ! command -v htpasswd >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

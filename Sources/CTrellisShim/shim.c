@@ -15,6 +15,8 @@
 #include <sys/resource.h>
 #include <stdlib.h>
 #include <crypt.h>
+#include <limits.h>
+#include <zlib.h>
 
 int trellis_memfd_create(const char *name, int huge) {
     unsigned int flags = MFD_CLOEXEC;
@@ -257,4 +259,48 @@ int trellis_crypt(const char *key, const char *setting, char *out, size_t out_si
     explicit_bzero(data, sizeof *data);
     free(data);
     return n;
+}
+
+long trellis_deflate(const unsigned char *src, size_t src_size, const unsigned char *dictionary,
+                         size_t dictionary_size, unsigned char *dst, size_t dst_size) {
+    if (src_size > UINT_MAX || dst_size > UINT_MAX || dictionary_size > UINT_MAX) return -1;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15, 8, Z_DEFAULT_STRATEGY) != Z_OK) return -1;
+    if (dictionary_size > 0 && deflateSetDictionary(&z, dictionary, (uInt)dictionary_size) != Z_OK) {
+        deflateEnd(&z);
+        return -1;
+    }
+    z.next_in = (Bytef *)src;
+    z.avail_in = (uInt)src_size;
+    z.next_out = dst;
+    z.avail_out = (uInt)dst_size;
+    int rc = deflate(&z, Z_FINISH);
+    long out = rc == Z_STREAM_END ? (long)z.total_out : -1;
+    deflateEnd(&z);
+    return out;
+}
+
+long trellis_inflate(const unsigned char *src, size_t src_size, const unsigned char *dictionary,
+                         size_t dictionary_size, unsigned char *dst, size_t dst_size) {
+    if (src_size > UINT_MAX || dst_size > UINT_MAX || dictionary_size > UINT_MAX) return -1;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 15) != Z_OK) return -1;
+    z.next_in = (Bytef *)src;
+    z.avail_in = (uInt)src_size;
+    z.next_out = dst;
+    z.avail_out = (uInt)dst_size;
+    int rc = inflate(&z, Z_FINISH);
+    if (rc == Z_NEED_DICT) {
+        // the stream names its dictionary (by Adler-32): a different one is refused here
+        if (dictionary_size == 0 || inflateSetDictionary(&z, dictionary, (uInt)dictionary_size) != Z_OK) {
+            inflateEnd(&z);
+            return -1;
+        }
+        rc = inflate(&z, Z_FINISH);
+    }
+    long out = rc == Z_STREAM_END && z.avail_in == 0 ? (long)z.total_out : -1;
+    inflateEnd(&z);
+    return out;
 }

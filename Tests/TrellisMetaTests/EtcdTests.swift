@@ -3,6 +3,8 @@ import NIOCore
 import Testing
 
 @testable import TrellisMeta
+import TrellisProtocol
+import TrellisSystem
 import TrellisTestSupport
 
 /// etcd's gauge of open watchers (`etcd_debugging_mvcc_watcher_total` on /metrics).
@@ -401,6 +403,65 @@ struct PiecesTests {
         let object = PersistedObject(objectID: UInt64.max, owner: 2, metadata: #"{"k":"v\"q"}"#)
         #expect(PersistedObject(objectID: UInt64.max, storedText: object.storedText) == object)
         #expect(InstanceInfo(storedText: "garbage") == nil)
+    }
+
+    /// A tensor's tree as the daemon stores it (~440 bytes) and a 45-column frame's.
+    static func tensorTree(_ i: Int) -> String {
+        #"{"__timestamp":1796413867963,"buffer_":{"id":"oe890a711ee8000\#(String(i, radix: 16))","instance_id":0,"#
+            + #""length":0,"nbytes":0,"transient":true,"typename":"vineyard::Blob"},"global":false,"#
+            + #""id":"o6890a711eec000\#(String(i, radix: 16))","instance_id":0,"nbytes":3687528,"order_":""C"","#
+            + #""partition_index_":"[]","shape_":"[460941]","signature":75347058720526\#(i),"transient":false,"#
+            + #""typename":"vineyard::Tensor<int64>","value_type_":"int64","value_type_meta_":"<i8"}"#
+    }
+
+    @Test func largeTreesAreStoredDeflatedAndReadBackExactly() throws {
+        let small = PersistedObject(objectID: 1, owner: 2, metadata: #"{"typename":"t"}"#)
+        #expect(small.storedText.contains(#""meta""#))  // below the threshold: as it was
+        let tensor = PersistedObject(objectID: 2, owner: 3, metadata: Self.tensorTree(7))
+        let text = tensor.storedText
+        #expect(text.contains(#""z":"#) && !text.contains("vineyard::Tensor"))
+        #expect(text.utf8.count * 2 < tensor.metadata.utf8.count)  // the dictionary's work
+        #expect(PersistedObject(objectID: 2, storedText: text) == tensor)
+        let frame = "{" + (0..<45).map { #""__values_-value-\#($0)":"# + Self.tensorTree($0) }.joined(separator: ",") + "}"
+        let big = PersistedObject(objectID: 3, owner: 0, metadata: frame)
+        #expect(big.storedText.utf8.count * 10 < frame.utf8.count)
+        #expect(PersistedObject(objectID: 3, storedText: big.storedText) == big)
+        // not ASCII, and incompressible text: read back exactly either way
+        var rng = SplitMix64(seed: 9)
+        // (no quote or backslash: 0x23...0x5b)
+        let noise = #"{"k":""# + String((0..<600).map { _ in Character(UnicodeScalar(UInt8.random(in: 0x23...0x5b, using: &rng))) })
+            + #"é中"}"#
+        let odd = PersistedObject(objectID: 4, owner: 1, metadata: noise)
+        #expect(PersistedObject(objectID: 4, storedText: odd.storedText) == odd)
+    }
+
+    @Test func corruptDeflatedRecordsAreRejected() throws {
+        let good = PersistedObject(objectID: 2, owner: 3, metadata: Self.tensorTree(1))
+        let json = try JSONParser.parse(good.storedText)
+        let z = try #require(json["z"]?.stringValue)
+        let n = try #require(json["n"]?.uint64Value)
+        func record(_ z: String, _ n: UInt64) -> String {
+            JSON.object(["owner": .number(3), "z": .string(z), "n": .number(n)]).description
+        }
+        #expect(PersistedObject(objectID: 2, storedText: record(z, n)) == good)
+        #expect(PersistedObject(objectID: 2, storedText: record(z, n - 1)) == nil)  // inflates further
+        #expect(PersistedObject(objectID: 2, storedText: record(z, n + 1)) == nil)  // inflates short
+        #expect(PersistedObject(objectID: 2, storedText: record("!!not base64", n)) == nil)
+        var bytes = try #require(Base64.decode(z))
+        bytes[bytes.count / 2] ^= 0xff
+        #expect(PersistedObject(objectID: 2, storedText: record(Base64.encode(bytes), n)) == nil)
+        #expect(PersistedObject(objectID: 2, storedText: record(Base64.encode(Array(bytes.prefix(10))), n)) == nil)
+        // a bomb announcing more than any record may hold is refused before inflating
+        let zeros = try #require(Deflate.compress([UInt8](repeating: 0x20, count: 1 << 20), dictionary: []))
+        #expect(PersistedObject(objectID: 2, storedText: record(Base64.encode(zeros), 1 << 40)) == nil)
+        // made with another dictionary (or none)
+        let plain = try #require(Deflate.compress(Array(good.metadata.utf8), dictionary: []))
+        #expect(PersistedObject(objectID: 2, storedText: record(Base64.encode(plain), n)) == good)
+        let other = try #require(Deflate.compress(Array(good.metadata.utf8), dictionary: Array("{\"x\":1}".utf8)))
+        #expect(PersistedObject(objectID: 2, storedText: record(Base64.encode(other), n)) == nil)
+        // invalid UTF-8 inside
+        let bad = try #require(Deflate.compress([0x7b, 0xff, 0xfe, 0x7d], dictionary: PersistedObject.dictionary))
+        #expect(PersistedObject(objectID: 2, storedText: record(Base64.encode(bad), 4)) == nil)
     }
 }
 

@@ -70,4 +70,18 @@ int trellis_private_tmpfs_file(const char *options, off_t size, int *stage_out);
 /// Returns the length written, or -1 when the method is unknown or the setting invalid.
 int trellis_crypt(const char *key, const char *setting, char *out, size_t out_size);
 
+/// zlib's deflate of `src` (zlib format: the dictionary's Adler-32 in the header, the
+/// data's at the end), at the default level, with the preset `dictionary` (may be empty),
+/// into `dst`. Returns the compressed length, or -1 when it
+/// does not fit in `dst_size` or zlib fails. (zlib's stream set-up is macros Swift cannot
+/// import.)
+long trellis_deflate(const unsigned char *src, size_t src_size, const unsigned char *dictionary,
+                         size_t dictionary_size, unsigned char *dst, size_t dst_size);
+
+/// The inverse of trellis_deflate: inflates `src` into `dst`. Returns the inflated length,
+/// or -1 when the input is corrupt (checksum), incomplete, made with another dictionary, or
+/// inflates to more than `dst_size`.
+long trellis_inflate(const unsigned char *src, size_t src_size, const unsigned char *dictionary,
+                         size_t dictionary_size, unsigned char *dst, size_t dst_size);
+
 #endif

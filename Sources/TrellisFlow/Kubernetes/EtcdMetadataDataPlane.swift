@@ -1,4 +1,5 @@
 import Foundation
+import TrellisMeta
 
 /// Reads the cluster metadata (etcd v3 JSON gateway) over a ``KubeTransport``: directly
 /// (`pathPrefix` empty; the launcher runs in the cluster or etcd is otherwise reachable) or
@@ -201,10 +202,9 @@ public struct EtcdMetadataDataPlane: DataPlane {
 
     /// The metadata tree text of an object, nil when unknown.
     func tree(_ id: UInt64) async throws -> String? {
-        guard let v = try await etcd.range(MetadataResidency.objectKey(id, prefix: etcd.keyPrefix)).first?.value,
-            let o = (try? JSONSerialization.jsonObject(with: Data(v.utf8))) as? [String: Any]
+        guard let v = try await etcd.range(MetadataResidency.objectKey(id, prefix: etcd.keyPrefix)).first?.value
         else { return nil }
-        return o["meta"] as? String
+        return PersistedObject(objectID: id, storedText: v)?.metadata  // (either form: plain or deflated)
     }
 
     public func residentBytes(of names: [String], on replica: Replica) async throws -> [String: Int] {
