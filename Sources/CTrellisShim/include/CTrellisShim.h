@@ -1,5 +1,6 @@
 // Only the C that Swift cannot import: memfd_create, the CMSG_* macros needed to
-// pass one file descriptor with SCM_RIGHTS, and fork for the private tmpfs. All logic lives in Swift.
+// pass one file descriptor with SCM_RIGHTS, fork for the private tmpfs, and zlib (whose stream
+// set-up is macros). All logic lives in Swift.
 #ifndef CTRELLIS_SHIM_H
 #define CTRELLIS_SHIM_H
 
