@@ -176,6 +176,84 @@ struct AllocatorTests {
         for o in live.keys { a.free(o) }
         #expect(a.freeBlockCount == 1)
     }
+
+    @Test("random workload with cuts, at aligned and unaligned sizes, and repeated frees keeps the books balanced")
+    func randomizedWithCuts() {
+        struct Unit {
+            var bytes: Int
+            var pieces: Set<Int>
+            var shared: Bool
+        }
+        var a = Allocator(capacity: 64 << 20)
+        var units: [Int: Unit] = [:]  // by start: what the allocator should count for it
+        var unitOf: [Int: Int] = [:]  // live piece → its unit
+        var freedShared: [Int: Int] = [:]  // pieces freed while their shared block lives → the block
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<20_000 {
+            let r = Int.random(in: 0..<5, using: &rng)
+            if unitOf.isEmpty || r < 2 {
+                let size = Int.random(in: 1...(1 << Int.random(in: 6...18, using: &rng)), using: &rng)
+                if let o = a.allocate(size) {
+                    units[o] = Unit(bytes: Allocator.roundedSize(size), pieces: [o], shared: false)
+                    unitOf[o] = o
+                }
+            } else if r == 2 {
+                guard let (start, u) = units.first(where: { !$0.value.shared && $0.value.pieces == [$0.key] }),
+                    u.bytes >= 256
+                else { continue }
+                let k = Int.random(in: 2...4, using: &rng)
+                let aligned = Bool.random(using: &rng)
+                var sizes: [Int] = []
+                var room = u.bytes
+                for i in 0..<k {
+                    let most = room - (k - 1 - i) * 64
+                    guard most >= 1 else { break }
+                    var size = i == k - 1 ? Int.random(in: 1...most, using: &rng) : Int.random(in: 1...max(1, most / 2), using: &rng)
+                    if aligned && i < k - 1 { size = max(64, size & ~63) }
+                    if !aligned && i == 0 && size % 64 == 0 { size += 1 }
+                    guard size <= room else { break }
+                    sizes.append(size)
+                    room -= size
+                }
+                guard sizes.count == k else { continue }
+                let cut = a.split(start, sizes: sizes)
+                guard let starts = cut else {
+                    Issue.record("a cut of \(sizes) in a block of \(u.bytes) was refused")
+                    continue
+                }
+                units[start] = nil
+                if aligned {
+                    for (i, (o, size)) in zip(starts, sizes).enumerated() {
+                        units[o] = Unit(bytes: i == k - 1 ? Allocator.roundedSize(size) : size, pieces: [o], shared: false)
+                        unitOf[o] = o
+                    }
+                } else {
+                    units[start] = Unit(bytes: u.bytes, pieces: Set(starts), shared: true)
+                    for o in starts { unitOf[o] = start }
+                }
+            } else if r == 3, let (again, _) = freedShared.randomElement(using: &rng) {
+                // a piece freed before while its block lives (no one else's memory): nothing happens
+                let before = a.allocatedBytes
+                #expect(a.free(again) == nil)
+                #expect(a.allocatedBytes == before)
+            } else if let o = unitOf.keys.randomElement(using: &rng) {
+                let start = unitOf.removeValue(forKey: o)!
+                units[start]!.pieces.remove(o)
+                if units[start]!.pieces.isEmpty {
+                    units[start] = nil
+                    freedShared = freedShared.filter { $0.value != start }
+                } else {
+                    freedShared[o] = start
+                }
+                a.free(o)
+            }
+        }
+        #expect(a.allocatedBytes == units.values.reduce(0) { $0 + $1.bytes })
+        #expect(a.allocatedBytes + a.freeBytes == a.capacity)
+        #expect(a.sharedPieceCount == units.values.filter(\.shared).reduce(0) { $0 + $1.pieces.count })
+        for o in Array(unitOf.keys) { a.free(o) }
+        #expect(a.allocatedBytes == 0 && a.freeBlockCount == 1 && a.sharedPieceCount == 0)
+    }
 }
 
 @Suite("Huge-page arena", .onBlockingPool)
