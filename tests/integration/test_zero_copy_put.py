@@ -64,6 +64,18 @@ def _blob_offsets(socket, tree):
     return {p["object_id"]: p["data_offset"] for p in reply["payloads"]}
 
 
+def _csv_read_elsewhere(socket, oid):
+    """The frame `oid` as CSV, read by the upstream client in another process."""
+    reader = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, vineyard; c = vineyard.connect(sys.argv[1]);"
+         "print(c.get(vineyard.ObjectID(int(sys.argv[2]))).to_csv(index=False), end='')",
+         socket, str(int(oid))],
+        capture_output=True, text=True, timeout=120)
+    assert reader.returncode == 0, reader.stderr
+    return reader.stdout
+
+
 def _frame(rows=20_000, cols=8):
     rng = np.random.default_rng(11)
     return pd.DataFrame({"c%d" % i: rng.integers(0, 1_000_000, size=rows) for i in range(cols)})
@@ -93,14 +105,7 @@ def test_a_frame_built_in_the_arena_is_published_in_place_as_upstream_writes_it(
         upstream = client.put(expected)
         assert harness.normal_tree(harness.stored_tree(d.socket, fast)) == harness.normal_tree(harness.stored_tree(d.socket, upstream))
         # a reader in another process sees the same frame
-        reader = subprocess.run(
-            [sys.executable, "-c",
-             "import sys, vineyard, pandas as pd; c = vineyard.connect(sys.argv[1]);"
-             "print(c.get(vineyard.ObjectID(int(sys.argv[2]))).to_csv(index=False), end='')",
-             d.socket, str(int(fast))],
-            capture_output=True, text=True, timeout=120)
-        assert reader.returncode == 0, reader.stderr
-        assert reader.stdout == expected.to_csv(index=False)
+        assert _csv_read_elsewhere(d.socket, fast) == expected.to_csv(index=False)
         pdt.assert_frame_equal(client.get(fast), expected)
     finally:
         harness.disconnect(client)
@@ -126,14 +131,7 @@ def test_columns_of_any_length_are_published_in_place_and_their_memory_returns_t
         base = block.__array_interface__["data"][0] - accel._connection_at(d.socket).zc_base
         offsets = sorted(_blob_offsets(d.socket, harness.stored_tree(d.socket, oid)).values())
         assert [o for o in offsets if base <= o < base + block.nbytes] == [base + i * rows * 8 for i in range(8)]
-        reader = subprocess.run(
-            [sys.executable, "-c",
-             "import sys, vineyard; c = vineyard.connect(sys.argv[1]);"
-             "print(c.get(vineyard.ObjectID(int(sys.argv[2]))).to_csv(index=False), end='')",
-             d.socket, str(int(oid))],
-            capture_output=True, text=True, timeout=120)
-        assert reader.returncode == 0, reader.stderr
-        assert reader.stdout == expected.to_csv(index=False)
+        assert _csv_read_elsewhere(d.socket, oid) == expected.to_csv(index=False)
         client.delete(oid, deep=True)
         del df, block, expected  # (the copy is in the arena too, and shares the index)
         import gc
