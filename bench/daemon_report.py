@@ -24,8 +24,9 @@ TRELLIS_ZC = "trellis-zc"
 TRELLIS_LABELS = (TRELLIS, TRELLIS_4K, TRELLIS_HP, TRELLIS_ACCEL, TRELLIS_ZC)
 # the anchor with Ray's object store (`--ray`): bench.anchors["ray"]
 RAY = "ray"
-# issue 14's handoff targets (total = writer put + reader get + reader touch, ms): each is
-# (description, check(total_ms, ray_total_ms) -> True/False/None)
+# issue 14's handoff targets, on the handoff as the issue defines it — writer put + reader
+# get, ms (the reader's touch, a sum over every column, is in the table's total beside it):
+# each is (description, check(put_get_ms, ray_put_get_ms) -> True/False/None)
 HANDOFF_TARGETS = {
     TRELLIS_ACCEL: [
         ("≤ 20 ms", lambda t, r: t <= 20.0),
@@ -174,6 +175,7 @@ def handoff_table(bench) -> str:
     a = bench.anchors
     ray = a.get(RAY) if _get(a, RAY, "rounds") else None
     ray_total = ray["total_s"] * 1e3 if ray else None
+    ray_put_get = (ray["put_s"] + ray["get_s"]) * 1e3 if ray else None
     entries = [(f"{l} (upstream)" if l == UPSTREAM else l, l, bench.res[l]["df"]) for l in bench.res if "df" in bench.res[l]]
     if ray:
         entries.append((f"Ray {ray.get('version', '')} object store: `ray.put` / `ray.get`".replace("  ", " "), RAY, ray))
@@ -184,24 +186,28 @@ def handoff_table(bench) -> str:
     rounds = len(entries[0][2].get("rounds", [])) or "?"
     ms = lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * 1e3:.1f}"  # noqa: E731
     lines = [
-        f"| DataFrame handoff, setup (ms, median of {rounds}) | writer put | reader get | reader touch "
-        "| total | writer start → reader end | total / Ray's | target | met? |",
-        "|---|---:|---:|---:|---:|---:|---:|---|:---:|",
+        f"| DataFrame handoff, setup (ms, median of {rounds}) | writer put | reader get | put + get "
+        "| put + get / Ray's | reader touch | total | writer start → reader end | total / Ray's | target (put + get) "
+        "| met? |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|:---:|",
     ]
     for name, key, h in entries:
         total = h["total_s"] * 1e3
+        put_get = (h["put_s"] + h["get_s"]) * 1e3
         targets = HANDOFF_TARGETS.get(key, [])
-        verdicts = [check(total, ray_total) for _, check in targets]
+        verdicts = [check(put_get, ray_put_get) for _, check in targets]
         lines.append(
-            f"| {name} | {ms(h['put_s'])} | {ms(h['get_s'])} | {ms(h['touch_s'])} | {total:.1f} | {ms(h['wall_s'])} "
-            f"| {f'{total / ray_total:.2f}' if ray_total else '—'} | {', '.join(t for t, _ in targets)} "
+            f"| {name} | {ms(h['put_s'])} | {ms(h['get_s'])} | {put_get:.1f} "
+            f"| {f'{put_get / ray_put_get:.2f}' if ray_put_get else '—'} | {ms(h['touch_s'])} | {total:.1f} "
+            f"| {ms(h['wall_s'])} | {f'{total / ray_total:.2f}' if ray_total else '—'} "
+            f"| {', '.join(t for t, _ in targets)} "
             f"| {' '.join({True: '✅', False: '❌', None: '·'}[v] for v in verdicts)} |"
         )
     if "memcpy" in a:
         m = a["memcpy"]
         for what, v in (("warm destination", m["warm_s"]), (f"fresh destination, {m['fresh_minflt']:,} page faults", m["fresh_s"])):
-            lines.append(f"| memcpy of the same bytes (`np.copyto`), {what} | | | | {v * 1e3:.1f} | "
-                         f"| {f'{v * 1e3 / ray_total:.2f}' if ray_total else '—'} | | |")
+            lines.append(f"| memcpy of the same bytes (`np.copyto`), {what} | | | {v * 1e3:.1f} "
+                         f"| {f'{v * 1e3 / ray_put_get:.2f}' if ray_put_get else '—'} | | | | | | |")
     if not ray:
         why = _get(a, RAY, "skipped") or ("failed, see the problems below" if RAY in bench.errors else "not run (`--ray`)")
         lines.append(f"\nRay's object store: {why}.")
