@@ -55,15 +55,25 @@ import TrellisTestSupport
                 return all(b.instance_id == c.instance_id for b in blobs(meta))
 
             def use_big():
-                import vineyard
+                import json, os, numpy as np, vineyard
                 assert _local("big"), "big is not local"
+                # nothing was moved here: the runner says so, and a name bound where a local
+                # copy's would be is not looked at (only moved inputs' copies are)
+                assert json.loads(os.environ["TRELLIS_LOCAL_COPIES"]) == [], os.environ["TRELLIS_LOCAL_COPIES"]
+                decoy = "big@r" + os.environ["TRELLIS_REPLICA"]
+                c = vineyard.connect()
+                d = c.put(np.zeros(3), name=decoy, persist=True)
                 a = vineyard.get(name="big")  # no fetch: must still be local
+                c.drop_name(decoy)
+                c.delete(d)
+                assert a.shape == (4_000_000,), "the decoy was read: %s" % (a.shape,)
                 assert not a.flags.owndata  # a view of the store's memory: zero-copy
                 assert int(a[-1]) == 3_999_999
                 vineyard.put(a[:10].copy(), name="head", persist=True)
 
             def join():
-                import vineyard
+                import json, os, vineyard
+                assert json.loads(os.environ["TRELLIS_LOCAL_COPIES"]) == ["small"], os.environ["TRELLIS_LOCAL_COPIES"]
                 assert _local("big") and _local("small"), "inputs not local"
                 b = vineyard.get(name="big")
                 s = vineyard.get(name="small")

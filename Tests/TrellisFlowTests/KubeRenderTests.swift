@@ -146,10 +146,11 @@ import Testing
         let env = KubeRender.stepEnv(step: step, runID: "run-1", socket: "/s.sock")
         #expect(env.map(\.name) == [
             "A", "B", "VINEYARD_IPC_SOCKET", "TRELLIS_RUN_ID", "TRELLIS_STEP", "TRELLIS_NAME_PREFIX", "TRELLIS_INPUTS",
-            "TRELLIS_OUTPUTS", "PYTHONPATH", "PYTHONUNBUFFERED",
+            "TRELLIS_OUTPUTS", "TRELLIS_LOCAL_COPIES", "PYTHONPATH", "PYTHONUNBUFFERED",
         ])
         let d = Dictionary(uniqueKeysWithValues: env.map { ($0.name, $0.value) })
         #expect(d["TRELLIS_RUN_ID"] == "run-1")
+        #expect(d["TRELLIS_LOCAL_COPIES"] == "[]")  // nothing moves a copy: no local lookups
         #expect(d["TRELLIS_NAME_PREFIX"] == ObjectNaming.prefix(runID: "run-1"))
         #expect(d["PYTHONPATH"] == "/trellis/lib:/opt/lib")
         #expect(d["VINEYARD_IPC_SOCKET"] == "/s.sock")

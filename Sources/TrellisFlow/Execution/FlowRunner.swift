@@ -270,11 +270,12 @@ public struct FlowRunner: Sendable {
                     save(record)
                     options.observer?(RunEvent(kind: .stepStarted(step: name), record: record))
                     let snapshot = residency
+                    let copies = Self.localCopies(in: record, on: launch.placement.replica)
                     group.addTask {
                         .attempt(
                             await self.attempt(
-                                spec: spec, launch: launch, residency: snapshot, runID: runID, baseDirectory: baseDirectory,
-                                zygote: zygote, options: options))
+                                spec: spec, launch: launch, residency: snapshot, localCopies: copies, runID: runID,
+                                baseDirectory: baseDirectory, zygote: zygote, options: options))
                     }
                 }
                 if scheduler.isFinished { break }
@@ -514,10 +515,29 @@ public struct FlowRunner: Sendable {
 
     // MARK: - One attempt
 
+    /// `names` as a JSON array of strings.
+    static func jsonArray(_ names: [String]) -> String {
+        guard let data = try? JSONEncoder().encode(names), let text = String(data: data, encoding: .utf8) else { return "[]" }
+        return text
+    }
+
+    /// The inputs moved onto `replica` by this run's attempts so far (each copy is bound to
+    /// its replica-local name there; a copy deleted since only costs a step one lookup).
+    static func localCopies(in record: RunRecord, on replica: Int) -> Set<String> {
+        var out: Set<String> = []
+        for step in record.steps {
+            for h in step.history ?? [] {
+                for m in h.moves where m.to == replica { out.insert(m.name) }
+            }
+        }
+        return out
+    }
+
     private func attempt(
-        spec: StepSpec, launch: Launch, residency: Residency, runID: String, baseDirectory: String?,
-        zygote: WarmZygote?, options: FlowRunOptions
+        spec: StepSpec, launch: Launch, residency: Residency, localCopies: Set<String>, runID: String,
+        baseDirectory: String?, zygote: WarmZygote?, options: FlowRunOptions
     ) async -> AttemptResult {
+        var localCopies = localCopies
         let replica = replicas[launch.placement.replica]
         var result = AttemptResult(
             step: spec.name, replica: replica.index, exit: nil, error: nil, inputs: [], moveSeconds: 0, metrics: [:])
@@ -541,6 +561,7 @@ public struct FlowRunner: Sendable {
                     result.error = "cannot move input '\(input)' from replica \(move.from) to \(replica.index): \(error)"
                 }
                 rec.moveSeconds = (ContinuousClock.now - t).seconds
+                if result.error == nil { localCopies.insert(input) }
                 result.moves.append(
                     MoveRecord(
                         name: input, from: move.from, to: replica.index, bytes: rec.movedBytes, startedAt: startedAt,
@@ -603,6 +624,10 @@ public struct FlowRunner: Sendable {
         env["TRELLIS_NAME_PREFIX"] = ObjectNaming.prefix(runID: runID)
         env["TRELLIS_INPUTS"] = spec.inputs.joined(separator: ",")
         env["TRELLIS_OUTPUTS"] = spec.outputs.joined(separator: ",")
+        // The names whose replica-local copy the bootstrap looks up before the shared name
+        // (any other name: the shared one straight away — in a cluster each lookup of a
+        // name is a read of the cluster's metadata).
+        env["TRELLIS_LOCAL_COPIES"] = Self.jsonArray(localCopies.sorted())
         env["TRELLIS_METRICS"] = metricsPath
         let out = store.logPath(run: runID, step: spec.name, stream: .stdout)
         let err = store.logPath(run: runID, step: spec.name, stream: .stderr)

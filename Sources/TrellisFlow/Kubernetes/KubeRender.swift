@@ -300,14 +300,15 @@ public enum KubeRender {
     /// Variables the runner sets itself; a step's own `env` cannot override them.
     static let reservedEnv: Set<String> = [
         "VINEYARD_IPC_SOCKET", "TRELLIS_RUN_ID", "TRELLIS_STEP", "TRELLIS_NAME_PREFIX", "TRELLIS_INPUTS",
-        "TRELLIS_OUTPUTS", "TRELLIS_NODE",
+        "TRELLIS_OUTPUTS", "TRELLIS_NODE", "TRELLIS_LOCAL_COPIES",
     ]
 
     /// A step's environment, in order: its own `env` (sorted by name, minus the runner's
     /// names), then `VINEYARD_IPC_SOCKET`, `TRELLIS_RUN_ID`, `TRELLIS_STEP`,
     /// `TRELLIS_NAME_PREFIX` (`<run>/`, which the bootstrap applies to vineyard names, as in
-    /// local runs), `TRELLIS_INPUTS`, `TRELLIS_OUTPUTS`, `PYTHONPATH` (the bootstrap's
-    /// directory first) and `PYTHONUNBUFFERED`.
+    /// local runs), `TRELLIS_INPUTS`, `TRELLIS_OUTPUTS`, `TRELLIS_LOCAL_COPIES` (`[]`: nothing
+    /// renders a move, so the bootstrap looks up no replica-local copies), `PYTHONPATH` (the
+    /// bootstrap's directory first) and `PYTHONUNBUFFERED`.
     public static func stepEnv(step: StepSpec, runID: String, socket: String) -> [(name: String, value: String)] {
         var out: [(name: String, value: String)] = []
         for k in step.env.keys.sorted() where !reservedEnv.contains(k) && k != "PYTHONPATH" && k != "PYTHONUNBUFFERED" {
@@ -319,6 +320,7 @@ public enum KubeRender {
         out.append(("TRELLIS_NAME_PREFIX", ObjectNaming.prefix(runID: runID)))
         out.append(("TRELLIS_INPUTS", step.inputs.joined(separator: ",")))
         out.append(("TRELLIS_OUTPUTS", step.outputs.joined(separator: ",")))
+        out.append(("TRELLIS_LOCAL_COPIES", "[]"))
         let userPath = step.env["PYTHONPATH"].flatMap { $0.isEmpty ? nil : $0 }
         out.append(("PYTHONPATH", Paths.libDirectory + (userPath.map { ":" + $0 } ?? "")))
         out.append(("PYTHONUNBUFFERED", step.env["PYTHONUNBUFFERED"] ?? "1"))

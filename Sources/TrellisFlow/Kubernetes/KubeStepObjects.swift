@@ -40,7 +40,7 @@ public enum KubeStepObjects {
     /// stays there).
     public static let shippedVariables = [
         "TRELLIS_RUN_ID", "TRELLIS_STEP", "TRELLIS_REPLICA", "TRELLIS_ATTEMPT", "TRELLIS_NAME_PREFIX", "TRELLIS_INPUTS",
-        "TRELLIS_OUTPUTS", "PYTHONUNBUFFERED",
+        "TRELLIS_OUTPUTS", "TRELLIS_LOCAL_COPIES", "PYTHONUNBUFFERED",
     ]
 
     /// Variables of the runner's environment a pod gets (the rest of the launcher's machine

@@ -94,11 +94,19 @@ def install(prefix=None):
         return put_name(self, object, q(name))
 
     replica = os.environ.get("TRELLIS_REPLICA")
+    # The names the runner moved a copy of onto this step's replica (a runner that does not
+    # say: any name may have one). Asking for a copy that is not there costs a lookup — in
+    # a cluster, a read of the cluster's metadata — so only these are asked for.
+    try:
+        copies = json.loads(os.environ["TRELLIS_LOCAL_COPIES"])
+        copies = None if not isinstance(copies, list) else {n for n in copies if isinstance(n, str)}
+    except (KeyError, ValueError):
+        copies = None
 
     def _get_name(self, name, wait=False):
         # A copy the runner moved onto this step's replica is bound to "<name>@r<replica>":
         # prefer it, so the step's get is local and zero-copy.
-        if replica is not None and prefix and isinstance(name, str):
+        if replica is not None and prefix and isinstance(name, str) and (copies is None or unq(name) in copies):
             try:
                 return get_name(self, q(name) + "@r" + replica, False)
             except Exception:
