@@ -64,6 +64,20 @@ extension Reply {
             w.append("{\"content\":")
             if content.isEmpty { w.append("null") } else { w.writeObject(content) }
             w.append(",\"type\":\"get_data_reply\"}")
+        case .objects(let content, let ps, let fds):
+            w.append("{\"content\":")
+            if content.isEmpty { w.append("null") } else { w.writeObject(content) }
+            w.append(",\"fds\":[")
+            for (i, fd) in fds.enumerated() {
+                if i > 0 { w.append(",") }
+                w.writeInteger(Int64(fd))
+            }
+            w.append("],\"payloads\":[")
+            for (i, p) in ps.enumerated() {
+                if i > 0 { w.append(",") }
+                p.write(&w)
+            }
+            w.append("],\"type\":\"trellis_get_objects_reply\"}")
         case .exists(let b):
             w.append(b ? "{\"exists\":true,\"type\":\"exists_reply\"}" : "{\"exists\":false,\"type\":\"exists_reply\"}")
         case .ifPersist(let b):

@@ -38,6 +38,9 @@ public enum Reply: Sendable, Equatable {
     case newSession(socketPath: String)
     /// `trellis_split_buffer_reply` (a Trellis extension): the pieces' blob ids, in order.
     case splitBuffer([ObjectID])
+    /// `trellis_get_objects_reply` (a Trellis extension): the trees as `get_data_reply`'s
+    /// content, their blobs' payloads and the descriptors announced, as `get_buffers_reply`'s.
+    case objects([String: JSON], payloads: [Payload], fds: [Int32])
     /// A reply that carries nothing but its type.
     case done(Done)
     /// An error reply: `{"code": N, "message": "…"}`, no type.
@@ -135,6 +138,7 @@ public enum Reply: Sendable, Equatable {
         case .pullStreamChunk: return "pull_next_stream_chunk_reply"
         case .newSession: return "new_session_reply"
         case .splitBuffer: return "trellis_split_buffer_reply"
+        case .objects: return "trellis_get_objects_reply"
         case .done(let d): return d.rawValue
         case .error: return "error"
         }
@@ -209,6 +213,10 @@ public enum Reply: Sendable, Equatable {
         case .pullStreamChunk(let id): return typed(["chunk": .number(id.rawValue)])
         case .newSession(let path): return typed(["socket_path": .string(path)])
         case .splitBuffer(let pieces): return typed(["ids": ids(pieces)])
+        case .objects(let content, let ps, let fds):
+            return typed([
+                "content": content.isEmpty ? .null : .object(content), "payloads": .array(ps.map(\.json)), "fds": fdList(fds),
+            ])
         case .done: return typed([:])
         case .error(let e): return e.reply
         }
@@ -318,6 +326,18 @@ public enum Reply: Sendable, Equatable {
         case "pull_next_stream_chunk_reply": return .pullStreamChunk(try id("chunk"))
         case "new_session_reply": return .newSession(socketPath: try r.string("socket_path"))
         case "trellis_split_buffer_reply": return .splitBuffer(try uints("ids").map { ObjectID($0) })
+        case "trellis_get_objects_reply":
+            var content: [String: JSON] = [:]
+            if let c = o["content"], !c.isNull {
+                guard let c = c.objectValue else { throw VineyardError(.invalid, "trellis_get_objects_reply: \"content\" is not an object") }
+                content = c
+            }
+            guard let list = o["payloads"]?.arrayValue else {
+                throw VineyardError(.invalid, "trellis_get_objects_reply: \"payloads\" is not an array")
+            }
+            var ps: [Payload] = []
+            for p in list { ps.append(try Payload(json: p)) }
+            return .objects(content, payloads: ps, fds: try fds())
         default:
             throw VineyardError(.invalid, "unknown reply type \(type)")
         }

@@ -53,6 +53,8 @@ extension Request {
             fields["id"] = .number(id.rawValue)
             if seal { fields["seal"] = .bool(true) }
             return typed("trellis_split_buffer_request", fields)
+        case .getObjects(let ids, let syncRemote):
+            return typed("trellis_get_objects_request", ["ids": idList(ids), "sync_remote": .bool(syncRemote)])
         case .increaseReferenceCount(let ids): return typed("increase_reference_count_request", ["ids": idList(ids)])
         case .release(let id): return typed("release_request", ["object_id": .number(id.rawValue)])
         case .createData(let content): return typed("create_data_request", ["content": content])

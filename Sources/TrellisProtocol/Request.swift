@@ -17,6 +17,11 @@ public enum Request: Sendable, Equatable {
     /// with `seal` (`"seal": true`, extension `split_seal`) the pieces come out sealed and
     /// used by the connection, as if each had been sealed by a `seal_request`.
     case splitBuffer(ObjectID, sizes: [Int], seal: Bool)
+    /// Trellis extension (`trellis_get_objects_request`, extension `get_objects`): what
+    /// `get_data` returns for `ids` and, in the same reply, what `get_buffers` returns for
+    /// every blob of this instance their trees refer to (the connection uses them, as
+    /// after a `get_buffers`): a reader's two round trips in one.
+    case getObjects(ids: [ObjectID], syncRemote: Bool)
     case increaseReferenceCount([ObjectID])
     case release(ObjectID)
     case createData(JSON)
@@ -186,6 +191,8 @@ public enum Request: Sendable, Equatable {
         case "drop_buffer_request": return .dropBuffer(try id("id"))
         case "shrink_buffer_request": return .shrinkBuffer(try id("id"), size: try r.size("size"))
         case "trellis_split_buffer_request": return .splitBuffer(try id("id"), sizes: try sizes(r), seal: try r.bool("seal", default: false))
+        case "trellis_get_objects_request":
+            return .getObjects(ids: try batch(try ids("ids"), type), syncRemote: try r.bool("sync_remote", default: false))
         case "increase_reference_count_request": return .increaseReferenceCount(try ids("ids"))
         case "release_request": return .release(try id("object_id"))
         case "create_data_request":

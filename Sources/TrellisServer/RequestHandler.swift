@@ -61,7 +61,7 @@ final class RequestHandler: Sendable {
 
     /// The protocol extensions this daemon serves, advertised in the register reply
     /// (`trellis_extensions`; upstream clients ignore the field).
-    static let extensions = ["split_buffer", "split_seal", "split_unaligned"]
+    static let extensions = ["split_buffer", "split_seal", "split_unaligned", "get_objects"]
 
     func handle(_ request: Request, _ conn: inout ConnectionState, cancelled: () -> Bool) throws(VineyardError) -> Outcome {
         switch request {
@@ -148,6 +148,14 @@ final class RequestHandler: Sendable {
                 _ = try withDeferred(conn) { store.wait(for: ids.map { .object($0) }, watching: conn.socket, cancelled: cancelled) { store.allExist(ids) ? true : nil } }
             }
             return .reply(.data(store.getData(ids).objectValue ?? [:]))
+        case .getObjects(let ids, let syncRemote):
+            try requireIPC(conn, "trellis_get_objects_request")
+            if let cluster, syncRemote { try cluster.sync(ids, into: store) }
+            let content = store.getData(ids).objectValue ?? [:]
+            let ps = try store.getBlobs(store.localBlobs(of: ids), unsafe: false, connection: conn.id)
+            let send = ps.contains { $0.dataSize > 0 } && !conn.arenaFDSent
+            if send { conn.arenaFDSent = true }
+            return .reply(.objects(content, payloads: ps, fds: send ? [store.arena.fd.raw] : []), sendArenaFD: send)
         case .listData(let pattern, let regex, let limit):
             let store = self.store
             let listing = try store.listData(pattern: pattern, regex: regex, limit: limit) {

@@ -83,6 +83,10 @@ extension ObjectStore {
         return content.isEmpty ? .null : .object(content)
     }
 
+    /// The blobs of this instance that the trees of `ids` refer to, at any depth, each once
+    /// in id order (the `get_objects` extension: a tree and its buffers in one request).
+    public func localBlobs(of ids: [ObjectID]) -> [ObjectID] { locked { $0.localBlobs(of: ids) } }
+
     /// True when every id exists (used by `get_data` with `wait`).
     public func allExist(_ ids: [ObjectID]) -> Bool { locked { $0.allExist(ids) } }
 

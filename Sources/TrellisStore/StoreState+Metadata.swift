@@ -434,6 +434,27 @@ extension StoreState {
         return tree
     }
 
+    func localBlobs(of ids: [ObjectID]) -> [ObjectID] {
+        var out: Set<ObjectID> = []
+        var seen: Set<ObjectID> = []
+        var stack = ids
+        while let id = stack.popLast() {
+            if id.isBlob {
+                if id != .emptyBlob, blobs[id] != nil { out.insert(id) }
+                continue
+            }
+            guard seen.insert(id).inserted, let rec = objects[id] else { continue }
+            for m in rec.members.values {
+                if m.isBlob {
+                    if m != .emptyBlob, (rec.blobInstances[m] ?? instanceID) == instanceID, blobs[m] != nil { out.insert(m) }
+                } else {
+                    stack.append(m)
+                }
+            }
+        }
+        return out.sorted { $0.rawValue < $1.rawValue }
+    }
+
     mutating func readOne(_ id: ObjectID) -> JSON? {
         if id == .invalid {
             // Upstream's placeholder blob spanning the arena (what `sync_meta` asks for).

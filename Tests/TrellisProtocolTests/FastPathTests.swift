@@ -272,6 +272,8 @@ struct FastPathTests {
             .deletedBlobs([]), .deletedBlobs([ObjectID(1 << 63 | 5), ObjectID(2)]),
             .error(VineyardError(.invalid, "bad \"x\"\n\t\u{1}\\ é")), .error(VineyardError(.objectNotExists, "failed to find name: n")),
             .memoryTrim(trimmed: false), .listName(["a": ObjectID(1)]),
+            .objects([:], payloads: [], fds: []),
+            .objects(["o68847442bc800002": ["typename": "vineyard::Tensor<int64>", "b": ["z": 1]]], payloads: [payload, other], fds: [9]),
         ]
         out += Reply.Done.allCases.map { .done($0) }
         return out

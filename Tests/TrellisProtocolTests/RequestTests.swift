@@ -83,6 +83,28 @@ struct ExtensionTests {
         #expect(try Reply.decode(try JSONParser.parse(JSONWriter.encode(reply.encode()))) == reply)
     }
 
+    @Test("get_objects round-trips both ways; bad ids are refused")
+    func getObjects() throws {
+        let r = Request.getObjects(ids: [ObjectID(0x0000_0000_0000_0042), ObjectID(7)], syncRemote: true)
+        let text = String(decoding: JSONWriter.encode(r.encode()), as: UTF8.self)
+        #expect(text.contains(#""type":"trellis_get_objects_request""#) && text.contains(#""ids":[66,7]"#))
+        #expect(try Request.decode(try JSONParser.parse(text)) == r)
+        #expect(try Request.decode(try JSONParser.parse(#"{"type":"trellis_get_objects_request","ids":[5]}"#))
+            == .getObjects(ids: [ObjectID(5)], syncRemote: false))
+        for bad in [#"{"type":"trellis_get_objects_request","ids":["5"]}"#,
+                    #"{"type":"trellis_get_objects_request"}"#,
+                    #"{"type":"trellis_get_objects_request","ids":[5],"sync_remote":"yes"}"#] {
+            #expect(throws: VineyardError.self) { try Request.decode(try JSONParser.parse(bad)) }
+        }
+        var p = Payload.empty
+        p.objectID = ObjectID(0x8000_0000_0000_0001)
+        p.dataOffset = 4096
+        p.dataSize = 64
+        for reply in [Reply.objects(["o42": ["typename": "x", "n": 1]], payloads: [p], fds: [7]), .objects([:], payloads: [], fds: [])] {
+            #expect(try Reply.decode(try JSONParser.parse(JSONWriter.encode(reply.encode()))) == reply)
+        }
+    }
+
     @Test("the register reply advertises extensions only when there are some (vineyardd's has none)")
     func advertised() throws {
         var reg = Reply.Register(

@@ -22,7 +22,8 @@ vineyardd: detected once per socket through ``instance_status``), and when
 
 Readers too: ``client.get(...)`` (and ``vineyard.get``) of a DataFrame, Series or numeric
 tensor on a Trellis daemon is read straight from the daemon — the client's own
-``get_name``, one ``get_data``, one ``get_buffers`` — and built over a read-only mapping
+``get_name``, then one ``get_objects`` (a Trellis extension: the tree and its blobs in
+one reply; ``get_data`` and ``get_buffers`` where a daemon lacks it) — and built over a read-only mapping
 of the arena: the value the upstream resolvers return, without the upstream client's
 per-member Python. Anything else goes the upstream way.
 
@@ -1595,11 +1596,27 @@ def _direct_get(client, object_id, name):
         raise
 
 
+def _held(conn: _Connection, payloads) -> Tuple[int, ...]:
+    """The blobs of a get_buffers (or get_objects) reply, counted as this connection's
+    uses of them: the daemon counts them so as soon as it replies."""
+    got = tuple(int(p["object_id"]) for p in payloads)
+    for b in got:
+        conn.read_uses[b] = conn.read_uses.get(b, 0) + 1
+    return got
+
+
 def _direct_get_id(client, conn, oid):
     from vineyard import ObjectID
 
     with conn.lock:
-        reply = conn.call({"type": "get_data_request", "id": [oid], "sync_remote": True, "wait": False})
+        combined = "get_objects" in conn.extensions
+        if combined:
+            # the tree and its blobs in one round trip (the daemon's get_objects extension):
+            # the blobs are this connection's uses from now on, whatever the tree turns out to be
+            reply = conn.call({"type": "trellis_get_objects_request", "ids": [oid], "sync_remote": True}, fds=True)
+            early = _ReadHold(conn, _held(conn, reply.get("payloads") or []), ObjectID(oid), "")
+        else:
+            reply = conn.call({"type": "get_data_request", "id": [oid], "sync_remote": True, "wait": False})
         content = reply.get("content") or {}
         if len(content) != 1:
             raise _StepAside("no such object here")
@@ -1611,20 +1628,22 @@ def _direct_get_id(client, conn, oid):
             raise _StepAside("a blob on another instance")
         ids = sorted({_blob_id(b["id"]) for b, _ in blobs})
         where: Dict[int, Tuple[int, int]] = {}
-        if ids:
-            reply = conn.call({"type": "get_buffers_request", "ids": ids, "unsafe": False}, fds=True)
-            payloads = reply.get("payloads") or []
-            # the daemon counts these as this connection's uses now: so does the hold,
-            # before anything else can fail (whatever happens, they are released)
-            got = tuple(int(p["object_id"]) for p in payloads)
-            for b in got:
-                conn.read_uses[b] = conn.read_uses.get(b, 0) + 1
-            hold = _ReadHold(conn, got, ObjectID(oid), tree["typename"])
-            arena = _read_mapping(conn)
+        if ids or combined:
+            if combined:
+                payloads = reply.get("payloads") or []
+                hold = early
+                hold.typename = tree["typename"]
+            else:
+                reply = conn.call({"type": "get_buffers_request", "ids": ids, "unsafe": False}, fds=True)
+                payloads = reply.get("payloads") or []
+                # the daemon counts these as this connection's uses now: so does the hold,
+                # before anything else can fail (whatever happens, they are released)
+                hold = _ReadHold(conn, _held(conn, payloads), ObjectID(oid), tree["typename"])
+            arena = _read_mapping(conn) if payloads else memoryview(b"")
             for p in payloads:
                 where[int(p["object_id"])] = (int(p["data_offset"]), int(p["data_size"]))
                 conn.read_blobs[int(p["data_offset"])] = (int(p["object_id"]), int(p["data_size"]))
-            if set(where) != set(ids):
+            if not set(ids) <= set(where):
                 raise _StepAside("a blob is gone")
             if any(off < 0 or off + size > len(arena) for off, size in where.values()):
                 raise _StepAside("a blob outside the mapping")

@@ -1,5 +1,6 @@
 """trellis.accel's get: on a Trellis daemon, ``client.get(...)`` of a DataFrame or a numeric
-tensor is read straight from the daemon (get_name, one get_data, one get_buffers) and
+tensor is read straight from the daemon (get_name, then one get_objects — or one get_data
+and one get_buffers where the daemon lacks that extension) and
 built over a read-only mapping of the arena. What the reader gets must be what the
 upstream client's get returns — value, dtypes, block layout, index, read-only zero-copy
 views, the vineyard ndarray type — and everything it does not cover must go the upstream
@@ -365,3 +366,73 @@ def test_columns_that_do_not_lie_one_after_another_are_read_one_by_one(accel):
     assert mod._adjacent_columns(view([0, 800, 1600]), readers(["int64", "float64", "int64"], [100] * 3)) is None
     assert mod._adjacent_columns(view([0, 800, 1600]), readers(i8, [100, 100, 99])) is None
     assert mod._adjacent_columns(view([0, 0, 0], size=0), readers(i8, [0] * 3)) is None
+
+
+def _blob_ids(tree, instance):
+    """The ids of the blobs of this instance a stored tree refers to, at any depth."""
+    out = set()
+    for v in tree.values():
+        if isinstance(v, dict):
+            if v.get("typename") == "vineyard::Blob":
+                if int(v.get("instance_id", -1)) == instance:
+                    out.add(int(v["id"][1:], 16))
+            else:
+                out |= _blob_ids(v, instance)
+    return out
+
+
+@pytest.mark.trellis_only
+def test_get_objects_returns_the_tree_and_every_blob_it_refers_to_in_one_reply(daemon, client, accel):
+    # the get_objects extension: get_data's content and get_buffers' payloads (and the
+    # arena's descriptor) for exactly the tree's blobs, each once — a frame whose index
+    # and columns are blobs, two of them the same column twice
+    df = pd.DataFrame({"a": np.arange(5000), "b": np.arange(5000) * 2.5, "c": np.arange(5000) % 7})
+    oid = client.put(df)
+    with harness.RawConn(daemon.socket) as c:
+        reg = c.register()
+        assert "get_objects" in reg["trellis_extensions"]
+        plain = c.request({"type": "get_data_request", "id": [int(oid)], "sync_remote": False, "wait": False})
+        reply = c.request({"type": "trellis_get_objects_request", "ids": [int(oid)], "sync_remote": True})
+        assert reply["type"] == "trellis_get_objects_reply", reply
+        if reply["fds"]:
+            assert len(c.recv_fd()) == 1
+        assert reply["content"] == plain["content"]
+        (tree,) = reply["content"].values()
+        want = _blob_ids(tree, int(reg["instance_id"]))
+        got = [int(p["object_id"]) for p in reply["payloads"]]
+        assert len(want) == 4 and sorted(got) == sorted(want)
+        assert all(p["is_sealed"] and p["data_size"] > 0 for p in reply["payloads"])
+        # an object that is not there: no content, no payloads (and the connection goes on)
+        missing = c.request({"type": "trellis_get_objects_request", "ids": [int(oid) + 2]})
+        assert missing["content"] is None and missing["payloads"] == [] and missing["fds"] == []
+        bad = c.request({"type": "trellis_get_objects_request", "ids": ["x"]})
+        assert "code" in bad and "ids" in bad["message"]
+        assert c.request({"type": "exists_request", "id": int(oid)})["exists"] is True
+
+
+@pytest.mark.trellis_only
+@pytest.mark.parametrize("combined", [True, False], ids=["get_objects", "get_data+get_buffers"])
+def test_the_fast_get_takes_one_round_trip_where_the_daemon_offers_get_objects(daemon, client, accel, combined):
+    df = pd.DataFrame({"a": np.arange(10000), "b": np.linspace(0, 1, 10000)})
+    oid = client.put(df)
+    conn = accel._connection(client)
+    if not combined:
+        conn.extensions.discard("get_objects")  # as an older Trellis daemon
+    sent = []
+    original = accel._Connection.pipeline
+
+    def spy(self, messages, *args, **kwargs):
+        sent.extend(m["type"] for m in messages)
+        return original(self, messages, *args, **kwargs)
+
+    try:
+        accel._Connection.pipeline = spy
+        before = _direct(accel)
+        value = client.get(oid)
+    finally:
+        accel._Connection.pipeline = original
+        conn.extensions.add("get_objects")
+    assert _direct(accel) == before + 1
+    pdt.assert_frame_equal(value, df)
+    reads = [t for t in sent if t != "release_request"]
+    assert reads == (["trellis_get_objects_request"] if combined else ["get_data_request", "get_buffers_request"])
