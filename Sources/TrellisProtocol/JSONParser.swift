@@ -43,6 +43,10 @@ public struct JSONParser {
     let buf: UnsafeBufferPointer<UInt8>
     let maxDepth: Int
     var pos = 0
+    /// Per nesting level, the members of the object being read there: kept between objects
+    /// so that each object's dictionary is made once at its final size (growing one member
+    /// at a time rehashed a 100-member frame object seven times).
+    private var scratch: [[(key: String, value: JSON)]] = []
 
     init(buffer: UnsafeBufferPointer<UInt8>, maxDepth: Int) {
         self.buf = buffer
@@ -88,12 +92,15 @@ public struct JSONParser {
     private mutating func parseObject(depth: Int) throws(JSONParseError) -> JSON {
         if depth > maxDepth { throw error("nesting deeper than \(maxDepth)") }
         pos += 1
-        var result: [String: JSON] = [:]
         skipSpace()
         if pos < buf.count && buf[pos] == UInt8(ascii: "}") {
             pos += 1
-            return .object(result)
+            return .object([:])
         }
+        while scratch.count <= depth { scratch.append([]) }
+        var members: [(key: String, value: JSON)] = []
+        swap(&members, &scratch[depth])  // (deeper objects use the deeper levels' arrays)
+        members.removeAll(keepingCapacity: true)
         while true {
             skipSpace()
             guard pos < buf.count, buf[pos] == UInt8(ascii: "\"") else { throw error("expected a string key") }
@@ -102,11 +109,18 @@ public struct JSONParser {
             guard pos < buf.count, buf[pos] == UInt8(ascii: ":") else { throw error("expected ':'") }
             pos += 1
             skipSpace()
-            result[key] = try parseValue(depth: depth)
+            members.append((key, try parseValue(depth: depth)))
             skipSpace()
             guard pos < buf.count else { throw error("unexpected end of input") }
             if buf[pos] == UInt8(ascii: ",") { pos += 1; continue }
-            if buf[pos] == UInt8(ascii: "}") { pos += 1; return .object(result) }
+            if buf[pos] == UInt8(ascii: "}") {
+                pos += 1
+                var result = [String: JSON](minimumCapacity: members.count)
+                for m in members { result[m.key] = m.value }  // a repeated key: the last one wins
+                members.removeAll(keepingCapacity: true)
+                swap(&members, &scratch[depth])
+                return .object(result)
+            }
             throw error("expected ',' or '}'")
         }
     }

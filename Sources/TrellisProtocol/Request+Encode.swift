@@ -53,6 +53,8 @@ extension Request {
             fields["id"] = .number(id.rawValue)
             if seal { fields["seal"] = .bool(true) }
             return typed("trellis_split_buffer_request", fields)
+        case .createRangeBuffer(let start, let step, let count):
+            return typed("trellis_create_range_buffer_request", ["start": .int(start), "step": .int(step), "num": .number(count)])
         case .getObjects(let ids, let syncRemote):
             return typed("trellis_get_objects_request", ["ids": idList(ids), "sync_remote": .bool(syncRemote)])
         case .increaseReferenceCount(let ids): return typed("increase_reference_count_request", ["ids": idList(ids)])

@@ -17,6 +17,12 @@ public enum Request: Sendable, Equatable {
     /// with `seal` (`"seal": true`, extension `split_seal`) the pieces come out sealed and
     /// used by the connection, as if each had been sealed by a `seal_request`.
     case splitBuffer(ObjectID, sizes: [Int], seal: Bool)
+    /// Trellis extension (`trellis_create_range_buffer_request`, extension `range_buffer`):
+    /// a new blob of `count` int64 values `start, start + step, …`, written by the daemon
+    /// and sealed (used by the connection, as after a seal) — what vineyard stores for a
+    /// pandas RangeIndex, without the writer materialising and copying it. Replied to as
+    /// `create_buffer_request` is.
+    case createRangeBuffer(start: Int64, step: Int64, count: Int)
     /// Trellis extension (`trellis_get_objects_request`, extension `get_objects`): what
     /// `get_data` returns for `ids` and, in the same reply, what `get_buffers` returns for
     /// every blob of this instance their trees refer to (the connection uses them, as
@@ -191,6 +197,8 @@ public enum Request: Sendable, Equatable {
         case "drop_buffer_request": return .dropBuffer(try id("id"))
         case "shrink_buffer_request": return .shrinkBuffer(try id("id"), size: try r.size("size"))
         case "trellis_split_buffer_request": return .splitBuffer(try id("id"), sizes: try sizes(r), seal: try r.bool("seal", default: false))
+        case "trellis_create_range_buffer_request":
+            return .createRangeBuffer(start: try r.int("start"), step: try r.int("step"), count: try r.size("num"))
         case "trellis_get_objects_request":
             return .getObjects(ids: try batch(try ids("ids"), type), syncRemote: try r.bool("sync_remote", default: false))
         case "increase_reference_count_request": return .increaseReferenceCount(try ids("ids"))

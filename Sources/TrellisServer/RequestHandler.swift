@@ -61,7 +61,7 @@ final class RequestHandler: Sendable {
 
     /// The protocol extensions this daemon serves, advertised in the register reply
     /// (`trellis_extensions`; upstream clients ignore the field).
-    static let extensions = ["split_buffer", "split_seal", "split_unaligned", "get_objects"]
+    static let extensions = ["split_buffer", "split_seal", "split_unaligned", "get_objects", "range_buffer"]
 
     func handle(_ request: Request, _ conn: inout ConnectionState, cancelled: () -> Bool) throws(VineyardError) -> Outcome {
         switch request {
@@ -107,6 +107,12 @@ final class RequestHandler: Sendable {
             let send = ps.contains { $0.dataSize > 0 } && !conn.arenaFDSent
             if send { conn.arenaFDSent = true }
             return .reply(.createBuffers(ps, fds: send ? [store.arena.fd.raw] : []), sendArenaFD: send)
+        case .createRangeBuffer(let start, let step, let count):
+            try requireIPC(conn, "trellis_create_range_buffer_request")
+            let p = try store.createRangeBlob(start: start, step: step, count: count, connection: conn.id)
+            let send = p.dataSize > 0 && !conn.arenaFDSent
+            if send { conn.arenaFDSent = true }
+            return .reply(.createBuffer(p, fd: send ? p.storeFD : -1), sendArenaFD: send)
         case .seal(let id):
             try store.seal(id, connection: conn.id)
             return .reply(.done(.seal))

@@ -115,6 +115,26 @@ public final class ObjectStore: Sendable {
         try createBlobs(sizes: [size], connection: connection)[0]
     }
 
+    /// A new blob of `count` int64 values `start, start + step, …` (wrapping on overflow),
+    /// written here and sealed for `connection` (the `range_buffer` extension).
+    public func createRangeBlob(start: Int64, step: Int64, count: Int, connection: ConnectionID) throws(VineyardError) -> Payload {
+        guard count >= 0, count <= Int.max / 8 else {
+            throw VineyardError(.invalid, "Invalid message: a range of \(count) values")
+        }
+        var p = try createBlob(size: count * 8, connection: connection)
+        guard count > 0 else { return p }
+        let values = arena.address(p.dataOffset).bindMemory(to: Int64.self, capacity: count)
+        for i in 0..<count { values[i] = start &+ Int64(i) &* step }
+        do {
+            try seal(p.objectID, connection: connection)
+        } catch {
+            try? dropBlob(p.objectID, connection: connection)
+            throw error
+        }
+        p.isSealed = true
+        return p
+    }
+
     /// Seals a blob (idempotent) and records `connection` as a user.
     public func seal(_ id: ObjectID, connection: ConnectionID) throws(VineyardError) {
         if id == .emptyBlob { return }

@@ -83,6 +83,20 @@ struct ExtensionTests {
         #expect(try Reply.decode(try JSONParser.parse(JSONWriter.encode(reply.encode()))) == reply)
     }
 
+    @Test("range_buffer round-trips; bad fields are refused")
+    func rangeBuffer() throws {
+        let r = Request.createRangeBuffer(start: -5, step: 3, count: 600_000)
+        let text = String(decoding: JSONWriter.encode(r.encode()), as: UTF8.self)
+        #expect(text.contains(#""type":"trellis_create_range_buffer_request""#) && text.contains(#""start":-5"#))
+        #expect(try Request.decode(try JSONParser.parse(text)) == r)
+        for bad in [#"{"type":"trellis_create_range_buffer_request","start":0,"step":1,"num":-1}"#,
+                    #"{"type":"trellis_create_range_buffer_request","start":0,"step":1}"#,
+                    #"{"type":"trellis_create_range_buffer_request","start":"0","step":1,"num":3}"#,
+                    #"{"type":"trellis_create_range_buffer_request","start":0,"step":1.5,"num":3}"#] {
+            #expect(throws: VineyardError.self) { try Request.decode(try JSONParser.parse(bad)) }
+        }
+    }
+
     @Test("get_objects round-trips both ways; bad ids are refused")
     func getObjects() throws {
         let r = Request.getObjects(ids: [ObjectID(0x0000_0000_0000_0042), ObjectID(7)], syncRemote: true)

@@ -48,6 +48,30 @@ struct HostileStoreTests {
         #expect(store.status().objects == 0)
     }
 
+    @Test("range blobs: the values written, sealed and used by the creator; refused sizes leave the arena as it was")
+    func rangeBlobs() throws {
+        let before = store.status().memoryUsage
+        let p = try store.createRangeBlob(start: -7, step: 3, count: 1000, connection: 1)
+        #expect(p.dataSize == 8000 && p.isSealed)
+        let values = store.arena.address(p.dataOffset).bindMemory(to: Int64.self, capacity: 1000)
+        #expect(values[0] == -7 && values[1] == -4 && values[999] == -7 + 3 * 999)
+        #expect(try store.getBlobs([p.objectID], unsafe: false, connection: 2).first?.dataOffset == p.dataOffset)
+        // wrapping, not trapping, on overflow
+        let w = try store.createRangeBlob(start: Int64.max - 1, step: 1 << 62, count: 3, connection: 1)
+        let wv = store.arena.address(w.dataOffset).bindMemory(to: Int64.self, capacity: 3)
+        #expect(wv[1] == (Int64.max - 1) &+ (1 << 62))
+        #expect(try store.createRangeBlob(start: 0, step: 1, count: 0, connection: 1).objectID == .emptyBlob)
+        let mid = store.status().memoryUsage
+        for count in [-1, Int.max / 8 + 1, 1 << 40] {
+            #expect(throws: VineyardError.self) { try self.store.createRangeBlob(start: 0, step: 1, count: count, connection: 1) }
+        }
+        #expect(store.status().memoryUsage == mid)
+        try store.dropBlob(p.objectID, connection: 1)
+        try store.dropBlob(w.objectID, connection: 1)
+        store.release([p.objectID], connection: 2)
+        #expect(store.status().memoryUsage == before)
+    }
+
     @Test("a tree nested deeper than the limit in one request is refused and leaves nothing behind")
     func nestedDepthIsBounded() throws {
         func nested(_ levels: Int) -> JSON {

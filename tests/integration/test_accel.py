@@ -362,9 +362,12 @@ def test_a_large_frame_of_several_blocks_is_copied_by_the_threads_asked_for(
                           "c": rng.integers(0, 100, rows).astype("int32"),
                           "d": rng.integers(0, 1 << 40, rows), "e": rng.random(rows)})
     oid = client.put(value)
-    # every column and the index (vineyard stores a RangeIndex as a tensor)
-    assert sum(n for _, n in seen) == sum(int(value[c].to_numpy().nbytes) for c in value.columns) + 8 * rows
-    assert len({t for t, _ in seen}) == int(threads)
+    # every column (the RangeIndex's values are written by the daemon: range_buffer)
+    assert sum(n for _, n in seen) == sum(int(value[c].to_numpy().nbytes) for c in value.columns)
+    # one share per thread: this thread copies the first, the pool's threads the others
+    # (which of the pool's threads: whichever is free)
+    assert len(seen) == int(threads)
+    assert [t for t, _ in seen].count(threading.get_ident()) == 1
     accel.uninstall()  # read back the upstream way
     pdt.assert_frame_equal(client.get(oid), value)
 
@@ -401,3 +404,121 @@ def test_the_wire_json_is_the_json_modules_whatever_writes_it(monkeypatch, fast)
     assert accel._decode(lone) == json.loads(lone)
     # (replies carry no integer beyond 64 bits: the daemon's JSON holds Int64, UInt64 or
     # Double — orjson would read such a literal as a float)
+
+
+def _range_frames():
+    n = 200_000  # a RangeIndex of 1.6 MB: over the size the daemon writes it at
+    return [
+        pd.DataFrame({"a": np.arange(n) * 2, "b": np.linspace(0, 1, n)}),
+        pd.DataFrame({"a": np.arange(n)}, index=pd.RangeIndex(-7, -7 + 3 * n, 3, name="r")),
+        pd.DataFrame({"a": np.arange(n)}, index=pd.RangeIndex(n, 0, -1)),
+    ]
+
+
+@pytest.mark.trellis_only
+@pytest.mark.parametrize("i", range(3))
+def test_a_large_range_index_is_written_by_the_daemon_and_reads_back_as_upstream_writes_it(daemon, client, accel, i):
+    # the daemon writes the index's values (range_buffer): the tree is upstream's, field by
+    # field, and the upstream reader gets the same frame, index included
+    mod, _ = accel
+    value = _range_frames()[i]
+    sent = []
+    original = mod._Connection.send_ahead
+
+    def spy(self, message):
+        sent.append(message["type"])
+        return original(self, message)
+
+    mod._Connection.send_ahead = spy
+    try:
+        mod.uninstall()
+        up = client.put(_range_frames()[i])  # (upstream's put materialises the index it gets)
+        mod.install()
+        before = mod.stats()["accelerated"]
+        fast = client.put(value)
+    finally:
+        mod._Connection.send_ahead = original
+    assert mod.stats()["accelerated"] == before + 1 and sent == ["trellis_create_range_buffer_request"]
+    assert _tree(daemon, fast) == _tree(daemon, up)
+    mod.uninstall()
+    pdt.assert_frame_equal(client.get(fast), value)
+    pdt.assert_series_equal(client.get(client.put(value["a"])), value["a"])  # a Series' index too
+
+
+@pytest.mark.trellis_only
+def test_without_range_buffer_or_when_the_daemon_cannot_the_index_is_copied(daemon, client, accel, monkeypatch):
+    mod, _ = accel
+    value = _range_frames()[1]
+    conn = mod._connection(client)
+    conn.extensions.discard("range_buffer")  # as an older Trellis daemon
+    try:
+        pdt.assert_frame_equal(_upstream_read(mod, client, client.put(value)), value)
+    finally:
+        conn.extensions.add("range_buffer")
+    # the daemon refuses the range (here: a forged request for more than the arena): the
+    # writer materialises the index and copies it, as without the extension
+    real = mod._Plan.range_tensor
+
+    def too_big(self, start, step, n):
+        tensor = real(self, start, step, 1 << 60)
+        self.ranges[-1] = (self.ranges[-1][0], self.ranges[-1][1], (start, step, n))
+        return tensor
+
+    monkeypatch.setattr(mod._Plan, "range_tensor", too_big)
+    pdt.assert_frame_equal(_upstream_read(mod, client, client.put(value)), value)
+
+
+def _upstream_read(mod, client, oid):
+    mod.uninstall()
+    try:
+        return client.get(oid)
+    finally:
+        mod.install()
+
+
+@pytest.mark.trellis_only
+def test_a_put_that_steps_aside_after_asking_for_a_range_leaves_nothing_behind(fresh_daemon, accel):
+    # the index is planned first (the daemon starts on its values), then a column the
+    # builders do not cover: the upstream builder writes the frame; the range blob is
+    # dropped. Its fast get steps aside too, after get_objects made the frame's blobs the
+    # connection's uses: they are let go at once, so the delete frees the memory
+    mod, _ = accel
+    client = harness.connect(fresh_daemon.socket)
+    sent = []
+    original = mod._Connection.send_ahead
+
+    def spy(self, message):
+        sent.append(message["type"])
+        return original(self, message)
+
+    try:
+        baseline = client.status.memory_usage
+        value = pd.DataFrame({"a": np.arange(200_000), "s": ["x"] * 200_000})
+        before = mod.stats()["stepped_aside"]
+        mod._Connection.send_ahead = spy
+        try:
+            oid = client.put(value)
+        finally:
+            mod._Connection.send_ahead = original
+        assert mod.stats()["stepped_aside"] > before and sent[:1] == ["trellis_create_range_buffer_request"]
+        pdt.assert_frame_equal(client.get(oid), value)
+        client.delete(oid, deep=True)
+        assert harness.wait_until(lambda: client.status.memory_usage <= baseline, timeout=20)
+    finally:
+        harness.disconnect(client)
+
+
+@pytest.mark.trellis_only
+def test_hostile_range_requests_get_clear_errors_and_the_connection_goes_on(daemon):
+    with harness.RawConn(daemon.socket) as c:
+        c.register()
+        for bad, word in ((-1, "num"), (1 << 62, "range"), ("9", "num"), (1 << 40, "memory")):
+            reply = c.request({"type": "trellis_create_range_buffer_request", "start": 0, "step": 1, "num": bad})
+            assert "code" in reply, reply
+        wrapped = c.request({"type": "trellis_create_range_buffer_request", "start": (1 << 63) - 2, "step": 1 << 62,
+                             "num": 4})
+        assert wrapped["type"] == "create_buffer_reply" and wrapped["created"]["is_sealed"], wrapped
+        if wrapped["fd"] >= 0:
+            c.recv_fd()
+        assert c.request({"type": "drop_buffer_request", "id": wrapped["id"]})["type"] == "drop_buffer_reply"
+        assert c.request({"type": "exists_request", "id": 1})["type"] == "exists_reply"
