@@ -436,3 +436,28 @@ def test_the_fast_get_takes_one_round_trip_where_the_daemon_offers_get_objects(d
     pdt.assert_frame_equal(value, df)
     reads = [t for t in sent if t != "release_request"]
     assert reads == (["trellis_get_objects_request"] if combined else ["get_data_request", "get_buffers_request"])
+
+
+@pytest.mark.trellis_only
+def test_the_reference_attributes_are_set_as_upstream_sets_them_without_hashing_the_labels(daemon, client, accel):
+    # upstream's resolver context setattr()s __vineyard_ref and __vineyard_client; pandas'
+    # __setattr__ first looks the name up among the labels (hashing all of them). The fast
+    # get sets the same attributes without that look-up — unless a label may be the name
+    frame = pd.DataFrame({"a": np.arange(1000), "b": np.arange(1000) * 0.5})
+    series = pd.Series(np.arange(1000) * 2, index=np.arange(1000) + 7, name="s")
+    odd = pd.DataFrame({"__vineyard_ref": np.arange(10), "x": np.arange(10)})
+    for value in (frame, series, odd):
+        oid = client.put(value)
+        before = _direct(accel)
+        fast = client.get(oid)
+        assert _direct(accel) == before + 1
+        upstream = _upstream_get(accel, client, oid)
+        assert sorted(k for k in vars(fast) if k.startswith("__vineyard")) == \
+            sorted(k for k in vars(upstream) if k.startswith("__vineyard"))
+        if value is odd:
+            # (pandas set that column to the reference, for upstream's value and this one)
+            assert list(fast.columns) == list(upstream.columns)
+            continue
+        assert getattr(fast, "__vineyard_ref").id == oid and getattr(fast, "__vineyard_client") is client
+        labels = fast.columns if isinstance(fast, pd.DataFrame) else fast.index
+        assert "_engine" not in labels._cache
