@@ -55,7 +55,8 @@ extension Request {
             return typed("trellis_split_buffer_request", fields)
         case .createRangeBuffer(let start, let step, let count):
             return typed("trellis_create_range_buffer_request", ["start": .int(start), "step": .int(step), "num": .number(count)])
-        case .getObjects(let ids, let syncRemote):
+        case .getObjects(let ids, let name, let syncRemote):
+            if let name { return typed("trellis_get_objects_request", ["name": .string(name), "sync_remote": .bool(syncRemote)]) }
             return typed("trellis_get_objects_request", ["ids": idList(ids), "sync_remote": .bool(syncRemote)])
         case .increaseReferenceCount(let ids): return typed("increase_reference_count_request", ["ids": idList(ids)])
         case .release(let id): return typed("release_request", ["object_id": .number(id.rawValue)])

@@ -26,8 +26,9 @@ public enum Request: Sendable, Equatable {
     /// Trellis extension (`trellis_get_objects_request`, extension `get_objects`): what
     /// `get_data` returns for `ids` and, in the same reply, what `get_buffers` returns for
     /// every blob of this instance their trees refer to (the connection uses them, as
-    /// after a `get_buffers`): a reader's two round trips in one.
-    case getObjects(ids: [ObjectID], syncRemote: Bool)
+    /// after a `get_buffers`): a reader's two round trips in one. With `name` (instead of
+    /// `ids`) the object that name is bound to, as `get_name` finds it: three in one.
+    case getObjects(ids: [ObjectID], name: String?, syncRemote: Bool)
     case increaseReferenceCount([ObjectID])
     case release(ObjectID)
     case createData(JSON)
@@ -200,7 +201,11 @@ public enum Request: Sendable, Equatable {
         case "trellis_create_range_buffer_request":
             return .createRangeBuffer(start: try r.int("start"), step: try r.int("step"), count: try r.size("num"))
         case "trellis_get_objects_request":
-            return .getObjects(ids: try batch(try ids("ids"), type), syncRemote: try r.bool("sync_remote", default: false))
+            let syncRemote = try r.bool("sync_remote", default: false)
+            if r.object["name"] != nil && r.object["ids"] == nil {
+                return .getObjects(ids: [], name: try r.string("name"), syncRemote: syncRemote)
+            }
+            return .getObjects(ids: try batch(try ids("ids"), type), name: nil, syncRemote: syncRemote)
         case "increase_reference_count_request": return .increaseReferenceCount(try ids("ids"))
         case "release_request": return .release(try id("object_id"))
         case "create_data_request":

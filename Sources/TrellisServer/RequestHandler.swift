@@ -154,8 +154,14 @@ final class RequestHandler: Sendable {
                 _ = try withDeferred(conn) { store.wait(for: ids.map { .object($0) }, watching: conn.socket, cancelled: cancelled) { store.allExist(ids) ? true : nil } }
             }
             return .reply(.data(store.getData(ids).objectValue ?? [:]))
-        case .getObjects(let ids, let syncRemote):
+        case .getObjects(var ids, let name, let syncRemote):
             try requireIPC(conn, "trellis_get_objects_request")
+            if let name {
+                let found: ObjectID?  // (as get_name finds it, without waiting)
+                if let cluster { found = try cluster.objectID(forName: name) } else { found = store.getName(name) }
+                guard let id = found else { throw VineyardError(.objectNotExists, "failed to find name: \(name)") }
+                ids = [id]
+            }
             if let cluster, syncRemote { try cluster.sync(ids, into: store) }
             let content = store.getData(ids).objectValue ?? [:]
             let ps = try store.getBlobs(store.localBlobs(of: ids), unsafe: false, connection: conn.id)

@@ -99,12 +99,19 @@ struct ExtensionTests {
 
     @Test("get_objects round-trips both ways; bad ids are refused")
     func getObjects() throws {
-        let r = Request.getObjects(ids: [ObjectID(0x0000_0000_0000_0042), ObjectID(7)], syncRemote: true)
+        let named = Request.getObjects(ids: [], name: "seed", syncRemote: true)
+        let namedText = String(decoding: JSONWriter.encode(named.encode()), as: UTF8.self)
+        #expect(namedText.contains(#""name":"seed""#) && !namedText.contains("ids"))
+        #expect(try Request.decode(try JSONParser.parse(namedText)) == named)
+        #expect(throws: VineyardError.self) {
+            try Request.decode(try JSONParser.parse(#"{"type":"trellis_get_objects_request","name":5}"#))
+        }
+        let r = Request.getObjects(ids: [ObjectID(0x0000_0000_0000_0042), ObjectID(7)], name: nil, syncRemote: true)
         let text = String(decoding: JSONWriter.encode(r.encode()), as: UTF8.self)
         #expect(text.contains(#""type":"trellis_get_objects_request""#) && text.contains(#""ids":[66,7]"#))
         #expect(try Request.decode(try JSONParser.parse(text)) == r)
         #expect(try Request.decode(try JSONParser.parse(#"{"type":"trellis_get_objects_request","ids":[5]}"#))
-            == .getObjects(ids: [ObjectID(5)], syncRemote: false))
+            == .getObjects(ids: [ObjectID(5)], name: nil, syncRemote: false))
         for bad in [#"{"type":"trellis_get_objects_request","ids":["5"]}"#,
                     #"{"type":"trellis_get_objects_request"}"#,
                     #"{"type":"trellis_get_objects_request","ids":[5],"sync_remote":"yes"}"#] {

@@ -1742,6 +1742,10 @@ def _direct_get(client, object_id, name):
         raise _StepAside("zero-copy reservations on this connection")
     if object_id is not None:
         oid = int(ObjectID(object_id)) if isinstance(object_id, str) else int(object_id)
+    elif name is not None and isinstance(name, str) and "get_objects" in conn.extensions and _plain_get_name(client):
+        # nothing maps names for this client: the daemon resolves the name as its get_name
+        # would, in the same request (a missing name: the upstream get raises its own error)
+        return _direct_get_named(client, conn, name)
     elif name is not None:
         # through the client's own get_name, as upstream's get: whatever maps names there
         # (a flow step's run prefix, a replica's local copy) maps them here too; a missing
@@ -1755,6 +1759,34 @@ def _direct_get(client, object_id, name):
         if name is not None and object_id is None:
             raise _StepAsideWithID(str(e), oid) from None
         raise
+
+
+def _plain_get_name(client) -> bool:
+    """Whether `client.get_name` is vineyard's own (a flow step's bootstrap maps names)."""
+    f = getattr(type(client), "get_name", None)
+    return (getattr(f, "__module__", None) == "vineyard.core.client" and getattr(f, "__qualname__", None) == "Client.get_name"
+            and "get_name" not in getattr(client, "__dict__", {}))
+
+
+def _direct_get_named(client, conn: _Connection, name: str):
+    with conn.lock:
+        reply = conn.call({"type": "trellis_get_objects_request", "name": name, "sync_remote": True}, fds=True)
+        early = _ReadHold(conn, _held(conn, reply.get("payloads") or []), None, "")
+        try:
+            content = reply.get("content") or {}
+            if len(content) != 1:
+                raise _StepAside("no such object here")
+            oid = _blob_id(next(iter(content)))
+            try:
+                from vineyard import ObjectID
+
+                early.id = ObjectID(oid)
+                return _direct_value(conn, oid, reply, early)
+            except _StepAside as e:
+                raise _StepAsideWithID(str(e), oid) from None
+        except BaseException:
+            conn.let_go(early)
+            raise
 
 
 def _held(conn: _Connection, payloads) -> Tuple[int, ...]:

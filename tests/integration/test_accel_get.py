@@ -461,3 +461,33 @@ def test_the_reference_attributes_are_set_as_upstream_sets_them_without_hashing_
         assert getattr(fast, "__vineyard_ref").id == oid and getattr(fast, "__vineyard_client") is client
         labels = fast.columns if isinstance(fast, pd.DataFrame) else fast.index
         assert "_engine" not in labels._cache
+
+
+@pytest.mark.trellis_only
+def test_a_get_by_name_is_one_request_when_nothing_maps_names(daemon, client, accel):
+    # vineyard's own get_name: the daemon resolves the name in the get_objects request
+    # itself; a missing name still raises the client's own exception
+    import vineyard
+
+    df = pd.DataFrame({"a": np.arange(5000), "b": np.arange(5000) * 0.5})
+    client.put(df, name="accel-one-request", persist=True)
+    sent = []
+    original = accel._Connection.pipeline
+
+    def spy(self, messages, *args, **kwargs):
+        sent.extend((m["type"], m.get("name")) for m in messages)
+        return original(self, messages, *args, **kwargs)
+
+    accel._Connection.pipeline = spy
+    try:
+        before = _direct(accel)
+        value = client.get(name="accel-one-request")
+        assert _direct(accel) == before + 1
+        assert [s for s in sent if s[0] != "release_request"] == [("trellis_get_objects_request", "accel-one-request")]
+        pdt.assert_frame_equal(value, df)
+        assert getattr(value, "__vineyard_ref").id == client.get_name("accel-one-request")
+        with pytest.raises(vineyard.ObjectNotExistsException):
+            client.get(name="accel-no-such-name")
+    finally:
+        accel._Connection.pipeline = original
+        client.drop_name("accel-one-request")
