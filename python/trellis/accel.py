@@ -1522,34 +1522,58 @@ def _frame_of_rows(rows_2d, names, index):
     from pandas.core.internals.blocks import BlockPlacement, new_block
     from pandas.core.internals.managers import BlockManager
 
+    n = len(index)
+    if any(values.shape != (1, n) for values in rows_2d):
+        raise _StepAside("columns and index of different lengths")
     blocks = [new_block(values, BlockPlacement(slice(i, i + 1, 1)), ndim=2) for i, values in enumerate(rows_2d)]
-    return pd.DataFrame(BlockManager(blocks, [ensure_index(names), index]))
+    # (consistent as built and checked: one (1, n) block per column, placed in order)
+    return pd.DataFrame(BlockManager(blocks, [ensure_index(names), index], verify_integrity=False))
 
 
-def _tensor_reader(m: Dict[str, Any], need: "_Need") -> Callable:
-    """How to build the array upstream's tensor resolver returns for tree `m`."""
+class _TensorRead:
+    """Builds the array upstream's tensor resolver returns for one tensor tree."""
+
+    __slots__ = ("blob", "dtype", "shape", "count", "order", "column")
+
+    def __init__(self, blob, dtype, shape, count: int, order: str) -> None:
+        self.blob, self.dtype, self.shape, self.count, self.order = blob, dtype, shape, count, order
+        self.column = (blob, dtype, count) if len(shape) == 1 else None  # (what a frame's fast path needs)
+
+    def __call__(self, view):
+        import numpy as np
+        from vineyard.data.tensor import ndarray as vineyard_ndarray
+
+        c_array = np.frombuffer(view(self.blob), dtype=self.dtype, count=self.count).reshape(self.shape)
+        array = c_array if self.order == "C" else np.asfortranarray(c_array)
+        return array.view(vineyard_ndarray)
+
+
+def _tensor_key(m: Dict[str, Any]):
+    """What makes two tensor trees read alike (all but their blobs)."""
+    return (m.get("typename"), m.get("value_type_"), m.get("value_type_meta_"), m.get("shape_", "[]"), m.get("order_"))
+
+
+def _tensor_reader(m: Dict[str, Any], need: "_Need", like: Optional[_TensorRead] = None) -> Callable:
+    """How to build the array upstream's tensor resolver returns for tree `m` — with `like`,
+    the reader of a tree with the same `_tensor_key` (checked by the caller): only the blob
+    differs."""
     import numpy as np
-    from vineyard.data.tensor import ndarray as vineyard_ndarray
 
+    blob = m.get("buffer_")
+    if not isinstance(blob, dict) or blob.get("typename") != "vineyard::Blob":
+        raise _StepAside("tensor buffer")
+    if like is not None:
+        need.blobs.append((blob, like.count * like.dtype.itemsize))
+        return _TensorRead(blob, like.dtype, like.shape, like.count, like.order)
     dtype, shape = _numeric_tensor(str(m.get("typename", "")), m.get("value_type_"), m.get("value_type_meta_"),
                                    m.get("shape_", "[]"))
     need.check(m["typename"], "tensor")
     order = _from_json_repeated(m["order_"]) if "order_" in m else "C"
     count = math.prod(shape)
-    blob = m.get("buffer_")
-    if not isinstance(blob, dict) or blob.get("typename") != "vineyard::Blob":
-        raise _StepAside("tensor buffer")
     if count == 0:
         return lambda view: np.zeros(shape, dtype=dtype)
     need.blobs.append((blob, count * dtype.itemsize))  # (checked against the blob's size)
-
-    def build(view):
-        c_array = np.frombuffer(view(blob), dtype=dtype, count=count).reshape(shape)
-        array = c_array if order == "C" else np.asfortranarray(c_array)
-        return array.view(vineyard_ndarray)
-
-    build.column = (blob, dtype, count) if len(shape) == 1 else None  # (what a frame's fast path needs)
-    return build
+    return _TensorRead(blob, dtype, shape, count, order)
 
 
 def _index_reader(m: Dict[str, Any], need: "_Need") -> Callable:
@@ -1576,11 +1600,19 @@ def _frame_reader(m: Dict[str, Any], need: "_Need") -> Callable:
     if not columns:
         raise _StepAside("a frame without columns")
     names, readers = [], []
+    last_key, last = None, None
     for i in range(len(columns)):
         column = m["__values_-value-%d" % i]
-        if len(_json_memo(column.get("shape_", "[]"))) != 1:
-            raise _StepAside("column shape")
-        readers.append(_tensor_reader(column, need))
+        key = _tensor_key(column)
+        if key == last_key:
+            # written alike (a frame's columns mostly are): only the blob differs
+            readers.append(_tensor_reader(column, need, like=last))
+        else:
+            if len(_json_memo(column.get("shape_", "[]"))) != 1:
+                raise _StepAside("column shape")
+            read = _tensor_reader(column, need)
+            readers.append(read)
+            last_key, last = (key, read) if isinstance(read, _TensorRead) else (None, None)
         names.append(_from_json_name(m["__values_-key-%d" % i]))
     index = _index_reader(m["index_"], need) if "index_" in m else None
 
@@ -1666,6 +1698,7 @@ def _reader(tree: Dict[str, Any], need: "_Need") -> Callable:
     raise _StepAside("type not covered: %s" % typename)
 
 
+@functools.lru_cache(maxsize=4096)
 def _blob_id(text) -> int:
     text = str(text)
     return int(text[1:], 16) if text.startswith("o") else int(text)

@@ -491,3 +491,34 @@ def test_a_get_by_name_is_one_request_when_nothing_maps_names(daemon, client, ac
     finally:
         accel._Connection.pipeline = original
         client.drop_name("accel-one-request")
+
+
+@pytest.mark.trellis_only
+def test_a_frame_whose_index_and_columns_differ_in_length_is_not_built(daemon, client, accel):
+    # a tree no builder writes (the index of a 20-row frame under 10-row columns): the fast
+    # reader does not build a frame pandas would not; the upstream get decides
+    a = client.put(pd.DataFrame({"x": np.arange(10), "y": np.arange(10) * 2}))
+    b = client.put(pd.DataFrame({"x": np.arange(20)}))
+    tree = harness.stored_tree(daemon.socket, a)
+    index_id = harness.stored_tree(daemon.socket, b)["index_"]["id"]
+
+    def strip(t):
+        out = {k: v for k, v in t.items() if k not in ("id", "signature", "__timestamp")}
+        for k, v in out.items():
+            if isinstance(v, dict) and v.get("typename") != "vineyard::Blob":
+                out[k] = {"id": v["id"]}  # members by reference
+        return out
+
+    forged = strip(tree)
+    forged["index_"] = {"id": index_id}
+    with harness.RawConn(daemon.socket) as c:
+        c.register()
+        made = c.request({"type": "create_data_request", "content": forged})
+    assert "id" in made, made
+    before = accel.stats().get("gets_stepped_aside", 0)
+    with pytest.raises(Exception) as fast:
+        client.get(made["id"])
+    assert accel.stats().get("gets_stepped_aside", 0) == before + 1
+    with pytest.raises(Exception) as upstream:
+        _upstream_get(accel, client, made["id"])
+    assert type(fast.value) is type(upstream.value)
