@@ -271,6 +271,14 @@ def test_migration_whose_publish_fails_leaves_no_copy(private_cluster):
     assert after["memory_usage"] == before["memory_usage"]
     assert after["objects"] == before["objects"]
 
+    # While etcd was stopped, A's lease may have run out (a stop longer than its TTL on a
+    # loaded machine): etcd revokes it on waking, and A registers again. What this test is
+    # about is B; its next migrate needs A in the cluster again, so wait for that.
+    a_id = a.status()["instance_id"]
+    cluster_lib.wait_until(lambda: "i%d" % a_id in b.cluster_meta(), 60, what="A back in cluster_meta")
+    cluster_lib.wait_until(
+        lambda: bool(b.request({"type": "get_data_request", "id": [int(oid)], "sync_remote": True, "wait": False})
+                     .get("content")), 60, what="A's object published again")
     copy = cb.migrate(oid)
     assert cb.get_meta(copy).instance_id == cb.instance_id
     assert b.memory_usage() >= size

@@ -95,8 +95,8 @@ def install(prefix=None):
 
     replica = os.environ.get("TRELLIS_REPLICA")
     # The names the runner moved a copy of onto this step's replica (a runner that does not
-    # say: any name may have one). Asking for a copy that is not there costs a lookup — in
-    # a cluster, a read of the cluster's metadata — so only these are asked for.
+    # say: any name may have one). Asking for a copy that is not there costs a lookup (in
+    # a cluster, a read of the cluster's metadata), so only these are asked for.
     try:
         copies = json.loads(os.environ["TRELLIS_LOCAL_COPIES"])
         copies = None if not isinstance(copies, list) else {n for n in copies if isinstance(n, str)}
