@@ -313,11 +313,8 @@ extension StoreState {
             throw VineyardError(.assertionFailed, "tree.contains(\"instance_id\"): The instance_id filed must be presented")
         }
         let isGlobal = tree["global"]?.boolValue ?? false
-        // Made at their final sizes (the record keeps them: no spare room either).
-        var nested = 0
-        for value in tree.values { if case .object = value { nested += 1 } }
-        var fields = [String: JSON](minimumCapacity: tree.count - nested + 3)  // + signature, timestamp, instance
-        var members = [String: ObjectID](minimumCapacity: nested)
+        var fields: [String: JSON] = [:]
+        var members: [String: ObjectID] = [:]
         var blobInstances: [ObjectID: UInt64] = [:]
         var memberInstances: [UInt64] = []
         var depth = 1
@@ -422,7 +419,6 @@ extension StoreState {
         if let cached = treeCache[id] { return cached }
         guard let rec = objects[id] else { return nil }
         var o = rec.fields
-        o.reserveCapacity(rec.fields.count + rec.members.count + 1)
         o["id"] = .string(id.description)
         for (key, m) in rec.members {
             if m.isBlob {
