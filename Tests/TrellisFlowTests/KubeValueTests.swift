@@ -19,6 +19,16 @@ import Testing
         #expect(try KubeValue.parse(yaml: text) == v)
     }
 
+    @Test func nonASCIITextStaysALiteralBlock() throws {
+        let code = "# l\u{2019}étape — 步骤\nprint(\"héllo\")\n"
+        let v: KubeValue = ["data": ["step.py": .string(code), "name": "café"]]
+        let text = try v.yaml()
+        #expect(text.contains("step.py: |\n    # l\u{2019}étape — 步骤\n    print(\"héllo\")\n"), "\(text)")
+        #expect(text.contains("name: café\n"))
+        #expect(!text.contains("\\u"))
+        #expect(try KubeValue.parse(yaml: text) == v)
+    }
+
     @Test func jsonRoundTripsThroughTheParser() throws {
         let v: KubeValue = ["a": ["x\"y\n", 1, false, .null], "b": ["c": -2]]
         let json = v.json()

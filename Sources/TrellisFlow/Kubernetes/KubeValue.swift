@@ -128,9 +128,11 @@ public indirect enum KubeValue: Sendable, Equatable {
 
     // MARK: - YAML
 
-    /// Block-style YAML of this value (one document, no `---`).
+    /// Block-style YAML of this value (one document, no `---`), UTF-8 as written: text
+    /// with non-ASCII characters (a step's code with an accent or a dash in a comment)
+    /// stays a readable literal block instead of becoming one escaped, quoted line.
     public func yaml() throws -> String {
-        try Yams.serialize(node: node(), sortKeys: false)
+        try Yams.serialize(node: node(), allowUnicode: true, sortKeys: false)
     }
 
     /// Several documents joined with `---` lines, as `kubectl apply -f` reads them.
