@@ -1802,21 +1802,32 @@ def _plain_get_name(client) -> bool:
 
 
 def _direct_get_named(client, conn: _Connection, name: str):
+    return _objects_value(conn, {"type": "trellis_get_objects_request", "name": name, "sync_remote": True}, None)
+
+
+def _objects_value(conn: _Connection, request: Dict[str, Any], oid: Optional[int]):
+    """The value of the object a get_objects `request` asks for (by id `oid`, or by name:
+    then a step-aside says which object the name was bound to). The reply's blobs are this
+    connection's uses from the moment it comes, whatever the tree turns out to be: if no
+    value is made of them they are let go at once, so the upstream get that follows finds
+    nothing held."""
+    from vineyard import ObjectID
+
     with conn.lock:
-        reply = conn.call({"type": "trellis_get_objects_request", "name": name, "sync_remote": True}, fds=True)
+        reply = conn.call(request, fds=True)
         early = _ReadHold(conn, _held(conn, reply.get("payloads") or []), None, "")
         try:
             content = reply.get("content") or {}
             if len(content) != 1:
                 raise _StepAside("no such object here")
-            oid = _blob_id(next(iter(content)))
+            found = _blob_id(next(iter(content))) if oid is None else oid
+            early.id = ObjectID(found)
             try:
-                from vineyard import ObjectID
-
-                early.id = ObjectID(oid)
-                return _direct_value(conn, oid, reply, early)
+                return _direct_value(conn, found, reply, early)
             except _StepAside as e:
-                raise _StepAsideWithID(str(e), oid) from None
+                if oid is None:
+                    raise _StepAsideWithID(str(e), found) from None
+                raise
         except BaseException:
             conn.let_go(early)
             raise
@@ -1832,20 +1843,10 @@ def _held(conn: _Connection, payloads) -> Tuple[int, ...]:
 
 
 def _direct_get_id(client, conn, oid):
-    from vineyard import ObjectID
-
+    if "get_objects" in conn.extensions:
+        # the tree and its blobs in one round trip (the daemon's get_objects extension)
+        return _objects_value(conn, {"type": "trellis_get_objects_request", "ids": [oid], "sync_remote": True}, oid)
     with conn.lock:
-        combined = "get_objects" in conn.extensions
-        if combined:
-            # the tree and its blobs in one round trip (the daemon's get_objects extension):
-            # the blobs are this connection's uses from now on, whatever the tree turns out to be
-            reply = conn.call({"type": "trellis_get_objects_request", "ids": [oid], "sync_remote": True}, fds=True)
-            early = _ReadHold(conn, _held(conn, reply.get("payloads") or []), ObjectID(oid), "")
-            try:
-                return _direct_value(conn, oid, reply, early)
-            except BaseException:
-                conn.let_go(early)  # (the upstream get that follows must not find them in use)
-                raise
         reply = conn.call({"type": "get_data_request", "id": [oid], "sync_remote": True, "wait": False})
         return _direct_value(conn, oid, reply, None)
 
