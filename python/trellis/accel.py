@@ -590,18 +590,15 @@ class _Plan:
     def abandon(self) -> None:
         """Drops what the daemon made for a plan that is not written (the builders stepped
         aside after asking for a range)."""
-        drops = []
+        made = []
         for ticket, _, _ in self.ranges:
             try:
-                drops.append({"type": "drop_buffer_request", "id": int(ticket.redeem()["id"])})
+                made.append(int(ticket.redeem()["id"]))
             except (_DaemonError, OSError, ConnectionError):
                 pass
         self.ranges = []
-        if drops and self.conn is not None:
-            try:
-                self.conn.pipeline(drops)
-            except (_DaemonError, OSError, ConnectionError):
-                pass
+        if made and self.conn is not None:
+            _drop_quietly(self.conn, made)
 
     def series(self, value) -> Dict[str, Any]:
         values = value._values
@@ -967,10 +964,7 @@ def _write(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
                 + [{"type": "create_data_request", "content": tree}]
                 + [{"type": "release_request", "object_id": b} for b in written])
         except BaseException:
-            try:
-                conn.pipeline([{"type": "drop_buffer_request", "id": b} for b in written])
-            except Exception:
-                pass
+            _drop_quietly(conn, written)
             _zc_orphan(placed)
             raise
         _zc_published(placed)
