@@ -213,11 +213,13 @@ struct InteropTests {
             let reader = try d.connect()
             defer { reader.close() }
             _ = try reader.getBlob(small.id)  // maps the arena, so that only the read is measured
-            let before = try virtualMemorySize()
+            let before = try largeAnonymousMappings()
             let got = try reader.get(Tensor<Int64>.self, t.id)
-            let grown = try virtualMemorySize() - before
-            // Any buffer of 1 GiB (malloc'd or mapped) would add 1 GiB of address space.
-            #expect(grown < 16 << 20, "address space grew by \(grown) bytes while reading a 1 GiB tensor")
+            let added = try largeAnonymousMappings().subtracting(before)
+            // A buffer of 1 GiB (malloc'd or mapped) would be a new anonymous mapping of that
+            // size. (Not the process's VmSize: suites running beside this one map arenas and
+            // start threads meanwhile.)
+            #expect(added.isEmpty, "anonymous mappings of 512 MiB or more appeared while reading a 1 GiB tensor: \(added)")
             #expect(got.count == count)
             #expect(got.first == 17 && got.last == 42)
             #expect(isInsideArena(got.blob))
@@ -225,10 +227,38 @@ struct InteropTests {
     }
 }
 
-/// VmSize of this process, in bytes (from /proc/self/status).
-func virtualMemorySize() throws -> Int {
-    let status = try #require(readTextFile("/proc/self/status"))
-    let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmSize:") })
-    let kb = try #require(Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]))
-    return kb * 1024
+/// The address ranges of this process's anonymous mappings (no file, no memfd) of at least
+/// `bytes`, from /proc/self/maps (`start-end perms offset dev inode [path]`).
+func largeAnonymousMappings(atLeast bytes: UInt = 512 << 20) throws -> Set<String> {
+    let maps = try #require(readTextFile("/proc/self/maps"))
+    return anonymousMappings(in: maps, atLeast: bytes)
+}
+
+func anonymousMappings(in maps: String, atLeast bytes: UInt) -> Set<String> {
+    var found = Set<String>()
+    for line in maps.split(separator: "\n") {
+        let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+        guard fields.count >= 5, fields.count == 5 || fields[5].hasPrefix("[") && fields[5] != "[stack]" else { continue }
+        let range = fields[0].split(separator: "-")
+        guard range.count == 2, let lo = UInt(range[0], radix: 16), let hi = UInt(range[1], radix: 16), hi - lo >= bytes
+        else { continue }
+        found.insert(String(fields[0]))
+    }
+    return found
+}
+
+@Suite("reading /proc/self/maps")
+struct ProcMapsTests {
+    @Test("anonymous mappings of the size asked are found; file and memfd mappings are not")
+    func anonymousOnly() {
+        let maps = """
+            7f0000000000-7f0040000000 rw-p 00000000 00:00 0
+            7f1000000000-7f1040000000 rw-s 00000000 00:01 1234                       /memfd:trellis-arena (deleted)
+            7f2000000000-7f2040000000 r--p 00000000 08:01 42                         /usr/lib/big.so
+            7f3000000000-7f3000100000 rw-p 00000000 00:00 0
+            7f4000000000-7f4040000000 rw-p 00000000 00:00 0                          [heap]
+            """
+        #expect(anonymousMappings(in: maps, atLeast: 512 << 20) == ["7f0000000000-7f0040000000", "7f4000000000-7f4040000000"])
+        #expect(anonymousMappings(in: maps, atLeast: 1 << 20).count == 3)
+    }
 }

@@ -511,17 +511,17 @@ public struct LocalRuntime: ReplicaRuntime {
     }
 }
 
-/// Whether `pid` is a live (non-zombie) process. Reaps it when it is our exited child.
 /// `MemAvailable` of /proc/meminfo in bytes, if readable.
 func availableMemory() -> Int? {
     guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
     for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
-        let fields = line.split(separator: " ")
+        let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
         if fields.count >= 2, let kib = Int(fields[1]) { return kib * 1024 }
     }
     return nil
 }
 
+/// Whether `pid` is a live (non-zombie) process. Reaps it when it is our exited child.
 func isAlive(_ pid: Int32) -> Bool {
     var status: Int32 = 0
     if waitpid(pid, &status, WNOHANG) == pid { return false }
