@@ -264,9 +264,17 @@ int trellis_crypt(const char *key, const char *setting, char *out, size_t out_si
 long trellis_deflate(const unsigned char *src, size_t src_size, const unsigned char *dictionary,
                          size_t dictionary_size, unsigned char *dst, size_t dst_size) {
     if (src_size > UINT_MAX || dst_size > UINT_MAX || dictionary_size > UINT_MAX) return -1;
+    // A window (and hash table) no larger than the input and dictionary need: zlib's
+    // default state is ~270 KB, allocated (mmap'd) and its hash cleared per stream, which
+    // made deflating a DataFrame's ~50 small records cost ~50 us each. Any inflater
+    // reads the result (the header states the window).
+    int window_bits = 9;
+    while (window_bits < 15 && ((size_t)1 << window_bits) < src_size + dictionary_size) window_bits++;
+    int mem_level = window_bits - 7;  // hash table as large as the window
     z_stream z;
     memset(&z, 0, sizeof z);
-    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15, 8, Z_DEFAULT_STRATEGY) != Z_OK) return -1;
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, window_bits, mem_level, Z_DEFAULT_STRATEGY) != Z_OK)
+        return -1;
     if (dictionary_size > 0 && deflateSetDictionary(&z, dictionary, (uInt)dictionary_size) != Z_OK) {
         deflateEnd(&z);
         return -1;

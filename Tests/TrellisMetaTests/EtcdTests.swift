@@ -435,6 +435,35 @@ struct PiecesTests {
         #expect(PersistedObject(objectID: 4, storedText: odd.storedText) == odd)
     }
 
+    @Test("a record is deflated with a window as large as it and the dictionary need, and reads back exactly")
+    func deflateWindowFitsTheRecord() throws {
+        func windowBits(_ record: PersistedObject) throws -> Int {
+            let json = try JSONParser.parse(record.storedText)
+            let text = try #require(json["z"]?.stringValue)
+            let z = try #require(Base64.decode(text))
+            return Int(z[0] >> 4) + 8  // zlib header: CINFO is log2(window) - 8
+        }
+        let small = PersistedObject(objectID: 2, owner: 3, metadata: Self.tensorTree(1))
+        let needed = small.metadata.utf8.count + PersistedObject.dictionary.count
+        let fits = (9...15).first { 1 << $0 >= needed }
+        #expect(try windowBits(small) == fits)
+        #expect((fits ?? 15) < 15)
+        #expect(PersistedObject(objectID: 2, storedText: small.storedText) == small)
+        // a DataFrame-sized tree: the full window
+        let big = PersistedObject(
+            objectID: 5, owner: 3, metadata: "[" + (0..<120).map { Self.tensorTree($0) }.joined(separator: ",") + "]")
+        #expect(big.metadata.utf8.count > 1 << 15)
+        #expect(try windowBits(big) == 15)
+        #expect(PersistedObject(objectID: 5, storedText: big.storedText) == big)
+        // every size around the window steps round-trips
+        var rng = SplitMix64(seed: 11)
+        for size in [256, 300, 511, 512, 513, 1024 - PersistedObject.dictionary.count, 4095, 4096, 20_000, 40_000] {
+            let text = #"{"k":""# + String((0..<size).map { _ in Character(UnicodeScalar(UInt8.random(in: 0x23...0x5b, using: &rng))) }) + #""}"#
+            let r = PersistedObject(objectID: 6, owner: 1, metadata: text)
+            #expect(PersistedObject(objectID: 6, storedText: r.storedText) == r, "size \(size)")
+        }
+    }
+
     @Test func corruptDeflatedRecordsAreRejected() throws {
         let good = PersistedObject(objectID: 2, owner: 3, metadata: Self.tensorTree(1))
         let json = try JSONParser.parse(good.storedText)
