@@ -84,6 +84,56 @@ import TrellisTestSupport
         #expect(await eventually { !processAlive(worker) })
     }
 
+    @Test("a run's zygote preloads the installed modules its steps import, never the steps' own modules")
+    func stepImportsArePreloaded() async throws {
+        guard access(python, X_OK) == 0 else { return }
+        let (dir, runner) = fixture()
+        defer { dir.cleanup() }
+        // localmod lies beside the steps (and is on PYTHONPATH, so the zygote could find
+        // it): importing it leaves a mark, which must come from the step's own import only.
+        try """
+            import os
+            with open(os.environ["MARKS"], "a") as f:
+                f.write("localmod imported by %d\\n" % os.getpid())
+            """.write(toFile: dir.sub("localmod.py"), atomically: true, encoding: .utf8)
+        try """
+            import os, sys, time
+
+            def wait_for_zygote():
+                for _ in range(200):
+                    if os.path.exists(os.path.join(os.environ["PYTHONPATH"].split(":")[0], "z.sock")):
+                        return
+                    time.sleep(0.05)
+
+            def uses():
+                from xml.dom import minidom  # installed (standard library): preloaded
+                import localmod  # the step's own: imported here, by the step
+                import no_such_module_anywhere  # noqa: a step that fails on it; the zygote lives on
+
+            def check():
+                print("minidom", "xml.dom.minidom" in sys.modules, "localmod", "localmod" in sys.modules)
+            """.write(toFile: dir.sub("steps.py"), atomically: true, encoding: .utf8)
+        let spec = FlowSpec(name: "z", steps: [
+            step("first", "wait_for_zygote"),
+            step("check", "check", after: ["first"]),
+            StepSpec(name: "never", action: .python(PythonTarget(file: "steps.py", function: "uses")), after: ["check"]),
+        ], baseDirectory: dir.path)
+        for (run, steps) in [("zp1", "1"), ("zp2", "0")] {
+            var opts = options(run)
+            opts.environment["MARKS"] = dir.sub("marks-\(run)")
+            opts.environment["PYTHONPATH"] = dir.path
+            opts.environment["TRELLIS_PRELOAD_STEPS"] = steps
+            let record = try await runner.run(spec: spec, options: opts)
+            #expect(record.step("check")?.state == .succeeded)
+            let out = try runner.store.logs(run: run, step: "check").stdout
+            #expect(out.contains("minidom \(steps == "1" ? "True" : "False") localmod False"), "\(run): \(out)")
+            #expect(record.step("never")?.state == .failed)  // no_such_module_anywhere
+            // localmod was imported once, by the step (not by the zygote: its pid is not the mark's)
+            let marks = readFile(dir.sub("marks-\(run)")).split(separator: "\n")
+            #expect(marks.count == 1, "\(run): \(marks)")
+        }
+    }
+
     @Test func withoutTheZygoteStepsStartCold() async throws {
         guard access(python, X_OK) == 0 else { return }
         let (dir, runner) = fixture()

@@ -109,13 +109,31 @@ def test():
 
 
 STEPS = ["generate", "preprocess", "train", "test"]
+ZYGOTE = os.path.join(HERE, "..", "..", "Sources", "TrellisFlow", "Python", "trellis_zygote.py")
 
 
-def run(rows=None, directory=None, python=sys.executable, cache="cold"):
+def preload():
+    """Imports what the pipeline's steps import before a step starts, as Trellis's zygote
+    does for the flow's steps: reading the model then does not import scikit-learn inside
+    the timed read, on either side. The zygote's own rules (its file, from the source tree)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("trellis_zygote_rules", ZYGOTE)
+    rules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rules)
+    files = [os.path.join(HERE, "pipeline.py")]
+    beside = {os.path.realpath(HERE)}
+    wanted = [(n, optional) for n, optional in rules.step_imports(files) if rules.installed(n, beside)]
+    rules.preload([n for n, _ in wanted], optional={n for n, optional in wanted if optional})
+
+
+def run(rows=None, directory=None, python=sys.executable, cache="cold", preload_imports=True):
     """Runs the four steps as separate processes; returns a result dict.
 
     ``cache="cold"`` reads each file from disk (the consumer is not on the producer's
-    page cache); ``"warm"`` lets reads hit the page cache (same machine, best case)."""
+    page cache); ``"warm"`` lets reads hit the page cache (same machine, best case).
+    ``preload_imports``: each step process first imports what the steps import (see
+    ``preload``), as Trellis's zygote does; without it the model's read in ``test`` also
+    imports scikit-learn."""
     own = directory is None
     directory = directory or tempfile.mkdtemp(prefix="house-files-")
     metrics = os.path.join(directory, "metrics.jsonl")
@@ -129,7 +147,8 @@ def run(rows=None, directory=None, python=sys.executable, cache="cold"):
     for name in STEPS:
         env["BASELINE_STEP"] = name
         start = time.perf_counter()
-        out = subprocess.run([python, "-c", "import baseline_files as b; b.%s()" % name], env=env, cwd=HERE,
+        code = "import baseline_files as b; %sb.%s()" % ("b.preload(); " if preload_imports else "", name)
+        out = subprocess.run([python, "-c", code], env=env, cwd=HERE,
                              capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError("baseline step %s failed:\n%s" % (name, out.stderr))
@@ -152,8 +171,8 @@ def run(rows=None, directory=None, python=sys.executable, cache="cold"):
             os.remove(os.path.join(directory, n))
         os.rmdir(directory)
     handoff = sum(s["put_seconds"] + s["get_seconds"] for s in steps)
-    return {"mode": "files-" + cache, "wall_seconds": wall, "handoff_seconds": handoff, "mse": mse, "steps": steps,
-            "bytes": sizes}
+    return {"mode": "files-" + cache, "preloaded_imports": preload_imports, "wall_seconds": wall,
+            "handoff_seconds": handoff, "mse": mse, "steps": steps, "bytes": sizes}
 
 
 def main():
@@ -162,9 +181,11 @@ def main():
     ap.add_argument("--dir", default=None)
     ap.add_argument("--cache", choices=["cold", "warm"], default="cold",
                     help="cold: evict each file from the page cache before reading it (default)")
+    ap.add_argument("--no-preload", action="store_true",
+                    help="steps do not import the pipeline's modules first (the model's read then imports scikit-learn)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    result = run(args.rows, args.dir, cache=args.cache)
+    result = run(args.rows, args.dir, cache=args.cache, preload_imports=not args.no_preload)
     if args.json:
         print(json.dumps(result, indent=2))
         return

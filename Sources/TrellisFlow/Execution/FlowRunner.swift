@@ -213,7 +213,9 @@ public struct FlowRunner: Sendable {
         // A zygote warmed up by the launcher (while the runtime started) when it fits, else our own.
         let wanted = executor == nil ? Self.zygoteInterpreter(spec: record.spec, states: scheduler.states, options: options) : nil
         let warm = options.zygote.flatMap { $0.interpreter == wanted ? $0 : nil }
-        let ownZygote = warm == nil ? wanted.flatMap { startZygote(interpreter: $0, runID: runID, options: options) } : nil
+        let ownZygote = warm == nil ? wanted.flatMap {
+            startZygote(interpreter: $0, record: record, states: scheduler.states, options: options)
+        } : nil
         let zygote = warm ?? ownZygote
         defer { ownZygote?.stop() }
         options.observer?(RunEvent(kind: .runStarted, record: record))
@@ -680,15 +682,35 @@ public struct FlowRunner: Sendable {
         }.first
     }
 
+    /// The source files of the Python steps still to run (absolute paths), whose imports a
+    /// zygote started for the run preloads.
+    static func pythonStepFiles(spec: FlowSpec, states: [String: StepState]) -> [String] {
+        var seen = Set<String>()
+        return spec.steps.compactMap { step -> String? in
+            guard case .python(let p)? = step.action, states[step.name] != .succeeded else { return nil }
+            let file = p.file.hasPrefix("/")
+                ? p.file
+                : (workingDirectory(of: step, baseDirectory: spec.baseDirectory) as NSString).appendingPathComponent(p.file)
+            return seen.insert(file).inserted ? file : nil
+        }
+    }
+
     /// Starts the run's zygote in its lib directory, on `interpreter` (that of the first
     /// Python step still to run); steps on that interpreter use it. Nil when it cannot start.
-    private func startZygote(interpreter: String, runID: String, options: FlowRunOptions) -> WarmZygote? {
+    private func startZygote(interpreter: String, record: RunRecord, states: [String: StepState], options: FlowRunOptions)
+        -> WarmZygote?
+    {
         WarmZygote.launch(
-            interpreter: interpreter, directory: store.libDirectory(of: runID),
-            log: store.directory(of: runID) + "/logs/zygote.log", environment: options.environment)
+            interpreter: interpreter, directory: store.libDirectory(of: record.runID),
+            log: store.directory(of: record.runID) + "/logs/zygote.log", environment: options.environment,
+            stepFiles: Self.pythonStepFiles(spec: record.spec, states: states))
     }
 
     func workingDirectory(of spec: StepSpec, baseDirectory: String?) -> String {
+        Self.workingDirectory(of: spec, baseDirectory: baseDirectory)
+    }
+
+    static func workingDirectory(of spec: StepSpec, baseDirectory: String?) -> String {
         let base = baseDirectory ?? FileManager.default.currentDirectoryPath
         guard let w = spec.workdir, !w.isEmpty else { return base }
         return w.hasPrefix("/") ? w : (base as NSString).appendingPathComponent(w)

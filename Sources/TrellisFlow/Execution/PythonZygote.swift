@@ -18,9 +18,16 @@ import Glibc
 /// stub's connection drops (the stub killed by a timeout or SIGKILL), so supervision works
 /// as for a plain child. When the zygote is not (yet) listening, the stub simply `exec`s the
 /// step's interpreter as before: the zygote only ever makes steps start sooner.
-/// `TRELLIS_ZYGOTE=0` turns it off.
+/// `TRELLIS_ZYGOTE=0` turns it off. A zygote started for a run also imports the installed
+/// modules its Python steps' files import (never the step files themselves, nor modules
+/// beside them): each step then starts with its libraries loaded, and a value one step gets
+/// (a model whose unpickling imports scikit-learn) finds the library another step imported.
+/// `TRELLIS_PRELOAD_STEPS=0` leaves that out.
 public enum PythonZygote {
     public static let zygoteFileName = "trellis_zygote.py"
+    /// The step files (`:`-separated) whose imported modules the zygote preloads as well,
+    /// unless `TRELLIS_PRELOAD_STEPS=0`.
+    static let preloadFromVariable = "TRELLIS_PRELOAD_FROM"
     public static let stubFileName = "trellis_stub.py"
 
     /// Zygotes are on unless `TRELLIS_ZYGOTE` is `0`.
@@ -83,7 +90,7 @@ public struct WarmZygote: Sendable {
     /// address (108 bytes). Nil when it cannot start: steps then start cold.
     public static func launch(
         interpreter: String, directory: String, log: String, environment: [String: String], detached: Bool = false,
-        prefix: [String] = []
+        prefix: [String] = [], stepFiles: [String] = []
     ) -> WarmZygote? {
         var socket = directory + "/z.sock"
         if socket.utf8.count > 100 {
@@ -99,6 +106,8 @@ public struct WarmZygote: Sendable {
                 toFile: directory + "/" + PythonBootstrap.fileName, atomically: true, encoding: .utf8)
             var environment = environment
             prependPythonPath(directory, to: &environment)
+            // The modules these files import are preloaded too (see trellis_zygote.py).
+            if !stepFiles.isEmpty { environment[PythonZygote.preloadFromVariable] = stepFiles.joined(separator: ":") }
             unlink(socket)
             // `prefix` (`ip netns exec NS`) starts it elsewhere; it execs, so the pid stays the zygote's.
             let argv = prefix + [interpreter, directory + "/" + PythonZygote.zygoteFileName, "--socket", socket]

@@ -71,17 +71,80 @@ def _worker(conn, request, fds):
         os._exit(70)
 
 
+def step_imports(files):
+    """The absolute modules the Python files import, at any depth, in order, each once:
+    ``import a.b`` gives ``a.b``; ``from a.b import c`` gives ``a.b`` and, when ``c`` is a
+    submodule rather than a name in ``a.b``, ``a.b.c`` (marked optional: tried only if it
+    exists). Files that cannot be read or parsed add nothing. Returns (name, optional)."""
+    import ast
+    found = {}
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                tree = ast.parse(f.read(), path)
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [(alias.name, False) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [(node.module, False)] + [
+                    (node.module + "." + alias.name, True) for alias in node.names if alias.name != "*"]
+            else:
+                continue
+            for name, optional in names:
+                if name.split(".")[0] != "__future__":
+                    found[name] = found.get(name, True) and optional
+    return list(found.items())
+
+
+def installed(name, beside):
+    """Whether module ``name`` resolves to an installed module (standard library or
+    site-packages), not to one in the directories ``beside`` (the steps' own, which a step
+    may change between runs and which the step's environment decides)."""
+    import importlib.util
+    top = name.split(".")[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    places = list(spec.submodule_search_locations or []) + ([spec.origin] if spec.origin else [])
+    for place in places:
+        if place in ("built-in", "frozen"):
+            continue
+        real = os.path.realpath(place)
+        if any(real == d or real.startswith(d + os.sep) for d in beside):
+            return False
+    return True
+
+
+def preload(names, optional=()):
+    import importlib.util
+    for name in names:
+        name = name.strip()
+        if not name:
+            continue
+        try:
+            if name in optional and importlib.util.find_spec(name) is None:
+                continue  # `from a import b` where b is a name in a, not a module
+            __import__(name)
+        except Exception as e:  # a missing module only costs the step its import
+            if name not in optional:
+                sys.stderr.write("trellis zygote: cannot preload %s: %s\n" % (name, e))
+
+
 def main():
     path = sys.argv[sys.argv.index("--socket") + 1]
     detached = "--detached" in sys.argv
     parent = os.getppid()
-    for name in os.environ.get("TRELLIS_PRELOAD", "vineyard,numpy,pandas,trellis.accel").split(","):
-        name = name.strip()
-        if name:
-            try:
-                __import__(name)
-            except Exception as e:  # a missing module only costs the step its import
-                sys.stderr.write("trellis zygote: cannot preload %s: %s\n" % (name, e))
+    preload(os.environ.get("TRELLIS_PRELOAD", "vineyard,numpy,pandas,trellis.accel").split(","))
+    files = [f for f in os.environ.get("TRELLIS_PRELOAD_FROM", "").split(":") if f]
+    if files and os.environ.get("TRELLIS_PRELOAD_STEPS", "1") != "0":
+        beside = {os.path.realpath(os.path.dirname(f)) for f in files} | {os.path.realpath(os.getcwd())}
+        wanted = [(n, optional) for n, optional in step_imports(files) if installed(n, beside)]
+        preload([n for n, _ in wanted], optional={n for n, optional in wanted if optional})
     __import__("trellis_step")  # preloaded: a forked worker finds it in sys.modules
 
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)

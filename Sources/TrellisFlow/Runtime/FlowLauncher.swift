@@ -116,7 +116,8 @@ public struct FlowLauncher: Sendable {
         let directory = (home.path as NSString).appendingPathComponent(
             "zygote-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))")
         let started = WarmZygote.launch(
-            interpreter: interpreter, directory: directory, log: directory + "/zygote.log", environment: options.environment)
+            interpreter: interpreter, directory: directory, log: directory + "/zygote.log", environment: options.environment,
+            stepFiles: FlowRunner.pythonStepFiles(spec: spec, states: states))
         options.zygote = started
         return started
     }
