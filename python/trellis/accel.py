@@ -36,6 +36,7 @@ blobs a value read the fast way uses are released once the last such value is go
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import json
 import math
@@ -44,7 +45,7 @@ import os
 import socket
 import struct
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 __all__ = ["install", "uninstall", "enabled", "installed", "stats", "warm", "close_connections",
            "zero_copy", "zero_copy_off", "zero_copy_from_env", "zero_copy_stats"]
@@ -189,6 +190,18 @@ class _Connection:
             return True
         return any(r.conn is self for r in list(_reservations.values()))
 
+    @contextlib.contextmanager
+    def _whole(self) -> Iterator[None]:
+        """Whatever stops the block before its end (an error, an interrupt) leaves replies
+        unread or a request half sent: the connection is then broken (``_break``)."""
+        complete = False
+        try:
+            yield
+            complete = True
+        finally:
+            if not complete:
+                self._break()
+
     def _break(self) -> None:
         """A request's reply was not read to the end: nothing more goes on this connection;
         it leaves the cache and closes now, or once nothing uses it."""
@@ -232,13 +245,8 @@ class _Connection:
             self.dead_holds.append(hold.blobs)
             hold.blobs = ()
         if self.dead_holds and not self.broken:
-            complete = False
-            try:
+            with self._whole():
                 self._send([])
-                complete = True
-            finally:
-                if not complete:
-                    self._break()
 
     def _send(self, messages: List[Dict[str, Any]]) -> None:
         releases = self._releases()
@@ -295,20 +303,14 @@ class _Connection:
             if self.broken:
                 raise ConnectionError("this connection to %s was dropped" % self.path)
             ticket = _Ticket(self)
-            complete = False
-            try:
+            with self._whole():
                 self._send([message])
-                complete = True
-            finally:
-                if not complete:
-                    self._break()
             self.pending.append(ticket)
             return ticket
 
     def _drain(self) -> None:
         """Reads the replies of the requests sent ahead (called with the lock held)."""
-        complete = False
-        try:
+        with self._whole():
             while self.pending:
                 ticket = self.pending[0]
                 try:
@@ -318,10 +320,6 @@ class _Connection:
                 except _DaemonError as e:  # (a whole reply, read)
                     ticket.error = e
                 self.pending.pop(0)
-            complete = True
-        finally:
-            if not complete:
-                self._break()
 
     def pipeline(self, messages: List[Dict[str, Any]], fds: bool = False) -> List[Dict[str, Any]]:
         """Sends every request at once and reads the replies in order (the daemon answers
@@ -332,8 +330,7 @@ class _Connection:
             return []
         if self.broken:
             raise ConnectionError("this connection to %s was dropped" % self.path)
-        complete = False
-        try:
+        with self._whole():
             if self.pending:
                 self._drain()
             self._send(messages)
@@ -348,10 +345,6 @@ class _Connection:
                 if fds:
                     self._adopt_fds(reply)
                 replies.append(reply)
-            complete = True
-        finally:
-            if not complete:
-                self._break()
         if error is not None:
             raise error
         return replies
