@@ -395,10 +395,14 @@ public struct EtcdClient: Sendable {
     /// `fromRevision` (0: from now on). The request is sent on the first `next()`;
     /// iteration throws when the stream breaks (etcd stopped, watch canceled) and
     /// ends when the iterating task is cancelled.
-    public func watch(_ key: String, prefix: Bool = false, fromRevision: Int64 = 0, prevKV: Bool = false) -> EtcdWatch {
+    public func watch(
+        _ key: String, prefix: Bool = false, fromRevision: Int64 = 0, prevKV: Bool = false, deletionsOnly: Bool = false
+    ) -> EtcdWatch {
         var create = Self.rangeBody(key: key, prefix: prefix)
         if fromRevision > 0 { create["start_revision"] = .string(String(fromRevision)) }
         if prevKV { create["prev_kv"] = true }
+        // etcd then leaves puts out instead of encoding and sending each to this watcher
+        if deletionsOnly { create["filters"] = .array([.string("NOPUT")]) }
         let body = JSONWriter.encode(["create_request": .object(create)])
         return EtcdWatch(client: self, requestBody: body)
     }

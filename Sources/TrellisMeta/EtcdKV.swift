@@ -178,6 +178,10 @@ struct EtcdKV: MetaKV {
         Changes(watch: client.watch(key, prefix: prefix, fromRevision: fromRevision))
     }
 
+    func watchDeletions(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVEvent, any Error> {
+        Changes(watch: client.watch(key, prefix: prefix, fromRevision: fromRevision, deletionsOnly: true))
+    }
+
     /// An ``EtcdWatch`` as ``KVEvent``s.
     struct Changes: AsyncSequence {
         typealias Element = KVEvent

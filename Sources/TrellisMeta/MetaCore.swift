@@ -414,7 +414,7 @@ public final class MetaCore: Sendable {
                 while !Task.isCancelled {
                     do {
                         let (_, revision) = try await kv.get(prefix)
-                        for try await event in kv.watch(prefix, prefix: true, fromRevision: revision + 1) {
+                        for try await event in kv.watchDeletions(prefix, prefix: true, fromRevision: revision + 1) {
                             if case .delete(let key) = event.change, let id = UInt64(key.dropFirst(prefix.count), radix: 16) {
                                 continuation.yield(id)
                             }

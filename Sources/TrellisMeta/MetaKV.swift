@@ -75,4 +75,14 @@ protocol MetaKV: Sendable {
     /// Iteration throws when the watch breaks (including when `fromRevision` was
     /// compacted away) and ends when the task is cancelled.
     func watch(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVEvent, any Error>
+    /// As ``watch(_:prefix:fromRevision:)``, for a reader of deletions only: the store may
+    /// leave puts out (etcd does, sparing every publish the encoding and sending of its
+    /// records to this watcher); a store that does not delivers them too.
+    func watchDeletions(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVEvent, any Error>
+}
+
+extension MetaKV {
+    func watchDeletions(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVEvent, any Error> {
+        watch(key, prefix: prefix, fromRevision: fromRevision)
+    }
 }

@@ -7,6 +7,10 @@ import TrellisProtocol
 import TrellisSystem
 import TrellisTestSupport
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// etcd's gauge of open watchers (`etcd_debugging_mvcc_watcher_total` on /metrics).
 func openWatchers(_ server: EtcdServer) async throws -> Int {
     let request = HTTPClientRequest(url: server.endpoint + "/metrics")
@@ -111,7 +115,51 @@ struct EtcdTests {
             #expect(events.map(\.kv.key) == ["/w/1", "/w/1", "/w/2"])
             #expect(events[1].prevKV?.value == "a")
             #expect(events[2].kv.value == "b")
+
+            // A watch of deletions only: etcd leaves the puts out.
+            let from = try await client.put("/d/1", value: "a").revision
+            try await client.put("/d/2", value: "b")
+            try await client.delete("/d/1")
+            let deletions = try await withTimeout(.seconds(60), "deletion events") {
+                var seen: [EtcdEvent] = []
+                for try await event in client.watch("/d/", prefix: true, fromRevision: from, deletionsOnly: true) {
+                    seen.append(event)
+                    if seen.count == 1 {
+                        try await client.put("/d/3", value: "c")
+                        try await client.delete("/d/2")
+                    }
+                    if seen.count == 2 { break }
+                }
+                return seen
+            }
+            #expect(deletions.map(\.kind) == [.delete, .delete])
+            #expect(deletions.map(\.kv.key) == ["/d/1", "/d/2"])
         }
+    }
+
+    @Test("the test etcd gives up at once, saying why, when its port was taken before it could listen",
+        .enabled(if: EtcdBinary.available, EtcdBinary.skipMessage))
+    func takenPortIsReportedAtOnce() async throws {
+        // a listener on the port the etcd will be given
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let listening = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
+                bind(fd, p, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, p, &length) == 0
+            }
+        }
+        try #require(listening)
+        let server = try EtcdServer(extraArguments: [], clientPort: Int(UInt16(bigEndian: address.sin_port)))
+        defer { server.stop() }
+        try server.launch()
+        let start = ContinuousClock.now
+        let exited = await #expect(throws: EtcdExited.self) { try await server.waitHealthy(.seconds(60)) }
+        #expect(exited?.portTaken == true, "\(exited.map(String.init(describing:)) ?? "")")
+        #expect(ContinuousClock.now - start < .seconds(50))
     }
 
     @Test("connect waits for an etcd that comes up within the timeout",

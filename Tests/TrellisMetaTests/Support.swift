@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import Synchronization
 import Testing
@@ -206,26 +207,34 @@ final class EtcdServer: Sendable {
     var dataDirectory: String { directory + "/data" }
     var logPath: String { directory + "/etcd.log" }
 
-    /// Starts etcd and waits until it answers.
+    /// Starts etcd and waits until it answers. The ports are free when chosen, but another
+    /// process (a client's ephemeral port, a test beside this one) may take one before etcd
+    /// binds it: etcd then exits at once, and it starts again on other ports.
     static func start(extraArguments: [String] = []) async throws -> EtcdServer {
-        let server = try EtcdServer(extraArguments: extraArguments)
-        do {
-            try server.launch()
-            try await server.waitHealthy()
-        } catch {
-            server.stop()
-            throw error
+        var attempt = 1
+        while true {
+            let server = try EtcdServer(extraArguments: extraArguments)
+            do {
+                try server.launch()
+                try await server.waitHealthy()
+                return server
+            } catch let exited as EtcdExited where attempt < 4 && exited.portTaken {
+                server.stop()
+                attempt += 1
+            } catch {
+                server.stop()
+                throw error
+            }
         }
-        return server
     }
 
-    private init(extraArguments: [String]) throws {
+    init(extraArguments: [String], clientPort chosen: Int? = nil) throws {
         binary = try #require(EtcdBinary.path, EtcdBinary.skipMessage)
         self.extraArguments = extraArguments
         var template = Array("/tmp/trellis-etcd-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw SpawnError(description: "mkdtemp: errno \(errno)") }
         directory = String(cString: made)
-        clientPort = try freeLoopbackPort()
+        clientPort = try chosen ?? freeLoopbackPort()
         var peer = try freeLoopbackPort()
         while peer == clientPort { peer = try freeLoopbackPort() }
         peerPort = peer
@@ -245,13 +254,24 @@ final class EtcdServer: Sendable {
         pid.withLock { $0 = child }
     }
 
-    /// Waits until etcd serves requests.
+    /// Waits until etcd serves requests; throws ``EtcdExited`` as soon as the process is gone.
     func waitHealthy(_ limit: Duration = .seconds(30)) async throws {
         let client = EtcdClient(endpoint: endpoint, requestTimeout: .seconds(1), logger: testLogger)
-        try await eventually(limit, "etcd at \(endpoint) to become healthy (log: \(logPath))") {
-            guard pid.withLock({ $0 }) != 0 else { return false }
-            _ = try await client.status()
-            return true
+        let deadline = ContinuousClock.now + limit
+        while true {
+            let child = pid.withLock { $0 }
+            if child != 0 {
+                var status: Int32 = 0
+                if waitpid(child, &status, WNOHANG) == child {
+                    pid.withLock { $0 = 0 }
+                    throw EtcdExited(log: (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")
+                }
+                if (try? await client.status()) != nil { return }
+            }
+            if ContinuousClock.now >= deadline {
+                throw TimeoutError(what: "etcd at \(endpoint) to become healthy (log: \(logPath))", limit: limit)
+            }
+            try await Task.sleep(for: .milliseconds(100))
         }
     }
 
@@ -282,6 +302,14 @@ final class EtcdServer: Sendable {
             while waitpid(rm, &status, 0) < 0 && errno == EINTR {}
         }
     }
+}
+
+/// etcd exited while it was expected to come up.
+struct EtcdExited: Error, CustomStringConvertible {
+    let log: String
+    /// It could not listen: a port chosen for it was taken meanwhile.
+    var portTaken: Bool { log.contains("address already in use") }
+    var description: String { "etcd exited while starting; its log ends: \(log.suffix(1500))" }
 }
 
 /// Runs `body` with a fresh etcd, stopped afterwards whatever happens.
