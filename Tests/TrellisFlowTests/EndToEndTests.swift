@@ -28,11 +28,14 @@ import TrellisTestSupport
         defer { dir.cleanup() }
         let rt = LocalRuntime(directory: dir.sub("rt"), trellisBinary: bin, etcdBinary: etcdBinary(), startTimeout: 60)
         let state = try await rt.up(RuntimeSpec(replicas: 2, size: "256Mi"))
-        try await stopping(rt) { try await zeroCopy(state, dir) }
+        try await stopping(rt) {
+            try await zeroCopy(state, dir, plane: try VineyardPythonDataPlane(python: python), run: "e2e")
+            // the CLI's data plane: it also hands each step the ids its inputs resolved to
+            try await zeroCopy(state, dir, plane: try ClientDataPlane(replicas: state.replicas), run: "e2eids", ids: true)
+        }
     }
 
-    func zeroCopy(_ state: RuntimeState, _ dir: TempDir) async throws {
-        let plane = try VineyardPythonDataPlane(python: python)
+    func zeroCopy(_ state: RuntimeState, _ dir: TempDir, plane: any DataPlane, run: String, ids: Bool = false) async throws {
         let runner = FlowRunner(dataPlane: plane, replicas: state.replicas, store: RunStore(root: dir.sub("runs")))
         try """
             def put_big():
@@ -57,6 +60,23 @@ import TrellisTestSupport
             def use_big():
                 import json, os, numpy as np, vineyard
                 assert _local("big"), "big is not local"
+                ids = json.loads(os.environ["TRELLIS_INPUT_IDS"])
+                if os.environ["EXPECT_IDS"] == "1":
+                    c = vineyard.connect()
+                    raw = c.default_client()  # the daemon's answer, not the bootstrap's
+                    shared = os.environ["TRELLIS_NAME_PREFIX"] + "big"
+                    assert ids == {"big": str(int(raw.get_name(shared)))}, ids
+                    # the step's lookups of "big" are answered from the ids: rebind the name
+                    # to another object for a moment, and the step still reads big
+                    other = c.put(np.zeros(2), persist=True)
+                    raw.put_name(other, shared)
+                    try:
+                        assert vineyard.get(name="big").shape == (4_000_000,)
+                    finally:
+                        raw.put_name(vineyard.ObjectID(int(ids["big"])), shared)
+                        c.delete(other)
+                else:
+                    assert ids == {}, ids
                 # nothing was moved here: the runner says so, and a name bound where a local
                 # copy's would be is not looked at (only moved inputs' copies are)
                 assert json.loads(os.environ["TRELLIS_LOCAL_COPIES"]) == [], os.environ["TRELLIS_LOCAL_COPIES"]
@@ -90,9 +110,11 @@ import TrellisTestSupport
                 py("use", "use_big", inputs: ["big"], outputs: ["head"]),
                 py("join", "join", inputs: ["big", "small"]),
             ], baseDirectory: dir.path)
+        var env = ProcessInfo.processInfo.environment
+        env["EXPECT_IDS"] = ids ? "1" : "0"
         let record = try await runner.run(
-            spec: spec, options: FlowRunOptions(runID: "e2e", keepObjects: false, pythonExecutable: python))
-        let logs = record.steps.map { "\($0.name): " + ((try? runner.store.logs(run: "e2e", step: $0.name).stderr) ?? "") }
+            spec: spec, options: FlowRunOptions(runID: run, keepObjects: false, pythonExecutable: python, environment: env))
+        let logs = record.steps.map { "\($0.name): " + ((try? runner.store.logs(run: run, step: $0.name).stderr) ?? "") }
         #expect(record.state == .succeeded, "\(record.message ?? "")\n\(logs.joined(separator: "\n"))")
         let big = try #require(record.step("big")?.replica)
         let small = try #require(record.step("small")?.replica)
@@ -105,9 +127,9 @@ import TrellisTestSupport
         #expect(moved.movedBytes == 800_000)
         #expect(moved.residentOn == small)
         #expect(record.affinityViolations.isEmpty)
-        #expect(try runner.store.logs(run: "e2e", step: "join").stdout.contains("joined"))
+        #expect(try runner.store.logs(run: run, step: "join").stdout.contains("joined"))
         // Success: the run's objects are gone from both replicas.
-        let left = try await plane.residency(of: ["e2e/big", "e2e/small", "e2e/head"], on: state.replicas)
+        let left = try await plane.residency(of: ["\(run)/big", "\(run)/small", "\(run)/head"], on: state.replicas)
         #expect(left.values.allSatisfy { $0.values.allSatisfy { $0 == 0 } }, "\(left)")
     }
 

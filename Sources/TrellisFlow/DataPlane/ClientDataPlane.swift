@@ -53,12 +53,16 @@ public struct ClientDataPlane: DataPlane {
     }
 
     public func residentBytes(of names: [String], on replica: Replica) async throws -> [String: Int] {
+        try await residentObjects(of: names, on: replica).mapValues(\.bytes)
+    }
+
+    public func residentObjects(of names: [String], on replica: Replica) async throws -> [String: ResidentObject] {
         let client = try connect(replica)
         defer { client.close() }
-        var out: [String: Int] = [:]
+        var out: [String: ResidentObject] = [:]
         for name in names {
             guard let id = try resolve(name, on: replica, client) else { continue }
-            out[name] = try localBytes(id, client)
+            out[name] = ResidentObject(id: id.rawValue, bytes: try localBytes(id, client))
         }
         return out
     }

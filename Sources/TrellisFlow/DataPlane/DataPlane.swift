@@ -53,6 +53,11 @@ public protocol DataPlane: Sendable {
     /// (or reported as 0 when the object exists but has no local bytes).
     func residentBytes(of names: [String], on replica: Replica) async throws -> [String: Int]
 
+    /// ``residentBytes(of:on:)`` with the id each name resolved to on `replica`, when the
+    /// data plane learns it from the same lookup (a step placed there is handed the ids of
+    /// its inputs and need not look the names up again). Default: no ids.
+    func residentObjects(of names: [String], on replica: Replica) async throws -> [String: ResidentObject]
+
     /// Makes the object called `name` resident on `to`, copying its blobs from `from`, so that
     /// afterwards a get of `name` through `to`'s socket is local and zero-copy. Returns the
     /// bytes copied. The copy on `from` stays (it may be deleted later by ``delete(_:on:)``).
@@ -71,7 +76,23 @@ public protocol DataPlane: Sendable {
     func memory(on replica: Replica) async throws -> ReplicaMemory?
 }
 
+/// One named object as seen from a replica: its id there (nil when the data plane did not
+/// learn it) and the bytes of its blobs in that replica's memory.
+public struct ResidentObject: Sendable, Equatable {
+    public var id: UInt64?
+    public var bytes: Int
+    public init(id: UInt64?, bytes: Int) {
+        self.id = id
+        self.bytes = bytes
+    }
+}
+
 extension DataPlane {
+    /// The bytes, no ids.
+    public func residentObjects(of names: [String], on replica: Replica) async throws -> [String: ResidentObject] {
+        try await residentBytes(of: names, on: replica).mapValues { ResidentObject(id: nil, bytes: $0) }
+    }
+
     /// No type names known.
     public func typeNames(of names: [String], on replica: Replica) async throws -> [String: String] { [:] }
 
@@ -80,14 +101,24 @@ extension DataPlane {
 
     /// Residency of `names` across `replicas`: name → replica index → bytes.
     public func residency(of names: [String], on replicas: [Replica]) async throws -> Residency {
+        try await located(names, on: replicas).residency
+    }
+
+    /// Residency of `names` across `replicas`, and the ids the lookups found: name →
+    /// replica index → id (only where the data plane reports them).
+    public func located(_ names: [String], on replicas: [Replica]) async throws
+        -> (residency: Residency, ids: [String: [Int: UInt64]])
+    {
         var out: Residency = [:]
-        guard !names.isEmpty else { return out }
+        var ids: [String: [Int: UInt64]] = [:]
+        guard !names.isEmpty else { return (out, ids) }
         for r in replicas {
-            for (name, bytes) in try await residentBytes(of: names, on: r) {
-                out[name, default: [:]][r.index] = bytes
+            for (name, object) in try await residentObjects(of: names, on: r) {
+                out[name, default: [:]][r.index] = object.bytes
+                if let id = object.id { ids[name, default: [:]][r.index] = id }
             }
         }
-        return out
+        return (out, ids)
     }
 }
 

@@ -241,11 +241,14 @@ public struct FlowRunner: Sendable {
                     let t0 = ContinuousClock.now
                     let storeInputs = spec.inputs.map { ObjectNaming.storeName($0, runID: runID) }
                     var residency: Residency = [:]
-                    let found = try? await dataPlane.residency(of: storeInputs, on: replicas)
+                    var ids: [String: [Int: UInt64]] = [:]
+                    let found = try? await dataPlane.located(storeInputs, on: replicas)
                     planeTime[name] = (ContinuousClock.now - t0).seconds
                     if let found {
                         for input in spec.inputs {
-                            if let w = found[ObjectNaming.storeName(input, runID: runID)] { residency[input] = w }
+                            let stored = ObjectNaming.storeName(input, runID: runID)
+                            if let w = found.residency[stored] { residency[input] = w }
+                            if let i = found.ids[stored] { ids[input] = i }
                         }
                     }
                     let launch = scheduler.start(name, residency: residency)
@@ -273,11 +276,12 @@ public struct FlowRunner: Sendable {
                     options.observer?(RunEvent(kind: .stepStarted(step: name), record: record))
                     let snapshot = residency
                     let copies = Self.localCopies(in: record, on: launch.placement.replica)
+                    let inputIDs = ids.compactMapValues { $0[launch.placement.replica] }
                     group.addTask {
                         .attempt(
                             await self.attempt(
-                                spec: spec, launch: launch, residency: snapshot, localCopies: copies, runID: runID,
-                                baseDirectory: baseDirectory, zygote: zygote, options: options))
+                                spec: spec, launch: launch, residency: snapshot, inputIDs: inputIDs, localCopies: copies,
+                                runID: runID, baseDirectory: baseDirectory, zygote: zygote, options: options))
                     }
                 }
                 if scheduler.isFinished { break }
@@ -523,6 +527,14 @@ public struct FlowRunner: Sendable {
         return text
     }
 
+    /// A JSON object of strings, keys sorted.
+    static func jsonObject(_ values: [String: String]) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        guard let data = try? encoder.encode(values), let text = String(data: data, encoding: .utf8) else { return "{}" }
+        return text
+    }
+
     /// The inputs moved onto `replica` by this run's attempts so far (each copy is bound to
     /// its replica-local name there; a copy deleted since only costs a step one lookup).
     static func localCopies(in record: RunRecord, on replica: Int) -> Set<String> {
@@ -536,10 +548,11 @@ public struct FlowRunner: Sendable {
     }
 
     private func attempt(
-        spec: StepSpec, launch: Launch, residency: Residency, localCopies: Set<String>, runID: String,
-        baseDirectory: String?, zygote: WarmZygote?, options: FlowRunOptions
+        spec: StepSpec, launch: Launch, residency: Residency, inputIDs: [String: UInt64], localCopies: Set<String>,
+        runID: String, baseDirectory: String?, zygote: WarmZygote?, options: FlowRunOptions
     ) async -> AttemptResult {
         var localCopies = localCopies
+        var inputIDs = inputIDs
         let replica = replicas[launch.placement.replica]
         var result = AttemptResult(
             step: spec.name, replica: replica.index, exit: nil, error: nil, inputs: [], moveSeconds: 0, metrics: [:])
@@ -564,6 +577,7 @@ public struct FlowRunner: Sendable {
                 }
                 rec.moveSeconds = (ContinuousClock.now - t).seconds
                 if result.error == nil { localCopies.insert(input) }
+                inputIDs[input] = nil  // the copy has an id of its own: the step looks it up
                 result.moves.append(
                     MoveRecord(
                         name: input, from: move.from, to: replica.index, bytes: rec.movedBytes, startedAt: startedAt,
@@ -630,6 +644,10 @@ public struct FlowRunner: Sendable {
         // (any other name: the shared one straight away — in a cluster each lookup of a
         // name is a read of the cluster's metadata).
         env["TRELLIS_LOCAL_COPIES"] = Self.jsonArray(localCopies.sorted())
+        // The ids the inputs resolved to on this replica when the step was placed (the
+        // lookups placement made anyway): the bootstrap answers the step's own lookups of
+        // those names from them instead of asking the daemon (in a cluster, etcd) again.
+        env["TRELLIS_INPUT_IDS"] = Self.jsonObject(inputIDs.mapValues(String.init))
         env["TRELLIS_METRICS"] = metricsPath
         let out = store.logPath(run: runID, step: spec.name, stream: .stdout)
         let err = store.logPath(run: runID, step: spec.name, stream: .stderr)

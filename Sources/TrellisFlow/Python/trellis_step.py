@@ -91,6 +91,7 @@ def install(prefix=None):
     drop_name, list_names = Client.drop_name, Client.list_names
 
     def _put_name(self, object, name):
+        forget(name)
         return put_name(self, object, q(name))
 
     replica = os.environ.get("TRELLIS_REPLICA")
@@ -103,7 +104,27 @@ def install(prefix=None):
     except (KeyError, ValueError):
         copies = None
 
+    # The ids the step's inputs resolved to on its replica when the runner placed it (the
+    # copy's, when one was there): looking one of them up again would only ask the same
+    # question of the daemon (in a cluster, of etcd) a moment later.
+    try:
+        ids = json.loads(os.environ["TRELLIS_INPUT_IDS"])
+        ids = {n: int(v) for n, v in ids.items() if isinstance(n, str) and isinstance(v, str) and v.isdigit()}
+    except (KeyError, ValueError, AttributeError):
+        ids = {}
+    try:
+        from vineyard import ObjectID
+    except Exception:  # a vineyard without it: every lookup goes to the daemon
+        ids = {}
+
+    def forget(name):
+        # the step binds or drops an input's name itself: from then on the daemon answers
+        if isinstance(name, str):
+            ids.pop(unq(name), None)
+
     def _get_name(self, name, wait=False):
+        if isinstance(name, str) and unq(name) in ids:
+            return ObjectID(ids[unq(name)])
         # A copy the runner moved onto this step's replica is bound to "<name>@r<replica>":
         # prefer it, so the step's get is local and zero-copy.
         if replica is not None and prefix and isinstance(name, str) and (copies is None or unq(name) in copies):
@@ -114,6 +135,7 @@ def install(prefix=None):
         return get_name(self, q(name), wait)
 
     def _drop_name(self, name):
+        forget(name)
         return drop_name(self, q(name))
 
     def _list_names(self, pattern, regex=False, limit=5):
