@@ -120,10 +120,7 @@ def preload():
     spec = importlib.util.spec_from_file_location("trellis_zygote_rules", ZYGOTE)
     rules = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rules)
-    files = [os.path.join(HERE, "pipeline.py")]
-    beside = {os.path.realpath(HERE)}
-    wanted = [(n, optional) for n, optional in rules.step_imports(files) if rules.installed(n, beside)]
-    rules.preload([n for n, _ in wanted], optional={n for n, optional in wanted if optional})
+    rules.preload_step_imports([os.path.join(HERE, "pipeline.py")])
 
 
 def run(rows=None, directory=None, python=sys.executable, cache="cold", preload_imports=True):

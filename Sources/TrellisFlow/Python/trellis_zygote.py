@@ -135,6 +135,14 @@ def preload(names, optional=()):
                 sys.stderr.write("trellis zygote: cannot preload %s: %s\n" % (name, e))
 
 
+def preload_step_imports(files):
+    """Imports the installed modules the step files import (``step_imports``, ``installed``):
+    never modules beside the files or in the working directory."""
+    beside = {os.path.realpath(os.path.dirname(f)) for f in files} | {os.path.realpath(os.getcwd())}
+    wanted = [(n, optional) for n, optional in step_imports(files) if installed(n, beside)]
+    preload([n for n, _ in wanted], optional={n for n, optional in wanted if optional})
+
+
 def main():
     path = sys.argv[sys.argv.index("--socket") + 1]
     detached = "--detached" in sys.argv
@@ -142,9 +150,7 @@ def main():
     preload(os.environ.get("TRELLIS_PRELOAD", "vineyard,numpy,pandas,trellis.accel").split(","))
     files = [f for f in os.environ.get("TRELLIS_PRELOAD_FROM", "").split(":") if f]
     if files and os.environ.get("TRELLIS_PRELOAD_STEPS", "1") != "0":
-        beside = {os.path.realpath(os.path.dirname(f)) for f in files} | {os.path.realpath(os.getcwd())}
-        wanted = [(n, optional) for n, optional in step_imports(files) if installed(n, beside)]
-        preload([n for n, _ in wanted], optional={n for n, optional in wanted if optional})
+        preload_step_imports(files)
     __import__("trellis_step")  # preloaded: a forked worker finds it in sys.modules
 
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
