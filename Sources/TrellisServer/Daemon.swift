@@ -89,23 +89,26 @@ public final class Daemon: Service, Sendable {
     }
 
     /// Binds the IPC listener and, when configured, the RPC listener, so that errors
-    /// surface before anything runs. Returns the listeners and the configuration with
-    /// the RPC port actually bound (port 0 picks a free one).
+    /// surface before anything runs. Returns the listeners (IPC first) and the
+    /// configuration with the RPC port actually bound (port 0 picks a free one). The RPC
+    /// listener is bound first: whoever waits for the IPC socket to accept (a runtime, a
+    /// test, a supervisor) then finds the RPC port listening too.
     public static func bind(_ config: ServerConfig) throws(SystemError) -> (listeners: [Listener], config: ServerConfig) {
         var config = config
-        let ipc = try Listener.unix(path: config.socketPath)
-        var listeners = [ipc]
+        var rpc: Listener?
         if let port = config.rpcPort {
-            do {
-                let rpc = try Listener.tcp(host: config.rpcHost, port: port)
-                config.rpcPort = rpc.port
-                listeners.append(rpc)
-            } catch {
-                ipc.close()
-                throw error
-            }
+            let bound = try Listener.tcp(host: config.rpcHost, port: port)
+            config.rpcPort = bound.port
+            rpc = bound
         }
-        return (listeners, config)
+        let ipc: Listener
+        do {
+            ipc = try Listener.unix(path: config.socketPath)
+        } catch {
+            rpc?.close()
+            throw error
+        }
+        return ([ipc] + (rpc.map { [$0] } ?? []), config)
     }
 
     public func run() async throws {

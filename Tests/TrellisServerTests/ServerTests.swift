@@ -11,6 +11,25 @@ import TrellisTestSupport
 
 @Suite("Daemon over real sockets", .onBlockingPool)
 struct ServerTests {
+    @Test("binding fails on a taken RPC port and leaves no IPC socket behind; a free one binds both")
+    func rpcBoundBeforeIPC() throws {
+        var template = Array("/tmp/trbXXXXXX".utf8CString)
+        guard mkdtemp(&template) != nil else { throw SystemError("mkdtemp") }
+        let directory = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        defer { rmdir(directory) }
+        let taken = try Listener.tcp(host: "127.0.0.1", port: 0)
+        defer { taken.close() }
+        var config = ServerConfig(socketPath: directory + "/d.sock")
+        config.rpcPort = taken.port
+        #expect(throws: SystemError.self) { _ = try Daemon.bind(config) }
+        #expect(access(config.socketPath, F_OK) != 0)
+        config.rpcPort = 0
+        let bound = try Daemon.bind(config)
+        defer { for l in bound.listeners { l.close() } ; unlink(config.socketPath) }
+        #expect(bound.listeners.count == 2 && bound.config.rpcPort != 0)
+        #expect(access(config.socketPath, F_OK) == 0)
+    }
+
     @Test("an oversized header gets an error and a closed connection; others keep being served")
     func oversized() throws {
         let d = try TestDaemon(maxMessageSize: 1024)
