@@ -607,7 +607,7 @@ public struct FlowRunner: Sendable {
         case .command(let argv)?:
             invocation = (argv[0], Array(argv.dropFirst()))
         case .python(let p)?:
-            let file = p.file.hasPrefix("/") ? p.file : (workdir as NSString).appendingPathComponent(p.file)
+            let file = Self.pythonFile(p, workingDirectory: workdir)
             var args = [store.libDirectory(of: runID) + "/" + PythonBootstrap.fileName, "--file", file]
             if let f = p.function { args += ["--function", f] }
             let zygote = replica.node.map { options.nodeZygotes[$0] } ?? zygote
@@ -700,15 +700,18 @@ public struct FlowRunner: Sendable {
         }.first
     }
 
+    /// A Python step's file as an absolute path (relative ones are in its working directory).
+    static func pythonFile(_ p: PythonTarget, workingDirectory: String) -> String {
+        p.file.hasPrefix("/") ? p.file : (workingDirectory as NSString).appendingPathComponent(p.file)
+    }
+
     /// The source files of the Python steps still to run (absolute paths), whose imports a
     /// zygote started for the run preloads.
     static func pythonStepFiles(spec: FlowSpec, states: [String: StepState]) -> [String] {
         var seen = Set<String>()
         return spec.steps.compactMap { step -> String? in
             guard case .python(let p)? = step.action, states[step.name] != .succeeded else { return nil }
-            let file = p.file.hasPrefix("/")
-                ? p.file
-                : (workingDirectory(of: step, baseDirectory: spec.baseDirectory) as NSString).appendingPathComponent(p.file)
+            let file = pythonFile(p, workingDirectory: workingDirectory(of: step, baseDirectory: spec.baseDirectory))
             return seen.insert(file).inserted ? file : nil
         }
     }
