@@ -97,6 +97,12 @@ void trellis_lower_thread_priority(void) {
     (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
 }
 
+long trellis_thread_voluntary_switches(void) {
+    struct rusage usage;
+    if (getrusage(RUSAGE_THREAD, &usage) != 0) return -1;
+    return usage.ru_nvcsw;
+}
+
 void trellis_set_thread_name(const char *name) {
     (void)prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
 }

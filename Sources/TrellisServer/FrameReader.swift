@@ -19,9 +19,11 @@ struct FrameReader: ~Copyable {
     private var start = 0
     private var end = 0
     private var splitYield = SplitFrameYield()
+    private var receiveWait: ReceiveWait
 
-    init(socket: Descriptor, maxMessageSize: Int, capacity: Int = 64 << 10) {
+    init(socket: Descriptor, maxMessageSize: Int, capacity: Int = 64 << 10, receiveWait: ReceiveWait = ReceiveWait()) {
         self.socket = socket
+        self.receiveWait = receiveWait
         self.maxMessageSize = maxMessageSize
         self.initialCapacity = capacity
         buffer = .allocate(byteCount: capacity, alignment: 8)
@@ -62,7 +64,7 @@ struct FrameReader: ~Copyable {
         }
         if end > start && end - start < count { yieldForRest() }
         while end - start < count {
-            let n = try socket.receiveSome(into: buffer.baseAddress! + end, count: buffer.count - end)
+            let n = try receive(into: buffer.baseAddress! + end, count: buffer.count - end)
             if n > 0 {
                 end += n
             } else {
@@ -71,6 +73,23 @@ struct FrameReader: ~Copyable {
             }
         }
         return true
+    }
+
+    /// One blocking receive, waiting the way ``ReceiveWait`` decides.
+    private mutating func receive(into destination: UnsafeMutableRawPointer, count: Int) throws(SystemError) -> Int {
+        switch receiveWait.next() {
+        case .receive:
+            return try socket.receiveSome(into: destination, count: count)
+        case .pollFirst:
+            return try socket.receiveSomeWhenReadable(into: destination, count: count)
+        case .measuredReceive:
+            let before = currentThreadVoluntarySwitches()
+            let n = try socket.receiveSome(into: destination, count: count)
+            if let before, let after = currentThreadVoluntarySwitches() {
+                receiveWait.record(sleeps: after - before)
+            }
+            return n
+        }
     }
 
     /// Part of a frame is buffered and the rest is on its way: give the CPU to the sender

@@ -49,6 +49,29 @@ public struct Descriptor: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Like ``receiveSome(into:count:)``, but sleeps in `poll` for input before the `recv`.
+    ///
+    /// A thread blocked in `recv` on a UNIX socket sleeps on the socket's one wait queue,
+    /// and the kernel wakes that queue with every write-space event too: when the peer
+    /// reads a reply this thread sent, the thread wakes, finds nothing to read, and sleeps
+    /// again. `poll` waits for input only (its wake-up is keyed by the events asked for),
+    /// so a request-reply peer that reads the reply and takes a while to send the next
+    /// request costs one wake-up instead of two, for one more system call.
+    public func receiveSomeWhenReadable(into buffer: UnsafeMutableRawPointer, count: Int) throws(SystemError) -> Int {
+        while true {
+            var p = pollfd(fd: raw, events: Int16(POLLIN), revents: 0)
+            if poll(&p, 1, -1) < 0 {
+                let e = Glibc.errno
+                if e == EINTR { continue }
+                throw SystemError("poll", errno: e)
+            }
+            let n = recv(raw, buffer, count, Int32(MSG_DONTWAIT))
+            if n >= 0 { return n }
+            let e = Glibc.errno
+            if e != EINTR && e != EAGAIN && e != EWOULDBLOCK { throw SystemError("recv", errno: e) }
+        }
+    }
+
     /// Whatever has arrived, without waiting (`MSG_DONTWAIT`): the bytes taken, 0 if none
     /// (EOF and errors are left for the next blocking read to see).
     public func receiveAvailable(into buffer: UnsafeMutableRawPointer, count: Int) -> Int {

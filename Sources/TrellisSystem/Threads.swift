@@ -16,6 +16,13 @@ public func monotonicNanoseconds() -> UInt64 {
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }
 
+/// How many times the calling thread has given up the CPU by sleeping
+/// (`getrusage(RUSAGE_THREAD)`'s `ru_nvcsw`); nil if the kernel does not say.
+public func currentThreadVoluntarySwitches() -> Int? {
+    let n = trellis_thread_voluntary_switches()
+    return n >= 0 ? n : nil
+}
+
 /// Gives the calling thread the lowest CPU priority (nice 19).
 public func lowerCurrentThreadPriority() {
     trellis_lower_thread_priority()

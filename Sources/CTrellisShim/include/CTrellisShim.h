@@ -35,6 +35,10 @@ void trellis_malloc_trim(void);
 /// thread id, and glibc's gettid is not visible to Swift.
 void trellis_lower_thread_priority(void);
 
+/// The calling thread's voluntary context switches (getrusage(RUSAGE_THREAD).ru_nvcsw),
+/// -1 on failure. RUSAGE_THREAD is a GNU extension Swift's Glibc module does not import.
+long trellis_thread_voluntary_switches(void);
+
 /// Names the calling thread (PR_SET_NAME: the first 15 bytes show in /proc and debuggers).
 void trellis_set_thread_name(const char *name);
 
