@@ -228,6 +228,25 @@ def worker_populate(a):
     result({"n": a["n"], "seconds": time.perf_counter() - t0})
 
 
+def worker_delete_persisted(a):
+    """put + persist a small DataFrame (4 columns: a tree of 11 objects), then time its deep
+    delete; a["n"] times (the cluster's other objects stay)."""
+    import numpy as np
+    import pandas as pd
+    import vineyard
+
+    c = vineyard.connect(a["sock"])
+    df = pd.DataFrame({f"c{i}": np.arange(4, dtype=np.int64) for i in range(4)})
+    ready_then_wait_go()
+    times = []
+    for _ in range(a["n"]):
+        oid = c.put(df, persist=True)
+        t0 = time.perf_counter()
+        c.delete([oid], deep=True)
+        times.append(time.perf_counter() - t0)
+    result({"median_s": median(times), "max_s": max(times)})
+
+
 def _largest_allocatable(c, hi, step):
     """The largest blob create_blob still gives (binary search, multiples of `step`)."""
     lo = 0
@@ -302,7 +321,8 @@ def worker_churn(a):
     result({"checkpoints": checkpoints})
 
 
-WORKERS = {"objects": worker_objects, "conns": worker_conns, "populate": worker_populate, "churn": worker_churn}
+WORKERS = {"objects": worker_objects, "conns": worker_conns, "populate": worker_populate, "churn": worker_churn,
+           "delete_persisted": worker_delete_persisted}
 
 
 # --------------------------------------------------------------------------- the run
@@ -472,7 +492,16 @@ class Bench:
             if p.returncode != 0:
                 raise BenchError(f"trellis ls failed: {p.stderr[-500:]}")
         rows = max(0, len(p.stdout.splitlines()) - 1)
-        return {"objects": total, "visible": listed, "populate_s": populate_s,
+        w = Worker("delete_persisted", {"sock": node.socket, "n": self.o.delete_repeats}, self.tmp)
+        ok = False
+        try:
+            w.wait_ready()
+            w.go()
+            deleted = w.result()
+            ok = True
+        finally:
+            w.finish() if ok else w.kill()
+        return {"delete_s": deleted["median_s"], "delete_max_s": deleted["max_s"],"objects": total, "visible": listed, "populate_s": populate_s,
                 "persist_per_s": total / populate_s if populate_s else float("nan"),
                 "list5_s": list5, "list_all_s": list_all, "list_all_bytes": list_bytes,
                 "ls_s": median(ls), "ls_rows": rows, "rss_kib": proc_status_kib(node.pid)}
@@ -571,7 +600,8 @@ def render(res, info, cmdline, daemons):
     if k_res:
         L.append(f"**4-instance cluster** (etcd on loopback; load average: {load.get('cluster', '?')})\n")
         head = ["daemon", "persisted objects", "visible at node 0", "put+persist/s (4 writers)", "list 5 (ms)",
-                "list all (ms)", "list all reply (MiB)", "`trellis ls --cluster` (s)", "node 0 RssAnon (MiB)"]
+                "list all (ms)", "list all reply (MiB)", "`trellis ls --cluster` (s)",
+                "delete a persisted frame (ms, median / max)", "node 0 RssAnon (MiB)"]
         L.append("| " + " | ".join(head) + " |")
         L.append("|" + "---|" * len(head))
         for label in daemons:
@@ -581,6 +611,7 @@ def render(res, info, cmdline, daemons):
             L.append("| " + " | ".join([
                 label, f"{r['objects']:,}", f"{r['visible']:,}", _fmt(r["persist_per_s"]), _fmt(r["list5_s"], 1, 1e3),
                 _fmt(r["list_all_s"], 0, 1e3), _fmt(r["list_all_bytes"] / MiB, 1), _fmt(r["ls_s"], 2),
+                (_fmt(r["delete_s"], 1, 1e3) + " / " + _fmt(r["delete_max_s"], 1, 1e3)) if "delete_s" in r else "—",
                 _fmt(r["rss_kib"].get("RssAnon", 0) / 1024, 0),
             ]) + " |")
         L.append("")
@@ -724,6 +755,7 @@ def parse_args(argv):
     o.gets = 1000 if q else 20_000
     o.connects = 200 if q else 500
     o.list_repeats = 5 if q else 9
+    o.delete_repeats = 5 if q else 20
     o.client_duration = 1.0 if q else 3.0
     return o
 

@@ -95,19 +95,22 @@ struct EtcdKV: MetaKV {
     }
 
     /// One transaction (the marker's rewrite last); an etcd configured with lower limits
-    /// (`--max-txn-ops`, `--max-request-bytes`) rejects it as too big, and then it goes in halves.
-    private func commit(_ ops: ArraySlice<EtcdOperation>, marker: String?) async throws {
+    /// (`--max-txn-ops`, `--max-request-bytes`) rejects it as too big, and then it goes in
+    /// halves. Returns how many keys its deletes removed.
+    @discardableResult
+    private func commit(_ ops: ArraySlice<EtcdOperation>, marker: String?) async throws -> Int {
         do {
             let all = Array(ops) + (marker.map { [EtcdOperation.put(key: $0, value: "", lease: 0)] } ?? [])
-            _ = try await client.txn(compare: [], success: all)
+            var deleted = 0
+            for case .delete(let n) in try await client.txn(compare: [], success: all).responses { deleted += Int(n) }
+            return deleted
         } catch {
             let text = error.description
             guard ops.count > 1, text.contains("too many operations") || text.contains("too large") else {
                 throw Self.map(error)
             }
             let middle = ops.startIndex + ops.count / 2
-            try await commit(ops[..<middle], marker: marker)
-            try await commit(ops[middle...], marker: marker)
+            return try await commit(ops[..<middle], marker: marker) + commit(ops[middle...], marker: marker)
         }
     }
 
@@ -119,15 +122,18 @@ struct EtcdKV: MetaKV {
         }
     }
 
-    func delete(_ key: String, marker: String) async throws -> Bool {
-        do {
-            let answer = try await client.txn(
-                compare: [], success: [.delete(key: key, prefix: false), .put(key: marker, value: "", lease: 0)])
-            if case .delete(let deleted)? = answer.responses.first { return deleted > 0 }
-            return false
-        } catch {
-            throw Self.map(error)
+    func delete(_ keys: [String], marker: String) async throws -> Int {
+        var seen = Set<String>()  // (a key named twice is deleted once)
+        let ops = keys.filter { seen.insert($0).inserted }.map { EtcdOperation.delete(key: $0, prefix: false) }
+        guard !ops.isEmpty else { return try await commit([], marker: marker) }
+        var deleted = 0
+        var start = ops.startIndex
+        while start < ops.endIndex {
+            let end = min(start + Self.maxOpsPerTxn - 1, ops.endIndex)
+            deleted += try await commit(ops[start..<end], marker: marker)
+            start = end
         }
+        return deleted
     }
 
     func swap(_ key: String, expectedModRevision: Int64, value: String) async throws -> Bool {

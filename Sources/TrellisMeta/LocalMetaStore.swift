@@ -175,11 +175,13 @@ extension LocalMetaStore: MetaKV {
         }
     }
 
-    func delete(_ key: String, marker: String) async throws -> Bool {
+    func delete(_ keys: [String], marker: String) async throws -> Int {
         withState { state in
-            let existed = state.entries[key] != nil
-            Self.apply(&state, (existed ? [.delete(key: key)] : []) + [.put(key: marker, value: "")])
-            return existed
+            // one revision, the marker last; a key named twice is deleted once
+            var seen = Set<String>()
+            let present = keys.filter { state.entries[$0] != nil && seen.insert($0).inserted }
+            Self.apply(&state, present.map { KVChange.delete(key: $0) } + [.put(key: marker, value: "")])
+            return present.count
         }
     }
 

@@ -58,9 +58,10 @@ protocol MetaKV: Sendable {
     /// that of the last batch written.
     func putAll(_ entries: [(key: String, value: String)], lease: Int64, marker: String?) async throws
     func delete(_ key: String) async throws -> Bool
-    /// Deletes `key` and rewrites `marker` (empty value, no lease) in one atomic write,
-    /// the marker last; returns whether the key was there.
-    func delete(_ key: String, marker: String) async throws -> Bool
+    /// Deletes `keys` and rewrites `marker` (empty value, no lease) in as few round trips
+    /// as the store allows, each batch atomically with the marker's rewrite as its last
+    /// operation (as ``putAll(_:lease:marker:)``); returns how many of the keys were there.
+    func delete(_ keys: [String], marker: String) async throws -> Int
     /// Writes `value` if the key's modification revision is `expectedModRevision`
     /// (0: the key must not exist); returns whether it wrote.
     func swap(_ key: String, expectedModRevision: Int64, value: String) async throws -> Bool
@@ -82,6 +83,12 @@ protocol MetaKV: Sendable {
 }
 
 extension MetaKV {
+    /// Deletes `key` and rewrites `marker` in one atomic write, the marker last; returns
+    /// whether the key was there.
+    func delete(_ key: String, marker: String) async throws -> Bool {
+        try await delete([key], marker: marker) > 0
+    }
+
     func watchDeletions(_ key: String, prefix: Bool, fromRevision: Int64) -> any AsyncSequence<KVEvent, any Error> {
         watch(key, prefix: prefix, fromRevision: fromRevision)
     }

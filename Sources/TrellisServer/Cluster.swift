@@ -47,9 +47,7 @@ final class Cluster: Sendable {
     func retract(_ objects: [TrellisStore.PersistedObject]) {
         let ids = objects.map(\.id.rawValue)
         let backend = self.backend
-        _ = try? call("retract") {
-            for id in ids { try await backend.removeObject(id) }
-        }
+        _ = try? call("retract") { try await backend.removeObjects(ids) }
     }
 
     /// Removes the records of deleted persistent objects and the names bound to them —
@@ -61,7 +59,7 @@ final class Cluster: Sendable {
         guard !ids.isEmpty || !names.isEmpty else { return }
         let backend = self.backend
         _ = try? call("unpublish") {
-            for id in ids { try await backend.removeObject(id) }
+            try await backend.removeObjects(ids)
             for n in names { try await backend.dropName(n) }
             guard !ids.isEmpty else { return }
             let gone = Set(ids)

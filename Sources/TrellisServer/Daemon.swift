@@ -59,7 +59,7 @@ public final class Daemon: Service, Sendable {
             let deletion = handler.deletedElsewhere(ObjectID(raw))
             // names bound to it here (the records are gone already)
             for name in deletion.droppedNames { _ = try? await cluster.backend.dropName(name) }
-            for id in deletion.unpublished where id.rawValue != raw { _ = try? await cluster.backend.removeObject(id.rawValue) }
+            _ = try? await cluster.backend.removeObjects(deletion.unpublished.map(\.rawValue).filter { $0 != raw })
         }
     }
 

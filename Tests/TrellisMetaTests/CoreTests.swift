@@ -29,7 +29,7 @@ final class EpochKV: MetaKV {
         try await store.putAll(entries, lease: lease, marker: marker)
     }
     func delete(_ key: String) async throws -> Bool { try await store.delete(key) }
-    func delete(_ key: String, marker: String) async throws -> Bool { try await store.delete(key, marker: marker) }
+    func delete(_ keys: [String], marker: String) async throws -> Int { try await store.delete(keys, marker: marker) }
     func swap(_ key: String, expectedModRevision: Int64, value: String) async throws -> Bool {
         try await store.swap(key, expectedModRevision: expectedModRevision, value: value)
     }

@@ -171,7 +171,7 @@ final class CompactingKV: MetaKV, Sendable {
         try await inner.putAll(entries, lease: lease, marker: marker)
     }
     func delete(_ key: String) async throws -> Bool { try await inner.delete(key) }
-    func delete(_ key: String, marker: String) async throws -> Bool { try await inner.delete(key, marker: marker) }
+    func delete(_ keys: [String], marker: String) async throws -> Int { try await inner.delete(keys, marker: marker) }
     func swap(_ key: String, expectedModRevision: Int64, value: String) async throws -> Bool {
         try await inner.swap(key, expectedModRevision: expectedModRevision, value: value)
     }
@@ -207,7 +207,9 @@ struct EtcdListingTests {
             try await registerSample(a, "a")
             try await registerSample(b, "b")
             try await a.publishObjects((1...40).map { (objectID: UInt64($0), metadata: Listing.tensor($0)) })
-            #expect(try await Listing.walk(b, step: 16) == (1...40).map(UInt64.init))
+            try await a.publishObject(100, metadata: #"{"m":{"id":"o0000000000000001"}}"#)
+            #expect(try await Listing.walk(b, step: 16) == (1...40).map(UInt64.init) + [100])
+            #expect(try await b.referrers(of: [1]) == [100])
             server.kill()
             let error = await #expect(throws: MetaError.self) { try await b.syncObjects(timeout: .seconds(2)) }
             #expect("\(error.map { "\($0)" } ?? "")".contains("metadata service request failed"))
@@ -215,9 +217,13 @@ struct EtcdListingTests {
             try await server.waitHealthy()
             for i in 41...45 { try await a.publishObject(UInt64(i), metadata: Listing.tensor(i)) }
             try await a.removeObject(3)
-            #expect(try await Listing.walk(b, step: 16) == (1...45).filter { $0 != 3 }.map(UInt64.init))
+            #expect(try await Listing.walk(b, step: 16) == (1...45).filter { $0 != 3 }.map(UInt64.init) + [100])
+            // the copy read again after the restart knows the referrers again
+            #expect(try await b.referrers(of: [1]) == [100])
             try await a.removeObject(4)
+            try await a.removeObject(100)
             #expect(try await Listing.walk(b, step: 16) == (1...45).filter { $0 != 3 && $0 != 4 }.map(UInt64.init))
+            #expect(try await b.referrers(of: [1]) == [])
         }
     }
 
@@ -231,7 +237,9 @@ struct EtcdListingTests {
             try await registerSample(a, "a")
             try await registerSample(b, "b")
             try await a.publishObjects((1...30).map { (objectID: UInt64($0), metadata: Listing.tensor($0)) })
-            #expect(try await Listing.walk(b, step: 8).count == 30)
+            try await a.publishObject(31, metadata: #"{"m":{"id":"o0000000000000001"}}"#)
+            #expect(try await Listing.walk(b, step: 8).count == 31)
+            #expect(try await b.referrers(of: [1]) == [31])
             server.kill()
             try server.wipeData()
             try server.launch()
@@ -241,6 +249,7 @@ struct EtcdListingTests {
             try await registerSample(c, "c")
             try await c.publishObject(500, metadata: Listing.tensor(500))
             #expect(try await Listing.walk(b, step: 8) == [500])
+            #expect(try await b.referrers(of: [1]) == [])  // the references went with the records
         }
     }
 
@@ -279,5 +288,33 @@ struct EtcdListingTests {
             await #expect(throws: MetaError.self) { try await b.syncObjects(timeout: .seconds(3)) }
             #expect(clock.now - start < .seconds(30))
         }
+    }
+}
+
+@Suite("Object ids named in metadata")
+struct ReferencedIDTests {
+    @Test("every quoted vineyard id at any depth, once each, except the object's own")
+    func ids() {
+        let text = #"{"id":"o0000000000000014","a":{"b":{"id":"o00aa00bb00cc00dd"},"c":["o00aa00bb00cc00dd"]},"#
+            + #""blob":{"id":"o8000000000000001"},"x":"o0000000000000002""o0000000000000003"}"#
+        #expect(ObjectMirror.referencedIDs(in: text, except: 0x14) == [0x00aa_00bb_00cc_00dd, 0x8000_0000_0000_0001, 2, 3])
+    }
+
+    @Test("what only looks like an id is not one")
+    func lookalikes() {
+        for text in [
+            #"{"id":"o00AA00BB00CC00DD"}"#,  // upper case: vineyard prints lower case
+            #"{"id":"o00aa00bb00cc00d"}"#,  // 15 digits
+            #"{"id":"o00aa00bb00cc00ddd"}"#,  // 17 digits
+            #"{"id":"x00aa00bb00cc00dd"}"#,
+            #"{"id":o00aa00bb00cc00dd}"#,  // not a string
+            #"{"id":"o00aa00bb00cc00dg"}"#,
+            #""o00aa00bb0"#,  // cut short
+            "",
+        ] {
+            #expect(ObjectMirror.referencedIDs(in: text, except: 0).isEmpty, "\(text)")
+        }
+        // a false start does not hide a real id right after it
+        #expect(ObjectMirror.referencedIDs(in: #""o12"o0000000000000005""#, except: 0) == [5])
     }
 }
