@@ -393,13 +393,19 @@ public final class MetaCore: Sendable {
 
     /// Publishes several objects in as few round trips as the backend allows (a
     /// DataFrame persists ~50 at once).
-    public func publishObjects(_ objects: [(objectID: UInt64, metadata: String)]) async throws {
+    /// With `naming`, that name is bound to that object in the same write, after the
+    /// records (as ``putName(_:objectID:)`` binds it): a reader that finds the name finds
+    /// the records.
+    public func publishObjects(
+        _ objects: [(objectID: UInt64, metadata: String)], naming: (name: String, objectID: UInt64)? = nil
+    ) async throws {
         let (instance, _) = try registration()
-        let entries = objects.map { o in
+        var entries = objects.map { o in
             (key: objectKey(o.objectID),
              value: PersistedObject(objectID: o.objectID, owner: instance.id, metadata: o.metadata).storedText)
         }
-        // no lease: the record outlives its owner until someone deletes it
+        if let naming { entries.append((key: try nameKey(naming.name), value: String(naming.objectID))) }
+        // no lease: the record (and the name) outlives its owner until someone deletes it
         try await kv.putAll(entries, lease: 0, marker: mirror.markerKey)
     }
 

@@ -76,6 +76,8 @@ extension Request {
                     "fastpath": .bool(d.fastpath),
                 ])
         case .persist(let id): return typed("persist_request", ["id": .number(id.rawValue)])
+        case .persistNamed(let id, let name):
+            return typed("trellis_persist_request", ["id": .number(id.rawValue), "name": .string(name)])
         case .ifPersist(let id): return typed("if_persist_request", ["id": .number(id.rawValue)])
         case .shallowCopy(let id, let extra):
             // The client sends `extra` only when it has some.

@@ -38,6 +38,11 @@ public enum Request: Sendable, Equatable {
     case exists(ObjectID)
     case delData(DelData)
     case persist(ObjectID)
+    /// Trellis extension (`trellis_persist_request`, extension `persist_name`): `persist`
+    /// then `put_name` of `name` to the object, in one round trip — and, in a cluster, in
+    /// one etcd transaction (what `put(value, persist=True, name=…)` asks for). Replied
+    /// to as `persist_request` is.
+    case persistNamed(ObjectID, name: String)
     case ifPersist(ObjectID)
     case shallowCopy(ObjectID, extra: [String: JSON])
     case label(ObjectID, keys: [String], values: [String])
@@ -227,6 +232,7 @@ public enum Request: Sendable, Equatable {
                     memoryTrim: try r.bool("memory_trim", default: false), fastpath: try r.bool("fastpath", default: false),
                     wantsFeedback: type == "del_data_with_feedbacks_request"))
         case "persist_request": return .persist(try id("id"))
+        case "trellis_persist_request": return .persistNamed(try id("id"), name: try r.string("name"))
         case "if_persist_request": return .ifPersist(try id("id"))
         case "shallow_copy_request":
             var extra: [String: JSON] = [:]

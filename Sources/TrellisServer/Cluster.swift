@@ -34,13 +34,15 @@ final class Cluster: Sendable {
 
     // MARK: Objects
 
-    /// Publishes newly persisted objects (their full trees) under this instance.
-    func publish(_ objects: [TrellisStore.PersistedObject]) throws(VineyardError) {
-        guard !objects.isEmpty else { return }
+    /// Publishes newly persisted objects (their full trees) under this instance, and with
+    /// `naming` binds that name to that object in the same write (after the records).
+    func publish(_ objects: [TrellisStore.PersistedObject], naming: (String, ObjectID)? = nil) throws(VineyardError) {
+        guard !objects.isEmpty || naming != nil else { return }
         let items = objects.map { (objectID: $0.id.rawValue, metadata: $0.tree.description) }
+        let name = naming.map { (name: $0.0, objectID: $0.1.rawValue) }
         let backend = self.backend
         // A DataFrame persists ~50 objects at once: one etcd transaction (per 128) for all.
-        try call("publish") { try await backend.publishObjects(items) }
+        try call("publish") { try await backend.publishObjects(items, naming: name) }
     }
 
     /// Best effort: removes what a failed ``publish(_:)`` may have written.

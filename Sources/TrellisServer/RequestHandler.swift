@@ -59,9 +59,30 @@ final class RequestHandler: Sendable {
         self.startTimestamp = ObjectStore.wallClockMillis()
     }
 
+    /// `persist`, and with `name` the `put_name` that follows it, as one request: in a
+    /// cluster the records and the name go to etcd in one transaction, the name last. A
+    /// publish that fails leaves the object transient and the name as it was.
+    private func persist(_ id: ObjectID, naming name: String?) throws(VineyardError) {
+        if let cluster { try cluster.sync([id], into: store) }
+        // (what put_name refuses, refused before anything is published)
+        if name != nil && id.isBlob { throw VineyardError(.invalid, "blobs cannot have name") }
+        let persisted = try store.persist(id, trees: cluster != nil)
+        if let cluster {
+            do {
+                try cluster.publish(persisted, naming: name.map { ($0, id) })
+            } catch {
+                // Not (fully) published: transient again, so that a retry publishes all of it.
+                store.revertPersist(persisted)
+                cluster.retract(persisted)
+                throw error
+            }
+        }
+        if let name { try store.putName(name, for: id) }
+    }
+
     /// The protocol extensions this daemon serves, advertised in the register reply
     /// (`trellis_extensions`; upstream clients ignore the field).
-    static let extensions = ["split_buffer", "split_seal", "split_unaligned", "get_objects", "range_buffer"]
+    static let extensions = ["split_buffer", "split_seal", "split_unaligned", "get_objects", "range_buffer", "persist_name"]
 
     func handle(_ request: Request, _ conn: inout ConnectionState, cancelled: () -> Bool) throws(VineyardError) -> Outcome {
         switch request {
@@ -200,18 +221,10 @@ final class RequestHandler: Sendable {
             }
             return .reply(.done(.delData))
         case .persist(let id):
-            if let cluster { try cluster.sync([id], into: store) }
-            let persisted = try store.persist(id, trees: cluster != nil)
-            if let cluster {
-                do {
-                    try cluster.publish(persisted)
-                } catch {
-                    // Not (fully) published: transient again, so that a retry publishes all of it.
-                    store.revertPersist(persisted)
-                    cluster.retract(persisted)
-                    throw error
-                }
-            }
+            try persist(id, naming: nil)
+            return .reply(.done(.persist))
+        case .persistNamed(let id, let name):
+            try persist(id, naming: name)
             return .reply(.done(.persist))
         case .ifPersist(let id):
             if let cluster { try cluster.sync([id], into: store) }

@@ -76,6 +76,18 @@ enum Conformance {
         #expect(try await a.removeObjects(Array(many[200...])) == 99)
         #expect(try await b.objects().map(\.objectID) == [blobLike])
         #expect(try await b.removeObjects([]) == 0)
+        // Records and a name in one write: another instance finds both.
+        try await a.publishObjects([(objectID: 30, metadata: "{}"), (objectID: 31, metadata: "{}")], naming: (name: "thirty", objectID: 30))
+        #expect(try await b.objectID(forName: "thirty") == 30)
+        #expect(try await b.object(31) != nil)
+        // a name only (the objects were published before), replacing the binding
+        try await b.publishObjects([], naming: (name: "thirty", objectID: 31))
+        #expect(try await a.objectID(forName: "thirty") == 31)
+        // a name the store refuses: nothing is written
+        await #expect(throws: MetaError.self) { try await a.publishObjects([(objectID: 32, metadata: "{}")], naming: (name: "", objectID: 32)) }
+        #expect(try await b.object(32) == nil)
+        _ = try await a.dropName("thirty")
+        try await a.removeObjects([30, 31])
     }
 
     static func names(_ cluster: some TestCluster) async throws {

@@ -83,6 +83,20 @@ struct ExtensionTests {
         #expect(try Reply.decode(try JSONParser.parse(JSONWriter.encode(reply.encode()))) == reply)
     }
 
+    @Test("persist_name round-trips; bad fields are refused")
+    func persistNamed() throws {
+        let r = Request.persistNamed(ObjectID(0x0123), name: "x_train")
+        let text = String(decoding: JSONWriter.encode(r.encode()), as: UTF8.self)
+        #expect(text == #"{"id":291,"name":"x_train","type":"trellis_persist_request"}"#)
+        #expect(try Request.decode(try JSONParser.parse(text)) == r)
+        for bad in [#"{"type":"trellis_persist_request","id":291}"#,
+                    #"{"type":"trellis_persist_request","name":"n"}"#,
+                    #"{"type":"trellis_persist_request","id":291,"name":7}"#,
+                    #"{"type":"trellis_persist_request","id":"o0123","name":"n"}"#] {
+            #expect(throws: VineyardError.self) { try Request.decode(try JSONParser.parse(bad)) }
+        }
+    }
+
     @Test("range_buffer round-trips; bad fields are refused")
     func rangeBuffer() throws {
         let r = Request.createRangeBuffer(start: -5, step: 3, count: 600_000)

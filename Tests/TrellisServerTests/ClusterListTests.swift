@@ -97,4 +97,46 @@ struct ClusterListTests {
         remote.removeFirst(5)
         #expect(try Self.listed(cb, "vineyard::DataFrame", limit: 6) == expected({ $0 == "vineyard::DataFrame" }, limit: 6))
     }
+
+    /// `trellis_persist_request` in a cluster: the object's records and its name are
+    /// there for the other daemon as soon as it returned; what cannot be served (a blob,
+    /// an empty name, an object this daemon lacks) is refused before anything is written:
+    /// the object stays transient and the name unbound.
+    @Test func persistNamedPublishesTheRecordsAndTheNameTogether() async throws {
+        let shared = LocalMetaStore()
+        let (a, _) = try await Self.node(shared, "a")
+        defer { a.stop() }
+        let (b, _) = try await Self.node(shared, "b")
+        defer { b.stop() }
+        let ca = try a.connect()
+        try ca.register()
+        let cb = try b.connect()
+        try cb.register()
+
+        let id = try Self.create(ca, "vineyard::DataFrame", persist: false)
+        guard case .createBuffer(let blob, _) = try ca.call(Request.createBuffer(size: 8)) else {
+            throw TestFailure("create_buffer refused")
+        }
+        #expect(try ca.call(Request.seal(blob.objectID)) == .done(.seal))
+        let refused: [(Request, String)] = [
+            (.persistNamed(blob.objectID, name: "frame"), "blobs cannot have name"),
+            (.persistNamed(id, name: ""), "name"),
+            (.persistNamed(ObjectID(rawValue: id.rawValue + 2), name: "frame"), ""),
+        ]
+        for (request, why) in refused {
+            guard case .error(let e) = try ca.call(request) else { throw TestFailure("\(request) was served") }
+            #expect(e.message.contains(why), "\(request): \(e.message)")
+        }
+        #expect(try cb.call(Request.getName("frame", wait: false)).errorCode == .objectNotExists)
+        #expect(!(try Self.listed(cb, "*", limit: 100).contains(id)))
+
+        #expect(try ca.call(Request.persistNamed(id, name: "frame")) == .done(.persist))
+        #expect(try cb.call(Request.getName("frame", wait: false)) == .getName(id))
+        #expect(try ca.call(Request.getName("frame", wait: false)) == .getName(id))
+        #expect(try Self.listed(cb, "*", limit: 100).contains(id))
+        // a second object under the name moves it, as put_name does
+        let other = try Self.create(ca, "vineyard::Tensor<int64>", persist: false)
+        #expect(try ca.call(Request.persistNamed(other, name: "frame")) == .done(.persist))
+        #expect(try cb.call(Request.getName("frame", wait: false)) == .getName(other))
+    }
 }

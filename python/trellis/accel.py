@@ -411,7 +411,7 @@ class _Ticket:
 _connections: Dict[str, _Connection] = {}
 # re-entrant: a connection that breaks while being opened (under it) drops itself
 _connections_lock = threading.RLock()
-_stats = {"accelerated": 0, "stepped_aside": 0}
+_stats = {"accelerated": 0, "stepped_aside": 0, "persisted_named": 0}
 
 
 def _connection(client) -> _Connection:
@@ -1977,6 +1977,59 @@ def _uninstall_get() -> None:
     _expected_resolvers.clear()
 
 
+# -- put(value, persist=True, name=…) ---------------------------------------------------------
+#
+# Upstream's put persists the new object and then binds the name: two more round trips
+# after the builder's, and in a cluster two etcd writes. Against a daemon that serves
+# `persist_name` this one asks for both at once (one etcd transaction, the name after the
+# records). Anything else, or any failure of that request, goes the upstream way: the
+# client's own persist and put_name, with their own errors.
+
+_put_originals: Dict[Any, Callable] = {}
+
+
+def _accelerated_put(upstream: Callable) -> Callable:
+    def put(self, value, builder=None, persist=False, name=None, **kwargs):
+        # (with an explicit builder upstream neither persists nor names: left to it)
+        if not (persist and isinstance(name, str) and builder is None and enabled()):
+            return upstream(self, value, builder, persist, name, **kwargs)
+        from vineyard import ObjectID
+
+        r = upstream(self, value, builder, False, None, **kwargs)
+        if not isinstance(r, ObjectID):
+            return r  # (upstream persists and names only an ObjectID)
+        try:
+            conn = _connection(self)  # after the put: a retry may have moved the client
+            if "persist_name" in conn.extensions:
+                conn.call({"type": "trellis_persist_request", "id": int(r), "name": name})
+                _stats["persisted_named"] += 1
+                return r
+        except (_StepAside, _DaemonError, OSError, ConnectionError):
+            pass
+        self.persist(r)
+        self.put_name(r, name)
+        return r
+
+    put.__trellis_accel__ = True  # type: ignore[attr-defined]
+    put.__wrapped__ = upstream  # type: ignore[attr-defined]
+    return put
+
+
+def _install_put() -> None:
+    for cls in _get_targets():
+        current = cls.__dict__.get("put")
+        if current is None or getattr(current, "__trellis_accel__", False):
+            continue
+        _put_originals[cls] = current
+        setattr(cls, "put", _accelerated_put(current))
+
+
+def _uninstall_put() -> None:
+    for cls, original in list(_put_originals.items()):
+        setattr(cls, "put", original)
+        del _put_originals[cls]
+
+
 def _targets():
     import numpy as np
     import pandas as pd
@@ -2003,6 +2056,7 @@ def install() -> None:
         ctx.register(cls, _accelerated(kind, current))
     _install_resolvers()
     _install_get()
+    _install_put()
 
 
 def uninstall() -> None:
@@ -2014,6 +2068,7 @@ def uninstall() -> None:
         del _originals[cls]
     _uninstall_resolvers()
     _uninstall_get()
+    _uninstall_put()
 
 
 def installed() -> bool:

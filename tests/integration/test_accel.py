@@ -522,3 +522,63 @@ def test_hostile_range_requests_get_clear_errors_and_the_connection_goes_on(daem
             c.recv_fd()
         assert c.request({"type": "drop_buffer_request", "id": wrapped["id"]})["type"] == "drop_buffer_reply"
         assert c.request({"type": "exists_request", "id": 1})["type"] == "exists_reply"
+
+
+def test_put_with_persist_and_name_persists_and_names_in_one_request_where_the_daemon_can(daemon, client, accel):
+    """``put(value, persist=True, name=…)``: the object comes out persisted and named either
+    way; against Trellis (extension ``persist_name``) both in one request after the build,
+    against vineyardd the client's own persist and put_name. A second put under the name
+    moves it, as put_name does."""
+    mod, _ = accel
+    name = "accel-persist-name-%d" % os.getpid()
+    df = pd.DataFrame({"a": np.arange(100), "b": np.arange(100) * 0.5})
+    before = mod.stats()["persisted_named"]
+    oid = client.put(df, persist=True, name=name)
+    assert mod.stats()["persisted_named"] == before + (0 if harness.is_upstream() else 1)
+    assert client.get_name(name) == oid
+    assert harness.stored_tree(daemon.socket, oid)["transient"] is False
+    pdt.assert_frame_equal(client.get(name=name), df)
+    again = client.put(np.arange(7), persist=True, name=name)
+    assert again != oid and client.get_name(name) == again
+    assert harness.stored_tree(daemon.socket, again)["transient"] is False
+    # persist without a name, and a name without persist (upstream warns, binds nothing)
+    plain = client.put(np.arange(3), persist=True)
+    assert harness.stored_tree(daemon.socket, plain)["transient"] is False
+    with pytest.warns(UserWarning):
+        client.put(np.arange(3), name=name + "-not")
+    with pytest.raises(Exception):
+        client.get_name(name + "-not")
+    assert mod.stats()["persisted_named"] == before + (0 if harness.is_upstream() else 2)
+    client.drop_name(name)
+    client.delete([oid, again, plain])
+
+
+@pytest.mark.trellis_only
+def test_persist_name_requests_that_cannot_be_served_get_clear_errors_and_change_nothing(daemon, client):
+    """``trellis_persist_request``: a missing object, a blob, a missing or non-string name
+    are refused with the daemon's error and leave the object transient and the name
+    unbound; the connection goes on serving."""
+    oid = client.put(np.arange(5))
+    tree = harness.stored_tree(daemon.socket, oid)
+    blob = int(tree["buffer_"]["id"][1:], 16)
+    name = "persist-name-bad-%d" % os.getpid()
+    with harness.RawConn(daemon.socket) as c:
+        c.register()
+        bad = [
+            ({"type": "trellis_persist_request", "id": int(oid) + 2, "name": name}, "subtree"),
+            ({"type": "trellis_persist_request", "id": blob, "name": name}, "blobs cannot have name"),
+            ({"type": "trellis_persist_request", "id": int(oid)}, "name"),
+            ({"type": "trellis_persist_request", "id": int(oid), "name": 7}, "name"),
+        ]
+        for request, why in bad:
+            reply = c.request(request)
+            assert reply.get("code", 0) != 0 and why in reply.get("message", ""), (request, reply)
+        assert harness.stored_tree(daemon.socket, oid)["transient"] is True
+        reply = c.request({"type": "get_name_request", "name": name, "wait": False})
+        assert reply.get("code", 0) != 0
+        reply = c.request({"type": "trellis_persist_request", "id": int(oid), "name": name})
+        assert reply.get("type") == "persist_reply" and reply.get("code", 0) == 0, reply
+    assert client.get_name(name) == oid
+    assert harness.stored_tree(daemon.socket, oid)["transient"] is False
+    client.drop_name(name)
+    client.delete([oid])
