@@ -485,7 +485,8 @@ class _Plan:
         self.conn = conn  # the connection the objects are written through
         # RangeIndex blobs the daemon writes meanwhile (range_buffer): (ticket, slot, arange)
         self.ranges: List[Tuple[_Ticket, Dict[str, Any], Tuple[int, int, int]]] = []
-        self.arrays: List[Any] = []  # C-contiguous numpy arrays, one blob each
+        # numpy arrays, one blob each, its bytes in C order (a strided one is gathered)
+        self.arrays: List[Any] = []
         # the array each one's memory belongs to (made read-only when published in place)
         self.owners: List[Any] = []
         self.slots: List[Dict[str, Any]] = []  # each array's blob member, filled in by _write
@@ -512,11 +513,13 @@ class _Plan:
         if value.dtype.byteorder not in ("=", "|", "<"):
             raise _StepAside("big-endian array")
         # as upstream's builder: "C" unless C-contiguous fails, and the bytes in C order
-        # (np.ascontiguousarray) whatever the recorded order
-        order = "C" if value.flags["C_CONTIGUOUS"] else "F"
-        data = value if value.flags["C_CONTIGUOUS"] else np.ascontiguousarray(value)
+        # (np.ascontiguousarray) whatever the recorded order — copied in C order straight
+        # into the blob (_copy_in), not through a contiguous copy of its own first
+        contiguous = value.flags["C_CONTIGUOUS"]
+        order = "C" if contiguous else "F"
+        data = value
         buffer = None
-        if data.nbytes and self.client is not None:
+        if contiguous and data.nbytes and self.client is not None:
             # memory that already is a vineyard blob (an array read from the store): the
             # upstream builder refers to that blob instead of copying it; so does this one
             # for an array read the fast way (it starts where its blob does), and leaves
@@ -835,6 +838,91 @@ def _memmove_all(share: List[Tuple[int, int, int]]) -> None:
         ctypes.memmove(d, s, n)  # (ctypes lets the GIL go: the threads copy at once)
 
 
+_GATHER_BAND = 256 << 10  # bytes of a strided block's rows copied out at once
+
+
+def _ptr(array) -> int:
+    return int(array.__array_interface__["data"][0])
+
+
+def _gather_runs(members: List[Tuple[Any, Any]]) -> List[Tuple[Any, Any]]:
+    """1-D (destination, source) pairs of one dtype, stride and length, as 2-D views where
+    the sources lie at equal steps and so do their destinations (a block's adjacent
+    columns copied into blobs allocated one after the other): row j of each view is
+    exactly pair j's elements, so one copy call moves all of a band's columns."""
+    from numpy.lib.stride_tricks import as_strided
+
+    members = sorted(members, key=lambda m: _ptr(m[1]))
+    out: List[Tuple[Any, Any]] = []
+    i = 0
+    while i < len(members):
+        j = i + 1
+        if j < len(members):
+            ds = _ptr(members[j][1]) - _ptr(members[i][1])
+            dd = _ptr(members[j][0]) - _ptr(members[i][0])
+            while j < len(members) and ds != 0 and dd != 0 \
+                    and _ptr(members[j][1]) - _ptr(members[j - 1][1]) == ds \
+                    and _ptr(members[j][0]) - _ptr(members[j - 1][0]) == dd:
+                j += 1
+        if j - i == 1:
+            out.append(members[i])
+        else:
+            dst, src = members[i]
+            shape = (j - i, src.shape[0])
+            out.append((as_strided(dst, shape=shape, strides=(dd, dst.strides[0])),
+                        as_strided(src, shape=shape, strides=(ds, src.strides[0]), writeable=False)))
+        i = j
+    return out
+
+
+def _gather_bands(runs: List[Tuple[Any, Any]], bands: List[Tuple[int, int]]) -> None:
+    import numpy as np
+
+    for r0, r1 in bands:
+        for dst, src in runs:
+            np.copyto(dst[..., r0:r1], src[..., r0:r1])  # (numpy lets the GIL go)
+
+
+def _gather(pairs: List[Tuple[Any, Any]]) -> None:
+    """Copies strided arrays into their C-ordered destinations. A frame made from a
+    row-major 2-D array keeps its columns in one block whose rows are the frame's rows:
+    each column is every n-th element, and copied one at a time every column reads the
+    whole block from memory again (46 columns: 46 times its bytes). Here the columns of
+    one dtype, stride and length are copied together, a band of rows at a time (one call
+    for a block's adjacent columns), so each band is read from memory once and its
+    columns taken while it is in the cache; the bands are shared among the copy threads."""
+    if not pairs:
+        return
+    import numpy as np
+
+    groups: Dict[Tuple[str, int, int], List[Tuple[Any, Any]]] = {}
+    for dst, src in pairs:
+        if src.ndim == 1 and src.size > 1:
+            groups.setdefault((src.dtype.str, int(src.strides[0]), int(src.shape[0])), []).append((dst, src))
+        else:
+            np.copyto(dst, src)
+    for (_, stride, n), members in groups.items():
+        runs = _gather_runs(members)
+        rows = max(64, _GATHER_BAND // max(abs(stride), 1))
+        bands = [(r, min(n, r + rows)) for r in range(0, n, rows)]
+        k = min(len(bands), _copy_threads(sum(int(src.nbytes) for _, src in members)))
+        if k == 1:
+            _gather_bands(runs, bands)
+            continue
+        from concurrent.futures import wait
+
+        per = -(-len(bands) // k)
+        shares = [bands[i:i + per] for i in range(0, len(bands), per)]
+        pool = _copy_executor()
+        pending = [pool.submit(_gather_bands, runs, share) for share in shares[1:]]
+        try:
+            _gather_bands(runs, shares[0])
+        finally:
+            wait(pending)  # none still writes once this returns or raises
+        for f in pending:
+            f.result()
+
+
 def _copy_in(conn: "_Connection", placed: List[Tuple[int, Any]]) -> None:
     """Copies each C-contiguous array into the arena at its offset: adjacent copies joined,
     the bytes shared among a few threads when there are many of them (two threads on two
@@ -846,14 +934,16 @@ def _copy_in(conn: "_Connection", placed: List[Tuple[int, Any]]) -> None:
     arena = np.frombuffer(conn.arena, dtype=np.uint8)  # held: the mapping stays while we copy
     base = arena.__array_interface__["data"][0]
     jobs = []
+    strided = []
     for offset, array in placed:
         n = int(array.nbytes)
         if offset < 0 or offset + n > arena.size:
             raise _DaemonError(0, "the daemon placed a blob outside its arena")
-        if not array.flags["C_CONTIGUOUS"]:  # (the plans hold contiguous arrays; in case)
-            np.copyto(arena[offset:offset + n].view(array.dtype).reshape(array.shape), array)
+        if not array.flags["C_CONTIGUOUS"]:
+            strided.append((arena[offset:offset + n].view(array.dtype).reshape(array.shape), array))
             continue
         jobs.append((base + offset, int(array.__array_interface__["data"][0]), n))
+    _gather(strided)
     runs = _copy_runs(jobs)
     k = _copy_threads(sum(n for _, _, n in runs))
     if k == 1:

@@ -80,7 +80,12 @@ def _frames():
     float_index = pd.DataFrame({"v": np.arange(4)}, index=[0.5, 1.5, 2.5, 3.5])
     int_names = pd.DataFrame({0: np.arange(5), 1: np.arange(5.0)})
     empty = pd.DataFrame({"a": np.zeros(0, dtype="int64")})
-    return [mixed, from_2d, named, int_index, float_index, int_names, empty]
+    # row-major blocks gathered a band of rows at a time (several bands, two dtypes of one
+    # stride, then more bytes than one thread copies)
+    two_blocks = pd.DataFrame(rng.integers(-50, 50, size=(70_000, 4)), columns=list("abcd"))
+    two_blocks[list("efgh")] = rng.random((70_000, 4))
+    large_2d = pd.DataFrame(rng.random((110_000, 40)), columns=["c%d" % j for j in range(40)])
+    return [mixed, from_2d, named, int_index, float_index, int_names, empty, two_blocks, large_2d]
 
 
 @pytest.mark.trellis_only
@@ -582,3 +587,50 @@ def test_persist_name_requests_that_cannot_be_served_get_clear_errors_and_change
     assert harness.stored_tree(daemon.socket, oid)["transient"] is False
     client.drop_name(name)
     client.delete([oid])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_strided_columns_are_gathered_into_c_order_whatever_their_layout(monkeypatch, threads):
+    """``_gather`` (no daemon): every destination holds its source's elements in C order —
+    a block's columns into adjacent destinations (one 2-D copy per band), in reverse, with
+    gaps, a column taken twice, two dtypes of one stride, bands that do not divide the
+    rows, N-d and one-element arrays — and nothing outside the destinations is written."""
+    import trellis.accel as mod
+
+    monkeypatch.setattr(mod, "_GATHER_BAND", 4096)  # bands of 64..512 rows: many of them
+    monkeypatch.setattr(mod, "_COPY_PARALLEL_MIN", 0)
+    monkeypatch.setenv("TRELLIS_COPY_THREADS", str(threads))
+    rng = np.random.default_rng(11)
+    rows = 1000 + 37
+    ints = rng.integers(-1 << 40, 1 << 40, size=(rows, 6))
+    floats = rng.random((rows, 6))
+    small = rng.integers(0, 100, size=(rows, 5)).astype("int16")
+    cube = rng.random((4, 5, 6))
+    sources = [ints[:, j] for j in range(6)] + [floats[:, j] for j in range(6)] + \
+        [small[:, j] for j in (4, 0, 2)] + [ints[:, 3], cube.transpose(2, 0, 1), ints[:1, 2], ints[::7, 1]]
+    arena = np.full(1 << 20, 0xAB, dtype=np.uint8)
+    layouts = {
+        "adjacent": list(range(len(sources))),
+        "reversed": list(reversed(range(len(sources)))),
+        "shuffled": list(rng.permutation(len(sources))),
+    }
+    for name, order in layouts.items():
+        arena[:] = 0xAB
+        offsets, at = {}, 0
+        for i in order:
+            offsets[i] = at
+            at += int(sources[i].nbytes) + (64 if name == "shuffled" and i % 3 == 0 else 0)  # some gaps
+        pairs = [(arena[offsets[i]:offsets[i] + src.nbytes].view(src.dtype).reshape(src.shape), src)
+                 for i, src in enumerate(sources)]
+        mod._gather(pairs)
+        touched = np.zeros(arena.size, dtype=bool)
+        for i, src in enumerate(sources):
+            got = arena[offsets[i]:offsets[i] + src.nbytes]
+            assert got.tobytes() == np.ascontiguousarray(src).tobytes(), (name, i)
+            touched[offsets[i]:offsets[i] + src.nbytes] = True
+        assert (arena[~touched] == 0xAB).all(), name
+    # the adjacent columns of one block went as one 2-D copy
+    runs = mod._gather_runs([(arena[j * rows * 8:(j + 1) * rows * 8].view("int64"), ints[:, j]) for j in range(6)])
+    assert len(runs) == 1 and runs[0][0].shape == (6, rows)
+    runs = mod._gather_runs([(arena[0:rows * 8].view("int64"), ints[:, 0]), (arena[0:rows * 8].view("int64"), ints[:, 0])])
+    assert len(runs) == 2  # (the same column twice: no step between them)
