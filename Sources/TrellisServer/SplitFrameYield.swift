@@ -15,8 +15,12 @@
 /// work's whole time slice (milliseconds): after such a slow yield there are no
 /// yields for a second, then two, four, … up to a minute.
 struct SplitFrameYield {
-    /// Longest a yield may take and still count as quick.
-    static let slowYieldNanoseconds: UInt64 = 50_000
+    /// Longest a yield may take and still count as quick: well under a time slice of
+    /// unrelated work (0.75 ms × (1 + log₂ CPUs) by default), well over the tens to
+    /// hundreds of microseconds a virtual machine's CPU may stall a quick one. (At 50 µs
+    /// a pinned pair's rare stalled yield turned yields off for seconds at a time: 80 µs
+    /// of daemon CPU per pair instead of 73–75.)
+    static let slowYieldNanoseconds: UInt64 = 500_000
     static let firstBackoff = 16
     static let maxBackoff = 4096
     static let firstPause: UInt64 = 1_000_000_000

@@ -61,4 +61,14 @@ struct SplitFrameYieldTests {
         let y = p.shouldYield(now: now + 2_000)
             #expect(y)
     }
+
+    @Test("a yield stalled for a few hundred microseconds (a virtual CPU's hiccup) is still quick")
+    func stalledButQuick() {
+        var p = SplitFrameYield()
+        let now: UInt64 = 10 * ms
+        p.record(gotMore: true, start: now, end: now + 400_000)
+        #expect(p.pausedUntil == 0 && p.shouldYield(now: now + 400_001))
+        p.record(gotMore: true, start: now, end: now + 600_000)
+        #expect(p.pausedUntil == now + 600_000 + 1_000_000_000)
+    }
 }
