@@ -13,9 +13,16 @@
 ///
 /// So the thread measures instead of guessing: one blocking `recv` in ``sampleEvery``
 /// counts the times the thread slept in it (the thread's voluntary context switches).
-/// Slept once: a clean wait. Slept twice or more: woken for nothing. After
-/// ``samplesPerVerdict`` waits that slept, if at least half were woken for nothing the
-/// connection waits in `poll` for the next ``pollSpan`` receives, then measures again.
+/// Not at all: the request was there. Once: a clean wait. Twice or more: woken for
+/// nothing. What decides is how often that happens per receive, since the `poll` is paid
+/// on every receive and the needless wake-up only on those: after ``samplesPerVerdict``
+/// measured receives, if at least one in ``pollWhenOneIn`` was woken for nothing, the
+/// connection waits in `poll` for the next ``pollSpan`` receives, then measures again —
+/// at once when that many come before the last sample (measuring costs them).
+/// (A client on another CPU that pauses between requests: nearly every wait woken for
+/// nothing. The same client sharing the daemon's CPU: it runs while the daemon is
+/// preempted, and ~4 % are — `recv` alone costs the daemon 71–72 µs per pair there,
+/// `poll` first 72–74.)
 struct ReceiveWait {
     enum Plan: Equatable {
         /// Block in `recv`.
@@ -27,7 +34,8 @@ struct ReceiveWait {
     }
 
     static let sampleEvery = 16
-    static let samplesPerVerdict = 8
+    static let samplesPerVerdict = 32
+    static let pollWhenOneIn = 8
     static let pollSpan = 4096
 
     private(set) var polling: Bool
@@ -60,11 +68,13 @@ struct ReceiveWait {
 
     /// Records how many times a measured `recv` slept (its voluntary context switches).
     mutating func record(sleeps: Int) {
-        guard sleeps > 0 else { return }  // the bytes were there: says nothing about waiting
         samples += 1
         if sleeps > 1 { wokenForNothing += 1 }
-        guard samples >= Self.samplesPerVerdict else { return }
-        if wokenForNothing * 2 >= samples {
+        // (enough needless wake-ups for a verdict can come before all the samples: then at
+        // once, since measuring costs them)
+        let enough = Self.samplesPerVerdict / Self.pollWhenOneIn
+        guard samples >= Self.samplesPerVerdict || wokenForNothing >= enough else { return }
+        if wokenForNothing >= enough {
             polling = true
             countdown = Self.pollSpan
         }
