@@ -41,14 +41,11 @@ extension StoreState {
 
     /// Seals a blob (idempotent) and records `connection` as a user.
     mutating func seal(_ id: ObjectID, connection: ConnectionID) throws(VineyardError) -> StoreEffects {
-        guard var b = blobs[id] else { throw VineyardError(.objectNotExists, "seal: id = \(id)") }
-        if let creator = b.creator, creator != connection { unhold(id, creator) }
-        b.sealed = true
-        b.creator = nil
-        if b.users.insert(connection).inserted { hold(id, connection) }
+        // (the record is changed where it lies: a copy's `users` would be copied on insert)
+        guard let i = blobs.index(forKey: id) else { throw VineyardError(.objectNotExists, "seal: id = \(id)") }
+        if let creator = blobs.values[i].creator, creator != connection { unhold(id, creator) }
         tick &+= 1
-        b.lastUse = tick
-        blobs[id] = b
+        if blobs.values[i].seal(by: connection, tick: tick) { hold(id, connection) }
         waiters.touch(.object(id))
         return StoreEffects(wake: waiters.takeWoken())
     }
@@ -68,16 +65,14 @@ extension StoreState {
                 out.append(nil)
                 continue
             }
-            guard var b = blobs[id] else { continue }
-            if !b.sealed && !unsafe { throw VineyardError(.objectNotSealed, "Failed to get blob with id \(id)") }
-            if b.spilled {
+            guard let i = blobs.index(forKey: id) else { continue }
+            if !blobs.values[i].sealed && !unsafe { throw VineyardError(.objectNotSealed, "Failed to get blob with id \(id)") }
+            if blobs.values[i].spilled {
                 spilled.append(id)
                 continue
             }
-            if b.users.insert(connection).inserted { hold(id, connection) }
-            b.lastUse = tick
-            blobs[id] = b
-            out.append((id, b))
+            if blobs.values[i].use(by: connection, tick: tick) { hold(id, connection) }
+            out.append((id, blobs.values[i]))
         }
         return (out, spilled)
     }

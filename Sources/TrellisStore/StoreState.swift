@@ -19,6 +19,19 @@ struct BlobRecord: Sendable {
     var lastUse: UInt64 = 0
     /// `load(pin: true)`: kept in the arena (never spilled) until `unpin`.
     var pinned = false
+
+    /// `connection` uses it as of `tick`; true when it is a new user.
+    mutating func use(by connection: ConnectionID, tick: UInt64) -> Bool {
+        lastUse = tick
+        return users.insert(connection).inserted
+    }
+
+    /// Sealed by `connection` (a user from now on) as of `tick`; true when a new user.
+    mutating func seal(by connection: ConnectionID, tick: UInt64) -> Bool {
+        sealed = true
+        creator = nil
+        return use(by: connection, tick: tick)
+    }
 }
 
 /// One object's stored metadata: plain fields, and members by id.
