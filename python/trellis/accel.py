@@ -2069,13 +2069,24 @@ def _uninstall_get() -> None:
 
 # -- put(value, persist=True, name=…) ---------------------------------------------------------
 #
-# Upstream's put persists the new object and then binds the name: two more round trips
-# after the builder's, and in a cluster two etcd writes. Against a daemon that serves
-# `persist_name` this one asks for both at once (one etcd transaction, the name after the
+# Upstream's put persists the new object, then binds the name through the client's
+# put_name: two more round trips after the builder's, and in a cluster two etcd writes.
+# Against a daemon that serves `persist_name` the name still goes through the client's
+# put_name — whatever wraps it sees it and may map it, as a flow step's run prefix does —
+# and the IPC client's own put_name, reached for the object just put, asks for the
+# persist and the name in one request (one etcd transaction, the name after the
 # records). Anything else, or any failure of that request, goes the upstream way: the
-# client's own persist and put_name, with their own errors.
+# client's own persist, then its put_name, with their own errors.
 
 _put_originals: Dict[Any, Callable] = {}
+_pending = threading.local()  # .id: the object put whose persist waits for its name
+
+
+def _persist_name_served(client) -> bool:
+    try:
+        return "persist_name" in _connection(client).extensions
+    except (_StepAside, _DaemonError, OSError, ConnectionError):
+        return False
 
 
 def _accelerated_put(upstream: Callable) -> Callable:
@@ -2088,16 +2099,25 @@ def _accelerated_put(upstream: Callable) -> Callable:
         r = upstream(self, value, builder, False, None, **kwargs)
         if not isinstance(r, ObjectID):
             return r  # (upstream persists and names only an ObjectID)
+        # after the put: a retry may have moved the client to another daemon
+        if not _persist_name_served(self):
+            self.persist(r)
+            self.put_name(r, name)
+            return r
+        outer = getattr(_pending, "id", None)
+        _pending.id = int(r)
         try:
-            conn = _connection(self)  # after the put: a retry may have moved the client
-            if "persist_name" in conn.extensions:
-                conn.call({"type": "trellis_persist_request", "id": int(r), "name": name})
-                _stats["persisted_named"] += 1
-                return r
-        except (_StepAside, _DaemonError, OSError, ConnectionError):
-            pass
-        self.persist(r)
-        self.put_name(r, name)
+            self.put_name(r, name)
+        except BaseException:
+            if getattr(_pending, "id", None) is not None:
+                self.persist(r)  # (upstream had persisted it before its put_name failed)
+            raise
+        finally:
+            left = getattr(_pending, "id", None)
+            _pending.id = outer
+        if left is not None:
+            # bound by a put_name that never reached the IPC client's: persisted after
+            self.persist(r)
         return r
 
     put.__trellis_accel__ = True  # type: ignore[attr-defined]
@@ -2105,16 +2125,55 @@ def _accelerated_put(upstream: Callable) -> Callable:
     return put
 
 
+def _accelerated_put_name(upstream: Callable) -> Callable:
+    def put_name(self, object, name):
+        pending = getattr(_pending, "id", None)
+        if pending is None or not isinstance(name, str):
+            return upstream(self, object, name)
+        try:
+            oid = int(getattr(object, "id", object))
+        except (TypeError, ValueError):
+            return upstream(self, object, name)
+        if oid != pending:
+            return upstream(self, object, name)
+        _pending.id = None  # this call persists it, one way or the other
+        try:
+            conn = _connection(self)
+            if "persist_name" in conn.extensions:
+                conn.call({"type": "trellis_persist_request", "id": oid, "name": name})
+                _stats["persisted_named"] += 1
+                return None
+        except (_StepAside, _DaemonError, OSError, ConnectionError):
+            pass
+        self.persist(object)
+        return upstream(self, object, name)
+
+    put_name.__trellis_accel__ = True  # type: ignore[attr-defined]
+    put_name.__wrapped__ = upstream  # type: ignore[attr-defined]
+    return put_name
+
+
 def _install_put() -> None:
+    from vineyard._C import IPCClient
+
     for cls in _get_targets():
         current = cls.__dict__.get("put")
         if current is None or getattr(current, "__trellis_accel__", False):
             continue
         _put_originals[cls] = current
         setattr(cls, "put", _accelerated_put(current))
+    # (put_name is ClientBase's, shared with the RPC client: wrapped for the IPC client only)
+    current = getattr(IPCClient, "put_name")
+    if not getattr(current, "__trellis_accel__", False):
+        _put_originals["put_name"] = current
+        setattr(IPCClient, "put_name", _accelerated_put_name(current))
 
 
 def _uninstall_put() -> None:
+    from vineyard._C import IPCClient
+
+    if _put_originals.pop("put_name", None) is not None:
+        delattr(IPCClient, "put_name")  # ClientBase's again
     for cls, original in list(_put_originals.items()):
         setattr(cls, "put", original)
         del _put_originals[cls]

@@ -634,3 +634,54 @@ def test_strided_columns_are_gathered_into_c_order_whatever_their_layout(monkeyp
     assert len(runs) == 1 and runs[0][0].shape == (6, rows)
     runs = mod._gather_runs([(arena[0:rows * 8].view("int64"), ints[:, 0]), (arena[0:rows * 8].view("int64"), ints[:, 0])])
     assert len(runs) == 2  # (the same column twice: no step between them)
+
+
+_PREFIXED_PUT = r"""
+import json, sys
+import numpy as np, pandas as pd, vineyard
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
+import trellis_step
+import trellis.accel as accel
+if sys.argv[4] == "accel-first":
+    accel.install(); trellis_step.install(prefix="run-7/")
+else:
+    trellis_step.install(prefix="run-7/"); accel.install()
+c = vineyard.connect(sys.argv[1])
+df = pd.DataFrame({"a": np.arange(50), "b": np.arange(50) * 2.0})
+oid = c.put(df, persist=True, name="df")
+assert c.get_name("df") == oid
+back = c.get(name="df")
+print(json.dumps({"id": int(oid), "named": accel.stats()["persisted_named"], "equal": bool(back.equals(df))}))
+"""
+
+
+@pytest.mark.parametrize("order", ["accel-first", "prefix-first"])
+def test_a_flow_steps_run_prefix_applies_to_the_name_put_binds(daemon, order, tmp_path):
+    """In a flow step the run's prefix wraps the client's put_name; ``put(…, persist=True,
+    name=…)`` through trellis.accel still binds the prefixed name (in one request where the
+    daemon serves ``persist_name``) and persists the object, whichever was installed first."""
+    import json
+    import subprocess
+
+    script = tmp_path / "prefixed_put.py"
+    script.write_text(_PREFIXED_PUT)
+    step_dir = harness.REPO_ROOT / "Sources" / "TrellisFlow" / "Python"
+    out = subprocess.run(
+        [sys.executable, str(script), daemon.socket, str(step_dir), str(harness.REPO_ROOT / "python"), order],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["equal"] and got["named"] == (0 if harness.is_upstream() else 1)
+    c = harness.connect(daemon.socket)
+    try:
+        assert int(c.get_name("run-7/df")) == got["id"]  # the prefixed name, nothing else
+        with pytest.raises(Exception):
+            c.get_name("df")
+        assert harness.stored_tree(daemon.socket, got["id"])["transient"] is False
+        c.drop_name("run-7/df")
+        from vineyard import ObjectID
+
+        c.delete([ObjectID(got["id"])], deep=True)
+    finally:
+        harness.disconnect(c)
