@@ -14,8 +14,14 @@ extension Client {
         try T(try getObject(try getName(name, wait: wait)))
     }
 
-    /// Persists an object and gives it a name, as Python's `put(value, persist=True, name=…)`.
+    /// Persists an object and gives it a name, as Python's `put(value, persist=True, name=…)`:
+    /// one request where the daemon serves `persist_name` (in a cluster, the records and
+    /// the name in one etcd transaction), else `persist` then `put_name`.
     public func publish(_ id: ObjectID, as name: String) throws(ClientError) {
+        if server.extensions.contains("persist_name") {
+            try Replies.done(try call(.persistNamed(id, name: name)), .persist)
+            return
+        }
         try persist(id)
         try putName(name, for: id)
     }

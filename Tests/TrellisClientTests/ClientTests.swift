@@ -157,8 +157,10 @@ struct ClientTests {
         defer { c.close() }
         let t = try c.putTensor([1, 2, 3] as [Int64])
         #expect(failure { () throws(ClientError) in try c.putName("n", for: t.id) }?.code == .invalid)
+        #expect(c.server.extensions.contains("persist_name"))  // publish: one request
         try c.publish(t.id, as: "first")
         #expect(try c.getName("first") == t.id)
+        #expect(try c.isPersistent(t.id))
         #expect(try c.resolve("first") == t.id)
         #expect(try c.resolve(t.id.description) == t.id)
         let absent = failure { () throws(ClientError) in _ = try c.getName("absent") }
