@@ -924,9 +924,10 @@ def _gather(pairs: List[Tuple[Any, Any]]) -> None:
 
 
 def _copy_in(conn: "_Connection", placed: List[Tuple[int, Any]]) -> None:
-    """Copies each C-contiguous array into the arena at its offset: adjacent copies joined,
-    the bytes shared among a few threads when there are many of them (two threads on two
-    cores copy a seed frame in about half a single memcpy's time)."""
+    """Copies each array's bytes, in C order, into the arena at its offset: contiguous ones
+    with adjacent copies joined, the bytes shared among a few threads when there are many
+    of them (two threads on two cores copy a seed frame in about half a single memcpy's
+    time); strided ones gathered (``_gather``)."""
     if not placed:
         return
     import numpy as np
