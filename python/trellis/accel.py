@@ -2042,13 +2042,25 @@ def _get_targets():
     return [Client, IPCClient]
 
 
-def _install_get() -> None:
+def _wrap_clients(method: str, wrap: Callable, originals: Dict[Any, Callable]) -> None:
+    """Replaces `method` of the client classes with `wrap(upstream)`, keeping the upstream
+    one in `originals` (a class whose method is already ours is left alone)."""
     for cls in _get_targets():
-        current = cls.__dict__.get("get")
+        current = cls.__dict__.get(method)
         if current is None or getattr(current, "__trellis_accel__", False):
             continue
-        _get_originals[cls] = current
-        setattr(cls, "get", _accelerated_get(current))
+        originals[cls] = current
+        setattr(cls, method, wrap(current))
+
+
+def _unwrap_clients(method: str, originals: Dict[Any, Callable]) -> None:
+    for cls, original in list(originals.items()):
+        setattr(cls, method, original)
+        del originals[cls]
+
+
+def _install_get() -> None:
+    _wrap_clients("get", _accelerated_get, _get_originals)
     # the upstream resolvers themselves (what the readers reproduce), not whatever was
     # registered for those types before install()
     from vineyard.data.index import pandas_index_resolver
@@ -2062,9 +2074,7 @@ def _install_get() -> None:
 
 
 def _uninstall_get() -> None:
-    for cls, original in list(_get_originals.items()):
-        setattr(cls, "get", original)
-        del _get_originals[cls]
+    _unwrap_clients("get", _get_originals)
     _expected_resolvers.clear()
 
 
@@ -2080,6 +2090,7 @@ def _uninstall_get() -> None:
 # client's own persist, then its put_name, with their own errors.
 
 _put_originals: Dict[Any, Callable] = {}
+_put_name_original: List[Callable] = []  # the IPC client's put_name, while ours wraps it
 _pending = threading.local()  # .id: the object put whose persist waits for its name
 
 
@@ -2157,27 +2168,21 @@ def _accelerated_put_name(upstream: Callable) -> Callable:
 def _install_put() -> None:
     from vineyard._C import IPCClient
 
-    for cls in _get_targets():
-        current = cls.__dict__.get("put")
-        if current is None or getattr(current, "__trellis_accel__", False):
-            continue
-        _put_originals[cls] = current
-        setattr(cls, "put", _accelerated_put(current))
+    _wrap_clients("put", _accelerated_put, _put_originals)
     # (put_name is ClientBase's, shared with the RPC client: wrapped for the IPC client only)
     current = getattr(IPCClient, "put_name")
     if not getattr(current, "__trellis_accel__", False):
-        _put_originals["put_name"] = current
+        _put_name_original.append(current)
         setattr(IPCClient, "put_name", _accelerated_put_name(current))
 
 
 def _uninstall_put() -> None:
     from vineyard._C import IPCClient
 
-    if _put_originals.pop("put_name", None) is not None:
+    if _put_name_original:
+        _put_name_original.clear()
         delattr(IPCClient, "put_name")  # ClientBase's again
-    for cls, original in list(_put_originals.items()):
-        setattr(cls, "put", original)
-        del _put_originals[cls]
+    _unwrap_clients("put", _put_originals)
 
 
 def _targets():
