@@ -25,6 +25,28 @@ struct ClusterListTests {
         return (try TestDaemon(meta: meta, instanceID: id), meta)
     }
 
+    /// Two daemons of one cluster (`a`, `b`) and a registered client of each.
+    static func pair() async throws -> (TestDaemon, TestDaemon, RawClient, RawClient) {
+        let shared = LocalMetaStore()
+        let (a, _) = try await node(shared, "a")
+        do {
+            let (b, _) = try await node(shared, "b")
+            do {
+                let ca = try a.connect()
+                try ca.register()
+                let cb = try b.connect()
+                try cb.register()
+                return (a, b, ca, cb)
+            } catch {
+                b.stop()
+                throw error
+            }
+        } catch {
+            a.stop()
+            throw error
+        }
+    }
+
     static func create(_ c: RawClient, _ typename: String, persist: Bool) throws -> ObjectID {
         guard case .createData(let created) = try c.call(Request.createData(["typename": .string(typename), "instance_id": 0]))
         else { throw TestFailure("create_data refused") }
@@ -47,15 +69,8 @@ struct ClusterListTests {
     }
 
     @Test func persistDeleteAndSelection() async throws {
-        let shared = LocalMetaStore()
-        let (a, _) = try await Self.node(shared, "a")
-        defer { a.stop() }
-        let (b, _) = try await Self.node(shared, "b")
-        defer { b.stop() }
-        let ca = try a.connect()
-        try ca.register()
-        let cb = try b.connect()
-        try cb.register()
+        let (a, b, ca, cb) = try await Self.pair()
+        defer { a.stop(); b.stop() }
 
         // persisted on A: in B's listing right away, every time
         var remote: [(ObjectID, String)] = []
@@ -103,15 +118,8 @@ struct ClusterListTests {
     /// an empty name, an object this daemon lacks) is refused before anything is written:
     /// the object stays transient and the name unbound.
     @Test func persistNamedPublishesTheRecordsAndTheNameTogether() async throws {
-        let shared = LocalMetaStore()
-        let (a, _) = try await Self.node(shared, "a")
-        defer { a.stop() }
-        let (b, _) = try await Self.node(shared, "b")
-        defer { b.stop() }
-        let ca = try a.connect()
-        try ca.register()
-        let cb = try b.connect()
-        try cb.register()
+        let (a, b, ca, cb) = try await Self.pair()
+        defer { a.stop(); b.stop() }
 
         let id = try Self.create(ca, "vineyard::DataFrame", persist: false)
         guard case .createBuffer(let blob, _) = try ca.call(Request.createBuffer(size: 8)) else {
