@@ -61,6 +61,8 @@ extension Request {
         case .increaseReferenceCount(let ids): return typed("increase_reference_count_request", ["ids": idList(ids)])
         case .release(let id): return typed("release_request", ["object_id": .number(id.rawValue)])
         case .createData(let content): return typed("create_data_request", ["content": content])
+        case .putInline(let content, let blobs):
+            return typed("trellis_put_request", ["content": content, "blobs": .array(blobs.map { .string(Base64.encode($0)) })])
         case .createDatas(let contents):
             return typed("create_datas_request", ["num": .number(contents.count), "contents": .array(contents)])
         case .getData(let ids, let syncRemote, let wait):

@@ -33,6 +33,15 @@ public enum Request: Sendable, Equatable {
     case release(ObjectID)
     case createData(JSON)
     case createDatas([JSON])
+    /// Trellis extension (`trellis_put_request`, extension `put_inline`): a small object
+    /// in one round trip. The blobs' bytes come inline (`blobs`, base64), the daemon
+    /// allocates, writes and seals them, then creates the tree (`content`), whose blob
+    /// members are placeholders `{"__trellis_blob": k}` for the k-th blob — what
+    /// `create_buffer`, `seal` and `create_data` do in three round trips. Every blob is
+    /// referred to; the object holds them (the connection does not use them after).
+    /// All or nothing; at most ``maxInlineBytes`` bytes in all. Replied to as
+    /// `create_data_request` is.
+    case putInline(JSON, blobs: [[UInt8]])
     case getData(ids: [ObjectID], syncRemote: Bool, wait: Bool)
     case listData(pattern: String, regex: Bool, limit: Int)
     case exists(ObjectID)
@@ -159,6 +168,13 @@ public enum Request: Sendable, Equatable {
     /// blobs keep the reply near 10 MiB; a larger batch is refused (Invalid) and can be split.
     public static let maxBlobsPerRequest = 16_384
 
+    /// The most bytes (decoded) one `trellis_put_request` may carry inline: it is for
+    /// small objects; larger ones go through `create_buffers` and a mapping.
+    public static let maxInlineBytes = 1 << 20
+
+    /// The key of a blob placeholder in a `trellis_put_request`'s tree.
+    public static let inlineBlobKey = "__trellis_blob"
+
     public static func decode(_ message: JSON) throws(VineyardError) -> Request {
         let type = try type(of: message)
         let r = FieldReader(message, command: type)
@@ -217,6 +233,10 @@ public enum Request: Sendable, Equatable {
             let content = try r.value("content")
             guard case .object = content else { throw VineyardError(.metaTreeInvalid, "Invalid metadata: 'content' must be an object") }
             return .createData(content)
+        case "trellis_put_request":
+            let content = try r.value("content")
+            guard case .object = content else { throw VineyardError(.metaTreeInvalid, "Invalid metadata: 'content' must be an object") }
+            return .putInline(content, blobs: try inlineBlobs(r))
         case "create_datas_request":
             guard let a = try r.value("contents").arrayValue else { throw VineyardError(.invalid, "Invalid message: 'contents' must be an array") }
             return .createDatas(a)
@@ -310,6 +330,31 @@ public enum Request: Sendable, Equatable {
                 throw VineyardError(.invalid, "Invalid message: field '\(key)' of '\(r.command)' must hold [source, target] id pairs")
             }
             out.append(BlobMove(source: ObjectID(s), target: ObjectID(t)))
+        }
+        return out
+    }
+
+    private static func inlineBlobs(_ r: FieldReader) throws(VineyardError) -> [[UInt8]] {
+        let texts = try batch(r.stringArray("blobs"), r.command)
+        var out: [[UInt8]] = []
+        out.reserveCapacity(texts.count)
+        var total = 0
+        for (k, text) in texts.enumerated() {
+            // (base64 is 4 characters for 3 bytes: refused before decoding anything too large)
+            total += text.utf8.count / 4 * 3
+            guard total <= maxInlineBytes + 2 else {
+                throw VineyardError(
+                    .invalid, "Invalid message: '\(r.command)' carries more than \(maxInlineBytes) bytes inline: write larger objects through create_buffers")
+            }
+            guard let bytes = Base64.decodeStrict(text) else {
+                throw VineyardError(.invalid, "Invalid message: blob \(k) of '\(r.command)' is not base64 (padded, standard alphabet)")
+            }
+            out.append(bytes)
+        }
+        let decoded = out.reduce(0) { $0 + $1.count }
+        guard decoded <= maxInlineBytes else {
+            throw VineyardError(
+                .invalid, "Invalid message: '\(r.command)' carries \(decoded) bytes inline, more than the limit of \(maxInlineBytes): write larger objects through create_buffers")
         }
         return out
     }

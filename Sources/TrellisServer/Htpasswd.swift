@@ -1,6 +1,7 @@
 import CTrellisShim
 import Crypto
 import TrellisMeta
+import TrellisProtocol
 import TrellisSystem
 
 #if canImport(Glibc)

@@ -82,7 +82,7 @@ final class RequestHandler: Sendable {
 
     /// The protocol extensions this daemon serves, advertised in the register reply
     /// (`trellis_extensions`; upstream clients ignore the field).
-    static let extensions = ["split_buffer", "split_seal", "split_unaligned", "get_objects", "range_buffer", "persist_name"]
+    static let extensions = ["split_buffer", "split_seal", "split_unaligned", "get_objects", "range_buffer", "persist_name", "put_inline"]
 
     func handle(_ request: Request, _ conn: inout ConnectionState, cancelled: () -> Bool) throws(VineyardError) -> Outcome {
         switch request {
@@ -162,6 +162,10 @@ final class RequestHandler: Sendable {
             if let cluster { try cluster.sync(Self.memberIDs(content), into: store) }
             let c = try store.createData(content)
             return .reply(.createData(Reply.Created(c)))
+        case .putInline(let content, let blobs):
+            // (no file descriptor: served over RPC too)
+            if let cluster { try cluster.sync(Self.memberIDs(content), into: store) }
+            return .reply(.createData(Reply.Created(try store.putInline(content, blobs: blobs, connection: conn.id))))
         case .createDatas(let contents):
             var made: [CreatedObject] = []
             for content in contents {

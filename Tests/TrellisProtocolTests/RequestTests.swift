@@ -97,6 +97,46 @@ struct ExtensionTests {
         }
     }
 
+    @Test("put_inline round-trips with its bytes; bad base64, bad fields and too many bytes are refused")
+    func putInline() throws {
+        let tree: JSON = ["typename": "vineyard::Tensor<int64>", "buffer_": [Request.inlineBlobKey: 0]]
+        let r = Request.putInline(tree, blobs: [[1, 2, 3, 4, 5, 6, 7, 8], [], [0xFF]])
+        let text = String(decoding: JSONWriter.encode(r.encode()), as: UTF8.self)
+        #expect(text.contains(#""blobs":["AQIDBAUGBwg=","","/w=="]"#) && text.contains(#""type":"trellis_put_request""#))
+        #expect(try Request.decode(try JSONParser.parse(text)) == r)
+        let head = #"{"type":"trellis_put_request","content":{"typename":"t"},"blobs":"#
+        for bad in [head + #"["AQI"]}"#,        // not padded
+                    head + #"["AR=="]}"#,       // bits past the last byte
+                    head + #"["-_8="]}"#,       // URL-safe alphabet
+                    head + #"["AQ\nID"]}"#,     // a line break
+                    head + #"["A=QI"]}"#,       // padding inside
+                    head + #"[7]}"#,            // not a string
+                    head + #""AQID"}"#,         // not an array
+                    #"{"type":"trellis_put_request","content":{"typename":"t"}}"#,
+                    #"{"type":"trellis_put_request","content":[1],"blobs":[]}"#] {
+            #expect(throws: (any Error).self) { try Request.decode(try JSONParser.parse(bad)) }
+        }
+        // the limit: exactly maxInlineBytes passes, one byte more is refused before storing anything
+        let limit = Request.maxInlineBytes
+        let atLimit = Request.putInline(tree, blobs: [[UInt8](repeating: 7, count: limit - 1), [9]])
+        #expect(try Request.decode(try JSONParser.parse(JSONWriter.encode(atLimit.encode()))) == atLimit)
+        let over = Request.putInline(tree, blobs: [[UInt8](repeating: 7, count: limit), [9]])
+        #expect(throws: VineyardError.self) { try Request.decode(try JSONParser.parse(JSONWriter.encode(over.encode()))) }
+    }
+
+    @Test("strict base64: what encode writes, for every length and byte, and nothing else")
+    func strictBase64() {
+        for n in 0..<70 {
+            let bytes = (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+            #expect(Base64.decodeStrict(Base64.encode(bytes)) == bytes)
+        }
+        let all = (0...255).map(UInt8.init)
+        #expect(Base64.decodeStrict(Base64.encode(all)) == all)
+        for bad in ["A", "AB", "ABC", "AB=", "A===", "AB=C", "AR==", "AQJ=", "-_8=", "AQ\nI", "AQ I", "é==="] {
+            #expect(Base64.decodeStrict(bad) == nil, "\(bad)")
+        }
+    }
+
     @Test("range_buffer round-trips; bad fields are refused")
     func rangeBuffer() throws {
         let r = Request.createRangeBuffer(start: -5, step: 3, count: 600_000)

@@ -72,6 +72,66 @@ struct HostileStoreTests {
         #expect(store.status().memoryUsage == before)
     }
 
+    @Test("put_inline: the bytes written and sealed, the tree's placeholders filled, the object holding its blobs")
+    func putInline() throws {
+        let before = store.status()
+        let tree: JSON = [
+            "typename": "vineyard::DataFrame", "instance_id": 0,
+            "col": ["typename": "vineyard::Tensor<int64>", "instance_id": 0, "buffer_": [Request.inlineBlobKey: 1]],
+            "empty": [Request.inlineBlobKey: 2], "raw": [Request.inlineBlobKey: 0],
+        ]
+        let bytes: [[UInt8]] = [[1, 2, 3], (0..<4096).map { UInt8(truncatingIfNeeded: $0 * 7) }, []]
+        let made = try store.putInline(tree, blobs: bytes, connection: 1)
+        let got = store.getData([made.id])[made.id.description]
+        guard let col = got?["col"]?["buffer_"], let raw = got?["raw"],
+            let colID = col["id"]?.stringValue.flatMap(ObjectID.init(string:)), let rawID = raw["id"]?.stringValue.flatMap(ObjectID.init(string:))
+        else { Issue.record("no blob members in \(String(describing: got))"); return }
+        // (blob members read back as upstream writes them: a link, length and nbytes 0)
+        #expect(col["typename"] == "vineyard::Blob" && raw["typename"] == "vineyard::Blob" && colID.isBlob && rawID.isBlob)
+        #expect(got?["empty"]?["id"]?.stringValue == ObjectID.emptyBlob.description)
+        #expect(store.getData([made.id])[made.id.description]?["col"]?["typename"] == "vineyard::Tensor<int64>")
+        // sealed, the bytes as sent, readable by another connection
+        let ps = try store.getBlobs([rawID, colID], unsafe: false, connection: 2)
+        for (p, b) in zip(ps, bytes) {
+            #expect(p.isSealed && p.dataSize == b.count)
+            #expect(Array(UnsafeRawBufferPointer(start: store.arena.address(p.dataOffset), count: p.dataSize)) == b)
+        }
+        store.release([rawID, colID], connection: 2)
+        // the writer does not hold them: deleting the object frees their memory
+        #expect(!store.isInUse(rawID) && !store.isInUse(colID))
+        _ = store.delete([made.id], force: false, deep: true, memoryTrim: false, connection: nil)
+        #expect(store.status().memoryUsage == before.memoryUsage && store.status().blobs == before.blobs)
+    }
+
+    @Test("put_inline refusals leave nothing behind: bad placeholders, an unreferenced blob, a bad tree, no room")
+    func putInlineRefusals() throws {
+        let before = store.status()
+        let leaf: JSON = ["typename": "t", "instance_id": 0, "b": [Request.inlineBlobKey: 0]]
+        let bad: [(JSON, [[UInt8]])] = [
+            (leaf, []),  // index out of range
+            (["typename": "t", "instance_id": 0, "b": [Request.inlineBlobKey: -1]], [[1]]),
+            (["typename": "t", "instance_id": 0, "b": [Request.inlineBlobKey: "0"]], [[1]]),
+            (["typename": "t", "instance_id": 0, "b": [Request.inlineBlobKey: 0, "id": "o8000000000000001"]], [[1]]),
+            (leaf, [[1], [2]]),  // blob 1 unreferenced
+            (["instance_id": 0, "b": [Request.inlineBlobKey: 0]], [[1]]),  // no typename: refused after allocating
+            (["typename": "t", "instance_id": 0, "b": [Request.inlineBlobKey: 0],
+              "m": ["id": "o0000000000000042"]], [[1]]),  // a missing member: refused after sealing
+            (leaf, [[UInt8](repeating: 0, count: 17 << 20)]),  // larger than the arena
+            (.array([]), []),
+        ]
+        for (tree, blobs) in bad {
+            #expect(throws: VineyardError.self) { try self.store.putInline(tree, blobs: blobs, connection: 1) }
+            let now = store.status()
+            #expect(now.memoryUsage == before.memoryUsage && now.blobs == before.blobs && now.objects == before.objects)
+        }
+        // deeper than the limit, in placeholders' nesting too
+        var deep: JSON = ["typename": "leaf", "instance_id": 0, "b": [Request.inlineBlobKey: 0]]
+        for _ in 0..<ObjectStore.maxMetadataDepth { deep = ["typename": "nest", "instance_id": 0, "in": deep] }
+        #expect(throws: VineyardError.self) { try self.store.putInline(deep, blobs: [[1]], connection: 1) }
+        #expect(store.status().blobs == before.blobs && store.status().objects == before.objects)
+        #expect(store.parkedWaiters == 0)
+    }
+
     @Test("a tree nested deeper than the limit in one request is refused and leaves nothing behind")
     func nestedDepthIsBounded() throws {
         func nested(_ levels: Int) -> JSON {

@@ -45,6 +45,58 @@ package enum Base64 {
 
     package static func encode(_ string: String) -> String { encode(string.utf8) }
 
+    /// Decodes base64 text exactly as ``encode(_:)-(some Collection<UInt8>)`` writes it:
+    /// standard alphabet, padded to a multiple of 4, no line breaks, and no bits set past
+    /// the last byte; `nil` for anything else. For bytes a peer asks to store, where a
+    /// lenient decoder would store fewer bytes than were meant.
+    package static func decodeStrict(_ text: String) -> [UInt8]? {
+        text.utf8.withContiguousStorageIfAvailable { decodeStrict($0) } 
+            ?? decodeStrict(Array(text.utf8))
+    }
+
+    private static func decodeStrict(_ input: some RandomAccessCollection<UInt8>) -> [UInt8]? {
+        let n = input.count
+        guard n % 4 == 0 else { return nil }
+        if n == 0 { return [] }
+        var padding = 0
+        var i = input.index(input.endIndex, offsetBy: -1)
+        while padding < 2, input[i] == UInt8(ascii: "=") {
+            padding += 1
+            i = input.index(before: i)
+        }
+        var out = [UInt8]()
+        out.reserveCapacity(n / 4 * 3 - padding)
+        var accumulator: UInt32 = 0
+        var count = 0
+        let table = reverse  // (once: a static's accessor per character cost more than the decoding)
+        for char in input.prefix(n - padding) {
+            let value = table[Int(char)]
+            // (the reverse table also takes the URL-safe alphabet: not here)
+            guard value != 0xFF, char != UInt8(ascii: "-"), char != UInt8(ascii: "_") else { return nil }
+            accumulator = accumulator << 6 | UInt32(value)
+            count += 1
+            if count == 4 {
+                out.append(UInt8(truncatingIfNeeded: accumulator >> 16))
+                out.append(UInt8(truncatingIfNeeded: accumulator >> 8))
+                out.append(UInt8(truncatingIfNeeded: accumulator))
+                accumulator = 0
+                count = 0
+            }
+        }
+        switch count {
+        case 0: break
+        case 2:  // one byte: 12 bits, the low 4 must be zero
+            guard accumulator & 0xF == 0 else { return nil }
+            out.append(UInt8(truncatingIfNeeded: accumulator >> 4))
+        case 3:  // two bytes: 18 bits, the low 2 must be zero
+            guard accumulator & 0x3 == 0 else { return nil }
+            out.append(UInt8(truncatingIfNeeded: accumulator >> 10))
+            out.append(UInt8(truncatingIfNeeded: accumulator >> 2))
+        default: return nil
+        }
+        return out
+    }
+
     /// Decodes base64 text; `nil` when it contains characters outside the alphabet.
     package static func decode(_ text: String) -> [UInt8]? {
         var out = [UInt8]()
