@@ -35,6 +35,7 @@ blobs a value read the fast way uses are released once the last such value is go
 
 from __future__ import annotations
 
+import binascii
 import bisect
 import contextlib
 import functools
@@ -42,6 +43,7 @@ import json
 import math
 import mmap
 import os
+import select
 import socket
 import struct
 import threading
@@ -112,6 +114,13 @@ class _Connection:
         # no more requests (a reply was cut short, or close_connections() dropped it)
         self.broken = False
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # replies are waited for in poll, not in a blocking recv: a reader blocked in
+        # recv is woken (for nothing) each time the daemon reads one of its requests (the
+        # kernel signals the sender's socket writable then), and on a machine of two CPUs
+        # that wake-up, paid by the daemon, was a quarter of its CPU per small put+get;
+        # poll's wait is woken only by what it asked for (input)
+        self.readable = select.poll()
+        self.readable.register(self.sock.fileno(), select.POLLIN)
         self.arena: Optional[mmap.mmap] = None
         self.arena_fd = -1
         try:
@@ -267,6 +276,7 @@ class _Connection:
         view = memoryview(buf)
         got = 0
         while got < n:
+            self.readable.poll()
             k = self.sock.recv_into(view[got:], n - got)
             if k == 0:
                 raise ConnectionError("the daemon closed the connection")
@@ -996,14 +1006,47 @@ def _blob_meta(conn: _Connection, blob_id: int, size: int) -> Dict[str, Any]:
             "length": size, "nbytes": size, "transient": True}
 
 
+# A put of at most this many bytes of buffers goes to the daemon in one request, its
+# bytes inline (the ``put_inline`` extension) instead of through a blob mapping: one
+# round trip instead of two (``$TRELLIS_INLINE_MAX``; 0 turns it off).
+_INLINE_DEFAULT = 16 << 10
+_INLINE_MAX = int(os.environ.get("TRELLIS_INLINE_MAX", str(_INLINE_DEFAULT)))
+
+
+def _inline_fits(conn: _Connection, plan: _Plan) -> bool:
+    """Whether `plan` goes in one ``trellis_put_request``: the daemon serves it, no range
+    is pending, its buffers are small in all, and none is to be published in place."""
+    if plan.ranges or "put_inline" not in conn.extensions:
+        return False
+    total = 0
+    for a in plan.arrays:
+        total += a.nbytes
+        if total > _INLINE_MAX:
+            return False
+    return not (_reservations and any(a.nbytes and _zc_find(a.__array_interface__["data"][0]) is not None
+                                      for a in plan.arrays))
+
+
+def _write_inline(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
+    """One request: the daemon allocates, writes and seals the blobs (their bytes in C
+    order, base64) and creates the tree, whose placeholder members ({"__trellis_blob": k},
+    as _Plan.blob made them) it fills in; all or nothing."""
+    _finish(tree, conn.instance_id)
+    blobs = [binascii.b2a_base64(a.tobytes(), newline=False).decode("ascii") for a in plan.arrays]
+    return int(conn.call({"type": "trellis_put_request", "content": tree, "blobs": blobs})["id"])
+
+
 def _write(conn: _Connection, plan: _Plan, tree: Dict[str, Any]) -> int:
     """Allocates every blob (one request), copies the bytes in, then seals them, creates
     the tree and releases the blobs in one pipelined round trip; returns the tree's id.
     Arrays that already live in this daemon's arena (zero-copy put) are published in
-    place instead of copied. On any failure the blobs are dropped: nothing is left behind."""
+    place instead of copied; a small object goes in one request (_write_inline). On any
+    failure the blobs are dropped: nothing is left behind."""
     import numpy as np
 
     with conn.lock:
+        if _inline_fits(conn, plan):
+            return _write_inline(conn, plan, tree)
         # the RangeIndex blobs the daemon wrote (sealed): released with the copies' blobs;
         # one it could not make is materialised and copied as any array
         ranged: List[int] = []

@@ -59,8 +59,13 @@ def _arrays():
 
 
 @pytest.mark.trellis_only
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "mapped"])
 @pytest.mark.parametrize("i", range(len(_arrays())))
-def test_arrays_are_written_exactly_as_upstream_writes_them(daemon, client, accel, i):
+def test_arrays_are_written_exactly_as_upstream_writes_them(daemon, client, accel, i, inline, monkeypatch):
+    """Both ways a small value is written: in one request, its bytes inline (put_inline),
+    and through a mapping of the arena."""
+    if not inline:
+        monkeypatch.setattr(accel[0], "_INLINE_MAX", 0)
     value = _arrays()[i]
     up, fast, accelerated = _both(daemon, client, accel, value)
     assert accelerated, "the accelerated builder stepped aside for %s %s" % (value.dtype, value.shape)
@@ -89,8 +94,11 @@ def _frames():
 
 
 @pytest.mark.trellis_only
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "mapped"])
 @pytest.mark.parametrize("i", range(len(_frames())))
-def test_frames_are_written_exactly_as_upstream_writes_them(daemon, client, accel, i):
+def test_frames_are_written_exactly_as_upstream_writes_them(daemon, client, accel, i, inline, monkeypatch):
+    # inline: every frame small enough to (the larger ones are mapped whatever the limit)
+    monkeypatch.setattr(accel[0], "_INLINE_MAX", (1 << 20) if inline else 0)
     value = _frames()[i]
     up, fast, accelerated = _both(daemon, client, accel, value)
     assert accelerated
@@ -685,3 +693,81 @@ def test_a_flow_steps_run_prefix_applies_to_the_name_put_binds(daemon, order, tm
         c.delete([ObjectID(got["id"])], deep=True)
     finally:
         harness.disconnect(c)
+
+
+def _requests_of(mod, monkeypatch):
+    """The types of the requests trellis.accel's connections send, in order."""
+    sent = []
+    original = mod._Connection._send
+
+    def spy(self, messages):
+        sent.extend(m["type"] for m in messages)
+        return original(self, messages)
+
+    monkeypatch.setattr(mod._Connection, "_send", spy)
+    return sent
+
+
+@pytest.mark.trellis_only
+def test_a_small_put_is_one_request_with_its_bytes_and_a_large_one_goes_through_a_mapping(daemon, client, accel,
+                                                                                          monkeypatch):
+    """put_inline: up to _INLINE_MAX bytes of buffers, the builders send one request (the
+    bytes inline) and the object reads back as written; past it, create_buffers then the
+    pipelined seal, create_data and release; with the limit at 0 never inline."""
+    mod, _ = accel
+    assert mod.warm(client)  # (the connection's own register and status first)
+    sent = _requests_of(mod, monkeypatch)
+    small = pd.DataFrame({"a": np.arange(100), "b": np.linspace(0, 1, 100)})
+    oid = client.put(small)
+    assert sent == ["trellis_put_request"], sent
+    pdt.assert_frame_equal(client.get(oid), small)
+    del sent[:]
+    large = np.arange((mod._INLINE_MAX // 8) + 1, dtype=np.int64)
+    big = client.put(large)
+    assert sent[0] == "create_buffers_request" and "trellis_put_request" not in sent, sent
+    np.testing.assert_array_equal(client.get(big), large)
+    del sent[:]
+    monkeypatch.setattr(mod, "_INLINE_MAX", 0)
+    again = client.put(small)
+    assert "trellis_put_request" not in sent and "create_data_request" in sent, sent
+    assert _tree(daemon, again) == _tree(daemon, oid)
+    client.delete([oid, big, again])
+
+
+@pytest.mark.trellis_only
+def test_hostile_inline_puts_get_clear_errors_leave_nothing_and_the_connection_goes_on(daemon):
+    """``trellis_put_request`` refused — bytes not base64, a placeholder out of range or
+    with company, a blob no member refers to, a tree without a typename, more bytes than
+    the limit — with the daemon's error; the arena and the object count are as before,
+    and the same connection then puts and reads an object."""
+    tree = {"typename": "vineyard::Tensor<int64>", "instance_id": 0, "buffer_": {"__trellis_blob": 0}}
+    before = daemon.status()
+    with harness.RawConn(daemon.socket) as c:
+        c.register()
+        bad = [
+            ({"content": tree, "blobs": ["AQI"]}, "base64"),
+            ({"content": tree, "blobs": ["AR=="]}, "base64"),
+            ({"content": tree, "blobs": []}, "placeholder"),
+            ({"content": dict(tree, buffer_={"__trellis_blob": 0, "x": 1}), "blobs": ["AQ=="]}, "placeholder"),
+            ({"content": tree, "blobs": ["AQ==", "Ag=="]}, "not referred to"),
+            ({"content": {"instance_id": 0, "b": {"__trellis_blob": 0}}, "blobs": ["AQ=="]}, "typename"),
+            ({"content": tree, "blobs": ["A" * (((1 << 20) // 3 + 2) * 4)]}, "inline"),
+            ({"content": tree}, "blobs"),
+        ]
+        for fields, why in bad:
+            reply = c.request(dict(fields, type="trellis_put_request"))
+            assert harness.is_error(reply) and why in reply.get("message", ""), (why, reply)
+        after = daemon.status()
+        assert after["memory_usage"] == before["memory_usage"], (before, after)
+        reply = c.request({"type": "trellis_put_request", "content": tree, "blobs": ["AQAAAAAAAAACAAAAAAAAAA=="]})
+        assert reply.get("type") == "create_data_reply" and not harness.is_error(reply), reply
+        oid = reply["id"]
+    import vineyard
+
+    v = vineyard.connect(daemon.socket)
+    stored = harness.stored_tree(daemon.socket, oid)
+    assert stored["buffer_"]["typename"] == "vineyard::Blob"
+    blob = int(stored["buffer_"]["id"][1:], 16)
+    assert bytes(memoryview(v.get_blob(vineyard.ObjectID(blob)))) == (1).to_bytes(8, "little") + (2).to_bytes(8, "little")
+    v.delete([vineyard.ObjectID(oid)])
+    v.close()
