@@ -68,10 +68,7 @@ extension ObjectStore {
             }
         }
         let ids = made.map(\.objectID).filter { $0 != .emptyBlob }
-        let members = zip(made, blobs).map { p, bytes in
-            p.objectID == .emptyBlob
-                ? ObjectStore.blobStub(.emptyBlob, instance: instanceID) : ObjectStore.blobStub(p.objectID, instance: instanceID, length: bytes.count)
-        }
+        let members = zip(made, blobs).map { p, bytes in ObjectStore.blobStub(p.objectID, instance: instanceID, length: bytes.count) }
         let filled = JSON.object(InlineBlobs.fill(tree, members))
         let now = now()
         // seals, then the tree (its blob members must exist), then the connection lets go;
