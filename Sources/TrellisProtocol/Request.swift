@@ -338,23 +338,17 @@ public enum Request: Sendable, Equatable {
         let texts = try batch(r.stringArray("blobs"), r.command)
         var out: [[UInt8]] = []
         out.reserveCapacity(texts.count)
-        var total = 0
+        var total = 0  // (checked blob by blob: at most one blob past the limit is decoded)
         for (k, text) in texts.enumerated() {
-            // (base64 is 4 characters for 3 bytes: refused before decoding anything too large)
-            total += text.utf8.count / 4 * 3
-            guard total <= maxInlineBytes + 2 else {
-                throw VineyardError(
-                    .invalid, "Invalid message: '\(r.command)' carries more than \(maxInlineBytes) bytes inline: write larger objects through create_buffers")
-            }
             guard let bytes = Base64.decodeStrict(text) else {
                 throw VineyardError(.invalid, "Invalid message: blob \(k) of '\(r.command)' is not base64 (padded, standard alphabet)")
             }
+            total += bytes.count
+            guard total <= maxInlineBytes else {
+                throw VineyardError(
+                    .invalid, "Invalid message: '\(r.command)' carries more than \(maxInlineBytes) bytes inline: write larger objects through create_buffers")
+            }
             out.append(bytes)
-        }
-        let decoded = out.reduce(0) { $0 + $1.count }
-        guard decoded <= maxInlineBytes else {
-            throw VineyardError(
-                .invalid, "Invalid message: '\(r.command)' carries \(decoded) bytes inline, more than the limit of \(maxInlineBytes): write larger objects through create_buffers")
         }
         return out
     }

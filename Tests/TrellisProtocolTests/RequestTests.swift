@@ -122,6 +122,9 @@ struct ExtensionTests {
         #expect(try Request.decode(try JSONParser.parse(JSONWriter.encode(atLimit.encode()))) == atLimit)
         let over = Request.putInline(tree, blobs: [[UInt8](repeating: 7, count: limit), [9]])
         #expect(throws: VineyardError.self) { try Request.decode(try JSONParser.parse(JSONWriter.encode(over.encode()))) }
+        // many padded blobs count as the bytes they decode to, not as their text's length
+        let padded = Request.putInline(tree, blobs: [[UInt8]](repeating: [1], count: limit / 1024) + [[UInt8](repeating: 7, count: limit - limit / 1024)])
+        #expect(try Request.decode(try JSONParser.parse(JSONWriter.encode(padded.encode()))) == padded)
     }
 
     @Test("strict base64: what encode writes, for every length and byte, and nothing else")
